@@ -1,0 +1,92 @@
+// Package filter decides whether a request may pass.
+// It compiles a rules.Set into an immutable Engine; Decide does no I/O,
+// keeps no state between calls and is safe for concurrent use.
+package filter
+
+import (
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// Verdict is the outcome of a decision.
+type Verdict uint8
+
+const (
+	// Block refuses the request. It is the zero value, so a forgotten
+	// decision fails closed.
+	Block Verdict = iota
+	// Allow lets the request through.
+	Allow
+)
+
+// String returns "allow" or "block".
+func (v Verdict) String() string {
+	if v == Allow {
+		return "allow"
+	}
+	return "block"
+}
+
+// Request is what a front end knows about a connection when it must decide.
+type Request struct {
+	// Client is the client's source address. Invalid means unknown: client
+	// conditions then do not match.
+	Client netip.Addr
+	// User is the authenticated user name, or "".
+	User string
+	// Host is the destination: a name normalized by rules.NormalizeHost, or an IP literal.
+	Host string
+	// Port is the destination port.
+	Port uint16
+	// Time is when the request arrived; schedules are evaluated against it.
+	// The zero time matches no schedule window.
+	Time time.Time
+}
+
+// RuleRef points at the rule that decided.
+type RuleRef struct {
+	// Index is the rule's position counting from 1; 0 when no rule matched.
+	Index int
+	// File and Line locate the rule in the config.
+	File string
+	Line int
+	// Text is the rule as written.
+	Text string
+	// Pattern is the destination pattern that matched, as written; "" when
+	// the rule has no destination list.
+	Pattern string
+	// List and ListLine locate the category entry that matched, when known.
+	// The engine does not keep them (see rules for explanations); they are
+	// filled by callers that explain.
+}
+
+// String renders the reference for logs and headers: "rule 3 (sluice.yaml:12)".
+func (r RuleRef) String() string {
+	if r.Index == 0 {
+		return "default"
+	}
+	s := "rule " + strconv.Itoa(r.Index)
+	if r.File != "" {
+		s += " (" + r.File + ":" + strconv.Itoa(r.Line) + ")"
+	}
+	return s
+}
+
+// Decision is the engine's answer, with why.
+type Decision struct {
+	// Verdict is Allow or Block.
+	Verdict Verdict
+	// Reason is a fixed phrase for people and logs: "matched rule", "no rule matched".
+	Reason string
+	// Rule is the deciding rule; zero when Default.
+	Rule RuleRef
+	// Category is the category whose entry matched, or "". Category names come
+	// from the config, a bounded set, so it is safe as a metrics label.
+	Category string
+	// Default is true when no rule matched and the configured default applied.
+	Default bool
+	// Via is the route for an allowed request: an upstream name, "direct",
+	// or "" for the default route.
+	Via string
+}

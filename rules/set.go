@@ -1,0 +1,47 @@
+package rules
+
+// Set is everything the filter engine compiles: a config and the entries of
+// every category it can refer to. A Set is built by Load and not changed after.
+type Set struct {
+	// Config is the parsed configuration.
+	Config *Config
+	// Categories maps a category name to its entries. Every category named by
+	// a rule is present, possibly empty (a source that could not be read yet).
+	Categories map[string]*CategoryList
+}
+
+// CategoryList is the merged entries of one category.
+type CategoryList struct {
+	// Name is the category name.
+	Name string
+	// Block holds normalized domains; each also covers its subdomains.
+	Block []string
+	// Allow holds normalized exception domains (Adblock "@@||x^"), which
+	// take the matching domain and its subdomains out of the category.
+	Allow []string
+	// Sources reports what each source contributed.
+	Sources []SourceStats
+}
+
+// SourceStats reports the outcome of reading one source.
+type SourceStats struct {
+	// Source is the configured source.
+	Source Source
+	// File is the file that was read (for a URL, its cache file).
+	File string
+	// Format is the detected list format of the last file read: "plain",
+	// "hosts", "adblock", "dnsmasq".
+	Format string
+	// Entries counts the entries taken.
+	Entries int
+	// Skipped counts lines that are valid but not usable here (cosmetic or
+	// path rules, UT1 urls/expressions files).
+	Skipped int
+	// Invalid counts lines that could not be parsed.
+	Invalid int
+	// Errors holds the first few invalid lines as *ParseError.
+	Errors []error
+	// Err is set when the source could not be read at all; its category
+	// then lacks these entries, and the rest of the Set is still good.
+	Err error
+}

@@ -1,0 +1,213 @@
+// Package rules holds Sluice's configuration as data: the YAML config,
+// destination patterns, list files and their formats, and the host
+// normalizer that every other package uses. It does no networking.
+package rules
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Action is what a rule does with a matching request.
+type Action string
+
+const (
+	// Allow lets the request through.
+	Allow Action = "allow"
+	// Block refuses the request.
+	Block Action = "block"
+)
+
+// Config is a parsed, validated configuration file. Every field states its
+// default; the zero Config is the embedded default's shape without rules.
+type Config struct {
+	// File is the absolute path the config was read from, or "" for the
+	// embedded default. Relative paths in the config resolve against its folder.
+	File string `yaml:"-"`
+
+	// Listen holds the addresses that accept clients. Every listener serves
+	// HTTP, SOCKS5 and SOCKS4a on the same port.
+	// Empty means ["127.0.0.1:3128"]: loopback only, so never open by accident.
+	Listen []string `yaml:"listen"`
+
+	// Default is the action when no rule matches. Empty means Allow.
+	Default Action `yaml:"default"`
+
+	// Hosts maps names to addresses for the direct dialer, like /etc/hosts.
+	// Rules still see the name. Keys are normalized. Empty: system resolver only.
+	Hosts map[string][]netip.Addr `yaml:"-"`
+
+	// Categories maps a category name to its sources (files, folders, URLs).
+	Categories map[string][]Source `yaml:"-"`
+
+	// CategoryDirs are UT1/squidGuard-style folders: each sub-folder is a category.
+	CategoryDirs []CategoryDir `yaml:"-"`
+
+	// CacheDir holds downloaded remote lists. Empty means "cache" beside the config file.
+	CacheDir string `yaml:"-"`
+
+	// Rules are evaluated top to bottom; the first match wins.
+	Rules []Rule `yaml:"-"`
+
+	// Clients restricts who may use the proxy at all. Empty: anybody who can
+	// reach a listener (serve refuses a non-loopback listener then, unless
+	// users are configured or --allow-open is given).
+	Clients []netip.Prefix `yaml:"-"`
+
+	// Users is the path of an htpasswd file with bcrypt hashes. Empty: no authentication.
+	Users string `yaml:"-"`
+
+	// Groups maps a group name to its member user names.
+	Groups map[string][]string `yaml:"-"`
+
+	// Socks configures the SOCKS front end.
+	Socks SocksConfig `yaml:"-"`
+
+	// Upstreams names the upstream proxies and chains rules can route through.
+	Upstreams map[string]Upstream `yaml:"-"`
+
+	// Upstream is the default route for allowed traffic: an upstream name or
+	// "direct". Empty means "direct".
+	Upstream string `yaml:"-"`
+
+	// Anonymize strips identifying headers (Via, X-Forwarded-For, Forwarded,
+	// X-Real-IP, From, Proxy-*) from plain HTTP requests. Default false.
+	Anonymize bool `yaml:"-"`
+
+	// Timeouts bounds every wait.
+	Timeouts Timeouts `yaml:"-"`
+}
+
+// Timeouts bounds the waits of a connection. Zero fields take the defaults.
+type Timeouts struct {
+	// Dial bounds one connection attempt to an origin or a hop. Default 10s.
+	Dial time.Duration
+	// Handshake bounds reading a request's headers or a SOCKS handshake. Default 30s.
+	Handshake time.Duration
+	// Idle closes a tunnel with no traffic either way for this long. Default 5m.
+	Idle time.Duration
+}
+
+// Defaults for Timeouts.
+const (
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultHandshakeTimeout = 30 * time.Second
+	DefaultIdleTimeout      = 5 * time.Minute
+)
+
+// SocksConfig configures the SOCKS front end.
+type SocksConfig struct {
+	// UDP enables UDP ASSOCIATE. Default false.
+	UDP bool
+}
+
+// Source is one origin of category entries: a file, a folder or a URL.
+type Source struct {
+	// Path is a file or folder, absolute after loading. Empty for a URL.
+	Path string
+	// URL is a remote list. Empty for a path.
+	URL string
+	// Refresh is how often a URL is fetched again. Zero means 24h.
+	Refresh time.Duration
+	// Line is the config line that declared the source.
+	Line int
+}
+
+// CategoryDir is a UT1/squidGuard-style folder of categories.
+type CategoryDir struct {
+	// Path is the folder; each sub-folder with a "domains" file is a category.
+	Path string
+	// Only restricts the categories taken. Empty: all.
+	Only []string
+	// Line is the config line that declared the folder.
+	Line int
+}
+
+// Upstream is a named route: a chain of proxies, or a failover pool of other
+// upstream names.
+type Upstream struct {
+	// Name is the key in the upstreams map.
+	Name string
+	// Chain is the hops in order: client → Chain[0] → Chain[1] → … → origin.
+	Chain []string
+	// Failover lists other upstream names tried in order; the first healthy one is used.
+	Failover []string
+	// Anonymize overrides Config.Anonymize for this route when not nil.
+	Anonymize *bool
+	// TLSCA is a PEM file of CA certificates that verify https:// hops. Empty: system roots.
+	TLSCA string
+	// Line is the config line that declared the upstream.
+	Line int
+}
+
+// Rule is one entry of the rules list.
+type Rule struct {
+	// Index is the rule's position, counting from 1.
+	Index int
+	// Line is the config line where the rule starts.
+	Line int
+	// Text is the rule's destination list as written, for people: `block: [".tiktok.com"]`.
+	Text string
+	// Action is Allow or Block.
+	Action Action
+	// Dests are the destination patterns. Empty matches every destination.
+	Dests []Pattern
+	// Clients restricts the rule to these client source prefixes. Empty: any client.
+	Clients []netip.Prefix
+	// Ports restricts the rule to these destination ports. Empty: any port.
+	Ports []PortRange
+	// Users restricts the rule to these authenticated users. Empty: anyone.
+	Users []string
+	// Groups restricts the rule to members of these groups. Empty: anyone.
+	Groups []string
+	// Times restricts the rule to these weekly windows. Empty: always.
+	Times []TimeWindow
+	// Via is the route for allowed traffic: an upstream name or "direct".
+	// Empty means the default route (Config.Upstream).
+	Via string
+}
+
+// PortRange is an inclusive range of ports; a single port has Lo == Hi.
+type PortRange struct{ Lo, Hi uint16 }
+
+// Contains reports whether p lies in the range.
+func (r PortRange) Contains(p uint16) bool { return r.Lo <= p && p <= r.Hi }
+
+// TimeWindow is a weekly window in local time, such as "Mon-Fri 08:00-17:00".
+type TimeWindow struct {
+	// Days has bit d set for time.Weekday d. Zero means every day.
+	Days uint8
+	// From and To are minutes since midnight; To < From wraps past midnight.
+	From, To int
+	// Text is the window as written.
+	Text string
+}
+
+// PatternKind tells how a destination pattern matches.
+type PatternKind uint8
+
+// The kinds of destination pattern.
+const (
+	// Exact matches one host name: "example.com".
+	Exact PatternKind = iota + 1
+	// Suffix matches a domain and every subdomain: ".example.com".
+	Suffix
+	// Glob matches a gobwas/glob pattern with '.' as separator: "*.example.com", "ads.**".
+	Glob
+	// Category matches every domain in a category, or a subdomain of one: "category:social".
+	Category
+	// CIDR matches an IP literal destination in a prefix: "10.0.0.0/8", "::1", "192.0.2.7".
+	CIDR
+)
+
+// Pattern is one parsed destination pattern.
+type Pattern struct {
+	Kind PatternKind
+	// Text is the pattern as written.
+	Text string
+	// Host is the normalized host for Exact and Suffix (without the leading dot),
+	// the normalized glob for Glob, the category name for Category.
+	Host string
+	// Prefix is the network for CIDR; a single address is a /32 or /128.
+	Prefix netip.Prefix
+}
