@@ -6,7 +6,10 @@ package dial
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
+	"syscall"
 )
 
 // Dialer opens connections. Every dial takes a context; there is no
@@ -64,8 +67,16 @@ type Error struct {
 	HopAddr string
 	// Err is the underlying error.
 	Err error
+
+	// hopFault is set when the hop itself failed (could not be reached,
+	// timed out, broke the protocol or rejected our credentials), as
+	// opposed to the hop reporting that the target failed. The Router
+	// marks such a hop down.
+	hopFault bool
 }
 
+// Error formats the failure for a log line: target, kind, route and hop
+// (redacted), then the cause.
 func (e *Error) Error() string {
 	s := "dial: " + e.Addr + ": " + e.Kind.String()
 	if e.Upstream != "" {
@@ -80,4 +91,51 @@ func (e *Error) Error() string {
 	return s
 }
 
+// Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
+
+// Timeout reports whether the dial timed out, so that *Error satisfies
+// net.Error's Timeout.
+func (e *Error) Timeout() bool { return e.Kind == KindTimeout }
+
+// Classify tells the Kind of any dial error: the Kind of a *Error in err's
+// chain, or else the kind of the raw error (a *net.DNSError, an errno, a
+// deadline). It looks at types and values only, never at message text.
+// A nil error, a cancelled context and anything unknown are KindOther.
+func Classify(err error) Kind {
+	if err == nil {
+		return KindOther
+	}
+	var de *Error
+	if errors.As(err, &de) {
+		return de.Kind
+	}
+	return classifyRaw(err)
+}
+
+// classifyRaw classifies an error that carries no *Error.
+func classifyRaw(err error) Kind {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return KindTimeout
+	case errors.As(err, &dnsErr):
+		if dnsErr.IsTimeout {
+			return KindTimeout
+		}
+		return KindDNS
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return KindRefused
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EHOSTDOWN):
+		return KindHostUnreachable
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.ENETDOWN):
+		return KindNetUnreachable
+	case errors.Is(err, syscall.ETIMEDOUT):
+		return KindTimeout
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return KindTimeout
+	}
+	return KindOther
+}

@@ -1,0 +1,142 @@
+package dial
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// DefaultTimeout bounds a direct dial, or one hop's handshake, when no
+// timeout is configured.
+const DefaultTimeout = 10 * time.Second
+
+// minAttempt is the least time one address of several gets when a direct
+// dial splits its timeout between addresses.
+const minAttempt = 2 * time.Second
+
+// Direct dials origins itself. It is the first dialer of every chain: with
+// an upstream set, it only ever dials the upstream's own address, so a
+// destination name never reaches the local resolver.
+//
+// The zero value is ready to use. A *Direct is safe for concurrent use
+// once its fields are set.
+type Direct struct {
+	// Timeout bounds one dial, lookup included. Zero means 10s.
+	Timeout time.Duration
+	// Hosts overrides names like /etc/hosts: normalized name (lower case,
+	// no trailing dot) -> addresses, tried in order. Nil means no overrides.
+	Hosts map[string][]netip.Addr
+	// LookupHook resolves names that are neither IP literals nor in Hosts.
+	// Nil means the system resolver (net.DefaultResolver). Tests count
+	// lookups through it.
+	LookupHook func(ctx context.Context, host string) ([]netip.Addr, error)
+	// KeepAlive is the TCP keep-alive period. Zero means Go's default
+	// (15s); negative disables keep-alives.
+	KeepAlive time.Duration
+}
+
+// DialContext connects to addr ("host:port") on network ("tcp", "tcp4",
+// "tcp6"; other networks are passed to net.Dialer as they are). For tcp the
+// connection is a *net.TCPConn, so splice and half-close work. A failure
+// is a *Error whose Kind says what went wrong.
+func (d *Direct) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.dial(ctx, network, addr)
+	if err != nil {
+		kind := classifyRaw(err)
+		if kind == KindOther && ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			kind = KindTimeout
+		}
+		return nil, &Error{Kind: kind, Addr: addr, Err: err}
+	}
+	return c, nil
+}
+
+func (d *Direct) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	addrs, err := d.resolve(ctx, network, host)
+	if err != nil {
+		return nil, err
+	}
+	nd := net.Dialer{KeepAlive: d.KeepAlive}
+	var first error
+	for i, a := range addrs {
+		actx := ctx
+		if left := len(addrs) - i; left > 1 {
+			// Give each remaining address a share of the time left, as
+			// net.Dialer does, so one black hole cannot use it all.
+			if dl, ok := ctx.Deadline(); ok {
+				share := max(time.Until(dl)/time.Duration(left), minAttempt)
+				var acancel context.CancelFunc
+				actx, acancel = context.WithTimeout(ctx, share)
+				defer acancel()
+			}
+		}
+		c, err := nd.DialContext(actx, network, net.JoinHostPort(a.String(), port))
+		if err == nil {
+			return c, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, first
+}
+
+// resolve turns host into the addresses to try, in order: an IP literal
+// as it is, then Hosts, then LookupHook or the system resolver.
+func (d *Direct) resolve(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{ip.Unmap()}, nil
+	}
+	name := strings.TrimSuffix(strings.ToLower(host), ".")
+	addrs, ok := d.Hosts[name]
+	if !ok {
+		var err error
+		if d.LookupHook != nil {
+			addrs, err = d.LookupHook(ctx, name)
+		} else {
+			addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		a = a.Unmap()
+		switch {
+		case !a.IsValid():
+		case network == "tcp4" || network == "udp4":
+			if a.Is4() {
+				out = append(out, a)
+			}
+		case network == "tcp6" || network == "udp6":
+			if a.Is6() {
+				out = append(out, a)
+			}
+		default:
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return nil, &net.DNSError{Err: "no suitable address", Name: host, IsNotFound: true}
+	}
+	return out, nil
+}

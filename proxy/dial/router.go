@@ -1,0 +1,504 @@
+package dial
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+var (
+	// ErrUnknownRoute means a route name that the Router does not hold.
+	ErrUnknownRoute = errors.New("dial: unknown route")
+	// ErrRouteConfig means a route cannot be built from its spec.
+	ErrRouteConfig = errors.New("dial: bad route")
+)
+
+// RouteDirect is the name of the route that dials origins itself. It cannot be
+// redefined.
+const RouteDirect = "direct"
+
+// DefaultBackoff is how long a failed hop is marked down when
+// Config.Backoff is zero.
+const DefaultBackoff = 30 * time.Second
+
+// RouteSpec is one named route: either a chain of upstreams or a failover
+// list of other routes, never both.
+type RouteSpec struct {
+	// Chain lists the upstreams in order: client -> Chain[0] -> ... ->
+	// origin. Each URL's scheme is one FromURL accepts.
+	Chain []*url.URL
+	// Failover names other routes ("direct" allowed), tried in order;
+	// routes with a hop marked down are skipped unless all are down.
+	Failover []string
+	// TLSCA is PEM with the CA certificates that https upstreams of this
+	// chain must chain to. Nil means the system roots.
+	TLSCA []byte
+}
+
+// Config holds every route of a Router.
+type Config struct {
+	// Routes maps a route name to its spec. "direct" is reserved.
+	Routes map[string]RouteSpec
+	// Default is the route for dials that name none. "" or "direct"
+	// means direct.
+	Default string
+	// Direct dials origins and first hops. Nil means a zero *Direct.
+	Direct *Direct
+	// HopTimeout bounds each hop's handshake. Zero means 10s.
+	HopTimeout time.Duration
+	// Backoff is how long a hop that failed is marked down. Zero means 30s.
+	Backoff time.Duration
+}
+
+// Router holds every named route and is the one dialer every front end
+// uses. It never falls back to direct: a route that cannot be built is an
+// error from NewRouter, and a route that fails at dial time fails the dial.
+// A Router is safe for concurrent use.
+type Router struct {
+	def     string
+	direct  *Direct
+	backoff time.Duration
+	routes  map[string]*route
+	direct0 *route // holds direct's Transport
+
+	mu   sync.Mutex
+	down map[string]time.Time // hop key -> down until
+
+	now func() time.Time // for tests; time.Now
+}
+
+// route is one compiled route.
+type route struct {
+	name     string
+	chain    []*url.URL
+	hopKeys  []string // per hop: the redacted chain up to it
+	dialer   Dialer   // the chain's dialer; nil for failover and direct
+	proxyHop Dialer   // dials the last hop's address, when it is http(s)
+	last     *url.URL // the last hop, when it is http(s)
+	tls      *tls.Config
+	failover []string
+
+	tmu sync.Mutex
+	tr  *http.Transport
+}
+
+// NewRouter builds every route of cfg. Unknown route names, cycles of
+// failover, empty or double specs, bad URLs, unsupported schemes and bad
+// TLSCA are errors.
+func NewRouter(cfg Config) (*Router, error) {
+	r := &Router{
+		direct:  cfg.Direct,
+		backoff: cfg.Backoff,
+		routes:  map[string]*route{},
+		down:    map[string]time.Time{},
+		now:     time.Now,
+		direct0: &route{name: RouteDirect},
+	}
+	if r.direct == nil {
+		r.direct = &Direct{}
+	}
+	if r.backoff <= 0 {
+		r.backoff = DefaultBackoff
+	}
+	names := slices.Sorted(maps.Keys(cfg.Routes))
+	for _, name := range names {
+		spec := cfg.Routes[name]
+		if name == "" || name == RouteDirect {
+			return nil, fmt.Errorf("%w %q: reserved name", ErrRouteConfig, name)
+		}
+		rt := &route{name: name}
+		switch {
+		case len(spec.Chain) > 0 && len(spec.Failover) > 0:
+			return nil, fmt.Errorf("%w %q: both a chain and a failover list", ErrRouteConfig, name)
+		case len(spec.Failover) > 0:
+			if spec.TLSCA != nil {
+				return nil, fmt.Errorf("%w %q: tls_ca belongs on a chain, not a failover list", ErrRouteConfig, name)
+			}
+			rt.failover = slices.Clone(spec.Failover)
+		case len(spec.Chain) > 0:
+			if err := rt.build(spec, r.direct, cfg.HopTimeout); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("%w %q: no upstream", ErrRouteConfig, name)
+		}
+		r.routes[name] = rt
+	}
+	for _, name := range names {
+		for _, m := range r.routes[name].failover {
+			if _, ok := r.routes[m]; !ok && m != RouteDirect {
+				return nil, fmt.Errorf("%w %q: failover names unknown route %q", ErrRouteConfig, name, m)
+			}
+		}
+		if err := r.checkCycle(name, nil); err != nil {
+			return nil, err
+		}
+	}
+	r.def = cfg.Default
+	if r.def == "" {
+		r.def = RouteDirect
+	}
+	if _, ok := r.routes[r.def]; !ok && r.def != RouteDirect {
+		return nil, fmt.Errorf("%w: default route %q is not defined", ErrRouteConfig, cfg.Default)
+	}
+	return r, nil
+}
+
+// checkCycle fails if a failover list reaches name again.
+func (r *Router) checkCycle(name string, path []string) error {
+	if slices.Contains(path, name) {
+		return fmt.Errorf("%w %q: failover cycle %s", ErrRouteConfig, path[0], strings.Join(append(path, name), " -> "))
+	}
+	rt := r.routes[name]
+	if rt == nil {
+		return nil
+	}
+	for _, m := range rt.failover {
+		if err := r.checkCycle(m, append(slices.Clip(path), name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// build folds a chain into its dialer.
+func (rt *route) build(spec RouteSpec, direct *Direct, hopTimeout time.Duration) error {
+	opts := Options{Timeout: hopTimeout, Route: rt.name}
+	if spec.TLSCA != nil {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(spec.TLSCA) {
+			return fmt.Errorf("%w %q: tls_ca holds no PEM certificate", ErrRouteConfig, rt.name)
+		}
+		opts.TLSConfig = &tls.Config{RootCAs: pool}
+	}
+	rt.tls = opts.TLSConfig
+	var d Dialer = direct
+	var keys []string
+	for i, u := range spec.Chain {
+		if u == nil {
+			return fmt.Errorf("%w %q: hop %d: no url", ErrRouteConfig, rt.name, i+1)
+		}
+		prev := d
+		var err error
+		if d, err = FromURL(u, d, opts); err != nil {
+			return fmt.Errorf("%w %q: hop %d: %w", ErrRouteConfig, rt.name, i+1, err)
+		}
+		keys = append(keys, u.Redacted())
+		rt.hopKeys = append(rt.hopKeys, strings.Join(keys, " -> "))
+		if i == len(spec.Chain)-1 {
+			switch strings.ToLower(u.Scheme) {
+			case "http", "https":
+				rt.proxyHop, rt.last = prev, u
+			}
+		}
+	}
+	rt.chain = slices.Clone(spec.Chain)
+	rt.dialer = d
+	return nil
+}
+
+// lookup resolves "" to the default route. It returns nil for direct.
+func (r *Router) lookup(name string) (rt *route, ok bool) {
+	if name == "" {
+		name = r.def
+	}
+	if name == RouteDirect {
+		return nil, true
+	}
+	rt, ok = r.routes[name]
+	return rt, ok
+}
+
+// Dial connects to addr through route: "" is the default route, "direct"
+// dials directly. Failures are *Error; a hop that could not be reached or
+// failed its handshake is marked down for the back-off period.
+func (r *Router) Dial(ctx context.Context, route, network, addr string) (net.Conn, error) {
+	rt, ok := r.lookup(route)
+	if !ok {
+		return nil, &Error{Kind: KindOther, Addr: addr, Upstream: route, Err: fmt.Errorf("%w %q", ErrUnknownRoute, route)}
+	}
+	return r.dial(ctx, rt, network, addr)
+}
+
+func (r *Router) dial(ctx context.Context, rt *route, network, addr string) (net.Conn, error) {
+	switch {
+	case rt == nil:
+		return r.direct.DialContext(ctx, network, addr)
+	case rt.dialer != nil:
+		c, err := rt.dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			r.noteFailure(rt, err)
+		}
+		return c, err
+	}
+	// Failover: healthy members first, in order; if all are down, try
+	// them all anyway.
+	members := make([]*route, 0, len(rt.failover))
+	for _, m := range rt.failover {
+		mrt, _ := r.lookup(m)
+		members = append(members, mrt)
+	}
+	var healthy []*route
+	for _, m := range members {
+		if !r.isDown(m) {
+			healthy = append(healthy, m)
+		}
+	}
+	if len(healthy) == 0 {
+		healthy = members
+	}
+	var last error
+	for _, m := range healthy {
+		c, err := r.dial(ctx, m, network, addr)
+		if err == nil {
+			return c, nil
+		}
+		last = err
+		var de *Error
+		if ctx.Err() != nil || !errors.As(err, &de) || !de.hopFault {
+			// The target failed, or the caller gave up: another route
+			// would not help, and would tell one more upstream the target.
+			break
+		}
+	}
+	var de *Error
+	if errors.As(last, &de) {
+		e := *de
+		e.Upstream = rt.name + "/" + cmpOr(de.Upstream, RouteDirect)
+		return nil, &e
+	}
+	return nil, last
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// noteFailure marks the failing hop of rt down when the hop is to blame.
+func (r *Router) noteFailure(rt *route, err error) {
+	var de *Error
+	if !errors.As(err, &de) || !de.hopFault || de.Hop < 1 || de.Hop > len(rt.hopKeys) {
+		return
+	}
+	r.mu.Lock()
+	r.down[rt.hopKeys[de.Hop-1]] = r.now().Add(r.backoff)
+	r.mu.Unlock()
+}
+
+// isDown reports whether any hop of rt (or, for a failover route, every
+// member) is marked down. Direct is never down.
+func (r *Router) isDown(rt *route) bool {
+	if rt == nil {
+		return false
+	}
+	if rt.dialer == nil {
+		for _, m := range rt.failover {
+			mrt, _ := r.lookup(m)
+			if !r.isDown(mrt) {
+				return false
+			}
+		}
+		return true
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range rt.hopKeys {
+		if until, ok := r.down[k]; ok {
+			if now.Before(until) {
+				return true
+			}
+			delete(r.down, k)
+		}
+	}
+	return false
+}
+
+// Transport returns the http.RoundTripper for plain HTTP on route, one
+// *http.Transport per route so that pooled connections never cross routes.
+// When the route's last hop is http or https, requests go to that hop in
+// absolute form (a parent cache keeps working), with Proxy-Authorization
+// from its user info; otherwise connections are dialed through the route.
+// It never reads proxy settings from the environment and never asks for
+// compression itself. An unknown route gives a RoundTripper that fails.
+func (r *Router) Transport(name string) http.RoundTripper {
+	rt, ok := r.lookup(name)
+	if !ok {
+		return failingTransport{name}
+	}
+	if rt == nil {
+		rt = r.direct0
+	}
+	rt.tmu.Lock()
+	defer rt.tmu.Unlock()
+	if rt.tr == nil {
+		rt.tr = r.newTransport(rt)
+	}
+	return rt.tr
+}
+
+func (r *Router) newTransport(rt *route) *http.Transport {
+	tr := &http.Transport{
+		Proxy:                  nil, // never ProxyFromEnvironment
+		DisableCompression:     true,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    64,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+	switch {
+	case rt.name == RouteDirect:
+		tr.DialContext = r.direct.DialContext
+	case rt.last != nil:
+		last, fwd := rt.last, rt.proxyHop
+		tr.Proxy = func(*http.Request) (*url.URL, error) { return last, nil }
+		n := len(rt.chain)
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := fwd.DialContext(ctx, network, addr)
+			if err == nil {
+				return c, nil
+			}
+			var de *Error
+			if !errors.As(err, &de) || !de.hopFault {
+				// Reaching the last hop failed: it is to blame.
+				err = &Error{
+					Kind: Classify(err), Addr: addr, Upstream: rt.name, Hop: n, HopAddr: last.Redacted(),
+					Err:      fmt.Errorf("reaching upstream: %w", err),
+					hopFault: ctx.Err() == nil,
+				}
+			}
+			r.noteFailure(rt, err)
+			return nil, err
+		}
+		if strings.EqualFold(last.Scheme, "https") {
+			cfg := tlsConfig(rt.tls, last.Hostname())
+			tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := tr.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				tc := tls.Client(c, cfg)
+				if err := tc.HandshakeContext(ctx); err != nil {
+					c.Close()
+					return nil, fmt.Errorf("dial: tls to upstream %s: %w", last.Redacted(), err)
+				}
+				return tc, nil
+			}
+		}
+	default:
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return r.dial(ctx, rt, network, addr)
+		}
+	}
+	return tr
+}
+
+// failingTransport answers every request of an unknown route with an error.
+type failingTransport struct{ route string }
+
+func (f failingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return nil, &Error{Kind: KindOther, Addr: req.URL.Host, Upstream: f.route, Err: fmt.Errorf("%w %q", ErrUnknownRoute, f.route)}
+}
+
+// CloseIdleConnections closes the idle connections of every route's
+// Transport.
+func (r *Router) CloseIdleConnections() {
+	for _, rt := range append(slices.Collect(maps.Values(r.routes)), r.direct0) {
+		rt.tmu.Lock()
+		if rt.tr != nil {
+			rt.tr.CloseIdleConnections()
+		}
+		rt.tmu.Unlock()
+	}
+}
+
+// Resolves reports whether route dials directly, so that looking up the
+// destination name locally leaks nothing. It is false for any route with
+// an upstream, and for a failover route unless every member is direct.
+// An unknown route is false.
+func (r *Router) Resolves(name string) bool {
+	rt, ok := r.lookup(name)
+	if !ok {
+		return false
+	}
+	if rt == nil {
+		return true
+	}
+	if rt.dialer != nil || len(rt.failover) == 0 {
+		return false
+	}
+	for _, m := range rt.failover {
+		if !r.Resolves(m) {
+			return false
+		}
+	}
+	return true
+}
+
+// Describe tells, for people, how traffic on route leaves: "direct", or
+// the route's name and its hops with passwords redacted:
+//
+//	office: http://parent.corp:3128 (user:*** redacted)
+//	vpn: https://edge.example:443 -> socks5://exit.example:1080 (u:*** redacted)
+//	pool: failover office, tor
+//
+// Route "" describes the default route.
+func (r *Router) Describe(name string) string {
+	rt, ok := r.lookup(name)
+	switch {
+	case !ok:
+		return name + ": unknown route"
+	case rt == nil:
+		return RouteDirect
+	case rt.dialer == nil:
+		return rt.name + ": failover " + strings.Join(rt.failover, ", ")
+	}
+	hops := make([]string, len(rt.chain))
+	for i, u := range rt.chain {
+		hops[i] = describeHop(u)
+	}
+	return rt.name + ": " + strings.Join(hops, " -> ")
+}
+
+// describeHop prints scheme://host:port, and the user with the password
+// masked.
+func describeHop(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		switch strings.ToLower(u.Scheme) {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		default:
+			port = "1080"
+		}
+	}
+	s := strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(u.Hostname(), port)
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			s += " (" + u.User.Username() + ":*** redacted)"
+		} else {
+			s += " (user " + u.User.Username() + ")"
+		}
+	}
+	return s
+}
