@@ -1,0 +1,147 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// SetPassword adds user with password to the htpasswd file at path, or
+// replaces the user's hash where it stands. The hash is bcrypt with cost
+// 10. Other lines, comments and their order are kept. The file is written
+// atomically with mode 0600 and created when missing.
+func SetPassword(path, user, password string) error {
+	if err := checkUser(user); err != nil {
+		return fmt.Errorf("%w %q", err, user)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), Cost)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	lines, err := readLines(path)
+	if err != nil {
+		return err
+	}
+	entry := user + ":" + string(hash)
+	replaced := false
+	for i, l := range lines {
+		if lineUser(l) == user {
+			if replaced {
+				lines[i] = "\x00" // a duplicate: drop it
+				continue
+			}
+			lines[i], replaced = entry, true
+		}
+	}
+	if !replaced {
+		lines = append(lines, entry)
+	}
+	return writeLines(path, lines)
+}
+
+// RemoveUser removes user from the htpasswd file at path. It reports
+// whether the user was there; the file is rewritten only then.
+func RemoveUser(path, user string) (bool, error) {
+	lines, err := readLines(path)
+	if err != nil {
+		return false, err
+	}
+	kept := lines[:0]
+	found := false
+	for _, l := range lines {
+		if lineUser(l) == user {
+			found = true
+			continue
+		}
+		kept = append(kept, l)
+	}
+	if !found {
+		return false, nil
+	}
+	return true, writeLines(path, kept)
+}
+
+// ListUsers returns the users of the htpasswd file at path, in file order.
+// A malformed file is an error naming file:line.
+func ListUsers(path string) ([]string, error) {
+	_, order, err := readFile(path)
+	return order, err
+}
+
+// lineUser returns the user of an entry line, or "" for anything else.
+func lineUser(line string) string {
+	t := strings.TrimSpace(line)
+	if t == "" || strings.HasPrefix(t, "#") {
+		return ""
+	}
+	u, _, ok := strings.Cut(t, ":")
+	if !ok {
+		return ""
+	}
+	return u
+}
+
+// readLines returns the lines of path without their newlines; a missing
+// file has none.
+func readLines(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	s := strings.TrimSuffix(string(data), "\n")
+	if s == "" {
+		return nil, nil
+	}
+	return strings.Split(s, "\n"), nil
+}
+
+// writeLines writes lines to path atomically: a temporary file beside it,
+// synced, mode 0600, then renamed into place. Lines "\x00" are skipped.
+func writeLines(path string, lines []string) (err error) {
+	var b strings.Builder
+	for _, l := range lines {
+		if l == "\x00" {
+			continue
+		}
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := tmp.Chmod(0o600); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	if _, err := tmp.WriteString(b.String()); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,270 @@
+package socks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/relay"
+)
+
+// access collects what the access line of one connection reports.
+type access struct {
+	proto    string // "socks5", "socks4", "socks4a"
+	cmd      string // "connect", "udp", "bind", ...
+	user     string
+	target   string
+	decision *filter.Decision
+	reply    int   // the reply code sent, -1 when none
+	up, down int64 // bytes client→origin and origin→client
+	udpBlock int64 // UDP datagrams dropped by the policy
+	udpDrop  int64 // UDP datagrams dropped for other reasons
+	err      error
+	pending  []byte // failure reply to send if the handler panics
+}
+
+// serve runs one connection from its first byte to the access line.
+func (s *Server) serve(ctx context.Context, c net.Conn) {
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopServer := context.AfterFunc(s.ctx, cancel)
+	defer stopServer()
+	stopConn := context.AfterFunc(ctx, func() { c.Close() })
+	defer stopConn()
+	s.stats.conns.Add(1)
+
+	a := &access{proto: "socks", reply: -1}
+	defer func() {
+		if p := recover(); p != nil {
+			a.err = fmt.Errorf("socks: panic: %v", p)
+			if a.pending != nil {
+				c.SetWriteDeadline(time.Now().Add(time.Second))
+				c.Write(a.pending)
+			}
+		}
+		c.Close()
+		s.logAccess(ctx, c, a, start)
+	}()
+
+	c.SetDeadline(time.Now().Add(s.handshakeTimeout()))
+	var v [1]byte
+	if _, err := io.ReadFull(c, v[:]); err != nil {
+		a.err = fmt.Errorf("socks: handshake: %w", err)
+		return
+	}
+	r := io.MultiReader(bytes.NewReader(v[:]), c)
+	switch v[0] {
+	case socks5Version:
+		a.proto = "socks5"
+		s.serve5(ctx, c, r, a)
+	case socks4Version:
+		a.proto = "socks4"
+		s.serve4(ctx, c, r, a)
+	default:
+		a.err = ErrVersion
+	}
+}
+
+func (s *Server) serve5(ctx context.Context, c net.Conn, r io.Reader, a *access) {
+	methods, err := readGreeting(r)
+	if err != nil {
+		a.err = fmt.Errorf("socks: greeting: %w", err)
+		return
+	}
+	want := byte(methodNoAuth)
+	if s.Auth != nil {
+		want = methodUserPass
+	}
+	if bytes.IndexByte(methods, want) < 0 {
+		c.Write([]byte{socks5Version, methodNoAcceptable})
+		a.err = ErrNoMethod
+		return
+	}
+	if _, err := c.Write([]byte{socks5Version, want}); err != nil {
+		a.err = fmt.Errorf("socks: greeting: %w", err)
+		return
+	}
+	if s.Auth != nil {
+		user, password, err := readUserPass(r)
+		if err != nil {
+			a.err = fmt.Errorf("socks: auth: %w", err)
+			return
+		}
+		a.user = user
+		if !s.Auth.Authenticate(clientAddr(c), user, password) {
+			c.Write([]byte{authVersion, authFailure})
+			a.err = ErrAuth
+			return
+		}
+		if _, err := c.Write([]byte{authVersion, authSuccess}); err != nil {
+			a.err = fmt.Errorf("socks: auth: %w", err)
+			return
+		}
+	}
+	req, err := readRequest(r)
+	a.cmd = cmdName(req.cmd)
+	if err != nil {
+		a.err = fmt.Errorf("socks: request: %w", err)
+		if req.host != "" {
+			a.target = req.addr()
+		}
+		switch {
+		case errors.Is(err, ErrCommand):
+			s.reply5(c, a, repCommandNotSupported, netip.AddrPort{})
+		case errors.Is(err, ErrAddrType):
+			s.reply5(c, a, repAddrTypeNotSupported, netip.AddrPort{})
+		case errors.Is(err, ErrVersion), errors.Is(err, ErrAddress):
+			s.reply5(c, a, repGeneralFailure, netip.AddrPort{})
+		}
+		return
+	}
+	if req.cmd == cmdUDPAssociate {
+		s.associate(ctx, c, req, a)
+		return
+	}
+	s.connect(ctx, c, req, a, func(code replyCode, bound netip.AddrPort) {
+		s.reply5(c, a, code, bound)
+	})
+}
+
+func (s *Server) serve4(ctx context.Context, c net.Conn, r io.Reader, a *access) {
+	req, err := readSocks4(r)
+	a.cmd = cmdName(req.cmd)
+	if req.name {
+		a.proto = "socks4a"
+	}
+	reply := func(code replyCode, bound netip.AddrPort) {
+		cd := byte(socks4Rejected)
+		if code == repSucceeded {
+			cd = socks4Granted
+		}
+		a.reply = int(cd)
+		c.Write(reply4(cd, bound))
+	}
+	if err != nil {
+		a.err = fmt.Errorf("socks: request: %w", err)
+		if req.host != "" {
+			a.target = req.addr()
+		}
+		if errors.Is(err, ErrCommand) || errors.Is(err, ErrAddress) || errors.Is(err, ErrTooLong) {
+			reply(repCommandNotSupported, netip.AddrPort{})
+		}
+		return
+	}
+	if s.Auth != nil {
+		// A SOCKS4 user id is not a password: refuse while auth is on.
+		a.target = req.addr()
+		a.err = ErrAuth
+		reply(repNotAllowed, netip.AddrPort{})
+		return
+	}
+	s.connect(ctx, c, req, a, reply)
+}
+
+func (s *Server) reply5(c net.Conn, a *access, code replyCode, bound netip.AddrPort) error {
+	a.reply = int(code)
+	_, err := c.Write(reply5(code, bound))
+	return err
+}
+
+// connect serves CONNECT: decide, dial, reply, splice.
+func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access, reply func(replyCode, netip.AddrPort)) {
+	// Until the reply is sent, a panic answers "general failure".
+	a.pending = reply5(repGeneralFailure, netip.AddrPort{})
+	if a.proto != "socks5" {
+		a.pending = reply4(socks4Rejected, netip.AddrPort{})
+	}
+	host, err := s.normalize(req.host)
+	if err != nil {
+		a.target = req.addr()
+		a.err = fmt.Errorf("socks: target: %w", err)
+		reply(repHostUnreachable, netip.AddrPort{})
+		return
+	}
+	a.target = net.JoinHostPort(host, strconv.Itoa(int(req.port)))
+	d := s.decide(filter.Request{Client: clientAddr(c), User: a.user, Host: host, Port: req.port, Time: s.now()})
+	a.decision = &d
+	if d.Verdict != filter.Allow {
+		s.stats.blocked.Add(1)
+		reply(repNotAllowed, netip.AddrPort{})
+		return
+	}
+	origin, err := s.dial(ctx, d.Via, "tcp", a.target)
+	if err != nil {
+		s.stats.failed.Add(1)
+		a.err = err
+		reply(replyFor(err), netip.AddrPort{})
+		return
+	}
+	c.SetDeadline(time.Time{})
+	reply(repSucceeded, addrPort(origin.LocalAddr()))
+	a.pending = nil
+	st, err := relay.Splice(ctx, c, origin, s.idleTimeout())
+	a.up, a.down = st.Up, st.Down
+	if err != nil {
+		a.err = err
+	}
+}
+
+func cmdName(cmd byte) string {
+	switch cmd {
+	case cmdConnect:
+		return "connect"
+	case cmdBind:
+		return "bind"
+	case cmdUDPAssociate:
+		return "udp"
+	}
+	return "0x" + strconv.FormatUint(uint64(cmd), 16)
+}
+
+// logAccess writes the one access line of a connection. It never logs a password.
+func (s *Server) logAccess(ctx context.Context, c net.Conn, a *access, start time.Time) {
+	log := s.logger()
+	if !log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 20)
+	attrs = append(attrs,
+		slog.String("client", c.RemoteAddr().String()),
+		slog.String("proto", a.proto),
+		slog.String("cmd", a.cmd),
+		slog.String("user", a.user),
+		slog.String("target", a.target),
+	)
+	if d := a.decision; d != nil {
+		attrs = append(attrs,
+			slog.String("verdict", d.Verdict.String()),
+			slog.String("reason", d.Reason),
+			slog.String("rule", d.Rule.String()),
+			slog.String("category", d.Category),
+			slog.String("route", d.Via),
+		)
+	} else {
+		attrs = append(attrs, slog.String("verdict", "none"))
+	}
+	if a.reply >= 0 {
+		attrs = append(attrs, slog.String("reply", fmt.Sprintf("0x%02x", a.reply)))
+	}
+	attrs = append(attrs,
+		slog.Int64("up", a.up),
+		slog.Int64("down", a.down),
+		slog.Duration("dur", time.Since(start)),
+	)
+	if a.cmd == "udp" {
+		attrs = append(attrs, slog.Int64("udp_blocked", a.udpBlock), slog.Int64("udp_dropped", a.udpDrop))
+	}
+	if a.err != nil {
+		attrs = append(attrs, slog.String("err", a.err.Error()))
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "access", attrs...)
+}
