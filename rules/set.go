@@ -27,15 +27,19 @@ type CategoryList struct {
 type SourceStats struct {
 	// Source is the configured source.
 	Source Source
-	// File is the file that was read (for a URL, its cache file).
+	// File is the last file that was read (for a URL, its cache file).
 	File string
+	// Files lists every file read, in order: one for a file or URL source,
+	// the regular files of a folder source, "domains" of a UT1 category.
+	Files []string
 	// Format is the detected list format of the last file read: "plain",
 	// "hosts", "adblock", "dnsmasq".
 	Format string
 	// Entries counts the entries taken.
 	Entries int
 	// Skipped counts lines that are valid but not usable here (cosmetic or
-	// path rules, UT1 urls/expressions files).
+	// path rules, localhost names), plus one for each UT1 urls/expressions
+	// file left unread.
 	Skipped int
 	// Invalid counts lines that could not be parsed.
 	Invalid int

@@ -1,0 +1,138 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/relay"
+)
+
+// authenticate checks Proxy-Authorization when Auth is set; on failure it
+// answers 407 and returns false. The header and the password are never
+// logged.
+func (s *Server) authenticate(x *exchange, w http.ResponseWriter, r *http.Request) bool {
+	if s.Auth == nil {
+		return true
+	}
+	user, password, ok := parseBasic(r.Header.Get("Proxy-Authorization"))
+	x.user = user
+	switch {
+	case !ok:
+		x.reason = "proxy authentication required"
+	case !s.Auth.Authenticate(x.client, user, password):
+		x.reason = "bad proxy credentials"
+	default:
+		return true
+	}
+	requireAuth(w)
+	return false
+}
+
+// serveConnect serves CONNECT itself, in front of goproxy: it decides
+// before dialing, answers 403 without dialing when blocked, and otherwise
+// hijacks the client's conn and splices the raw conns, bytes the client
+// sent right behind its CONNECT first.
+func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
+	x.target = r.Host
+	if !s.authenticate(x, w, r) {
+		return
+	}
+	t, err := s.parseTarget(r.Host, 0)
+	if err != nil {
+		x.reason, x.err = "bad target", err
+		textError(w, http.StatusBadRequest, "sluice: CONNECT needs a host:port target")
+		return
+	}
+	x.target = t.addr()
+	d := s.decide(x, t.host, t.port)
+	if d.Verdict != filter.Allow {
+		s.refuseConnect(w, t, d)
+		return
+	}
+	ctx, cancel := s.lifetime(r)
+	defer cancel()
+	origin, err := s.dial(ctx, d.Via, "tcp", t.addr())
+	if err != nil {
+		x.err = err
+		code, msg := dialFailure(t.addr(), err)
+		textError(w, code, msg)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		origin.Close()
+		x.err = err
+		textError(w, http.StatusInternalServerError, "sluice: cannot take over the connection")
+		return
+	}
+	x.hijacked = true
+	s.tunnels.add()
+	defer s.tunnels.done()
+	conn.SetDeadline(time.Time{}) // the server's header deadlines no longer apply
+	pending := buffered(brw.Reader)
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		conn.Close()
+		origin.Close()
+		x.err = err
+		return
+	}
+	x.status = http.StatusOK
+	st, err := relay.Splice(ctx, relay.WithPrefix(conn, pending), origin, s.idleTimeout())
+	x.up, x.down = st.Up, st.Down
+	if err != nil && !errors.Is(err, context.Canceled) {
+		x.err = err
+	}
+}
+
+// buffered copies the bytes the server read past the request's headers.
+func buffered(br *bufio.Reader) []byte {
+	if br == nil || br.Buffered() == 0 {
+		return nil
+	}
+	b, _ := br.Peek(br.Buffered())
+	return append([]byte(nil), b...)
+}
+
+// tracker counts hijacked connections so that Shutdown can wait for them.
+// Unlike a sync.WaitGroup it allows add while someone waits.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0
+}
+
+func (t *tracker) add() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		t.zero = make(chan struct{})
+	}
+	t.n++
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 {
+		close(t.zero)
+	}
+}
+
+// idle returns a channel closed when no connection is tracked.
+func (t *tracker) idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return t.zero
+}

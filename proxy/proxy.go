@@ -1,0 +1,406 @@
+// Package proxy is Sluice's HTTP front end: CONNECT tunnels, absolute-URI
+// (plain HTTP) requests, WebSocket upgrades, proxy authentication and the
+// block page. Every request becomes a filter.Request that the Policy decides
+// before anything is dialed; allowed traffic leaves through the Dial hook
+// (tunnels, upgrades) or the route's Transport (plain requests, through
+// github.com/elazarl/goproxy, configured in goproxy.go).
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/elazarl/goproxy"
+	"github.com/sluiceproxy/sluice/filter"
+)
+
+// Defaults for the zero values of Server's fields.
+const (
+	// DefaultHandshakeTimeout bounds reading a request's headers.
+	DefaultHandshakeTimeout = 30 * time.Second
+	// DefaultIdleTimeout closes tunnels and keep-alive connections that are idle.
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultDialTimeout bounds one dial through the Dial hook.
+	DefaultDialTimeout = 10 * time.Second
+	// DefaultName is the proxy's name on the block page.
+	DefaultName = "sluice"
+)
+
+// Policy decides every request. Decide must not block.
+type Policy interface {
+	Decide(filter.Request) filter.Decision
+}
+
+// Authenticator checks proxy credentials.
+type Authenticator interface {
+	Authenticate(client netip.Addr, user, password string) bool
+}
+
+// Server is the HTTP front end. Its zero value is usable and blocks every
+// request. Fields must not change once the Server serves.
+type Server struct {
+	// Policy decides every request. If nil, every request is blocked.
+	Policy Policy
+	// Dial opens connections for tunnels and upgrades, and for plain
+	// requests when Transport gives no transport; route is Decision.Via.
+	// If nil, a net.Dialer is used and route is ignored. The ctx passed to
+	// it carries the DialTimeout deadline.
+	Dial func(ctx context.Context, route, network, addr string) (net.Conn, error)
+	// Transport returns the round tripper for plain requests on route. If
+	// nil, or if it returns nil, a per-route *http.Transport built on Dial is
+	// used (pooled connections never cross routes).
+	Transport func(route string) http.RoundTripper
+	// Auth checks Proxy-Authorization: Basic credentials. If nil, no
+	// authentication is required.
+	Auth Authenticator
+	// Anonymize reports whether requests on route lose the client's Via,
+	// X-Forwarded-For, Forwarded, X-Real-IP, From and Proxy-* headers. If
+	// nil, no route is anonymized. Sluice never adds such headers itself.
+	Anonymize func(route string) bool
+	// Normalize returns the canonical form of a destination host (in
+	// production rules.NormalizeHost). If nil, a fallback lowers case,
+	// strips a trailing dot and IPv6 brackets and unmaps IPv4-mapped IPv6.
+	Normalize func(string) (string, error)
+	// Logger gets one access line per request and per tunnel. If nil,
+	// nothing is logged.
+	Logger *slog.Logger
+	// Name is the proxy's name on the block page. Empty means "sluice".
+	Name string
+	// HandshakeTimeout bounds reading a request's headers (in Serve). Zero
+	// means 30s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes tunnels, upgraded connections and keep-alive
+	// connections with no traffic for this long. Zero means 5m.
+	IdleTimeout time.Duration
+	// DialTimeout bounds each dial through Dial. Zero means 10s.
+	DialTimeout time.Duration
+	// Now returns the time of a request for filter.Request.Time. If nil,
+	// time.Now is used.
+	Now func() time.Time
+
+	initOnce sync.Once
+	gp       *goproxy.ProxyHttpServer
+	base     context.Context // cancelled by Shutdown once its ctx expires
+	cancel   context.CancelFunc
+	tunnels  tracker // hijacked connections in flight
+
+	mu         sync.Mutex
+	servers    []*http.Server
+	transports map[string]*http.Transport // the default per-route transports
+	closed     bool
+}
+
+// init builds the lazily initialized state: the goproxy server and the
+// base context of hijacked connections.
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.base, s.cancel = context.WithCancel(context.Background())
+		s.gp = s.newGoproxy()
+	})
+}
+
+// Serve accepts connections on ln and serves them with an http.Server
+// using HandshakeTimeout and IdleTimeout, until Shutdown. It returns nil
+// after Shutdown, or the listener's error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.handshakeTimeout(),
+		IdleTimeout:       s.idleTimeout(),
+		ErrorLog:          s.errorLog(),
+		BaseContext:       func(net.Listener) context.Context { return s.base },
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.servers = append(s.servers, hs)
+	s.mu.Unlock()
+	err := hs.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops every Serve loop, waits for requests and tunnels in
+// flight until ctx is done, then closes those still open, closes idle
+// pooled connections and returns. It returns ctx's error when it had to
+// close connections in flight.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.closed = true
+	servers := s.servers
+	s.mu.Unlock()
+	var err error
+	for _, hs := range servers {
+		if e := hs.Shutdown(ctx); e != nil && err == nil {
+			err = e
+		}
+	}
+	select {
+	case <-s.tunnels.idle():
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.cancel() // ends tunnels and requests still running
+	for _, hs := range servers {
+		hs.Close()
+	}
+	<-s.tunnels.idle()
+	s.CloseIdleConnections()
+	return err
+}
+
+// CloseIdleConnections closes the idle pooled connections of the default
+// per-route transports, leaving requests and tunnels in flight alone (for
+// a Server that is being replaced on reload).
+func (s *Server) CloseIdleConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, tr := range s.transports {
+		tr.CloseIdleConnections()
+	}
+}
+
+// ServeHTTP serves one proxy request: CONNECT, an absolute-URI request or
+// a WebSocket upgrade. Any other request (to the proxy itself) gets 400.
+// It works with any http.Server; tunnels end when the request's context
+// is cancelled or Shutdown gives up waiting.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.init()
+	x := &exchange{
+		s:      s,
+		start:  time.Now(),
+		method: r.Method,
+		client: clientAddr(r.RemoteAddr),
+		remote: r.RemoteAddr,
+		status: 0,
+	}
+	cw := &countingWriter{ResponseWriter: w}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				x.err = errors.New("proxy: request aborted")
+			} else {
+				x.err = fmt.Errorf("proxy: panic: %v", p)
+				s.logger().Error("panic serving request", "client", x.remote, "method", x.method, "target", x.target, "panic", fmt.Sprint(p))
+				if !cw.wroteHeader && !x.hijacked {
+					textError(cw, http.StatusInternalServerError, "sluice: internal error")
+				}
+			}
+		}
+		if x.status == 0 {
+			x.status = cw.status
+		}
+		if x.down == 0 {
+			x.down = cw.n
+		}
+		x.log()
+	}()
+	switch {
+	case r.Method == http.MethodConnect:
+		s.serveConnect(x, cw, r)
+	case r.URL.IsAbs():
+		s.servePlain(x, cw, r)
+	default:
+		x.reason = "not a proxy request"
+		textError(cw, http.StatusBadRequest, "sluice: this is a proxy; send absolute-URI or CONNECT requests")
+	}
+}
+
+// exchange is what one request or tunnel knows for its access log line.
+type exchange struct {
+	s        *Server
+	start    time.Time
+	method   string
+	client   netip.Addr
+	remote   string
+	user     string
+	target   string
+	decided  bool
+	d        filter.Decision
+	reason   string // when refused before a decision
+	status   int
+	up, down int64
+	hijacked bool
+	err      error
+}
+
+func (x *exchange) log() {
+	l := x.s.Logger
+	if l == nil {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("client", x.remote),
+		slog.String("method", x.method),
+		slog.String("target", x.target),
+	}
+	if x.user != "" {
+		attrs = append(attrs, slog.String("user", x.user))
+	}
+	if x.decided {
+		attrs = append(attrs,
+			slog.String("verdict", x.d.Verdict.String()),
+			slog.String("reason", x.d.Reason),
+			slog.String("rule", x.d.Rule.String()),
+			slog.String("category", x.d.Category),
+			slog.String("route", routeName(x.d.Via)))
+	} else {
+		attrs = append(attrs, slog.String("verdict", "none"), slog.String("reason", x.reason))
+	}
+	attrs = append(attrs,
+		slog.Int("status", x.status),
+		slog.Int64("up", x.up),
+		slog.Int64("down", x.down),
+		slog.Duration("dur", time.Since(x.start)))
+	if x.err != nil {
+		attrs = append(attrs, slog.String("err", x.err.Error()))
+	}
+	l.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+}
+
+func routeName(via string) string {
+	if via == "" {
+		return "default"
+	}
+	return via
+}
+
+// decide asks the policy about host:port. A nil Policy blocks.
+func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
+	req := filter.Request{Client: x.client, User: x.user, Host: host, Port: port, Time: s.now()}
+	var d filter.Decision
+	if s.Policy == nil {
+		d = filter.Decision{Verdict: filter.Block, Reason: "no policy configured", Default: true}
+	} else {
+		d = s.Policy.Decide(req)
+	}
+	x.decided, x.d = true, d
+	return d
+}
+
+// dial opens a connection on route through the Dial hook, bounded by
+// DialTimeout.
+func (s *Server) dial(ctx context.Context, route, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.dialTimeout())
+	defer cancel()
+	if s.Dial != nil {
+		return s.Dial(ctx, route, network, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+// lifetime returns a context for a hijacked connection: it ends with the
+// request's context or when Shutdown stops waiting.
+func (s *Server) lifetime(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(s.base, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) name() string {
+	if s.Name == "" {
+		return DefaultName
+	}
+	return s.Name
+}
+
+func (s *Server) handshakeTimeout() time.Duration {
+	return orDefault(s.HandshakeTimeout, DefaultHandshakeTimeout)
+}
+
+func (s *Server) idleTimeout() time.Duration { return orDefault(s.IdleTimeout, DefaultIdleTimeout) }
+
+func (s *Server) dialTimeout() time.Duration { return orDefault(s.DialTimeout, DefaultDialTimeout) }
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func (s *Server) anonymize(route string) bool { return s.Anonymize != nil && s.Anonymize(route) }
+
+var discardLogger = slog.New(slog.DiscardHandler)
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return discardLogger
+	}
+	return s.Logger
+}
+
+func clientAddr(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// countingWriter counts response body bytes and remembers the status.
+// It passes Flush, Hijack and Unwrap through.
+type countingWriter struct {
+	http.ResponseWriter
+	n           int64
+	status      int
+	wroteHeader bool
+	flushEach   bool // flush after every write: a response of unknown length
+}
+
+func (w *countingWriter) WriteHeader(code int) {
+	if !w.wroteHeader && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = http.StatusOK, true
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	if w.flushEach && err == nil {
+		err = http.NewResponseController(w.ResponseWriter).Flush()
+	}
+	return n, err
+}
+
+// Flush implements http.Flusher (goproxy checks for it).
+func (w *countingWriter) Flush() {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = http.StatusOK, true
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack implements http.Hijacker.
+func (w *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

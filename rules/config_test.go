@@ -1,0 +1,375 @@
+package rules
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// dedent drops the tab indentation of YAML held in Go source.
+func dedent(s string) string {
+	s = strings.TrimPrefix(s, "\n")
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		if strings.TrimSpace(l) == "" {
+			l = ""
+		}
+		lines[i] = strings.TrimPrefix(l, "\t\t")
+	}
+	return strings.Join(lines, "\n")
+}
+
+func TestParseFull(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "sluice.yaml")
+	ut1 := filepath.Join(dir, "ut1")
+	if err := os.MkdirAll(filepath.Join(ut1, "gambling"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := dedent(`
+		listen: 0.0.0.0:3128
+		default: block
+		hosts:
+		  Intranet.Test.: 10.0.0.5
+		  db.test: ["::1", "::ffff:127.0.0.2"]
+		categories:
+		  social: [lists/social.txt]
+		  ads:
+		    - https://example.org/hosts.txt
+		    - {url: "https://example.net/list", refresh: 1h}
+		    - {file: /srv/ads.txt}
+		category_dirs:
+		  - path: ut1
+		    only: [gambling]
+		cache_dir: /var/cache/sluice
+		clients: ["10.0.0.0/8", 192.168.1.1]
+		users: users.htpasswd
+		groups:
+		  staff: [alice, bob]
+		socks: {udp: true}
+		upstreams:
+		  tor: socks5h://127.0.0.1:9050
+		  office: http://user:secret@parent.corp:3128
+		  vpn: [https://edge.example:443, socks5://u:p@exit.example:1080]
+		  pool: {failover: [office, tor]}
+		  safe: {chain: [socks4a://127.0.0.1:1080], anonymize: true, tls_ca: ca.pem}
+		upstream: office
+		anonymize: true
+		timeouts: {dial: 5s, idle: 1m}
+		rules:
+		  - block: ["category:social", "*.tiktok.com"]
+		    clients: ["10.1.0.0/16"]
+		    ports: [80, 443, "8000-8100"]
+		  - allow: .wikipedia.org
+		    time: ["Mon-Fri 08:00-17:00", "Sat,Sun", "22:00-06:00"]
+		    via: tor
+		  - block: [10.0.0.0/8, category:gambling]
+		    groups: [staff]
+		    users: [carol]
+		  - allow:
+		    via: direct
+	`)
+	cfg, err := Parse(file, []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	want := &Config{
+		File:    file,
+		Listen:  []string{"0.0.0.0:3128"},
+		Default: Block,
+		Hosts: map[string][]netip.Addr{
+			"intranet.test": {netip.MustParseAddr("10.0.0.5")},
+			"db.test":       {netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.2")},
+		},
+		Categories: map[string][]Source{
+			"social": {{Path: filepath.Join(dir, "lists/social.txt"), Line: 7}},
+			"ads": {
+				{URL: "https://example.org/hosts.txt", Refresh: 24 * time.Hour, Line: 9},
+				{URL: "https://example.net/list", Refresh: time.Hour, Line: 10},
+				{Path: "/srv/ads.txt", Line: 11},
+			},
+		},
+		CategoryDirs: []CategoryDir{{Path: ut1, Only: []string{"gambling"}, Line: 13}},
+		CacheDir:     "/var/cache/sluice",
+		Clients:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")},
+		Users:        filepath.Join(dir, "users.htpasswd"),
+		Groups:       map[string][]string{"staff": {"alice", "bob"}},
+		Socks:        SocksConfig{UDP: true},
+		Upstreams: map[string]Upstream{
+			"tor":    {Name: "tor", Chain: []string{"socks5h://127.0.0.1:9050"}, Line: 22},
+			"office": {Name: "office", Chain: []string{"http://user:secret@parent.corp:3128"}, Line: 23},
+			"vpn":    {Name: "vpn", Chain: []string{"https://edge.example:443", "socks5://u:p@exit.example:1080"}, Line: 24},
+			"pool":   {Name: "pool", Failover: []string{"office", "tor"}, Line: 25},
+			"safe":   {Name: "safe", Chain: []string{"socks4a://127.0.0.1:1080"}, Anonymize: &yes, TLSCA: filepath.Join(dir, "ca.pem"), Line: 26},
+		},
+		Upstream:  "office",
+		Anonymize: true,
+		Timeouts:  Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute},
+	}
+	rulesGot := cfg.Rules
+	cfg.Rules = nil
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("Parse:\n got %+v\nwant %+v", cfg, want)
+	}
+
+	mustPat := func(s string) Pattern {
+		p, err := ParsePattern(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tw := func(s string) TimeWindow {
+		w, err := ParseTimeWindow(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	wantRules := []Rule{
+		{Index: 1, Line: 31, Action: Block,
+			Text:    `block: [category:social, *.tiktok.com], clients: [10.1.0.0/16], ports: [80, 443, 8000-8100]`,
+			Dests:   []Pattern{mustPat("category:social"), mustPat("*.tiktok.com")},
+			Clients: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")},
+			Ports:   []PortRange{{80, 80}, {443, 443}, {8000, 8100}}},
+		{Index: 2, Line: 34, Action: Allow,
+			Text:  `allow: .wikipedia.org, time: [Mon-Fri 08:00-17:00, "Sat,Sun", 22:00-06:00], via: tor`,
+			Dests: []Pattern{mustPat(".wikipedia.org")},
+			Times: []TimeWindow{tw("Mon-Fri 08:00-17:00"), tw("Sat,Sun"), tw("22:00-06:00")},
+			Via:   "tor"},
+		{Index: 3, Line: 37, Action: Block,
+			Text:   `block: [10.0.0.0/8, category:gambling], groups: [staff], users: [carol]`,
+			Dests:  []Pattern{mustPat("10.0.0.0/8"), mustPat("category:gambling")},
+			Groups: []string{"staff"}, Users: []string{"carol"}},
+		{Index: 4, Line: 40, Action: Allow, Text: `allow: [], via: direct`, Via: "direct"},
+	}
+	if !reflect.DeepEqual(rulesGot, wantRules) {
+		for i := range max(len(rulesGot), len(wantRules)) {
+			var g, w Rule
+			if i < len(rulesGot) {
+				g = rulesGot[i]
+			}
+			if i < len(wantRules) {
+				w = wantRules[i]
+			}
+			if !reflect.DeepEqual(g, w) {
+				t.Errorf("rule %d:\n got %#v\nwant %#v", i+1, g, w)
+			}
+		}
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	for name, src := range map[string]string{"empty": "", "comments only": "# nothing\n", "null": "~\n"} {
+		cfg, err := Parse("sluice.yaml", []byte(src))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !reflect.DeepEqual(cfg.Listen, []string{DefaultListen}) || cfg.Default != Allow || len(cfg.Rules) != 0 ||
+			cfg.Timeouts != (Timeouts{DefaultDialTimeout, DefaultHandshakeTimeout, DefaultIdleTimeout}) {
+			t.Errorf("%s: defaults not filled: %+v", name, cfg)
+		}
+		if wd, _ := os.Getwd(); cfg.CacheDir != filepath.Join(wd, "cache") {
+			t.Errorf("%s: CacheDir = %q", name, cfg.CacheDir)
+		}
+	}
+}
+
+func TestDefault(t *testing.T) {
+	cfg := Default()
+	if cfg.File != "" || !reflect.DeepEqual(cfg.Listen, []string{"127.0.0.1:3128"}) || cfg.Default != Allow || len(cfg.Rules) != 0 {
+		t.Errorf("Default() = %+v", cfg)
+	}
+	if !strings.Contains(string(DefaultYAML), "# ") {
+		t.Error("DefaultYAML has no comments to guide the user")
+	}
+	set, err := LoadSet(cfg)
+	if err != nil || len(set.Categories) != 0 {
+		t.Errorf("LoadSet(Default()) = %+v, %v", set, err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "ut1", "adult"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	tests := []struct {
+		name, src, want string
+	}{
+		{"syntax", "rules:\n  - block: [a\n", "sluice.yaml:1: did not find expected ',' or ']'"},
+		{"tab", "listen:\n\t- x\n", "sluice.yaml:2: found character that cannot start any token"},
+		{"unknown key", "listen: 127.0.0.1:3128\nlisten_addr: x\n", `sluice.yaml:2: unknown key "listen_addr"`},
+		{"duplicate key", "default: allow\ndefault: block\n", `sluice.yaml:2: duplicate key "default"`},
+		{"duplicate nested", "hosts:\n  a.test: 1.2.3.4\n  a.test: 1.2.3.5\n", `sluice.yaml:3: hosts: duplicate key "a.test"`},
+		{"duplicate normalized host", "hosts:\n  a.test: 1.2.3.4\n  A.test.: 1.2.3.5\n", `sluice.yaml:3: hosts: duplicate host "a.test"`},
+		{"not a mapping", "- a\n", "sluice.yaml:1: config must be a mapping"},
+		{"two documents", "default: allow\n---\ndefault: block\n", "sluice.yaml:2: only one YAML document is allowed"},
+		{"bad default", "default: deny\n", `sluice.yaml:1: default: must be allow or block, not "deny"`},
+		{"bad listen", "listen: [127.0.0.1:3128, localhost]\n", `sluice.yaml:1: listen: invalid address "localhost" (want host:port, such as 127.0.0.1:3128)`},
+		{"bad host ip", "hosts:\n  db.test: 1.2.3\n", `sluice.yaml:2: hosts: db.test: invalid IP address "1.2.3"`},
+		{"unknown category", dedent(`
+		categories:
+		  social: [social.txt]
+		rules:
+		  - allow: [.example.com]
+		  - block:
+		      - category:social
+		      - category:socail
+		`), `sluice.yaml:7: rule 2: unknown category "socail" (did you mean "social"?)`},
+		{"category without source", "categories:\n  social: []\nrules:\n  - block: category:social\n", `sluice.yaml:4: rule 1: category "social" has no source`},
+		{"category from dir", "category_dirs: [ut1]\nrules:\n  - block: category:adult\n  - block: category:gambling\n", `sluice.yaml:4: rule 2: unknown category "gambling"`},
+		{"category not in only", "category_dirs:\n  - {path: ut1, only: [porn]}\nrules:\n  - block: category:adult\n", `sluice.yaml:4: rule 1: unknown category "adult"`},
+		{"missing category dir", "category_dirs:\n  - path: nowhere\n", `sluice.yaml:2: category_dirs: ` + filepath.Join(dir, "nowhere") + ` is not a folder`},
+		{"bad pattern", "rules:\n  - block: [\"exa mple.com\"]\n", `sluice.yaml:2: rule 1: invalid pattern "exa mple.com": not a host, glob, category or CIDR`},
+		{"bad cidr", "rules:\n  - block: [10.0.0.0/33]\n", `sluice.yaml:2: rule 1: invalid CIDR "10.0.0.0/33"`},
+		{"bad client", "rules:\n  - block: []\n    clients: [10.0.0.300]\n", `sluice.yaml:3: rule 1: clients: invalid IP address "10.0.0.300"`},
+		{"bad top clients", "clients: [10.0.0.0/8, nope]\n", `sluice.yaml:1: clients: invalid IP address "nope"`},
+		{"bad port", "rules:\n  - block: []\n    ports: [80, 70000]\n", `sluice.yaml:3: rule 1: ports: invalid port "70000" (want 1-65535 or a range such as 8000-8100)`},
+		{"bad port range", "rules:\n  - block: []\n    ports: [\"9000-8000\"]\n", `sluice.yaml:3: rule 1: ports: invalid port "9000-8000" (want 1-65535 or a range such as 8000-8100)`},
+		{"bad time", "rules:\n  - block: []\n    time: Mon-Fry\n", `sluice.yaml:3: rule 1: invalid time window "Mon-Fry": unknown day in "Mon-Fry" (want Mon, Tue, Wed, Thu, Fri, Sat, Sun)`},
+		{"bad clock", "rules:\n  - block: []\n    time: \"08:00-25:00\"\n", `sluice.yaml:3: rule 1: invalid time window "08:00-25:00": times are HH:MM from 00:00 to 24:00`},
+		{"both actions", "rules:\n  - block: []\n    allow: []\n", `sluice.yaml:3: rule 1: both block and allow; a rule takes one`},
+		{"no action", "rules:\n  - ports: [80]\n", `sluice.yaml:2: rule 1: needs block: or allow:`},
+		{"unknown rule key", "rules:\n  - block: []\n    port: [80]\n", `sluice.yaml:3: rule 1: unknown key "port" (want block or allow, clients, ports, users, groups, time, via)`},
+		{"rule duplicate key", "rules:\n  - block: [a.com]\n    block: [b.com]\n", `sluice.yaml:3: rule 1: duplicate key "block"`},
+		{"rule not mapping", "rules:\n  - block\n", `sluice.yaml:2: rule 1: must be a mapping with block: or allow:`},
+		{"unknown group", "groups: {staff: [a]}\nrules:\n  - block: []\n    groups: [stuff]\n", `sluice.yaml:4: rule 1: unknown group "stuff" (did you mean "staff"?)`},
+		{"unknown via", "upstreams: {tor: socks5h://127.0.0.1:9050}\nrules:\n  - allow: []\n    via: toor\n", `sluice.yaml:4: rule 1: via: unknown upstream "toor" (did you mean "tor"?)`},
+		{"unknown default route", "upstream: office\n", `sluice.yaml:1: upstream: unknown upstream "office"`},
+		{"unknown failover member", "upstreams:\n  pool: {failover: [a]}\n", `sluice.yaml:2: upstream "pool": failover: unknown upstream "a"`},
+		{"failover cycle", "upstreams:\n  a: {failover: [b]}\n  b: {failover: [c, a]}\n  c: http://127.0.0.1:3128\n", `sluice.yaml:2: upstream "a": failover cycle: a -> b -> a`},
+		{"failover self", "upstreams:\n  a: {failover: [a]}\n", `sluice.yaml:2: upstream "a": failover cycle: a -> a`},
+		{"bad scheme", "upstreams:\n  x: ftp://h:21\n", `sluice.yaml:2: upstream "x": hop 1: unsupported scheme "ftp" (want http, https, socks5, socks5h, socks4a)`},
+		{"password not shown", "upstreams:\n  x: [http://h:1, \"socks5://u:hunter2@:1080\"]\n", `sluice.yaml:2: upstream "x": hop 2: missing host in "socks5://u:xxxxx@:1080"`},
+		{"bad url", "upstreams:\n  x: \"http://[::1\"\n", `sluice.yaml:2: upstream "x": hop 1: invalid URL`},
+		{"bad upstream port", "upstreams:\n  x: http://h:99999\n", `sluice.yaml:2: upstream "x": hop 1: invalid port in "http://h:99999"`},
+		{"chain and failover", "upstreams:\n  a: http://h:1\n  x: {chain: [http://h:1], failover: [a]}\n", `sluice.yaml:3: upstream "x": needs exactly one of chain or failover`},
+		{"upstream named direct", "upstreams:\n  direct: http://h:1\n", `sluice.yaml:2: upstreams: invalid name "direct"`},
+		{"bad duration", "timeouts:\n  dial: 10\n", `sluice.yaml:2: timeouts: dial: invalid duration "10" (want a positive Go duration such as 30s, 5m, 24h)`},
+		{"unknown timeout", "timeouts:\n  connect: 10s\n", `sluice.yaml:2: timeouts: unknown key "connect" (want dial, handshake, idle)`},
+		{"bad refresh", "categories:\n  ads:\n    - {url: https://x.test/l, refresh: daily}\n", `sluice.yaml:3: categories: ads: refresh: invalid duration "daily" (want a positive Go duration such as 30s, 5m, 24h)`},
+		{"bad list url", "categories:\n  ads: [\"ftp://x.test/l\"]\n", `sluice.yaml:2: categories: ads: invalid list URL "ftp://x.test/l" (want http:// or https://)`},
+		{"source with both", "categories:\n  ads:\n    - {url: https://x.test/l, file: a.txt}\n", `sluice.yaml:3: categories: ads: a source needs exactly one of file or url`},
+		{"bad category name", "categories:\n  \"a b\": [x]\n", `sluice.yaml:2: categories: invalid category name "a b"`},
+		{"bad bool", "anonymize: maybe\n", `sluice.yaml:1: anonymize: must be true or false`},
+		{"socks key", "socks: {tcp: true}\n", `sluice.yaml:1: socks: unknown key "tcp" (want udp)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("sluice.yaml", []byte(tt.src))
+			if err == nil {
+				t.Fatalf("no error; config %+v", cfg)
+			}
+			var pe *ParseError
+			if !errors.As(err, &pe) || pe.File != "sluice.yaml" {
+				t.Errorf("error %v (%T) is not a *ParseError for sluice.yaml", err, err)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("error\n got %s\nwant %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sluice.yaml")
+	if err := os.WriteFile(path, []byte("categories:\n  social: [lists/social.txt]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.File != path || cfg.Categories["social"][0].Path != filepath.Join(dir, "lists", "social.txt") || cfg.CacheDir != filepath.Join(dir, "cache") {
+		t.Errorf("LoadConfig: %+v", cfg)
+	}
+	if _, err := LoadConfig(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestParseTimeWindow(t *testing.T) {
+	day := func(ds ...time.Weekday) uint8 {
+		var b uint8
+		for _, d := range ds {
+			b |= 1 << d
+		}
+		return b
+	}
+	tests := []struct {
+		in       string
+		days     uint8
+		from, to int
+	}{
+		{"Mon-Fri 08:00-17:00", day(1, 2, 3, 4, 5), 8 * 60, 17 * 60},
+		{"Sat,Sun", day(6, 0), 0, 1440},
+		{"22:00-06:00", 0, 22 * 60, 6 * 60},
+		{"fri-mon", day(5, 6, 0, 1), 0, 1440},
+		{"Monday,Wednesday 9:30-24:00", day(1, 3), 9*60 + 30, 1440},
+	}
+	for _, tt := range tests {
+		w, err := ParseTimeWindow(tt.in)
+		if err != nil || w.Days != tt.days || w.From != tt.from || w.To != tt.to || w.Text != tt.in {
+			t.Errorf("ParseTimeWindow(%q) = %+v, %v; want days %08b %d-%d", tt.in, w, err, tt.days, tt.from, tt.to)
+		}
+	}
+	for _, in := range []string{"", "Mon-Fri 08:00", "08:00-08:00", "Mo", "Mon 8-17", "08:00-17:00 Mon", "24:00-01:00", "1:2-3:04", "Mon Tue"} {
+		if w, err := ParseTimeWindow(in); err == nil {
+			t.Errorf("ParseTimeWindow(%q) = %+v, want an error", in, w)
+		}
+	}
+
+	night, _ := ParseTimeWindow("Fri 22:00-06:00")
+	at := func(d, h, m int) time.Time { return time.Date(2025, 6, d, h, m, 0, 0, time.UTC) } // 2025-06-06 is a Friday
+	for _, tc := range []struct {
+		t    time.Time
+		want bool
+	}{
+		{at(6, 23, 0), true}, {at(7, 5, 59), true}, {at(7, 6, 0), false}, {at(6, 21, 59), false},
+		{at(7, 23, 0), false}, {at(6, 5, 0), false},
+	} {
+		if got := night.Contains(tc.t); got != tc.want {
+			t.Errorf("Fri 22:00-06:00 Contains(%v) = %v", tc.t, got)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"", string(DefaultYAML),
+		"listen: [127.0.0.1:0]\nrules:\n  - block: [\"*.tiktok.com\", .example.com, 10.0.0.0/8]\n    ports: [80, \"8000-8100\"]\n",
+		"upstreams:\n  a: {failover: [b]}\n  b: {failover: [a]}\n",
+		"hosts: {a.test: [\"::1\", 127.0.0.1]}\ntimeouts: {dial: 1s}\n",
+		"rules:\n  - allow: &x [a.com]\n  - block: *x\n",
+		"rules: [{block: ~, time: \"Mon-Fri 08:00-17:00\"}]\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				t.Fatalf("error %v is not a *ParseError", err)
+			}
+			return
+		}
+		if len(cfg.Listen) == 0 || cfg.Default == "" {
+			t.Fatalf("defaults not filled: %+v", cfg)
+		}
+		for i, r := range cfg.Rules {
+			if r.Index != i+1 || r.Text == "" || (r.Action != Allow && r.Action != Block) {
+				t.Fatalf("rule %d: %+v", i+1, r)
+			}
+		}
+	})
+}

@@ -1,0 +1,342 @@
+package rules
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+)
+
+// List formats, as reported in ListStats.Format and SourceStats.Format.
+const (
+	FormatPlain   = "plain"   // one domain a line
+	FormatHosts   = "hosts"   // "0.0.0.0 a.com b.com"
+	FormatAdblock = "adblock" // "||a.com^", "@@||b.com^"
+	FormatDnsmasq = "dnsmasq" // "address=/a.com/0.0.0.0", "server=/a.com/"
+)
+
+// List parsing limits.
+const (
+	// MaxListErrors is how many invalid lines a list keeps as errors.
+	MaxListErrors = 5
+	// maxInvalidLines is the count of invalid lines after which a list that
+	// has more invalid lines than valid ones is abandoned.
+	maxInvalidLines = 1000
+	// detectLines is how many meaningful lines decide a file's format.
+	detectLines = 64
+	// maxLineLen is the longest line read; a longer one ends the parse.
+	maxLineLen = 1 << 20
+)
+
+// ErrNotAList means a file had so many invalid lines that it is probably not
+// a list in a format Sluice reads.
+var ErrNotAList = errors.New("too many invalid lines: not a list in a known format (plain, hosts, adblock, dnsmasq)")
+
+// Entry is one domain taken from a list file.
+type Entry struct {
+	// Domain is normalized by NormalizeHost.
+	Domain string
+	// Allow marks an exception (Adblock "@@||x^"): the domain and its
+	// subdomains are taken out of the category.
+	Allow bool
+	// Line is the line of the file it came from, counting from 1.
+	Line int
+}
+
+// ListStats reports what ParseList read.
+type ListStats struct {
+	// Format is the detected format: FormatPlain, FormatHosts, FormatAdblock or FormatDnsmasq.
+	Format string
+	// Lines counts the lines read.
+	Lines int
+	// Entries counts the entries passed to the callback.
+	Entries int
+	// Skipped counts valid lines that are of no use here: cosmetic and URL
+	// rules, localhost names in hosts files, dnsmasq options.
+	Skipped int
+	// Invalid counts lines that could not be parsed.
+	Invalid int
+	// Errors holds the first MaxListErrors invalid lines as *ParseError.
+	Errors []error
+}
+
+// localNames are names in hosts files that point at the machine itself and
+// are not blocklist entries.
+var localNames = map[string]bool{
+	"localhost": true, "localhost.localdomain": true, "local": true, "broadcasthost": true,
+	"ip6-localhost": true, "ip6-loopback": true, "ip6-localnet": true, "ip6-mcastprefix": true,
+	"ip6-allnodes": true, "ip6-allrouters": true, "ip6-allhosts": true, "0.0.0.0": true,
+}
+
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// ParseList reads a list of domains from r, calling fn for every entry in
+// file order. file names the source in errors. The format is detected from
+// the first meaningful lines: plain domains, hosts file lines (localhost
+// names skipped), Adblock network rules ("||a.com^", "$options" ignored,
+// "@@" exceptions as Allow entries, cosmetic and URL rules skipped), or
+// dnsmasq "address=/a.com/…" and "server=/a.com/…". A BOM, CRLF line ends,
+// surrounding spaces and '#' comments (and '!' in Adblock lists) are ignored;
+// domains are normalized with NormalizeHost, and a leading "*." or "." is
+// dropped since every entry covers its subdomains anyway.
+//
+// Invalid lines are counted and the first few kept in ListStats.Errors; they
+// are never fatal. Only after 1000 invalid lines, when they outnumber the
+// valid ones, does ParseList stop, with an error wrapping ErrNotAList. A read
+// error also stops it. The entries passed to fn before an error stand.
+func ParseList(r io.Reader, file string, fn func(Entry)) (ListStats, error) {
+	lp := &listParser{file: file, fn: fn}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLineLen)
+
+	// Buffer the first meaningful lines to detect the format.
+	var pending [][]byte
+	meaningful := 0
+	votes := map[string]int{}
+	more := true // the scanner may hold more lines
+	for meaningful < detectLines {
+		if !sc.Scan() {
+			more = false
+			break
+		}
+		line := bytes.Clone(sc.Bytes())
+		pending = append(pending, line)
+		if f := classify(clean(line, len(pending) == 1)); f != "" {
+			votes[f]++
+			meaningful++
+		}
+	}
+	lp.st.Format = FormatPlain
+	best := 0
+	for _, f := range []string{FormatAdblock, FormatHosts, FormatDnsmasq, FormatPlain} {
+		if votes[f] > best {
+			lp.st.Format, best = f, votes[f]
+		}
+	}
+	for _, line := range pending {
+		if err := lp.line(line); err != nil {
+			return lp.st, err
+		}
+	}
+	for more && sc.Scan() {
+		if err := lp.line(sc.Bytes()); err != nil {
+			return lp.st, err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return lp.st, &ParseError{File: file, Line: lp.st.Lines + 1, Err: fmt.Errorf("read: %w", err)}
+	}
+	return lp.st, nil
+}
+
+// clean trims a line: BOM on the first line, spaces, CR.
+func clean(line []byte, first bool) []byte {
+	if first {
+		line = bytes.TrimPrefix(line, utf8BOM)
+	}
+	return bytes.TrimSpace(line)
+}
+
+// classify guesses the format of one trimmed line; "" for blank and comment lines.
+func classify(l []byte) string {
+	switch {
+	case len(l) == 0:
+		return ""
+	case l[0] == '!', l[0] == '[', bytes.HasPrefix(l, []byte("||")), bytes.HasPrefix(l, []byte("@@")),
+		isCosmetic(l):
+		return FormatAdblock
+	case l[0] == '#':
+		return ""
+	case bytes.HasPrefix(l, []byte("address=/")), bytes.HasPrefix(l, []byte("server=/")),
+		bytes.HasPrefix(l, []byte("local=/")):
+		return FormatDnsmasq
+	}
+	f := bytes.Fields(stripComment(l))
+	if len(f) >= 2 && isIP(f[0]) {
+		return FormatHosts
+	}
+	return FormatPlain
+}
+
+func isCosmetic(l []byte) bool {
+	for _, sep := range []string{"##", "#@#", "#?#", "#$#", "#%#"} {
+		if bytes.Contains(l, []byte(sep)) {
+			return true
+		}
+	}
+	return false
+}
+
+func isIP(b []byte) bool {
+	_, err := netip.ParseAddr(string(b))
+	return err == nil
+}
+
+func stripComment(l []byte) []byte {
+	if i := bytes.IndexByte(l, '#'); i >= 0 {
+		l = bytes.TrimSpace(l[:i])
+	}
+	return l
+}
+
+// listParser holds the state of one ParseList.
+type listParser struct {
+	file string
+	fn   func(Entry)
+	st   ListStats
+}
+
+func (lp *listParser) line(raw []byte) error {
+	lp.st.Lines++
+	l := clean(raw, lp.st.Lines == 1)
+	if len(l) == 0 {
+		return nil
+	}
+	switch lp.st.Format {
+	case FormatAdblock:
+		lp.adblock(l)
+	case FormatDnsmasq:
+		lp.dnsmasq(l)
+	default: // plain and hosts read the same lines, leniently
+		lp.hostsOrPlain(l)
+	}
+	if lp.st.Invalid >= maxInvalidLines && lp.st.Invalid > lp.st.Entries+lp.st.Skipped {
+		return &ParseError{File: lp.file, Line: lp.st.Lines, Err: fmt.Errorf("%w: %d of %d lines", ErrNotAList, lp.st.Invalid, lp.st.Lines)}
+	}
+	return nil
+}
+
+// domain normalizes one token and passes it on, or counts it invalid.
+func (lp *listParser) domain(tok []byte, allow bool) {
+	tok = bytes.TrimPrefix(tok, []byte("*."))
+	tok = bytes.TrimPrefix(tok, []byte("."))
+	h, err := NormalizeHost(string(tok))
+	if err != nil {
+		lp.invalid(fmt.Errorf("invalid domain %q", short(tok)))
+		return
+	}
+	lp.st.Entries++
+	lp.fn(Entry{Domain: h, Allow: allow, Line: lp.st.Lines})
+}
+
+func (lp *listParser) invalid(err error) {
+	lp.st.Invalid++
+	if len(lp.st.Errors) < MaxListErrors {
+		lp.st.Errors = append(lp.st.Errors, &ParseError{File: lp.file, Line: lp.st.Lines, Err: err})
+	}
+}
+
+func (lp *listParser) hostsOrPlain(l []byte) {
+	if l[0] == '#' || l[0] == ';' {
+		return
+	}
+	l = stripComment(l)
+	f := bytes.Fields(l)
+	switch {
+	case len(f) == 0:
+		return
+	case isIP(f[0]) && len(f) == 1 && lp.st.Format == FormatHosts:
+		lp.invalid(fmt.Errorf("hosts line without a name: %q", short(l)))
+	case isIP(f[0]) && len(f) > 1:
+		for _, name := range f[1:] {
+			if localNames[string(bytes.ToLower(name))] || isIP(name) {
+				lp.st.Skipped++
+				continue
+			}
+			lp.domain(name, false)
+		}
+	case len(f) == 1:
+		lp.domain(f[0], false)
+	default:
+		lp.invalid(fmt.Errorf("want one domain a line, got %q", short(l)))
+	}
+}
+
+func (lp *listParser) adblock(l []byte) {
+	switch {
+	case l[0] == '!', l[0] == '[':
+		return // comment, header
+	case isCosmetic(l):
+		lp.st.Skipped++
+		return
+	case l[0] == '#':
+		return
+	}
+	allow := false
+	if rest, ok := bytes.CutPrefix(l, []byte("@@")); ok {
+		allow, l = true, rest
+	}
+	if i := bytes.IndexByte(l, '$'); i >= 0 {
+		l = l[:i] // options are ignored
+	}
+	rest, anchored := bytes.CutPrefix(l, []byte("||"))
+	if !anchored {
+		if bytes.IndexByte(l, '.') > 0 && bytes.IndexAny(l, "|/*^:?=&") < 0 {
+			if _, err := NormalizeHost(string(bytes.TrimPrefix(l, []byte(".")))); err == nil {
+				lp.domain(l, allow) // a bare domain, as in AdGuard DNS lists
+				return
+			}
+		}
+		lp.st.Skipped++ // a URL or substring rule
+		return
+	}
+	rest = bytes.TrimSuffix(rest, []byte("|"))
+	rest = bytes.TrimSuffix(rest, []byte("^"))
+	rest = bytes.TrimPrefix(rest, []byte("*."))
+	if len(rest) == 0 || bytes.IndexAny(rest, "/^*:?=&|") >= 0 {
+		lp.st.Skipped++ // a path or wildcard rule
+		return
+	}
+	lp.domain(rest, allow)
+}
+
+func (lp *listParser) dnsmasq(l []byte) {
+	if l[0] == '#' {
+		return
+	}
+	if i := bytes.Index(l, []byte(" #")); i >= 0 { // "/#/" means every domain, so only " #" starts a comment
+		l = bytes.TrimSpace(l[:i])
+	}
+	key, val, ok := bytes.Cut(l, []byte("="))
+	if !ok {
+		if f := bytes.Fields(l); len(f) == 1 && !bytes.ContainsAny(l, "/") {
+			lp.domain(f[0], false) // a bare domain among dnsmasq lines
+		} else {
+			lp.invalid(fmt.Errorf("not a dnsmasq line: %q", short(l)))
+		}
+		return
+	}
+	switch string(key) {
+	case "address", "server", "local":
+	default:
+		lp.st.Skipped++ // another dnsmasq option
+		return
+	}
+	if len(val) == 0 || val[0] != '/' {
+		lp.st.Skipped++ // "server=1.1.1.1": no domain
+		return
+	}
+	parts := bytes.Split(val[1:], []byte("/"))
+	if len(parts) < 2 {
+		lp.invalid(fmt.Errorf("dnsmasq line without a closing '/': %q", short(l)))
+		return
+	}
+	for _, d := range parts[:len(parts)-1] {
+		if len(d) == 0 || string(d) == "#" {
+			lp.st.Skipped++
+			continue
+		}
+		lp.domain(d, false)
+	}
+}
+
+// short cuts a line for an error message.
+func short(b []byte) string {
+	const max = 80
+	if len(b) > max {
+		return string(b[:max]) + "…"
+	}
+	return string(b)
+}

@@ -1,0 +1,259 @@
+package rules
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Files of a UT1/squidGuard category folder.
+const (
+	// UT1Domains is the file of domains that makes a folder a category.
+	UT1Domains = "domains"
+)
+
+// ut1Skipped are the files of a UT1 category folder that hold no domains:
+// URL prefixes and regular expressions (not used by a domain filter), and
+// the "usage" note.
+var ut1Skipped = []string{"urls", "expressions", "usage"}
+
+// Load reads and validates the config at path, then every category source
+// it names: LoadConfig followed by LoadSet.
+func Load(path string) (*Set, error) {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return LoadSet(cfg)
+}
+
+// LoadSet reads every category source of cfg into a Set: the sources under
+// categories, and each category of the category_dirs folders (all of them,
+// or those named by only). A source that cannot be read, or a remote source
+// not downloaded yet, is recorded in its SourceStats.Err and leaves its
+// category without those entries; it does not fail the load. Every category
+// named by a rule is present in the Set, possibly empty.
+func LoadSet(cfg *Config) (*Set, error) {
+	if cfg == nil {
+		return nil, errors.New("rules: nil config")
+	}
+	set := &Set{Config: cfg, Categories: make(map[string]*CategoryList)}
+	get := func(name string) *CategoryList {
+		cl := set.Categories[name]
+		if cl == nil {
+			cl = &CategoryList{Name: name}
+			set.Categories[name] = cl
+		}
+		return cl
+	}
+	for _, name := range mapKeys(cfg.Categories) {
+		cl := get(name)
+		for _, src := range cfg.Categories[name] {
+			cl.Sources = append(cl.Sources, readSource(cfg, cl, src))
+		}
+	}
+	for _, cd := range cfg.CategoryDirs {
+		for _, cat := range ut1Categories(cd) {
+			cl := get(cat.name)
+			cl.Sources = append(cl.Sources, readUT1Category(cl, cat.dir, cd.Line))
+		}
+	}
+	for _, r := range cfg.Rules {
+		for _, p := range r.Dests {
+			if p.Kind == Category {
+				get(p.Host)
+			}
+		}
+	}
+	return set, nil
+}
+
+// CachePath returns the file that holds the downloaded copy of a remote
+// source: a stable name derived from the URL (a hash prefix and the host)
+// in CacheDir, or in "cache" beside the config when CacheDir is empty. For a
+// path source it returns the path.
+func (c *Config) CachePath(src Source) string {
+	if src.URL == "" {
+		return src.Path
+	}
+	dir := c.CacheDir
+	if dir == "" {
+		base := "."
+		if c.File != "" {
+			base = filepath.Dir(c.File)
+		}
+		dir = filepath.Join(base, "cache")
+	}
+	sum := sha256.Sum256([]byte(src.URL))
+	host := "list"
+	if u, err := url.Parse(src.URL); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	var b strings.Builder
+	for _, r := range strings.ToLower(host) {
+		if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '.' || r == '-' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+		if b.Len() >= 64 {
+			break
+		}
+	}
+	return filepath.Join(dir, hex.EncodeToString(sum[:8])+"-"+b.String()+".list")
+}
+
+// String returns the source's URL or path.
+func (s Source) String() string {
+	if s.URL != "" {
+		return redactURL(s.URL)
+	}
+	return s.Path
+}
+
+// sourceFiles lists the files a source stands for: the cache file of a URL,
+// the file itself, or the regular files of a folder (hidden files and UT1
+// urls/expressions/usage files left out and counted in skipped).
+func sourceFiles(cfg *Config, src Source) (files []string, skipped int, err error) {
+	if src.URL != "" {
+		f := cfg.CachePath(src)
+		if _, err := os.Stat(f); err != nil {
+			return nil, 0, fmt.Errorf("rules: %s: not downloaded yet (no cache file %s)", src, f)
+		}
+		return []string{f}, 0, nil
+	}
+	fi, err := os.Stat(src.Path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rules: source: %w", err)
+	}
+	if !fi.IsDir() {
+		return []string{src.Path}, 0, nil
+	}
+	ents, err := os.ReadDir(src.Path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rules: source: %w", err)
+	}
+	for _, e := range ents { // ReadDir sorts by name
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		if slices.Contains(ut1Skipped, name) {
+			skipped++
+			continue
+		}
+		p := filepath.Join(src.Path, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			files = append(files, p)
+		}
+	}
+	return files, skipped, nil
+}
+
+// readSource reads one configured source into cl.
+func readSource(cfg *Config, cl *CategoryList, src Source) SourceStats {
+	st := SourceStats{Source: src}
+	files, skipped, err := sourceFiles(cfg, src)
+	st.Skipped = skipped
+	if err != nil {
+		st.Err = err
+		return st
+	}
+	for _, f := range files {
+		readFile(cl, f, &st)
+	}
+	return st
+}
+
+// readFile parses one list file into cl and adds its figures to st. On
+// error, the file's entries are dropped and st.Err keeps the first error.
+func readFile(cl *CategoryList, file string, st *SourceStats) {
+	st.File = file
+	st.Files = append(st.Files, file)
+	f, err := os.Open(file)
+	if err != nil {
+		if st.Err == nil {
+			st.Err = fmt.Errorf("rules: source: %w", err)
+		}
+		return
+	}
+	defer f.Close()
+	nb, na := len(cl.Block), len(cl.Allow)
+	ls, err := ParseList(f, file, func(e Entry) {
+		if e.Allow {
+			cl.Allow = append(cl.Allow, e.Domain)
+		} else {
+			cl.Block = append(cl.Block, e.Domain)
+		}
+	})
+	st.Format = ls.Format
+	st.Skipped += ls.Skipped
+	st.Invalid += ls.Invalid
+	for _, e := range ls.Errors {
+		if len(st.Errors) < MaxListErrors {
+			st.Errors = append(st.Errors, e)
+		}
+	}
+	if err != nil {
+		cl.Block, cl.Allow = cl.Block[:nb], cl.Allow[:na]
+		if st.Err == nil {
+			st.Err = err
+		}
+		return
+	}
+	st.Entries += ls.Entries
+}
+
+// ut1Category is one category folder found in a CategoryDir.
+type ut1Category struct{ name, dir string }
+
+// ut1Categories lists the categories of a UT1/squidGuard folder: every
+// sub-folder (or symbolic link to one, which aliases another category) that
+// holds a "domains" file, restricted to cd.Only when set.
+func ut1Categories(cd CategoryDir) []ut1Category {
+	ents, err := os.ReadDir(cd.Path)
+	if err != nil {
+		return nil
+	}
+	var out []ut1Category
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || checkCategoryName(name) != nil {
+			continue
+		}
+		if len(cd.Only) > 0 && !slices.Contains(cd.Only, name) {
+			continue
+		}
+		dir := filepath.Join(cd.Path, name)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() { // Stat follows symlinks
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(dir, UT1Domains)); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		out = append(out, ut1Category{name, dir})
+	}
+	return out
+}
+
+// readUT1Category reads the domains file of one UT1 category folder; its
+// urls and expressions files are counted in Skipped (one per file).
+func readUT1Category(cl *CategoryList, dir string, line int) SourceStats {
+	st := SourceStats{Source: Source{Path: dir, Line: line}}
+	for _, name := range ut1Skipped[:2] {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			st.Skipped++
+		} else if !errors.Is(err, fs.ErrNotExist) && st.Err == nil {
+			st.Err = fmt.Errorf("rules: source: %w", err)
+		}
+	}
+	readFile(cl, filepath.Join(dir, UT1Domains), &st)
+	return st
+}
