@@ -77,7 +77,9 @@ func (r RuleRef) String() string {
 type Decision struct {
 	// Verdict is Allow or Block.
 	Verdict Verdict
-	// Reason is a fixed phrase for people and logs: "matched rule", "no rule matched".
+	// Reason is a fixed phrase for people and logs: ReasonBlocked ("blocked
+	// by rule"), ReasonAllowed, ReasonDefault ("no rule matched") or
+	// ReasonInvalid ("invalid destination").
 	Reason string
 	// Rule is the deciding rule; zero when Default.
 	Rule RuleRef
@@ -86,7 +88,8 @@ type Decision struct {
 	Category string
 	// Default is true when no rule matched and the configured default applied.
 	Default bool
-	// Via is the route for an allowed request: an upstream name, "direct",
-	// or "" for the default route.
+	// Via is the route for an allowed request: the rule's via, else the
+	// configured default route (Config.Upstream): an upstream name,
+	// "direct", or "" when none is configured. It is "" for a block.
 	Via string
 }

@@ -1,0 +1,708 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gobwas/glob"
+
+	"github.com/sluiceproxy/sluice/rules"
+)
+
+// The fixed phrases of Decision.Reason.
+const (
+	// ReasonBlocked is the reason of a decision taken by a block rule.
+	ReasonBlocked = "blocked by rule"
+	// ReasonAllowed is the reason of a decision taken by an allow rule.
+	ReasonAllowed = "allowed by rule"
+	// ReasonDefault is the reason when no rule matched and the default applied.
+	ReasonDefault = "no rule matched"
+	// ReasonInvalid is the reason when the destination is empty; it blocks.
+	ReasonInvalid = "invalid destination"
+)
+
+// Engine is a compiled, immutable rule set. Its methods are safe for
+// concurrent use. Build it with Compile.
+//
+// How Decide works: every exact, suffix and category domain and the literal
+// suffix of every glob ("*.ads.example.com" -> "ads.example.com") are keys
+// of one hash index (see index.go). Decide walks the label suffixes of the
+// host once ("a.b.example.com", "b.example.com", "example.com", "com"),
+// looks each up, and collects the (rule, pattern) pairs that match; the
+// globs found on the way, the few globs with no literal suffix and, for an
+// IP literal, the CIDR patterns are tried directly. The first rule in order
+// among those pairs (and the rules without destinations) whose conditions
+// hold decides. A decision costs O(labels) and does not allocate.
+type Engine struct {
+	seed  maphash.Seed
+	index *index
+	nodes []node
+
+	rules   []rule
+	anyDest []uint32 // rules without destination patterns, in order
+
+	catNames []string       // category id -> name
+	catRefs  [][]atom       // category id -> the patterns that name it
+	globs    []globAtom     // every glob pattern
+	loose    []uint32       // globs with no literal suffix: tried one by one
+	cidrs    []cidrAtom     // every CIDR pattern
+	counts   map[string]int // category name -> entries, for Categories
+
+	fallback Verdict
+	via      string // the default route: Config.Upstream
+}
+
+// atom names one destination pattern: rule position and pattern position,
+// both counting from 0.
+type atom struct{ rule, pat uint32 }
+
+// node is what the index knows about one domain.
+type node struct {
+	// name is the domain that exact, suffix and globs belong to, compared
+	// on every hit so that a hash collision cannot fake a rule pattern.
+	// It is "" for the nodes shared by category domains.
+	name   string
+	exact  []atom   // exact patterns for the name
+	suffix []atom   // suffix patterns for the name
+	globs  []uint32 // globs whose literal suffix is the name
+	cats   []uint16 // categories listing the domain
+	allows []uint16 // categories listing the domain as an exception
+}
+
+type globAtom struct {
+	g      *glob.Pattern
+	prefix string // the literal text before the first wildcard, checked first
+	at     atom
+}
+
+// match reports whether the glob matches host.
+func (g *globAtom) match(host string) bool {
+	return strings.HasPrefix(host, g.prefix) && g.g.Match(host)
+}
+
+type cidrAtom struct {
+	prefix netip.Prefix
+	at     atom
+}
+
+// rule is a compiled rules.Rule.
+type rule struct {
+	verdict Verdict
+	reason  string
+	ref     RuleRef // Pattern left empty
+	via     string  // route when allowed: Rule.Via, else Config.Upstream
+	pats    []patInfo
+
+	clients   []netip.Prefix
+	ports     []rules.PortRange
+	users     map[string]struct{} // nil: any user
+	groups    map[string]struct{} // members of the rule's groups; nil: no group condition
+	hasGroups bool
+	times     []rules.TimeWindow
+}
+
+type patInfo struct {
+	text     string // as written
+	category string // the category name for a category pattern
+}
+
+// maxCompileTries bounds the seeds Compile tries when two rule names collide.
+const maxCompileTries = 4
+
+// errCollision means two different rule names got the same 64-bit hash; a
+// new seed fixes it.
+var errCollision = errors.New("filter: hash collision")
+
+// Compile builds an Engine from a rule set. The set is not kept and may be
+// dropped afterwards; only the hashes of category domains are. An error
+// names the rule and the problem: an unknown action or pattern kind, a glob
+// that does not compile, an invalid CIDR, or a default that is neither
+// allow nor block. A category named by a rule but absent from the set is
+// treated as empty.
+func Compile(set *rules.Set) (*Engine, error) {
+	if set == nil || set.Config == nil {
+		return nil, errors.New("filter: nil rule set")
+	}
+	var err error
+	for range maxCompileTries {
+		var e *Engine
+		e, err = compile(set, maphash.MakeSeed())
+		if !errors.Is(err, errCollision) {
+			return e, err
+		}
+	}
+	return nil, err
+}
+
+// builder holds the state of one compilation.
+type builder struct {
+	e      *Engine
+	set    *rules.Set
+	catID  map[string]uint16
+	single []uint32            // category id -> node holding only that category, or 0
+	merged map[mergeKey]uint32 // node + category -> node with it too
+	table  *buildTable
+}
+
+type mergeKey struct {
+	node  uint32
+	cat   uint16
+	allow bool
+}
+
+func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
+	cfg := set.Config
+	e := &Engine{seed: seed, via: cfg.Upstream, counts: map[string]int{}}
+	switch cfg.Default {
+	case "", rules.Allow:
+		e.fallback = Allow
+	case rules.Block:
+		e.fallback = Block
+	default:
+		return nil, fmt.Errorf("filter: default %q is neither allow nor block", cfg.Default)
+	}
+	b := &builder{e: e, set: set, catID: map[string]uint16{}, merged: map[mergeKey]uint32{}}
+	e.nodes = []node{{}} // node 0: the empty node of a fresh slot
+
+	// Pass 1: the categories in use and the size of the index.
+	keys := 0
+	for _, r := range cfg.Rules {
+		for _, p := range r.Dests {
+			switch p.Kind {
+			case rules.Category:
+				if _, ok := b.catID[p.Host]; ok {
+					continue
+				}
+				if len(e.catNames) == math.MaxUint16 {
+					return nil, fmt.Errorf("filter: %s: more than %d categories", ruleName(cfg, r), math.MaxUint16)
+				}
+				b.catID[p.Host] = uint16(len(e.catNames))
+				e.catNames = append(e.catNames, p.Host)
+				if l := set.Categories[p.Host]; l != nil {
+					keys += len(l.Block) + len(l.Allow)
+				}
+			case rules.Exact, rules.Suffix, rules.Glob:
+				keys++
+			}
+		}
+	}
+	for name, l := range set.Categories {
+		if l != nil {
+			e.counts[name] = len(l.Block) + len(l.Allow)
+		}
+	}
+	e.catRefs = make([][]atom, len(e.catNames))
+	b.single = make([]uint32, len(e.catNames))
+	b.table = newBuildTable(keys)
+
+	// Category domains first, so that rule names can take their node over.
+	for id, name := range e.catNames {
+		l := set.Categories[name]
+		if l == nil {
+			continue
+		}
+		for _, d := range l.Block {
+			b.addCategory(d, uint16(id), false)
+		}
+		for _, d := range l.Allow {
+			b.addCategory(d, uint16(id), true)
+		}
+	}
+
+	// Pass 2: the rules.
+	for ri, r := range cfg.Rules {
+		if err := b.addRule(ri, r); err != nil {
+			return nil, err
+		}
+	}
+	x, err := b.table.pack(len(e.nodes), b.merge)
+	if err != nil {
+		return nil, err
+	}
+	e.index = x
+	return e, nil
+}
+
+// merge returns a node for two domains whose hashes the index cannot tell
+// apart: one that has both their categories. Rule patterns cannot be
+// merged (their names differ); a new seed will part them.
+func (b *builder) merge(x, y uint32) (uint32, error) {
+	e := b.e
+	n, m := &e.nodes[x], &e.nodes[y]
+	if n.name != "" && m.name != "" {
+		return 0, errCollision
+	}
+	if m.name != "" {
+		n, m = m, n
+	}
+	u := *n
+	u.cats, u.allows = union(n.cats, m.cats), union(n.allows, m.allows)
+	v := uint32(len(e.nodes))
+	e.nodes = append(e.nodes, u)
+	return v, nil
+}
+
+// ruleName names a rule in errors: "rule 3 (sluice.yaml:12)".
+func ruleName(cfg *rules.Config, r rules.Rule) string {
+	return RuleRef{Index: r.Index, File: cfg.File, Line: r.Line}.String()
+}
+
+// addCategory records that domain d is in category id (as an exception when allow).
+func (b *builder) addCategory(d string, id uint16, allow bool) {
+	if d == "" {
+		return
+	}
+	e := b.e
+	s, fresh := b.table.slot(hashName(e.seed, d))
+	if fresh {
+		if !allow {
+			if b.single[id] == 0 {
+				b.single[id] = uint32(len(e.nodes))
+				e.nodes = append(e.nodes, node{cats: []uint16{id}})
+			}
+			s.val = b.single[id]
+			return
+		}
+	}
+	n := &e.nodes[s.val]
+	list := n.cats
+	if allow {
+		list = n.allows
+	}
+	if slices.Contains(list, id) {
+		return
+	}
+	k := mergeKey{node: s.val, cat: id, allow: allow}
+	if v, ok := b.merged[k]; ok {
+		s.val = v
+		return
+	}
+	m := node{cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)}
+	if allow {
+		m.allows = append(m.allows, id)
+	} else {
+		m.cats = append(m.cats, id)
+	}
+	v := uint32(len(e.nodes))
+	e.nodes = append(e.nodes, m)
+	b.merged[k] = v
+	s.val = v
+}
+
+// own returns the id of the node that holds rule patterns for name, making
+// it from the (shared) category node of the same hash when needed.
+func (b *builder) own(name string) (uint32, error) {
+	e := b.e
+	s, _ := b.table.slot(hashName(e.seed, name))
+	n := &e.nodes[s.val]
+	switch n.name {
+	case name:
+		return s.val, nil
+	case "":
+	default:
+		return 0, errCollision
+	}
+	v := uint32(len(e.nodes))
+	e.nodes = append(e.nodes, node{name: name, cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)})
+	s.val = v
+	return v, nil
+}
+
+// addRule compiles rule number ri (from 0).
+func (b *builder) addRule(ri int, r rules.Rule) error {
+	e, cfg := b.e, b.set.Config
+	index := r.Index
+	if index == 0 {
+		index = ri + 1
+	}
+	cr := rule{
+		ref:   RuleRef{Index: index, File: cfg.File, Line: r.Line, Text: r.Text},
+		ports: r.Ports,
+		times: r.Times,
+	}
+	name := cr.ref.String()
+	switch r.Action {
+	case rules.Allow:
+		cr.verdict, cr.reason = Allow, ReasonAllowed
+	case rules.Block:
+		cr.verdict, cr.reason = Block, ReasonBlocked
+	default:
+		return fmt.Errorf("filter: %s: action %q is neither allow nor block", name, r.Action)
+	}
+	cr.via = r.Via
+	if cr.via == "" {
+		cr.via = cfg.Upstream
+	}
+	if len(r.Users) > 0 {
+		cr.users = make(map[string]struct{}, len(r.Users))
+		for _, u := range r.Users {
+			if u != "" {
+				cr.users[u] = struct{}{}
+			}
+		}
+	}
+	if len(r.Groups) > 0 {
+		cr.hasGroups = true
+		cr.groups = map[string]struct{}{}
+		for _, g := range r.Groups {
+			for _, u := range cfg.Groups[g] {
+				if u != "" {
+					cr.groups[u] = struct{}{}
+				}
+			}
+		}
+	}
+	for i, p := range r.Clients {
+		if i == 0 {
+			cr.clients = make([]netip.Prefix, len(r.Clients))
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		cr.clients[i] = p.Masked()
+	}
+	if len(r.Dests) == 0 {
+		e.anyDest = append(e.anyDest, uint32(ri))
+	}
+	for pi, p := range r.Dests {
+		at := atom{rule: uint32(ri), pat: uint32(pi)}
+		info := patInfo{text: p.Text}
+		switch p.Kind {
+		case rules.Exact, rules.Suffix:
+			if p.Host == "" {
+				return fmt.Errorf("filter: %s: empty host in pattern %q", name, p.Text)
+			}
+			id, err := b.own(p.Host)
+			if err != nil {
+				return err
+			}
+			n := &e.nodes[id]
+			if p.Kind == rules.Exact {
+				n.exact = append(n.exact, at)
+			} else {
+				n.suffix = append(n.suffix, at)
+			}
+		case rules.Glob:
+			g, err := glob.Compile(p.Host, '.')
+			if err != nil || p.Host == "" {
+				return fmt.Errorf("filter: %s: invalid glob %q: %v", name, p.Text, err)
+			}
+			gi := uint32(len(e.globs))
+			prefix := p.Host
+			if k := strings.IndexAny(prefix, globMeta); k >= 0 {
+				prefix = prefix[:k]
+			}
+			e.globs = append(e.globs, globAtom{g: g, prefix: prefix, at: at})
+			lit := literalSuffix(p.Host)
+			if lit == "" {
+				e.loose = append(e.loose, gi)
+				break
+			}
+			id, err := b.own(lit)
+			if err != nil {
+				return err
+			}
+			e.nodes[id].globs = append(e.nodes[id].globs, gi)
+		case rules.Category:
+			id := b.catID[p.Host]
+			e.catRefs[id] = append(e.catRefs[id], at)
+			info.category = p.Host
+		case rules.CIDR:
+			if !p.Prefix.IsValid() {
+				return fmt.Errorf("filter: %s: invalid CIDR in pattern %q", name, p.Text)
+			}
+			pfx := p.Prefix
+			if a := pfx.Addr(); a.Is4In6() && pfx.Bits() >= 96 {
+				pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+			}
+			e.cidrs = append(e.cidrs, cidrAtom{prefix: pfx.Masked(), at: at})
+		default:
+			return fmt.Errorf("filter: %s: pattern %q has unknown kind %v", name, p.Text, p.Kind)
+		}
+		cr.pats = append(cr.pats, info)
+	}
+	e.rules = append(e.rules, cr)
+	return nil
+}
+
+// globMeta are the characters that are not literal in a glob.
+const globMeta = `*?[]{}\`
+
+// literalSuffix returns the labels of glob g after its last label with a
+// wildcard: "*.ads.example.com" -> "ads.example.com", "ad*.x.com" -> "x.com",
+// "ads.*" -> "". Every host that g matches ends with "." and that suffix,
+// so the glob need only be tried on hosts that have it as a label suffix.
+// Everything after the last meta character is literal; the cut at the
+// first '.' after it keeps the suffix on a label boundary.
+func literalSuffix(g string) string {
+	k := strings.LastIndexAny(g, globMeta)
+	if k < 0 {
+		return g // no wildcard at all: the host itself
+	}
+	rest := g[k+1:]
+	j := strings.IndexByte(rest, '.')
+	if j < 0 {
+		return ""
+	}
+	return rest[j+1:]
+}
+
+// Rules returns the number of rules.
+func (e *Engine) Rules() int { return len(e.rules) }
+
+// Categories returns the number of entries (domains and exceptions) of each
+// category in the compiled set, for status output. The map is a copy.
+func (e *Engine) Categories() map[string]int {
+	m := make(map[string]int, len(e.counts))
+	for k, v := range e.counts {
+		m[k] = v
+	}
+	return m
+}
+
+// Default returns the verdict applied when no rule matches.
+func (e *Engine) Default() Verdict { return e.fallback }
+
+// Candidate buffers live on the stack; a host with more hits than this
+// still works, through a heap allocation.
+const (
+	candBuf = 32
+	catBuf  = 16
+	walkMax = 16 // suffixes looked up together
+)
+
+// Decide returns the decision for req. It is pure: no I/O, no clock (it
+// reads req.Time), no allocation. An empty host is blocked with
+// ReasonInvalid. The Via of an allowed decision is the rule's route, else
+// the configured default route; a blocked decision has none.
+func (e *Engine) Decide(req Request) Decision {
+	host := req.Host
+	if host == "" {
+		return Decision{Verdict: Block, Reason: ReasonInvalid}
+	}
+	ip, isIP := hostIP(host)
+
+	var cb [candBuf]atom
+	cands := cb[:0]
+	var bb, ab [catBuf]uint16
+	blocked, excepted := bb[:0], ab[:0]
+
+	// The suffix walk: host[i:] for i = 0 and after every dot, in chunks
+	// of walkMax suffixes. The hashes of a chunk are computed first and
+	// the home slots loaded in a tight loop, so that the cache misses of a
+	// big index overlap instead of following one another.
+	var offs [walkMax]int
+	var hs, pos, heads [walkMax]uint64
+	words := e.index.words
+	for i := 0; i < len(host); {
+		k := 0
+		for ; k < walkMax && i < len(host); k++ {
+			s := host[i:]
+			offs[k], hs[k] = i, hashName(e.seed, s)
+			j := strings.IndexByte(s, '.')
+			if j < 0 {
+				i = len(host)
+			} else {
+				i += j + 1
+			}
+		}
+		for q := range k {
+			pos[q] = e.index.start(hs[q])
+			heads[q] = words[pos[q]]
+		}
+		for q := range k {
+			v, ok := e.index.getFrom(hs[q], pos[q], heads[q])
+			if !ok {
+				continue
+			}
+			off, s := offs[q], host[offs[q]:]
+			n := &e.nodes[v]
+			if off == 0 || !isIP { // an IP literal has no parent domains
+				blocked = append(blocked, n.cats...)
+				excepted = append(excepted, n.allows...)
+			}
+			if n.name != s {
+				continue
+			}
+			if off == 0 {
+				cands = append(cands, n.exact...)
+			}
+			if off == 0 || !isIP {
+				cands = append(cands, n.suffix...)
+			}
+			for _, gi := range n.globs {
+				if g := &e.globs[gi]; g.match(host) {
+					cands = append(cands, g.at)
+				}
+			}
+		}
+	}
+	for _, gi := range e.loose {
+		if g := &e.globs[gi]; g.match(host) {
+			cands = append(cands, g.at)
+		}
+	}
+	if isIP {
+		for i := range e.cidrs {
+			if c := &e.cidrs[i]; c.prefix.Contains(ip) {
+				cands = append(cands, c.at)
+			}
+		}
+	}
+	for k, c := range blocked {
+		if slices.Contains(excepted, c) || slices.Contains(blocked[:k], c) {
+			continue
+		}
+		cands = append(cands, e.catRefs[c]...)
+	}
+	sortAtoms(cands)
+
+	// The first rule, in order, among those whose destinations matched and
+	// those without destinations, whose conditions hold.
+	client := req.Client.Unmap()
+	ci, ai := 0, 0
+	for ci < len(cands) || ai < len(e.anyDest) {
+		var ri uint32
+		pat := -1
+		if ai < len(e.anyDest) && (ci == len(cands) || e.anyDest[ai] < cands[ci].rule) {
+			ri = e.anyDest[ai]
+			ai++
+		} else {
+			ri, pat = cands[ci].rule, int(cands[ci].pat)
+			for ci < len(cands) && cands[ci].rule == ri {
+				ci++
+			}
+		}
+		r := &e.rules[ri]
+		if r.admits(&req, client) {
+			return r.decision(pat)
+		}
+	}
+	d := Decision{Verdict: e.fallback, Reason: ReasonDefault, Default: true}
+	if d.Verdict == Allow {
+		d.Via = e.via
+	}
+	return d
+}
+
+// sortAtoms sorts by rule, then pattern: an insertion sort, as there are few.
+func sortAtoms(a []atom) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && less(a[j], a[j-1]); j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+}
+
+func less(x, y atom) bool { return x.rule < y.rule || x.rule == y.rule && x.pat < y.pat }
+
+// hostIP returns the address of an IP literal host, unmapped.
+func hostIP(h string) (netip.Addr, bool) {
+	// A domain's last label starts with a letter (or is punycode "xn--");
+	// an IPv4 address ends with a number, an IPv6 one has colons.
+	tld := h[strings.LastIndexByte(h, '.')+1:]
+	if tld == "" || (tld[0] < '0' || tld[0] > '9') && h[0] != '[' && strings.IndexByte(tld, ':') < 0 {
+		return netip.Addr{}, false
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	a, err := netip.ParseAddr(h)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// decision is the rule's answer; pat is the matching pattern, or -1.
+func (r *rule) decision(pat int) Decision {
+	d := Decision{Verdict: r.verdict, Reason: r.reason, Rule: r.ref}
+	if pat >= 0 {
+		d.Rule.Pattern = r.pats[pat].text
+		d.Category = r.pats[pat].category
+	}
+	if d.Verdict == Allow {
+		d.Via = r.via
+	}
+	return d
+}
+
+// admits reports whether every condition of the rule holds for req.
+func (r *rule) admits(req *Request, client netip.Addr) bool {
+	if len(r.clients) > 0 {
+		if !client.IsValid() || !containsAddr(r.clients, client) {
+			return false
+		}
+	}
+	if len(r.ports) > 0 && !containsPort(r.ports, req.Port) {
+		return false
+	}
+	if r.users != nil {
+		if _, ok := r.users[req.User]; !ok {
+			return false
+		}
+	}
+	if r.hasGroups {
+		if _, ok := r.groups[req.User]; !ok {
+			return false
+		}
+	}
+	if len(r.times) > 0 && !inWindows(r.times, req.Time) {
+		return false
+	}
+	return true
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsPort(rs []rules.PortRange, p uint16) bool {
+	for _, r := range rs {
+		if r.Lo <= p && p <= r.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+// inWindows reports whether t falls in one of the weekly windows, in t's
+// own location. The zero time is in none. A window is [From, To) in
+// minutes; one with To < From wraps past midnight and belongs to the day
+// it starts on (as rules.TimeWindow.Contains has it).
+func inWindows(ws []rules.TimeWindow, t time.Time) bool {
+	if t.IsZero() {
+		return false
+	}
+	hh, mm, _ := t.Clock()
+	m := hh*60 + mm
+	day := t.Weekday()
+	for _, w := range ws {
+		switch {
+		case w.From <= w.To:
+			if hasDay(w, day) && w.From <= m && m < w.To {
+				return true
+			}
+		case m >= w.From:
+			if hasDay(w, day) {
+				return true
+			}
+		case m < w.To:
+			if hasDay(w, (day+6)%7) { // started the day before
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hasDay(w rules.TimeWindow, d time.Weekday) bool { return w.Days == 0 || w.Days&(1<<d) != 0 }

@@ -1,0 +1,65 @@
+package filter
+
+import "testing"
+
+func TestIndexPackAndTwins(t *testing.T) {
+	const hi = 0xabcdef0123456000 // shared high bits: these keys are twins once packed
+	tb := newBuildTable(8)
+	keys := map[uint64]uint32{hi | 1: 1, hi | 2: 2, 0x1111111111111000: 3, 1: 4}
+	for k, v := range keys {
+		s, fresh := tb.slot(k)
+		if !fresh {
+			t.Fatalf("key %#x not fresh", k)
+		}
+		s.val = v
+	}
+	if s, fresh := tb.slot(hi | 1); fresh || s.val != 1 {
+		t.Fatalf("second slot(%#x) = %v, %v", uint64(hi|1), s.val, fresh)
+	}
+	var merged [][2]uint32
+	x, err := tb.pack(8, func(a, b uint32) (uint32, error) {
+		merged = append(merged, [2]uint32{a, b})
+		return 7, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(merged) != 1 {
+		t.Fatalf("merges = %v, want one of nodes 1 and 2", merged)
+	}
+	for _, tt := range []struct {
+		key  uint64
+		want uint32
+		ok   bool
+	}{
+		{hi | 1, 7, true}, {hi | 2, 7, true}, {0x1111111111111000, 3, true}, {1, 4, true},
+		{0x2222222222222000, 0, false}, {hi | 0x1000, 0, false},
+	} {
+		if v, ok := x.get(tt.key); v != tt.want || ok != tt.ok {
+			t.Errorf("get(%#x) = %d, %v; want %d, %v", tt.key, v, ok, tt.want, tt.ok)
+		}
+	}
+	// A merged id that does not fit the packed bits asks for a new seed.
+	if _, err := tb.pack(8, func(a, b uint32) (uint32, error) { return 8, nil }); err != errCollision {
+		t.Errorf("pack with an id too wide: err = %v, want errCollision", err)
+	}
+}
+
+func TestLiteralSuffix(t *testing.T) {
+	for _, tt := range []struct{ glob, want string }{
+		{"*.ads.example.com", "ads.example.com"},
+		{"ad*.x.com", "x.com"},
+		{"**.example.com", "example.com"},
+		{"ads.*", ""},
+		{"a?.b", "b"},
+		{"{a,b.c}.example.com", "example.com"},
+		{"{foo,bar}example.com", "com"},
+		{"x.[a-z]y.com", "com"},
+		{"plain.example", "plain.example"},
+		{"*", ""},
+	} {
+		if got := literalSuffix(tt.glob); got != tt.want {
+			t.Errorf("literalSuffix(%q) = %q, want %q", tt.glob, got, tt.want)
+		}
+	}
+}
