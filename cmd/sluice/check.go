@@ -1,0 +1,153 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/server"
+	"github.com/sluiceproxy/sluice/rules"
+)
+
+// loadSet reads the config at path, or the embedded default when path is "".
+func loadSet(path string) (*rules.Set, error) {
+	if path == "" {
+		return rules.LoadSet(rules.Default())
+	}
+	return rules.Load(path)
+}
+
+func checkCmd() *cobra.Command {
+	var (
+		cfgPath, client, user, at string
+	)
+	cmd := &cobra.Command{
+		Use:   "check [--config FILE] [--client IP] [--user NAME] TARGET",
+		Short: "Tell whether a destination would be allowed, by which rule, and its route",
+		Long: `Check a destination against the rules without running the proxy.
+TARGET is a host, host:port or URL; a bare host is checked on port 443.
+The first line starts with "allow" or "block"; the exit status is 0 when
+allowed, 1 when blocked and 2 on error.`,
+		Example: `  sluice check --config sluice.yaml www.tiktok.com
+  sluice check --config sluice.yaml --client 10.1.2.3 http://example.com/
+  sluice check --config sluice.yaml --user alice news.example:443`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set, err := loadSet(cfgPath)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			eng, err := filter.Compile(set)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			req, err := parseTarget(args[0])
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if client != "" {
+				a, err := netip.ParseAddr(client)
+				if err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--client: %w", err)}
+				}
+				req.Client = a.Unmap()
+			}
+			req.User = user
+			req.Time = time.Now()
+			if at != "" {
+				t, err := time.ParseInLocation("2006-01-02 15:04", at, time.Local)
+				if err != nil {
+					if t, err = time.Parse(time.RFC3339, at); err != nil {
+						return &exitError{code: 2, err: fmt.Errorf("--time: want \"2006-01-02 15:04\" or RFC 3339: %w", err)}
+					}
+				}
+				req.Time = t
+			}
+			d := eng.Decide(req)
+			printDecision(cmd.OutOrStdout(), set, req, d)
+			if d.Verdict != filter.Allow {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&cfgPath, "config", "c", "", "config file (default: the embedded default config)")
+	f.StringVar(&client, "client", "", "client source address the rules see")
+	f.StringVar(&user, "user", "", "authenticated user name the rules see")
+	f.StringVar(&at, "time", "", `time of the request, "2006-01-02 15:04" local or RFC 3339 (default: now)`)
+	return cmd
+}
+
+// parseTarget turns a host, host:port or URL into a request.
+func parseTarget(s string) (filter.Request, error) {
+	host, port := s, "443"
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			return filter.Request{}, err
+		}
+		host, port = u.Hostname(), u.Port()
+		if port == "" {
+			switch u.Scheme {
+			case "http", "ws":
+				port = "80"
+			default:
+				port = "443"
+			}
+		}
+	} else if h, p, err := net.SplitHostPort(s); err == nil {
+		host, port = h, p
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return filter.Request{}, fmt.Errorf("bad port %q", port)
+	}
+	h, err := rules.NormalizeHost(host)
+	if err != nil {
+		return filter.Request{}, err
+	}
+	return filter.Request{Host: h, Port: uint16(n)}, nil
+}
+
+func printDecision(w io.Writer, set *rules.Set, req filter.Request, d filter.Decision) {
+	target := net.JoinHostPort(req.Host, strconv.Itoa(int(req.Port)))
+	fmt.Fprintf(w, "%s %s: %s\n", d.Verdict, target, d.Reason)
+	if d.Default {
+		fmt.Fprintf(w, "rule: none (default: %s)\n", d.Verdict)
+	} else {
+		fmt.Fprintf(w, "rule: %s: %s\n", d.Rule, d.Rule.Text)
+		if d.Rule.Pattern != "" {
+			fmt.Fprintf(w, "pattern: %s\n", d.Rule.Pattern)
+		}
+	}
+	if d.Category != "" {
+		fmt.Fprintf(w, "category: %s\n", d.Category)
+		for _, m := range rules.Explain(set, req.Host) {
+			if m.Category != d.Category {
+				continue
+			}
+			kind := "entry"
+			if m.Allow {
+				kind = "exception"
+			}
+			fmt.Fprintf(w, "  %s:%d: %s %s\n", m.File, m.Line, kind, m.Entry)
+		}
+	}
+	if d.Verdict == filter.Allow {
+		if desc, err := server.DescribeRoute(set.Config, d.Via); err == nil {
+			fmt.Fprintf(w, "route: %s\n", desc)
+		}
+	}
+}
+
+var errNoServer = errors.New("no running 'sluice serve' found")

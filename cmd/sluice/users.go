@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/sluiceproxy/sluice/proxy/auth"
+	"github.com/sluiceproxy/sluice/rules"
+)
+
+func init() { extraCommands = append(extraCommands, usersCmd) }
+
+func usersCmd() *cobra.Command {
+	var cfgPath, file string
+	cmd := &cobra.Command{
+		Use:   "users",
+		Short: "Add, remove and list proxy users (the htpasswd file of `users:`)",
+		Long: `Manage the htpasswd file named by the config's users: entry (or --file).
+Passwords are stored as bcrypt hashes; the file is replaced atomically with
+mode 0600, and a running proxy picks the change up on its own.`,
+		Example: `  sluice users -c sluice.yaml add alice
+  echo "$PASSWORD" | sluice users -c sluice.yaml add bob --password-stdin
+  sluice users --file /etc/sluice/users list`,
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVarP(&cfgPath, "config", "c", "", "config file whose users: entry names the htpasswd file")
+	pf.StringVarP(&file, "file", "f", "", "htpasswd file (instead of the config's users:)")
+	path := func() (string, error) { return usersFile(cfgPath, file) }
+
+	var fromStdin bool
+	add := &cobra.Command{
+		Use:   "add NAME [--password-stdin]",
+		Short: "Add a user, or change a user's password",
+		Long: `Add a user, or change the password of an existing one. The password is
+asked twice on the terminal without echo, or read from the first line of
+standard input with --password-stdin.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := path()
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			name := args[0]
+			var pw string
+			if fromStdin {
+				pw, err = readPasswordLine(cmd.InOrStdin())
+			} else {
+				pw, err = promptPassword(cmd.InOrStdin(), cmd.ErrOrStderr(), name)
+			}
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			before, err := listUsers(p)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if err := auth.SetPassword(p, name, pw); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if slices.Contains(before, name) {
+				fmt.Fprintf(cmd.OutOrStdout(), "changed the password of %s in %s\n", name, p)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "added %s to %s\n", name, p)
+			}
+			return nil
+		},
+	}
+	add.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
+
+	rm := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a user",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := path()
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			ok, err := auth.RemoveUser(p, args[0])
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if !ok {
+				return &exitError{code: 1, err: fmt.Errorf("no user %q in %s", args[0], p)}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s from %s\n", args[0], p)
+			return nil
+		},
+	}
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the user names, one a line",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := path()
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			users, err := listUsers(p)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			for _, u := range users {
+				fmt.Fprintln(cmd.OutOrStdout(), u)
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(add, rm, list)
+	return cmd
+}
+
+// listUsers returns the users of the htpasswd file; a missing file has none.
+func listUsers(path string) ([]string, error) {
+	users, err := auth.ListUsers(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return users, err
+}
+
+// usersFile returns the htpasswd file: --file, or the config's users: path.
+func usersFile(cfgPath, file string) (string, error) {
+	if file != "" {
+		return file, nil
+	}
+	if cfgPath == "" {
+		return "", errors.New("users: give --config FILE (its users: entry names the file) or --file HTPASSWD")
+	}
+	cfg, err := rules.LoadConfig(cfgPath)
+	if err != nil {
+		return "", err
+	}
+	if cfg.Users == "" {
+		return "", fmt.Errorf("users: %s has no users: entry; add `users: users.htpasswd` to it, or pass --file", cfgPath)
+	}
+	return cfg.Users, nil
+}
+
+// maxPasswordLen bounds a password read from stdin; bcrypt uses 72 bytes.
+const maxPasswordLen = 72
+
+// readPasswordLine reads a password from the first line of r.
+func readPasswordLine(r io.Reader) (string, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("users: reading the password: %w", err)
+	}
+	return checkPassword(strings.TrimRight(line, "\r\n"))
+}
+
+func checkPassword(pw string) (string, error) {
+	switch {
+	case pw == "":
+		return "", errors.New("users: empty password; nothing changed")
+	case len(pw) > maxPasswordLen:
+		return "", fmt.Errorf("users: password longer than %d bytes (bcrypt's limit); nothing changed", maxPasswordLen)
+	}
+	return pw, nil
+}
+
+// promptPassword asks for the password twice on the terminal, without echo.
+func promptPassword(in io.Reader, out io.Writer, name string) (string, error) {
+	f, ok := in.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return "", errors.New("users: standard input is not a terminal; use --password-stdin")
+	}
+	fd := int(f.Fd())
+	fmt.Fprintf(out, "Password for %s: ", name)
+	a, err := term.ReadPassword(fd)
+	fmt.Fprintln(out)
+	if err != nil {
+		return "", fmt.Errorf("users: reading the password: %w", err)
+	}
+	fmt.Fprintf(out, "Again: ")
+	b, err := term.ReadPassword(fd)
+	fmt.Fprintln(out)
+	if err != nil {
+		return "", fmt.Errorf("users: reading the password: %w", err)
+	}
+	if string(a) != string(b) {
+		return "", errors.New("users: the passwords differ; nothing changed")
+	}
+	return checkPassword(string(a))
+}

@@ -1,0 +1,448 @@
+// Package server is Sluice's composition root. It loads the configuration,
+// compiles the engine, builds the shared dialer, opens the listeners (each
+// one serves HTTP, SOCKS5 and SOCKS4a on the same port), reloads everything
+// atomically when the rules change, and shuts down cleanly.
+//
+// Lifecycle of a configuration: rules.Load parses and validates it,
+// filter.Compile builds the indexes, dial.NewRouter builds the routes and
+// auth.Load reads the users; only when every step succeeds is the new state
+// swapped in with one atomic store. A connection in flight keeps the state
+// it started with; a failed reload keeps the old state serving.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/sluiceproxy/sluice/proxy/auth"
+	"github.com/sluiceproxy/sluice/proxy/dial"
+	"github.com/sluiceproxy/sluice/proxy/relay"
+	"github.com/sluiceproxy/sluice/rules"
+	"github.com/sluiceproxy/sluice/socks"
+)
+
+// Options configures a Server. The zero Options serves the embedded default
+// config on 127.0.0.1:3128.
+type Options struct {
+	// Config is the path of the YAML config. Empty means the embedded default.
+	Config string
+	// Listen overrides the config's listen addresses when not empty.
+	Listen []string
+	// AllowOpen permits a non-loopback listener with neither `clients` nor
+	// `users` restricting access. Default false: such a config is refused.
+	AllowOpen bool
+	// Logger receives every log line. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Server runs Sluice. Create it with New, then call Run.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	state     atomic.Pointer[state]
+	reloadMu  sync.Mutex // serializes reloads
+	reloads   atomic.Int64
+	failures  atomic.Int64
+	lastError atomic.Pointer[string]
+
+	mu    sync.Mutex
+	addrs []net.Addr
+	ready chan struct{}
+}
+
+// state is everything one configuration produced. It is never modified
+// after it is stored; a reload builds a new one.
+type state struct {
+	cfg     *rules.Config
+	engine  *filter.Engine
+	router  *dial.Router
+	users   *auth.File // nil: no authentication
+	http    *proxy.Server
+	socks   *socks.Server
+	clients []netip.Prefix
+	watch   []string // files whose change triggers a reload
+	loaded  time.Time
+}
+
+// New loads and compiles the configuration. It fails, naming file and line,
+// when the config is invalid, so that Sluice never serves without rules.
+func New(opts Options) (*Server, error) {
+	s := &Server{opts: opts, log: opts.Logger, ready: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	st, err := s.build()
+	if err != nil {
+		return nil, err
+	}
+	if len(opts.Listen) > 0 {
+		st.cfg.Listen = opts.Listen
+	}
+	if err := checkOpen(st.cfg, opts.AllowOpen); err != nil {
+		return nil, err
+	}
+	s.state.Store(st)
+	return s, nil
+}
+
+// checkOpen refuses to listen beyond loopback with no access control.
+func checkOpen(cfg *rules.Config, allowOpen bool) error {
+	if allowOpen || len(cfg.Clients) > 0 || cfg.Users != "" {
+		return nil
+	}
+	for _, a := range cfg.Listen {
+		if !isLoopback(a) {
+			return fmt.Errorf("server: refusing to listen on %s: neither `clients` nor `users` restricts who may use the proxy, "+
+				"and open proxies are found and abused within hours; add `clients: [YOUR/CIDR]` or `users: FILE` to the config, "+
+				"or pass --allow-open if you really mean it", a)
+		}
+	}
+	return nil
+}
+
+func isLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// load reads the config the server was started with.
+func (s *Server) load() (*rules.Set, error) {
+	if s.opts.Config == "" {
+		return rules.LoadSet(rules.Default())
+	}
+	return rules.Load(s.opts.Config)
+}
+
+// build runs every step of a configuration's lifecycle and returns the
+// resulting state, or the first error.
+func (s *Server) build() (*state, error) {
+	set, err := s.load()
+	if err != nil {
+		return nil, err
+	}
+	cfg := set.Config
+	for _, c := range set.Categories {
+		for _, src := range c.Sources {
+			if src.Err != nil {
+				s.log.Warn("category source unavailable; the category lacks its entries", "category", c.Name, "err", src.Err)
+			}
+			for _, e := range src.Errors {
+				s.log.Warn("invalid list line skipped", "category", c.Name, "err", e)
+			}
+		}
+	}
+	eng, err := filter.Compile(set)
+	if err != nil {
+		return nil, err
+	}
+	router, err := newRouter(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st := &state{cfg: cfg, engine: eng, router: router, clients: cfg.Clients, loaded: time.Now()}
+	if cfg.Users != "" {
+		st.users, err = auth.Load(cfg.Users)
+		if err != nil {
+			return nil, err
+		}
+		st.users.Logger = s.log
+	}
+	st.watch = watchList(set)
+	st.http, st.socks = s.frontEnds(st)
+	return st, nil
+}
+
+// frontEnds builds the two front ends of a state. They share the state's
+// engine, router and users, so one atomic swap changes all of them.
+func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
+	var policy = st.engine
+	dialFn := st.router.Dial
+	to := st.cfg.Timeouts
+	h := &proxy.Server{
+		Policy:           policy,
+		Dial:             dialFn,
+		Transport:        st.router.Transport,
+		Anonymize:        anonymizer(st.cfg),
+		Logger:           s.log.With("proto", "http"),
+		Normalize:        rules.NormalizeHost,
+		HandshakeTimeout: to.Handshake,
+		IdleTimeout:      to.Idle,
+	}
+	so := &socks.Server{
+		Policy:           policy,
+		Dial:             dialFn,
+		Normalize:        rules.NormalizeHost,
+		UDP:              st.cfg.Socks.UDP,
+		Logger:           s.log.With("proto", "socks"),
+		HandshakeTimeout: to.Handshake,
+		IdleTimeout:      to.Idle,
+	}
+	if st.users != nil {
+		h.Auth = st.users
+		so.Auth = st.users
+	}
+	return h, so
+}
+
+func anonymizer(cfg *rules.Config) func(route string) bool {
+	return func(route string) bool {
+		if route == "" {
+			route = cfg.Upstream
+		}
+		if u, ok := cfg.Upstreams[route]; ok && u.Anonymize != nil {
+			return *u.Anonymize
+		}
+		return cfg.Anonymize
+	}
+}
+
+// Reload rebuilds the state from the config and its files and swaps it in.
+// On any error the running state keeps serving and the error is returned.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	start := time.Now()
+	st, err := s.build()
+	if err != nil {
+		s.failures.Add(1)
+		msg := err.Error()
+		s.lastError.Store(&msg)
+		s.log.Error("reload failed; keeping the running rules", "err", err)
+		return err
+	}
+	old := s.state.Load()
+	st.cfg.Listen = old.cfg.Listen // listeners are not reopened on reload
+	if old.cfg.Users != "" && st.cfg.Users == "" && !s.opts.AllowOpen {
+		if err := checkOpen(st.cfg, false); err != nil {
+			s.failures.Add(1)
+			s.log.Error("reload failed; keeping the running rules", "err", err)
+			return err
+		}
+	}
+	s.state.Store(st)
+	s.lastError.Store(nil)
+	s.reloads.Add(1)
+	s.log.Info("rules reloaded", "rules", st.engine.Rules(), "dur", time.Since(start).Round(time.Millisecond))
+	// Idle pooled connections of the old routes are no longer needed;
+	// connections in flight keep working until they end.
+	old.router.CloseIdleConnections()
+	return nil
+}
+
+// Addrs returns the addresses the server listens on, once Ready is closed.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]net.Addr(nil), s.addrs...)
+}
+
+// Ready is closed when every listener accepts connections.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Run opens the listeners and serves until ctx is cancelled, then shuts
+// down: listeners close at once, tunnels in flight are given a few seconds.
+func (s *Server) Run(ctx context.Context) error {
+	st := s.state.Load()
+	var lns []net.Listener
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	for _, a := range st.cfg.Listen {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("server: listen %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	httpLn := newChanListener(lns[0].Addr())
+	hs := &http.Server{
+		Handler:           http.HandlerFunc(s.serveHTTP),
+		ReadHeaderTimeout: orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout),
+		IdleTimeout:       orDefault(st.cfg.Timeouts.Idle, rules.DefaultIdleTimeout),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = hs.Serve(httpLn) })
+	for _, ln := range lns {
+		s.mu.Lock()
+		s.addrs = append(s.addrs, ln.Addr())
+		s.mu.Unlock()
+		s.log.Info("listening on "+ln.Addr().String(), "addr", ln.Addr().String())
+		wg.Go(func() { s.accept(ctx, ln, httpLn, &wg) })
+	}
+	close(s.ready)
+	wg.Go(func() { s.RefreshLoop(ctx) })
+
+	<-ctx.Done()
+	closeAll()
+	httpLn.Close()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = hs.Shutdown(sctx)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-sctx.Done():
+		s.log.Warn("shutdown: connections still open after 5s; closing")
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// serveHTTP hands a request to the HTTP front end of the current state.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.state.Load().http.ServeHTTP(w, r)
+}
+
+// accept runs one listener: it checks the client against `clients`, peeks
+// the first byte and gives the connection to the SOCKS or HTTP front end.
+func (s *Server) accept(ctx context.Context, ln net.Listener, httpLn *chanListener, wg *sync.WaitGroup) {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			// Out of fds or similar: back off rather than spin.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Error("accept failed", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		wg.Go(func() { s.handle(ctx, c, httpLn) })
+	}
+}
+
+func (s *Server) handle(ctx context.Context, c net.Conn, httpLn *chanListener) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic serving connection", "client", c.RemoteAddr().String(), "panic", fmt.Sprint(p))
+			c.Close()
+		}
+	}()
+	st := s.state.Load()
+	client := remoteAddr(c)
+	if !allowedClient(st.clients, client) {
+		s.log.Warn("client not in `clients`; connection closed", "client", c.RemoteAddr().String())
+		c.Close()
+		return
+	}
+	hs := orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout)
+	c.SetReadDeadline(time.Now().Add(hs))
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		c.Close() // a client that said nothing in time
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	pc := relay.WithPrefix(c, b[:])
+	switch b[0] {
+	case 0x05, 0x04:
+		st.socks.ServeConn(ctx, pc)
+	default:
+		if !httpLn.push(ctx, pc) {
+			c.Close()
+		}
+	}
+}
+
+func remoteAddr(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+func allowedClient(clients []netip.Prefix, a netip.Addr) bool {
+	if len(clients) == 0 {
+		return true
+	}
+	for _, p := range clients {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Status describes the running state for `sluice list` and logs.
+type Status struct {
+	Loaded     time.Time
+	Rules      int
+	Categories map[string]int
+	Reloads    int64
+	Failures   int64
+	LastError  string
+}
+
+// Status returns counters of the running state.
+func (s *Server) Status() Status {
+	st := s.state.Load()
+	out := Status{Loaded: st.loaded, Rules: st.engine.Rules(), Categories: st.engine.Categories(),
+		Reloads: s.reloads.Load(), Failures: s.failures.Load()}
+	if e := s.lastError.Load(); e != nil {
+		out.LastError = *e
+	}
+	return out
+}
+
+// watchList returns the files whose change should trigger a reload.
+func watchList(set *rules.Set) []string {
+	var files []string
+	cfg := set.Config
+	if cfg.File != "" {
+		files = append(files, cfg.File)
+	}
+	if cfg.Users != "" {
+		files = append(files, cfg.Users)
+	}
+	for _, c := range set.Categories {
+		for _, src := range c.Sources {
+			if src.Source.Path != "" {
+				files = append(files, src.Source.Path)
+			} else if src.Source.URL != "" {
+				files = append(files, cfg.CachePath(src.Source)) // `sluice list update` writes it
+			}
+		}
+	}
+	for _, d := range cfg.CategoryDirs {
+		files = append(files, d.Path)
+	}
+	return files
+}

@@ -1,0 +1,127 @@
+package server
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/sluiceproxy/sluice/filter"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func writeConfig(t *testing.T, cfg string, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := filepath.Join(dir, "sluice.yaml")
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func heapAfterGC() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// TestReloadMemoryIsFlat reloads 50 times with 100,000 category domains
+// and checks the live heap does not grow from reload to reload: the old
+// engine must be garbage once the new one is stored.
+func TestReloadMemoryIsFlat(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, "big.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	for i := range 100_000 {
+		fmt.Fprintf(w, "host%d.example%d.com\n", i, i%97)
+	}
+	w.Flush()
+	f.Close()
+	cfg := filepath.Join(dir, "sluice.yaml")
+	os.WriteFile(cfg, []byte("categories:\n  big: [big.txt]\nrules:\n  - block: [\"category:big\"]\n"), 0o644)
+	s, err := New(Options{Config: cfg, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var at10 uint64
+	for i := 1; i <= 50; i++ {
+		if err := s.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if i == 10 {
+			at10 = heapAfterGC()
+		}
+	}
+	at50 := heapAfterGC()
+	t.Logf("live heap after 10 reloads: %.1f MiB, after 50: %.1f MiB", float64(at10)/(1<<20), float64(at50)/(1<<20))
+	if at50 > at10+at10/4 {
+		t.Fatalf("heap grew from %d to %d bytes between reload 10 and 50", at10, at50)
+	}
+	if d := s.state.Load().engine.Decide(filter.Request{Host: "a.host7.example7.com", Port: 443}); d.Verdict != filter.Block {
+		t.Fatalf("after 50 reloads the big category does not block: %+v", d)
+	}
+}
+
+// TestFailedReloadKeepsState: a broken config leaves the running engine in
+// place and reports the error with file and line.
+func TestFailedReloadKeepsState(t *testing.T) {
+	cfg := writeConfig(t, "rules:\n  - block: [blocked.test]\n", nil)
+	s, err := New(Options{Config: cfg, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.state.Load()
+	os.WriteFile(cfg, []byte("rules:\n  - block: [blocked.test]\n  - bogus: 1\n"), 0o644)
+	err = s.Reload()
+	if err == nil || !strings.Contains(err.Error(), "sluice.yaml:3") {
+		t.Fatalf("reload error %v, want one naming sluice.yaml:3", err)
+	}
+	if s.state.Load() != before {
+		t.Fatal("a failed reload replaced the running state")
+	}
+	if st := s.Status(); st.Failures != 1 || st.LastError == "" {
+		t.Fatalf("status after a failed reload: %+v", st)
+	}
+	if d := before.engine.Decide(filter.Request{Host: "blocked.test", Port: 80}); d.Verdict != filter.Block {
+		t.Fatal("old rules lost")
+	}
+}
+
+// TestOpenProxyRefused: non-loopback listeners need clients or users.
+func TestOpenProxyRefused(t *testing.T) {
+	for _, c := range []struct {
+		cfg  string
+		open bool
+		ok   bool
+	}{
+		{"listen: [\"0.0.0.0:3128\"]\n", false, false},
+		{"listen: [\"[::]:3128\"]\n", false, false},
+		{"listen: [\"0.0.0.0:3128\"]\n", true, true},
+		{"listen: [\"0.0.0.0:3128\"]\nclients: [10.0.0.0/8]\n", false, true},
+		{"listen: [\"127.0.0.1:3128\", \"[::1]:3128\", \"localhost:3128\"]\n", false, true},
+	} {
+		_, err := New(Options{Config: writeConfig(t, c.cfg, nil), AllowOpen: c.open, Logger: quietLogger()})
+		if (err == nil) != c.ok {
+			t.Errorf("%q open=%v: err=%v", c.cfg, c.open, err)
+		}
+	}
+}

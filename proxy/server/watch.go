@@ -1,0 +1,94 @@
+package server
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// debounce is how long the watcher waits after the last change before it
+// reloads, so that an editor's write-rename-chmod sequence or a list being
+// rewritten in several steps causes one reload, not five.
+const debounce = 300 * time.Millisecond
+
+// Watch reloads the rules whenever the config, the users file or a local
+// list changes, until ctx is cancelled. It watches the parent folders, so
+// files that are replaced by rename (as editors and `sluice list add` do)
+// are still seen.
+func (s *Server) Watch(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	var dirs []string
+	watched := map[string]bool{}
+	sync := func() {
+		files := s.state.Load().watch
+		watched = map[string]bool{}
+		var want []string
+		for _, f := range files {
+			abs, err := filepath.Abs(f)
+			if err != nil {
+				continue
+			}
+			watched[abs] = true
+			want = append(want, filepath.Dir(abs), abs) // a folder source is watched itself
+		}
+		slices.Sort(want)
+		want = slices.Compact(want)
+		for _, d := range dirs {
+			if !slices.Contains(want, d) {
+				_ = w.Remove(d)
+			}
+		}
+		dirs = dirs[:0]
+		for _, d := range want {
+			if err := w.Add(d); err == nil {
+				dirs = append(dirs, d)
+			}
+		}
+	}
+	sync()
+	relevant := func(name string) bool {
+		abs, err := filepath.Abs(name)
+		if err != nil {
+			return false
+		}
+		return watched[abs] || watched[filepath.Dir(abs)]
+	}
+	var timer *time.Timer
+	var fire <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if !relevant(ev.Name) || ev.Op == fsnotify.Chmod {
+				continue
+			}
+			if timer == nil {
+				timer = time.NewTimer(debounce)
+			} else {
+				timer.Reset(debounce)
+			}
+			fire = timer.C
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			s.log.Warn("file watcher", "err", err)
+		case <-fire:
+			fire = nil
+			if err := s.Reload(); err == nil {
+				sync()
+			}
+		}
+	}
+}

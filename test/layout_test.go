@@ -1,0 +1,61 @@
+package test
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/sluiceproxy/sluice"
+
+func goList(t *testing.T, args ...string) []string {
+	t.Helper()
+	out, err := exec.Command("go", append([]string{"list"}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("go list %v: %v", args, err)
+	}
+	return strings.Fields(string(out))
+}
+
+// TestImportDirection keeps the package graph flowing one way:
+// client -> front end -> filter -> rules, front ends -> dial/relay.
+func TestImportDirection(t *testing.T) {
+	forbidden := map[string][]string{
+		"../rules":       {mod + "/filter", mod + "/proxy", mod + "/socks", mod + "/proxy/dial", mod + "/proxy/relay", mod + "/proxy/server"},
+		"../filter":      {mod + "/proxy", mod + "/socks", mod + "/proxy/dial", mod + "/proxy/relay", mod + "/proxy/server"},
+		"../proxy/dial":  {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks"},
+		"../proxy/relay": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial"},
+		"../proxy":       {mod + "/socks", mod + "/proxy/server"},
+		"../socks":       {mod + "/proxy", mod + "/proxy/server"},
+	}
+	for pkg, banned := range forbidden {
+		deps := goList(t, "-deps", pkg)
+		for _, b := range banned {
+			if slices.Contains(deps, b) {
+				t.Errorf("%s must not depend on %s", pkg, b)
+			}
+		}
+	}
+	// The engine is pure: no networking, files or logging among its direct imports.
+	imports := goList(t, "-f", "{{range .Imports}}{{.}} {{end}}", "../filter")
+	for _, b := range []string{"net", "os", "io/fs", "log/slog", "log"} {
+		if slices.Contains(imports, b) {
+			t.Errorf("filter must not import %s", b)
+		}
+	}
+}
+
+// TestPackageDocs fails on a package without a package comment.
+func TestPackageDocs(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}\t{{.Doc}}", "../...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		path, doc, _ := strings.Cut(l, "\t")
+		if strings.TrimSpace(doc) == "" {
+			t.Errorf("package %s has no package comment", path)
+		}
+	}
+}
