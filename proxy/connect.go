@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -64,6 +65,17 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 		textError(w, code, msg)
 		return
 	}
+	head := func(w io.Writer) error {
+		_, err := io.WriteString(w, "HTTP/1.1 200 Connection established\r\n\r\n")
+		return err
+	}
+	s.tunnel(ctx, x, w, origin, nil, http.StatusOK, head)
+}
+
+// tunnel takes the client's connection over, writes the response head with
+// head and splices client and origin until both are done. originPending
+// holds bytes already read from the origin. It owns origin from the start.
+func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter, origin net.Conn, originPending []byte, status int, head func(io.Writer) error) {
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		origin.Close()
@@ -76,14 +88,14 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 	defer s.tunnels.done()
 	conn.SetDeadline(time.Time{}) // the server's header deadlines no longer apply
 	pending := buffered(brw.Reader)
-	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+	if err := head(conn); err != nil {
 		conn.Close()
 		origin.Close()
 		x.err = err
 		return
 	}
-	x.status = http.StatusOK
-	st, err := relay.Splice(ctx, relay.WithPrefix(conn, pending), origin, s.idleTimeout())
+	x.status = status
+	st, err := relay.Splice(ctx, relay.WithPrefix(conn, pending), relay.WithPrefix(origin, originPending), s.idleTimeout())
 	x.up, x.down = st.Up, st.Down
 	if err != nil && !errors.Is(err, context.Canceled) {
 		x.err = err

@@ -44,7 +44,6 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
-	"github.com/sluiceproxy/sluice/proxy/relay"
 )
 
 // errNoTransport is returned by goproxy's own transport, which must never
@@ -320,35 +319,15 @@ func (s *Server) serveUpgrade(x *exchange, w *countingWriter, r *http.Request, t
 		io.Copy(w, resp.Body)
 		return
 	}
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		origin.Close()
-		x.err = err
-		textError(w, http.StatusInternalServerError, "sluice: cannot take over the connection")
-		return
-	}
-	x.hijacked = true
-	s.tunnels.add()
-	defer s.tunnels.done()
-	conn.SetDeadline(time.Time{})
-	pending := buffered(brw.Reader)
 	removeHopByHop(resp.Header, true)
-	bw := bufio.NewWriter(conn)
-	fmt.Fprintf(bw, "HTTP/1.1 101 %s\r\n", http.StatusText(http.StatusSwitchingProtocols))
-	resp.Header.Write(bw)
-	bw.WriteString("\r\n")
-	if err := bw.Flush(); err != nil {
-		conn.Close()
-		origin.Close()
-		x.err = err
-		return
+	head := func(w io.Writer) error {
+		bw := bufio.NewWriter(w)
+		fmt.Fprintf(bw, "HTTP/1.1 101 %s\r\n", http.StatusText(http.StatusSwitchingProtocols))
+		resp.Header.Write(bw)
+		bw.WriteString("\r\n")
+		return bw.Flush()
 	}
-	x.status = http.StatusSwitchingProtocols
-	st, err := relay.Splice(ctx, relay.WithPrefix(conn, pending), relay.WithPrefix(origin, buffered(br)), s.idleTimeout())
-	x.up, x.down = st.Up, st.Down
-	if err != nil && !errors.Is(err, context.Canceled) {
-		x.err = err
-	}
+	s.tunnel(ctx, x, w, origin, buffered(br), http.StatusSwitchingProtocols, head)
 }
 
 // hopByHop are the headers that concern one connection only (RFC 9110

@@ -26,6 +26,19 @@ func loadSet(path string) (*rules.Set, error) {
 	return rules.Load(path)
 }
 
+// loadEngine reads the config at path and compiles it, as serve would.
+func loadEngine(path string) (*rules.Set, *filter.Engine, error) {
+	set, err := loadSet(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	eng, err := filter.Compile(set)
+	if err != nil {
+		return nil, nil, err
+	}
+	return set, eng, nil
+}
+
 func checkCmd() *cobra.Command {
 	var (
 		cfgPath, client, user, at string
@@ -42,11 +55,7 @@ allowed, 1 when blocked and 2 on error.`,
   sluice check --config sluice.yaml --user alice news.example:443`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, err := loadSet(cfgPath)
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			eng, err := filter.Compile(set)
+			set, eng, err := loadEngine(cfgPath)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}

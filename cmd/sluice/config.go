@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/rules"
 )
 
@@ -21,11 +20,7 @@ func configCmd() *cobra.Command {
 		Short: "Load and compile the config and every list; report errors with file and line",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			set, err := loadSet(cfgPath)
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			eng, err := filter.Compile(set)
+			set, eng, err := loadEngine(cfgPath)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
