@@ -347,7 +347,34 @@ func (r *Router) Transport(name string) http.RoundTripper {
 	if rt.tr == nil {
 		rt.tr = r.newTransport(rt)
 	}
+	if rt.last != nil {
+		return parentTransport{r: r, rt: rt}
+	}
 	return rt.tr
+}
+
+// parentTransport sends plain requests to a route's http(s) last hop and
+// turns its 407 into an upstream auth failure: the parent's demand for
+// credentials is Sluice's problem, never the client's, and a client that
+// got the 407 would take it for Sluice's own.
+type parentTransport struct {
+	r  *Router
+	rt *route
+}
+
+// RoundTrip forwards req through the route's Transport.
+func (p parentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := p.rt.tr.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusProxyAuthRequired {
+		return resp, err
+	}
+	resp.Body.Close()
+	err = &Error{
+		Kind: KindUpstreamAuth, Addr: req.URL.Host, Upstream: p.rt.name, Hop: len(p.rt.chain), HopAddr: p.rt.last.Redacted(),
+		Err: fmt.Errorf("upstream answered %s", resp.Status), hopFault: true,
+	}
+	p.r.noteFailure(p.rt, err)
+	return nil, err
 }
 
 func (r *Router) newTransport(rt *route) *http.Transport {
