@@ -652,3 +652,29 @@ func TestTransportHTTPSUpstream(t *testing.T) {
 		t.Fatalf("upstream got %q, want absolute form", got)
 	}
 }
+
+// TestTransportParentAuthFailure: a parent's 407 on plain HTTP is Sluice's
+// problem, not the client's: it becomes an upstream auth failure that
+// names the upstream, never the password.
+func TestTransportParentAuthFailure(t *testing.T) {
+	u := *squidAuthURL(t)
+	u.User = url.UserPassword(testUser, "wrong-pw-123")
+	r, err := NewRouter(Config{Routes: map[string]RouteSpec{"corp": {Chain: []*url.URL{&u}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "http://127.0.0.1:9/page", nil)
+	resp, err := r.Transport("corp").RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("got status %d, want an error", resp.StatusCode)
+	}
+	var de *Error
+	if !errors.As(err, &de) || de.Kind != KindUpstreamAuth || de.Upstream != "corp" || de.Hop != 1 {
+		t.Fatalf("err = %#v, want KindUpstreamAuth on corp hop 1", err)
+	}
+	if strings.Contains(err.Error(), "wrong-pw-123") {
+		t.Fatalf("the password leaked into %q", err)
+	}
+}
