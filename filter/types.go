@@ -6,6 +6,7 @@ package filter
 import (
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -61,14 +62,20 @@ type RuleRef struct {
 	// filled by callers that explain.
 }
 
-// String renders the reference for logs and headers: "rule 3 (sluice.yaml:12)".
+// String renders the reference for logs, headers and block pages:
+// "rule 3 (sluice.yaml:12)". It names the config file without its folder,
+// so that a block page does not show clients the server's paths.
 func (r RuleRef) String() string {
 	if r.Index == 0 {
 		return "default"
 	}
 	s := "rule " + strconv.Itoa(r.Index)
 	if r.File != "" {
-		s += " (" + r.File + ":" + strconv.Itoa(r.Line) + ")"
+		file := r.File
+		if i := strings.LastIndexByte(file, '/'); i >= 0 {
+			file = file[i+1:]
+		}
+		s += " (" + file + ":" + strconv.Itoa(r.Line) + ")"
 	}
 	return s
 }

@@ -29,7 +29,7 @@ func TestCheck(t *testing.T) {
 	}{
 		{[]string{"www.facebook.com"}, 1, "block www.facebook.com:443", []string{"rule 4", "category:social", "category: social", "social.txt:3"}},
 		{[]string{"http://WWW.Allowed.Test./x"}, 0, "allow www.allowed.test:80", []string{"rule 7", "route: direct"}},
-		{[]string{"exact.test:8080"}, 1, "block exact.test:8080", []string{"rule 1 (" + cfg + ":14)"}},
+		{[]string{"exact.test:8080"}, 1, "block exact.test:8080", []string{"rule 1 (sluice.yaml:14)"}},
 		{[]string{"--client", "127.0.0.3", "zone.test"}, 1, "block zone.test:443", []string{"rule 6"}},
 		{[]string{"--client", "127.0.0.4", "zone.test"}, 0, "allow zone.test:443", []string{"default"}},
 		{[]string{"10.1.1.1"}, 0, "allow 10.1.1.1:443", nil},

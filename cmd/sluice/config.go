@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluiceproxy/sluice/proxy/server"
 	"github.com/sluiceproxy/sluice/rules"
 )
 
@@ -20,16 +20,17 @@ func configCmd() *cobra.Command {
 		Short: "Load and compile the config and every list; report errors with file and line",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			set, eng, err := loadEngine(cfgPath)
+			// The same steps as serve: rules, lists, engine, routes, users.
+			set, err := server.Validate(server.Options{Config: cfgPath})
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
 			w := cmd.OutOrStdout()
-			problems := 0
+			entries := 0
 			for _, c := range set.Categories {
+				entries += len(c.Block) + len(c.Allow)
 				for _, src := range c.Sources {
 					if src.Err != nil {
-						problems++
 						fmt.Fprintf(w, "warning: category %s: %v\n", c.Name, src.Err)
 					}
 					for _, e := range src.Errors {
@@ -41,11 +42,7 @@ func configCmd() *cobra.Command {
 			if name == "" {
 				name = "embedded default config"
 			}
-			n := 0
-			for _, c := range eng.Categories() {
-				n += c
-			}
-			fmt.Fprintf(w, "%s: ok: %d rules, %d categories, %d category entries\n", name, eng.Rules(), len(eng.Categories()), n)
+			fmt.Fprintf(w, "%s: ok: %d rules, %d categories, %d category entries\n", name, len(set.Config.Rules), len(set.Categories), entries)
 			return nil
 		},
 	}
@@ -55,7 +52,7 @@ func configCmd() *cobra.Command {
 		Short: "Print the embedded default config",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			os.Stdout.Write(rules.DefaultYAML)
+			cmd.OutOrStdout().Write(rules.DefaultYAML)
 		},
 	}
 	cmd.AddCommand(validate, def)

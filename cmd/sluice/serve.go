@@ -69,7 +69,7 @@ the running rules. SIGINT or SIGTERM stop it.`,
 	f := cmd.Flags()
 	f.StringVarP(&opts.Config, "config", "c", "", "config file (default: the embedded default config)")
 	f.StringArrayVarP(&opts.Listen, "listen", "l", nil, "listen address, repeatable (overrides the config's listen)")
-	f.BoolVar(&opts.AllowOpen, "allow-open", false, "allow a non-loopback listener without `clients` or `users` (an open proxy)")
+	f.BoolVar(&opts.AllowOpen, "allow-open", false, "allow a non-loopback listener with neither clients nor users set (an open proxy)")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }

@@ -66,6 +66,7 @@ type Server struct {
 // after it is stored; a reload builds a new one.
 type state struct {
 	cfg     *rules.Config
+	set     *rules.Set // kept only by Validate; nil in a running state
 	engine  *filter.Engine
 	router  *dial.Router
 	users   *auth.File // nil: no authentication
@@ -93,6 +94,7 @@ func New(opts Options) (*Server, error) {
 	if err := checkOpen(st.cfg, opts.AllowOpen); err != nil {
 		return nil, err
 	}
+	st.set = nil // the engine has what it needs; the lists' strings can go
 	s.state.Store(st)
 	return s, nil
 }
@@ -158,13 +160,22 @@ func (s *Server) build() (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &state{cfg: cfg, engine: eng, router: router, clients: cfg.Clients, loaded: time.Now()}
+	st := &state{cfg: cfg, set: set, engine: eng, router: router, clients: cfg.Clients, loaded: time.Now()}
 	if cfg.Users != "" {
-		st.users, err = auth.Load(cfg.Users)
-		if err != nil {
-			return nil, err
+		if old := s.state.Load(); old != nil && old.users != nil && old.cfg.Users == cfg.Users {
+			// Same file: re-read it in place, so that the verification cache
+			// and the failure limits survive the reload.
+			if err := old.users.Reload(); err != nil {
+				return nil, err
+			}
+			st.users = old.users
+		} else {
+			st.users, err = auth.Load(cfg.Users)
+			if err != nil {
+				return nil, err
+			}
+			st.users.Logger = s.log
 		}
-		st.users.Logger = s.log
 	}
 	st.watch = watchList(set)
 	st.http, st.socks = s.frontEnds(st)
@@ -182,7 +193,8 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Dial:             dialFn,
 		Transport:        st.router.Transport,
 		Anonymize:        anonymizer(st.cfg),
-		Logger:           s.log.With("proto", "http"),
+		Logger:           s.log,
+		DialTimeout:      dialBudget(st.cfg),
 		Normalize:        rules.NormalizeHost,
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
@@ -192,7 +204,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Dial:             dialFn,
 		Normalize:        rules.NormalizeHost,
 		UDP:              st.cfg.Socks.UDP,
-		Logger:           s.log.With("proto", "socks"),
+		Logger:           s.log,
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
 	}
@@ -231,13 +243,15 @@ func (s *Server) Reload() error {
 	}
 	old := s.state.Load()
 	st.cfg.Listen = old.cfg.Listen // listeners are not reopened on reload
-	if old.cfg.Users != "" && st.cfg.Users == "" && !s.opts.AllowOpen {
-		if err := checkOpen(st.cfg, false); err != nil {
-			s.failures.Add(1)
-			s.log.Error("reload failed; keeping the running rules", "err", err)
-			return err
-		}
+	if err := checkOpen(st.cfg, s.opts.AllowOpen); err != nil {
+		// Removing `clients` or `users` must not turn a gateway into an open proxy.
+		s.failures.Add(1)
+		msg := err.Error()
+		s.lastError.Store(&msg)
+		s.log.Error("reload failed; keeping the running rules", "err", err)
+		return err
 	}
+	st.set = nil
 	s.state.Store(st)
 	s.lastError.Store(nil)
 	s.reloads.Add(1)
@@ -246,6 +260,54 @@ func (s *Server) Reload() error {
 	// connections in flight keep working until they end.
 	old.router.CloseIdleConnections()
 	return nil
+}
+
+// dialBudget bounds one whole dial of an HTTP request: every hop of the
+// longest route may take the configured dial timeout, and a failover list
+// may try each of its members.
+func dialBudget(cfg *rules.Config) time.Duration {
+	per := orDefault(cfg.Timeouts.Dial, rules.DefaultDialTimeout)
+	var hops func(name string, depth int) int
+	hops = func(name string, depth int) int {
+		u, ok := cfg.Upstreams[name]
+		if !ok || depth > len(cfg.Upstreams) {
+			return 1
+		}
+		if len(u.Failover) == 0 {
+			return len(u.Chain) + 1
+		}
+		n := 0
+		for _, m := range u.Failover {
+			n += hops(m, depth+1)
+		}
+		return n
+	}
+	most := 1
+	for name := range cfg.Upstreams {
+		most = max(most, hops(name, 0))
+	}
+	return per * time.Duration(most)
+}
+
+// Validate runs every step of loading the config at opts.Config (rules,
+// lists, engine, routes, users, access checks) without listening: what
+// `sluice config validate` reports is what `serve` would refuse.
+func Validate(opts Options) (*rules.Set, error) {
+	s := &Server{opts: opts, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	st, err := s.build()
+	if err != nil {
+		return nil, err
+	}
+	if len(opts.Listen) > 0 {
+		st.cfg.Listen = opts.Listen
+	}
+	if err := checkOpen(st.cfg, opts.AllowOpen); err != nil {
+		return nil, err
+	}
+	return st.set, nil
 }
 
 // Addrs returns the addresses the server listens on, once Ready is closed.

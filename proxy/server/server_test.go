@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
 )
@@ -123,5 +124,57 @@ func TestOpenProxyRefused(t *testing.T) {
 		if (err == nil) != c.ok {
 			t.Errorf("%q open=%v: err=%v", c.cfg, c.open, err)
 		}
+	}
+}
+
+// TestReloadCannotOpenTheProxy: removing `clients` from a gateway's config
+// is refused on reload, so the running proxy stays closed to strangers.
+func TestReloadCannotOpenTheProxy(t *testing.T) {
+	cfg := writeConfig(t, "listen: [\"0.0.0.0:3128\"]\nclients: [10.0.0.0/8]\n", nil)
+	s, err := New(Options{Config: cfg, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(cfg, []byte("listen: [\"0.0.0.0:3128\"]\n"), 0o644)
+	if err := s.Reload(); err == nil || !strings.Contains(err.Error(), "--allow-open") {
+		t.Fatalf("reload without clients: err = %v, want a refusal", err)
+	}
+	if got := s.state.Load().clients; len(got) != 1 {
+		t.Fatalf("clients after the refused reload: %v", got)
+	}
+}
+
+// TestValidateChecksEverythingServeNeeds: a missing users file or tls_ca is
+// an error for Validate, as it is for serve.
+func TestValidateChecksEverythingServeNeeds(t *testing.T) {
+	for _, c := range []struct{ cfg, want string }{
+		{"users: nosuch.htpasswd\n", "nosuch.htpasswd"},
+		{"upstreams:\n  up: {chain: [\"https://127.0.0.1:8443\"], tls_ca: nosuch.pem}\n", "nosuch.pem"},
+		{"rules:\n  - block: [ok.test]\n", ""},
+	} {
+		_, err := Validate(Options{Config: writeConfig(t, c.cfg, nil)})
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%q: %v", c.cfg, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: err = %v, want one naming %s", c.cfg, err, c.want)
+		}
+	}
+}
+
+// TestDialBudget: the HTTP front end's cap on one dial grows with the
+// longest route, so a configured dial timeout is never cut short.
+func TestDialBudget(t *testing.T) {
+	cfg := writeConfig(t, "timeouts: {dial: 30s}\nupstreams:\n  a: http://127.0.0.1:1\n  b: [\"http://127.0.0.1:2\", \"socks5://127.0.0.1:3\"]\n  pool: {failover: [a, b]}\n", nil)
+	set, err := Validate(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pool tries a (1 hop + origin) then b (2 hops + origin): 5 steps.
+	if got := dialBudget(set.Config); got != 150*time.Second {
+		t.Fatalf("dialBudget = %v, want 150s", got)
 	}
 }
