@@ -235,7 +235,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad port", "rules:\n  - block: []\n    ports: [80, 70000]\n", `sluice.yaml:3: rule 1: ports: invalid port "70000" (want 1-65535 or a range such as 8000-8100)`},
 		{"bad port range", "rules:\n  - block: []\n    ports: [\"9000-8000\"]\n", `sluice.yaml:3: rule 1: ports: invalid port "9000-8000" (want 1-65535 or a range such as 8000-8100)`},
 		{"bad time", "rules:\n  - block: []\n    time: Mon-Fry\n", `sluice.yaml:3: rule 1: invalid time window "Mon-Fry": unknown day in "Mon-Fry" (want Mon, Tue, Wed, Thu, Fri, Sat, Sun)`},
-		{"bad clock", "rules:\n  - block: []\n    time: \"08:00-25:00\"\n", `sluice.yaml:3: rule 1: invalid time window "08:00-25:00": times are HH:MM from 00:00 to 24:00`},
+		{"bad clock", "rules:\n  - block: []\n    time: \"08:00-25:00\"\n", `sluice.yaml:3: rule 1: invalid time window "08:00-25:00": times are HH:MM (or an hour, HH) from 00:00 to 24:00`},
 		{"both actions", "rules:\n  - block: []\n    allow: []\n", `sluice.yaml:3: rule 1: both block and allow; a rule takes one`},
 		{"no action", "rules:\n  - ports: [80]\n", `sluice.yaml:2: rule 1: needs block: or allow:`},
 		{"unknown rule key", "rules:\n  - block: []\n    port: [80]\n", `sluice.yaml:3: rule 1: unknown key "port" (want block or allow, clients, ports, users, groups, time, via)`},
@@ -315,6 +315,7 @@ func TestParseTimeWindow(t *testing.T) {
 		{"22:00-06:00", 0, 22 * 60, 6 * 60},
 		{"fri-mon", day(5, 6, 0, 1), 0, 1440},
 		{"Monday,Wednesday 9:30-24:00", day(1, 3), 9*60 + 30, 1440},
+		{"Mon 8-17", day(1), 8 * 60, 17 * 60},
 	}
 	for _, tt := range tests {
 		w, err := ParseTimeWindow(tt.in)
@@ -322,7 +323,7 @@ func TestParseTimeWindow(t *testing.T) {
 			t.Errorf("ParseTimeWindow(%q) = %+v, %v; want days %08b %d-%d", tt.in, w, err, tt.days, tt.from, tt.to)
 		}
 	}
-	for _, in := range []string{"", "Mon-Fri 08:00", "08:00-08:00", "Mo", "Mon 8-17", "08:00-17:00 Mon", "24:00-01:00", "1:2-3:04", "Mon Tue"} {
+	for _, in := range []string{"", "Mon-Fri 08:00", "08:00-08:00", "Mo", "Mon 8-", "Mon 25-26", "08:00-17:00 Mon", "24:00-01:00", "1:2-3:04", "Mon Tue"} {
 		if w, err := ParseTimeWindow(in); err == nil {
 			t.Errorf("ParseTimeWindow(%q) = %+v, want an error", in, w)
 		}

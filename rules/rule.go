@@ -189,7 +189,8 @@ var dayNames = [7]string{"sun", "mon", "tue", "wed", "thu", "fri", "sat"}
 // ParseTimeWindow parses a weekly window: days, a time range, or both, such
 // as "Mon-Fri 08:00-17:00", "Sat,Sun", "22:00-06:00" (wraps past midnight),
 // "Fri-Mon" (wraps past Sunday). Day names are English, three letters or
-// full, any case. "24:00" may end a range.
+// full, any case. "24:00" may end a range; a bare hour ("8-17") means
+// whole hours.
 func ParseTimeWindow(s string) (TimeWindow, error) {
 	w := TimeWindow{Text: s, From: 0, To: 24 * 60}
 	bad := func(why string) (TimeWindow, error) {
@@ -201,7 +202,7 @@ func ParseTimeWindow(s string) (TimeWindow, error) {
 	}
 	var daysSpec, timeSpec string
 	for _, f := range fields {
-		if strings.ContainsRune(f, ':') {
+		if f[0] >= '0' && f[0] <= '9' {
 			if timeSpec != "" {
 				return bad("two time ranges")
 			}
@@ -241,7 +242,7 @@ func ParseTimeWindow(s string) (TimeWindow, error) {
 		from, ok1 := parseClock(a)
 		to, ok2 := parseClock(b)
 		if !ok1 || !ok2 || from == 24*60 {
-			return bad("times are HH:MM from 00:00 to 24:00")
+			return bad("times are HH:MM (or an hour, HH) from 00:00 to 24:00")
 		}
 		if from == to {
 			return bad("empty time range")
@@ -269,7 +270,10 @@ func parseDay(s string) (int, bool) {
 
 func parseClock(s string) (int, bool) {
 	h, m, ok := strings.Cut(s, ":")
-	if !ok || len(m) != 2 || len(h) < 1 || len(h) > 2 {
+	if !ok {
+		m, ok = "00", true // "8-17" means 08:00-17:00
+	}
+	if len(m) != 2 || len(h) < 1 || len(h) > 2 {
 		return 0, false
 	}
 	hh, err1 := strconv.Atoi(h)

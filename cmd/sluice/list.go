@@ -80,7 +80,7 @@ func printSummary(w io.Writer, set *rules.Set, now time.Time) {
 		cl := set.Categories[name]
 		fmt.Fprintf(w, "%s: %s", name, entries(len(cl.Block)))
 		if len(cl.Allow) > 0 {
-			fmt.Fprintf(w, ", %s exceptions", thousands(len(cl.Allow)))
+			fmt.Fprintf(w, ", %s %s", thousands(len(cl.Allow)), plural(len(cl.Allow), "exception", "exceptions"))
 		}
 		fmt.Fprintf(w, ", %d %s\n", len(cl.Sources), plural(len(cl.Sources), "source", "sources"))
 		for _, st := range cl.Sources {
