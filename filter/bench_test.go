@@ -1,6 +1,7 @@
 package filter_test
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -34,13 +35,27 @@ var (
 // benchDecide runs Decide over a fixed mix of hosts and reports, beside
 // the mean, the median and 99th percentile of single decisions timed one by
 // one (less the cost of reading the clock twice, so approximate).
-func benchDecide(b *testing.B, o filtertest.Options) {
+//
+// With hot, the requests are not the uniform mix but a skewed one: hosts
+// drawn from the same mix with a Zipf distribution (s = 1.1), as real
+// traffic goes mostly to a few popular hosts. Its figures are reported by
+// their own benchmarks, not in place of the uniform ones.
+func benchDecide(b *testing.B, o filtertest.Options, hot bool) {
 	set := benchSet(o)
 	e, err := filter.Compile(set)
 	if err != nil {
 		b.Fatal(err)
 	}
-	hosts := packed(filtertest.Hosts(set, 1<<16, 7))
+	hosts := filtertest.Hosts(set, 1<<16, 7)
+	if hot {
+		z := rand.NewZipf(rand.New(rand.NewPCG(8, 9)), 1.1, 1, uint64(len(hosts)-1))
+		skewed := make([]string, len(hosts))
+		for i := range skewed {
+			skewed[i] = hosts[z.Uint64()]
+		}
+		hosts = skewed
+	}
+	hosts = packed(hosts)
 	reqs := make([]filter.Request, len(hosts))
 	for i, h := range hosts {
 		reqs[i] = filter.Request{Client: netip.MustParseAddr("192.0.2.1"), Host: h, Port: 443,
@@ -122,14 +137,23 @@ func latencies(e *filter.Engine, reqs []filter.Request) (p50, p99 float64) {
 }
 
 // BenchmarkDecide100k decides with 100,000 category domains and 1,000 globs.
-func BenchmarkDecide100k(b *testing.B) { benchDecide(b, opts100k) }
+func BenchmarkDecide100k(b *testing.B) { benchDecide(b, opts100k, false) }
 
 // BenchmarkDecide2M decides with 2,000,000 domains in 50 categories and 10,000 globs.
 func BenchmarkDecide2M(b *testing.B) {
 	if testing.Short() {
 		b.Skip("2M domains: skipped in -short mode")
 	}
-	benchDecide(b, opts2M)
+	benchDecide(b, opts2M, false)
+}
+
+// BenchmarkDecide2MHot is BenchmarkDecide2M with a skewed (Zipf) choice of
+// hosts, a realistic hot set: reported apart from the uniform mix.
+func BenchmarkDecide2MHot(b *testing.B) {
+	if testing.Short() {
+		b.Skip("2M domains: skipped in -short mode")
+	}
+	benchDecide(b, opts2M, true)
 }
 
 // BenchmarkDecide2MParallel is BenchmarkDecide2M on every CPU.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/glob"
 
@@ -40,7 +41,9 @@ const (
 // among those pairs (and the rules without destinations) whose conditions
 // hold decides. A decision costs O(labels) and does not allocate.
 type Engine struct {
-	seed  maphash.Seed
+	seed  maphash.Seed // of the index keys
+	seed2 maphash.Seed // of node.check, independent of seed
+	heavy hashSet      // the heavy suffixes: see keyBase
 	index *index
 	nodes []node
 
@@ -49,8 +52,7 @@ type Engine struct {
 
 	catNames []string       // category id -> name
 	catRefs  [][]atom       // category id -> the patterns that name it
-	globs    []globAtom     // every glob pattern
-	loose    []uint32       // globs with no literal suffix: tried one by one
+	loose    []globAtom     // globs with no literal suffix: tried one by one
 	cidrs    []cidrAtom     // every CIDR pattern
 	counts   map[string]int // category name -> entries, for Categories
 
@@ -64,26 +66,107 @@ type atom struct{ rule, pat uint32 }
 
 // node is what the index knows about one domain.
 type node struct {
-	// name is the domain that exact, suffix and globs belong to, compared
-	// on every hit so that a hash collision cannot fake a rule pattern.
-	// It is "" for the nodes shared by category domains.
-	name   string
-	exact  []atom   // exact patterns for the name
-	suffix []atom   // suffix patterns for the name
-	globs  []uint32 // globs whose literal suffix is the name
-	cats   []uint16 // categories listing the domain
-	allows []uint16 // categories listing the domain as an exception
+	// name is the domain that exact, suffix and globs belong to. It is ""
+	// for the nodes shared by category domains.
+	name string
+	// check is a second hash of name, with a seed of its own (seed2), or 0
+	// when name is "". Decide compares it on every hit, so that a
+	// collision of the index's hash cannot fake a rule pattern, without
+	// reading the name from memory: a false match needs both hashes to
+	// agree, about 2^-(127-b) per lookup.
+	check  uint64
+	exact  []atom     // exact patterns for the name
+	suffix []atom     // suffix patterns for the name
+	globs  []globAtom // globs whose literal suffix is the name
+	cats   []uint16   // categories listing the domain
+	allows []uint16   // categories listing the domain as an exception
 }
 
 type globAtom struct {
-	g      *glob.Pattern
+	g      *glob.Pattern // nil for a simple glob (kind != globGeneral)
+	kind   uint8
+	dot    bool   // the suffix is "." + the name of the glob's node
 	prefix string // the literal text before the first wildcard, checked first
+	suffix string // for a simple glob, the literal text after its wildcard
 	at     atom
 }
 
-// match reports whether the glob matches host.
-func (g *globAtom) match(host string) bool {
-	return strings.HasPrefix(host, g.prefix) && g.g.Match(host)
+// The kinds of glob: a simple glob is a literal prefix, one wildcard ("*",
+// "**" or "?") and a literal suffix, as most are ("*.ads.example",
+// "ads*.example", "**.example", "t?.example"). It is matched by comparing
+// the prefix, the suffix and what lies between, without gobwas.
+const (
+	globGeneral = iota // anything else: gobwas matches it
+	globStar           // "*": any run of bytes without a '.'
+	globAny            // "**": any run of bytes
+	globOne            // "?": exactly one character (rune), not '.'
+)
+
+// match reports whether the glob matches host, with the semantics of
+// gobwas/glob compiled with the separator '.'. off is where the name of
+// the glob's node starts in host (known to be there), or -1.
+func (g *globAtom) match(host string, off int) bool {
+	if len(host) < len(g.prefix)+len(g.suffix) ||
+		g.prefix != "" && (host[0] != g.prefix[0] || !strings.HasPrefix(host, g.prefix)) {
+		return false
+	}
+	switch g.kind {
+	case globGeneral:
+		return g.g.Match(host)
+	case globOne:
+		// As gobwas: the character is the rune decoded at its place (an
+		// invalid byte is one), and the rest must be the suffix exactly.
+		rest := host[len(g.prefix):]
+		r, w := utf8.DecodeRuneInString(rest)
+		return w > 0 && r != '.' && rest[w:] == g.suffix
+	}
+	if g.dot && off > 0 {
+		// host[off:] is the node's name: the suffix is there if a dot is
+		// before it. No need to read the suffix from memory.
+		if host[off-1] != '.' {
+			return false
+		}
+	} else if !strings.HasSuffix(host, g.suffix) {
+		return false
+	}
+	return g.kind == globAny || strings.IndexByte(host[len(g.prefix):len(host)-len(g.suffix)], '.') < 0
+}
+
+// newGlobAtom prepares glob p, compiled as g, whose literal suffix is lit.
+func newGlobAtom(p string, g *glob.Pattern, lit string) globAtom {
+	if pre, kind, suf, ok := simpleGlob(p); ok {
+		return globAtom{kind: kind, prefix: pre, suffix: suf,
+			dot: lit != "" && len(suf) == len(lit)+1 && suf[0] == '.' && suf[1:] == lit}
+	}
+	ga := globAtom{g: g, prefix: p}
+	if k := strings.IndexAny(p, globMeta); k >= 0 {
+		ga.prefix = p[:k]
+	}
+	return ga
+}
+
+// simpleGlob splits a glob of the form literal-prefix, one of "*", "**" or
+// "?", literal-suffix; ok is false for any other glob.
+func simpleGlob(p string) (prefix string, kind uint8, suffix string, ok bool) {
+	k := strings.IndexAny(p, globMeta)
+	if k < 0 {
+		return "", 0, "", false
+	}
+	prefix, rest := p[:k], p[k:]
+	switch {
+	case strings.HasPrefix(rest, "**"):
+		kind, suffix = globAny, rest[2:]
+	case rest[0] == '*':
+		kind, suffix = globStar, rest[1:]
+	case rest[0] == '?':
+		kind, suffix = globOne, rest[1:]
+	default:
+		return "", 0, "", false
+	}
+	if suffix != "" && (suffix[0] == '*' || strings.ContainsAny(suffix, globMeta)) {
+		return "", 0, "", false
+	}
+	return prefix, kind, suffix, true
 }
 
 type cidrAtom struct {
@@ -148,6 +231,7 @@ type builder struct {
 	single []uint32            // category id -> node holding only that category, or 0
 	merged map[mergeKey]uint32 // node + category -> node with it too
 	table  *buildTable
+	names  []string // the names of exact, suffix and glob patterns
 }
 
 type mergeKey struct {
@@ -158,7 +242,7 @@ type mergeKey struct {
 
 func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	cfg := set.Config
-	e := &Engine{seed: seed, via: cfg.Upstream, counts: map[string]int{}}
+	e := &Engine{seed: seed, seed2: maphash.MakeSeed(), via: cfg.Upstream, counts: map[string]int{}}
 	switch cfg.Default {
 	case "", rules.Allow:
 		e.fallback = Allow
@@ -187,8 +271,14 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 				if l := set.Categories[p.Host]; l != nil {
 					keys += len(l.Block) + len(l.Allow)
 				}
-			case rules.Exact, rules.Suffix, rules.Glob:
+			case rules.Exact, rules.Suffix:
 				keys++
+				b.names = append(b.names, p.Host)
+			case rules.Glob:
+				keys++
+				if lit := literalSuffix(p.Host); lit != "" {
+					b.names = append(b.names, lit)
+				}
 			}
 		}
 	}
@@ -199,21 +289,19 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	}
 	e.catRefs = make([][]atom, len(e.catNames))
 	b.single = make([]uint32, len(e.catNames))
+	cats := make([]nameHash, 0, keys)
+	b.forEachDomain(func(d string, _ uint16, _ bool) { cats = append(cats, e.hashName(d)) })
+	b.findHeavy(cats)
 	b.table = newBuildTable(keys)
 
 	// Category domains first, so that rule names can take their node over.
-	for id, name := range e.catNames {
-		l := set.Categories[name]
-		if l == nil {
-			continue
+	k := 0
+	b.forEachDomain(func(d string, id uint16, allow bool) {
+		if n := cats[k]; n.labels > 0 {
+			b.addCategory(n.key, e.base(n, d), id, allow)
 		}
-		for _, d := range l.Block {
-			b.addCategory(d, uint16(id), false)
-		}
-		for _, d := range l.Allow {
-			b.addCategory(d, uint16(id), true)
-		}
-	}
+		k++
+	})
 
 	// Pass 2: the rules.
 	for ri, r := range cfg.Rules {
@@ -226,7 +314,200 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 		return nil, err
 	}
 	e.index = x
+	b.packGlobs()
 	return e, nil
+}
+
+// packGlobs moves the globs of all nodes into one array and their texts
+// into one string: a few hundred kilobytes for ten thousand globs, that
+// stay in cache, where Decide would otherwise follow a pointer to memory
+// of its own for each node's globs and each glob's texts.
+func (b *builder) packGlobs() {
+	e := b.e
+	n := len(e.loose)
+	var text strings.Builder
+	for i := range e.nodes {
+		for _, g := range e.nodes[i].globs {
+			n++
+			text.WriteString(g.prefix)
+			text.WriteString(g.suffix)
+		}
+	}
+	for _, g := range e.loose {
+		text.WriteString(g.prefix)
+		text.WriteString(g.suffix)
+	}
+	all, off := text.String(), 0
+	intern := func(g *globAtom) {
+		g.prefix = all[off : off+len(g.prefix)]
+		off += len(g.prefix)
+		g.suffix = all[off : off+len(g.suffix)]
+		off += len(g.suffix)
+	}
+	pool := make([]globAtom, 0, n)
+	for i := range e.nodes {
+		nd := &e.nodes[i]
+		if len(nd.globs) == 0 {
+			continue
+		}
+		start := len(pool)
+		for _, g := range nd.globs {
+			intern(&g)
+			pool = append(pool, g)
+		}
+		nd.globs = pool[start:len(pool):len(pool)]
+	}
+	start := len(pool)
+	for _, g := range e.loose {
+		intern(&g)
+		pool = append(pool, g)
+	}
+	e.loose = pool[start:len(pool):len(pool)]
+}
+
+// nameHash is what Compile computes of a category domain in one reading of
+// the string (the domains are scattered in memory: each reading is a cache
+// miss): its key and the hashes of its suffixes of two and three labels.
+type nameHash struct {
+	key, h2, h3 uint64
+	labels      int // 0 for the empty name
+}
+
+func (e *Engine) hashName(d string) nameHash {
+	if d == "" {
+		return nameHash{}
+	}
+	var n nameHash
+	h, end := uint64(0), len(d)
+	for {
+		i := strings.LastIndexByte(d[:end], '.')
+		h = step(e.seed, h, d[i+1:end])
+		n.labels++
+		switch n.labels {
+		case 2:
+			n.h2 = h
+		case 3:
+			n.h3 = h
+		}
+		if i < 0 {
+			n.key = h
+			return n
+		}
+		end = i
+	}
+}
+
+// base returns the hash of the base of the domain d whose hashes are n, as
+// Engine.keyBase does, reading d only for the rare domains below two heavy
+// suffixes.
+func (e *Engine) base(n nameHash, d string) uint64 {
+	switch {
+	case n.labels <= 2:
+		return n.key
+	case !e.heavy.has(n.h2):
+		return n.h2
+	case n.labels == 3 || !e.heavy.has(n.h3):
+		return n.h3
+	}
+	_, b := e.keyBase(d)
+	return b
+}
+
+// findHeavy finds the heavy suffixes of the keys of the index (see
+// Engine.keyBase) and puts them in e.heavy, a level at a time: the
+// suffixes of two labels with more than heavyMin keys below them, then,
+// below those, the suffixes of three labels, and so on. cats are the
+// hashes of the category domains, in the order of b.forEachDomain.
+func (b *builder) findHeavy(cats []nameHash) {
+	e := b.e
+	var heavy []uint64
+	hs := make([]uint64, 0, len(cats)+len(b.names))
+	for level := 2; ; level++ {
+		hs = hs[:0]
+		// below adds the hash of the suffix of d with level labels, if d
+		// has as many and its shorter suffixes (but the last label) are
+		// heavy.
+		below := func(d string) {
+			h, j, end := uint64(0), 0, len(d)
+			for {
+				i := strings.LastIndexByte(d[:end], '.')
+				h = step(e.seed, h, d[i+1:end])
+				j++
+				if j == level {
+					hs = append(hs, h)
+					return
+				}
+				if i < 0 || j >= 2 && !e.heavy.has(h) {
+					return
+				}
+				end = i
+			}
+		}
+		switch level {
+		case 2:
+			for _, n := range cats {
+				if n.labels >= 2 {
+					hs = append(hs, n.h2)
+				}
+			}
+		case 3:
+			for _, n := range cats {
+				if n.labels >= 3 && e.heavy.has(n.h2) {
+					hs = append(hs, n.h3)
+				}
+			}
+		default:
+			k := 0
+			b.forEachDomain(func(d string, _ uint16, _ bool) {
+				if n := cats[k]; n.labels >= level && e.heavy.has(n.h2) && e.heavy.has(n.h3) {
+					below(d)
+				}
+				k++
+			})
+		}
+		for _, d := range b.names {
+			below(d)
+		}
+		slices.Sort(hs)
+		found := false
+		for i := 0; i < len(hs); {
+			j := i + 1
+			for j < len(hs) && hs[j] == hs[i] {
+				j++
+			}
+			if j-i > heavyMin {
+				heavy = append(heavy, hs[i])
+				found = true
+			}
+			i = j
+		}
+		if !found {
+			return
+		}
+		e.heavy = newHashSet(heavy)
+	}
+}
+
+// forEachDomain calls f with every category domain and exception, in a
+// fixed order.
+func (b *builder) forEachDomain(f func(d string, cat uint16, allow bool)) {
+	for id, name := range b.e.catNames {
+		l := b.set.Categories[name]
+		if l == nil {
+			continue
+		}
+		for _, d := range l.Block {
+			f(d, uint16(id), false)
+		}
+		for _, d := range l.Allow {
+			f(d, uint16(id), true)
+		}
+	}
+}
+
+// checkHash returns the second hash of a rule name, for node.check: never 0.
+func checkHash(seed maphash.Seed, name string) uint64 {
+	return maphash.String(seed, name) | 1
 }
 
 // merge returns a node for two domains whose hashes the index cannot tell
@@ -253,13 +534,11 @@ func ruleName(cfg *rules.Config, r rules.Rule) string {
 	return RuleRef{Index: r.Index, File: cfg.File, Line: r.Line}.String()
 }
 
-// addCategory records that domain d is in category id (as an exception when allow).
-func (b *builder) addCategory(d string, id uint16, allow bool) {
-	if d == "" {
-		return
-	}
+// addCategory records that the domain of key and base is in category id
+// (as an exception when allow).
+func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 	e := b.e
-	s, fresh := b.table.slot(hashName(e.seed, d))
+	s, fresh := b.table.slot(key, base)
 	if fresh {
 		if !allow {
 			if b.single[id] == 0 {
@@ -299,7 +578,7 @@ func (b *builder) addCategory(d string, id uint16, allow bool) {
 // it from the (shared) category node of the same hash when needed.
 func (b *builder) own(name string) (uint32, error) {
 	e := b.e
-	s, _ := b.table.slot(hashName(e.seed, name))
+	s, _ := b.table.slot(e.keyBase(name))
 	n := &e.nodes[s.val]
 	switch n.name {
 	case name:
@@ -309,7 +588,8 @@ func (b *builder) own(name string) (uint32, error) {
 		return 0, errCollision
 	}
 	v := uint32(len(e.nodes))
-	e.nodes = append(e.nodes, node{name: name, cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)})
+	e.nodes = append(e.nodes, node{name: name, check: checkHash(e.seed2, name),
+		cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)})
 	s.val = v
 	return v, nil
 }
@@ -393,22 +673,18 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			if err != nil || p.Host == "" {
 				return fmt.Errorf("filter: %s: invalid glob %q: %v", name, p.Text, err)
 			}
-			gi := uint32(len(e.globs))
-			prefix := p.Host
-			if k := strings.IndexAny(prefix, globMeta); k >= 0 {
-				prefix = prefix[:k]
-			}
-			e.globs = append(e.globs, globAtom{g: g, prefix: prefix, at: at})
 			lit := literalSuffix(p.Host)
+			ga := newGlobAtom(p.Host, g, lit)
+			ga.at = at
 			if lit == "" {
-				e.loose = append(e.loose, gi)
+				e.loose = append(e.loose, ga)
 				break
 			}
 			id, err := b.own(lit)
 			if err != nil {
 				return err
 			}
-			e.nodes[id].globs = append(e.nodes[id].globs, gi)
+			e.nodes[id].globs = append(e.nodes[id].globs, ga)
 		case rules.Category:
 			id := b.catID[p.Host]
 			e.catRefs[id] = append(e.catRefs[id], at)
@@ -493,27 +769,40 @@ func (e *Engine) Decide(req Request) Decision {
 	var bb, ab [catBuf]uint16
 	blocked, excepted := bb[:0], ab[:0]
 
-	// The suffix walk: host[i:] for i = 0 and after every dot, in chunks
-	// of walkMax suffixes. The hashes of a chunk are computed first and
-	// the home slots loaded in a tight loop, so that the cache misses of a
-	// big index overlap instead of following one another.
+	// The suffix walk: the label suffixes of the host, right to left
+	// ("com", "example.com", "b.example.com", ...), hashed incrementally
+	// (see step), in chunks of walkMax suffixes. The suffixes below the
+	// first one that is not heavy share their home slot (see keyBase): one
+	// cache line for most hosts. The home slots of a chunk are loaded in a
+	// tight loop first, so that the cache misses of a big index overlap.
 	var offs [walkMax]int
 	var hs, pos, heads [walkMax]uint64
 	words := e.index.words
-	for i := 0; i < len(host); {
+	h, labels, end := uint64(0), 0, len(host)
+	heavy := true // every suffix so far (but the top label) is heavy
+	var region uint64
+	for done := false; !done; {
 		k := 0
-		for ; k < walkMax && i < len(host); k++ {
-			s := host[i:]
-			offs[k], hs[k] = i, hashName(e.seed, s)
-			j := strings.IndexByte(s, '.')
-			if j < 0 {
-				i = len(host)
-			} else {
-				i += j + 1
+		for k < walkMax && !done {
+			i := strings.LastIndexByte(host[:end], '.')
+			h = step(e.seed, h, host[i+1:end])
+			labels++
+			if heavy {
+				region = e.index.start(h)
+				if labels >= 2 && !e.heavy.has(h) {
+					heavy = false
+				}
 			}
+			if i+1 < len(host) { // not the empty suffix after a final dot
+				offs[k], hs[k], pos[k] = i+1, h, region
+				k++
+			}
+			if i < 0 {
+				done = true
+			}
+			end = i
 		}
 		for q := range k {
-			pos[q] = e.index.start(hs[q])
 			heads[q] = words[pos[q]]
 		}
 		for q := range k {
@@ -521,13 +810,13 @@ func (e *Engine) Decide(req Request) Decision {
 			if !ok {
 				continue
 			}
-			off, s := offs[q], host[offs[q]:]
+			off := offs[q]
 			n := &e.nodes[v]
 			if off == 0 || !isIP { // an IP literal has no parent domains
 				blocked = append(blocked, n.cats...)
 				excepted = append(excepted, n.allows...)
 			}
-			if n.name != s {
+			if n.check == 0 || checkHash(e.seed2, host[off:]) != n.check {
 				continue
 			}
 			if off == 0 {
@@ -536,15 +825,15 @@ func (e *Engine) Decide(req Request) Decision {
 			if off == 0 || !isIP {
 				cands = append(cands, n.suffix...)
 			}
-			for _, gi := range n.globs {
-				if g := &e.globs[gi]; g.match(host) {
+			for gi := range n.globs {
+				if g := &n.globs[gi]; g.match(host, off) {
 					cands = append(cands, g.at)
 				}
 			}
 		}
 	}
-	for _, gi := range e.loose {
-		if g := &e.globs[gi]; g.match(host) {
+	for gi := range e.loose {
+		if g := &e.loose[gi]; g.match(host, -1) {
 			cands = append(cands, g.at)
 		}
 	}

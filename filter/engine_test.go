@@ -220,7 +220,7 @@ func TestDecisionFields(t *testing.T) {
 	if d.Rule != wantRef || d.Reason != filter.ReasonBlocked || d.Via != "" || d.Default {
 		t.Errorf("block: %+v", d)
 	}
-	if got := d.Rule.String(); got != "rule 1 (/etc/sluice.yaml:10)" {
+	if got := d.Rule.String(); got != "rule 1 (sluice.yaml:10)" { // the folder is left out (types.go)
 		t.Errorf("RuleRef.String = %q", got)
 	}
 	d = e.Decide(filter.Request{Host: "ok.example"})
@@ -409,7 +409,7 @@ func TestCompileErrors(t *testing.T) {
 		{"nil set", nil, "filter: nil rule set"},
 		{"nil config", &rules.Set{}, "filter: nil rule set"},
 		{"bad default", bad(func(s *rules.Set) { s.Config.Default = "maybe" }), `default "maybe"`},
-		{"bad action", bad(func(s *rules.Set) { s.Config.Rules[0].Action = "drop" }), `rule 1 (/etc/sluice.yaml:10): action "drop"`},
+		{"bad action", bad(func(s *rules.Set) { s.Config.Rules[0].Action = "drop" }), `rule 1 (sluice.yaml:10): action "drop"`},
 		{"bad glob", bad(func(s *rules.Set) {
 			s.Config.Rules[0].Dests = []rules.Pattern{{Kind: rules.Glob, Text: "{a", Host: "{a"}}
 		}), `invalid glob "{a"`},

@@ -7,13 +7,13 @@ func TestIndexPackAndTwins(t *testing.T) {
 	tb := newBuildTable(8)
 	keys := map[uint64]uint32{hi | 1: 1, hi | 2: 2, 0x1111111111111000: 3, 1: 4}
 	for k, v := range keys {
-		s, fresh := tb.slot(k)
+		s, fresh := tb.slot(k, k)
 		if !fresh {
 			t.Fatalf("key %#x not fresh", k)
 		}
 		s.val = v
 	}
-	if s, fresh := tb.slot(hi | 1); fresh || s.val != 1 {
+	if s, fresh := tb.slot(hi|1, hi|1); fresh || s.val != 1 {
 		t.Fatalf("second slot(%#x) = %v, %v", uint64(hi|1), s.val, fresh)
 	}
 	var merged [][2]uint32
@@ -35,7 +35,7 @@ func TestIndexPackAndTwins(t *testing.T) {
 		{hi | 1, 7, true}, {hi | 2, 7, true}, {0x1111111111111000, 3, true}, {1, 4, true},
 		{0x2222222222222000, 0, false}, {hi | 0x1000, 0, false},
 	} {
-		if v, ok := x.get(tt.key); v != tt.want || ok != tt.ok {
+		if v, ok := x.get(tt.key, tt.key); v != tt.want || ok != tt.ok {
 			t.Errorf("get(%#x) = %d, %v; want %d, %v", tt.key, v, ok, tt.want, tt.ok)
 		}
 	}

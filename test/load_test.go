@@ -230,3 +230,22 @@ func TestLoad(t *testing.T) {
 		t.Errorf("RSS grew from %d MiB after 10 reloads to %d MiB after 50", rss[9]>>10, rss[49]>>10)
 	}
 }
+
+// TestLoadUT1 starts the binary on the real UT1 snapshot kept beside the
+// repository (../../shared/data/ut1), when it is there: an optional,
+// realistic input for `make bench`; no test depends on it.
+func TestLoadUT1(t *testing.T) {
+	root, _ := filepath.Abs("../../shared/data/ut1/blacklists")
+	if _, err := os.Stat(root); err != nil {
+		t.Skipf("no UT1 snapshot at %s: optional input", root)
+	}
+	dir := t.TempDir()
+	cfg := "listen: [\"127.0.0.1:0\"]\ncategory_dirs:\n  - path: " + root + "\nrules:\n  - block: [\"category:gambling\", \"category:adult\"]\n"
+	os.WriteFile(filepath.Join(dir, "sluice.yaml"), []byte(cfg), 0o644)
+	start := time.Now()
+	p := runSluice(t, dir, "serve", "--config", filepath.Join(dir, "sluice.yaml"))
+	startup := time.Since(start)
+	rss, _ := rssKiB(p.cmd.Process.Pid)
+	out, _ := runCLI(t, dir, "config", "validate", "--config", filepath.Join(dir, "sluice.yaml"))
+	t.Logf("UT1 snapshot: start-up %v, RSS %d MiB; %s", startup.Round(time.Millisecond), rss>>10, strings.TrimSpace(out))
+}
