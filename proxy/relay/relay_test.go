@@ -16,7 +16,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // tcpPair returns the two ends of one loopback TCP connection.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -53,7 +53,7 @@ type result struct {
 }
 
 // start splices; clientConn lets a test wrap the proxy's client side.
-func start(t *testing.T, ctx context.Context, idle time.Duration, wrap func(net.Conn) net.Conn) *fixture {
+func start(t testing.TB, ctx context.Context, idle time.Duration, wrap func(net.Conn) net.Conn) *fixture {
 	t.Helper()
 	f := &fixture{done: make(chan result, 1)}
 	f.user, f.client = tcpPair(t)
@@ -69,7 +69,7 @@ func start(t *testing.T, ctx context.Context, idle time.Duration, wrap func(net.
 	return f
 }
 
-func (f *fixture) wait(t *testing.T) result {
+func (f *fixture) wait(t testing.TB) result {
 	t.Helper()
 	select {
 	case r := <-f.done:
