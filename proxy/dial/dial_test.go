@@ -109,7 +109,8 @@ func upstreamKinds(t *testing.T) []struct {
 } {
 	// squid 5 and microsocks close the whole tunnel when the client
 	// half-closes, so half-close is checked through the others: danted
-	// (socks5, socks4a) and the Go upstreams (http, https, socks4a).
+	// (socks5 and socks5h, with and without username auth; socks4a) and
+	// the Go upstreams (http, https, socks4a).
 	return []struct {
 		name      string
 		halfClose bool
@@ -118,6 +119,8 @@ func upstreamKinds(t *testing.T) []struct {
 		{"squid", false, func(t *testing.T) ([]*url.URL, []byte) { return []*url.URL{squidURL(t)}, nil }},
 		{"squid-auth", false, func(t *testing.T) ([]*url.URL, []byte) { return []*url.URL{squidAuthURL(t)}, nil }},
 		{"danted-socks5", true, func(t *testing.T) ([]*url.URL, []byte) { return []*url.URL{danteURL(t)}, nil }},
+		{"danted-socks5-auth", true, func(t *testing.T) ([]*url.URL, []byte) { return []*url.URL{danteAuthURL(t, "socks5")}, nil }},
+		{"danted-socks5h-auth", true, func(t *testing.T) ([]*url.URL, []byte) { return []*url.URL{danteAuthURL(t, "socks5h")}, nil }},
 		{"microsocks-socks5h-auth", false, func(t *testing.T) ([]*url.URL, []byte) { return []*url.URL{microURL(t)}, nil }},
 		{"go-http-eager", true, func(t *testing.T) ([]*url.URL, []byte) {
 			s := startConnectProxy(t, &connectProxy{eager: true, user: testUser, pass: testPass}, nil)
@@ -134,6 +137,9 @@ func upstreamKinds(t *testing.T) []struct {
 		}},
 		{"chain-squid-danted", false, func(t *testing.T) ([]*url.URL, []byte) {
 			return []*url.URL{squidURL(t), danteURL(t)}, nil
+		}},
+		{"chain-squid-danted-auth", false, func(t *testing.T) ([]*url.URL, []byte) {
+			return []*url.URL{squidURL(t), danteAuthURL(t, "socks5h")}, nil
 		}},
 		{"chain-https-microsocks", false, func(t *testing.T) ([]*url.URL, []byte) {
 			cert, pemCA := selfSigned(t)
@@ -236,6 +242,7 @@ func TestRawTCPConn(t *testing.T) {
 	}{
 		{"squid", false, squidURL},
 		{"danted", true, danteURL},
+		{"danted-auth", true, func(t *testing.T) *url.URL { return danteAuthURL(t, "socks5") }},
 		{"microsocks", false, microURL},
 		{"socks4a", true, func(t *testing.T) *url.URL { return mustURL(t, "socks4a://"+startSOCKS4a(t, nil).addr()) }},
 	} {
@@ -295,6 +302,14 @@ func TestUpstreamFailures(t *testing.T) {
 		{"squid origin refused", func(t *testing.T) []*url.URL { return []*url.URL{squidURL(t)} }, closed, KindUpstream, 1, false},
 		{"microsocks wrong password", func(t *testing.T) []*url.URL { return []*url.URL{badPass(microURL(t))} }, closed, KindUpstreamAuth, 1, true},
 		{"danted origin refused", func(t *testing.T) []*url.URL { return []*url.URL{danteURL(t)} }, closed, KindRefused, 1, false},
+		{"danted wrong password", func(t *testing.T) []*url.URL { return []*url.URL{badPass(danteAuthURL(t, "socks5"))} }, closed, KindUpstreamAuth, 1, true},
+		{"danted socks5h wrong password", func(t *testing.T) []*url.URL { return []*url.URL{badPass(danteAuthURL(t, "socks5h"))} }, closed, KindUpstreamAuth, 1, true},
+		{"danted no password", func(t *testing.T) []*url.URL {
+			u := danteAuthURL(t, "socks5")
+			u.User = nil
+			return []*url.URL{u}
+		}, closed, KindUpstreamAuth, 1, true},
+		{"danted-auth origin refused", func(t *testing.T) []*url.URL { return []*url.URL{danteAuthURL(t, "socks5")} }, closed, KindRefused, 1, false},
 		{"upstream down", func(t *testing.T) []*url.URL {
 			return []*url.URL{mustURL(t, "http://u:topsecret@"+closedAddr(t))}
 		}, "127.0.0.1:9", KindRefused, 1, true},

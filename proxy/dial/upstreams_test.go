@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -135,7 +136,7 @@ type upstream struct {
 }
 
 var (
-	squidPlain, squidAuth, dante, micro upstream
+	squidPlain, squidAuth, dante, danteAuth, micro upstream
 )
 
 func (u *upstream) get(t *testing.T, start func(t *testing.T) (*url.URL, error)) *url.URL {
@@ -212,8 +213,78 @@ acl loop src 127.0.0.0/8
 	return u, nil
 }
 
-func startDante(t *testing.T) (*url.URL, error) {
-	d := filepath.Join(sharedDir(t), "dante")
+// Danted's username method (RFC 1929) checks the system password
+// database, so the authenticating danted needs a real system user.
+const (
+	danteUser = "sluice-dtest"
+	// danteHash is testPass in SHA-512 crypt, made with
+	// openssl passwd -6 -salt sluicedtest s3cret-pw
+	danteHash = "$6$sluicedtest$8ukAG4zwTlFmjHzzSoR0CRJS/50gkgVSBiC6U9DHbdSEA.qmqJppAf9OiC9IiAUfAd3LryYj7ejFzo1VMhmE/1"
+)
+
+// ensureDanteUser makes sure danteUser exists, with no home and no login
+// shell, and that its password is testPass. It changes nothing when both
+// already hold, so it is quick and safe to run every time.
+func ensureDanteUser() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("danted with username auth needs system user %q with a known password; creating it needs root, and the tests run as uid %d (run them as root)", danteUser, os.Geteuid())
+	}
+	if _, err := user.Lookup(danteUser); err != nil {
+		var unknown user.UnknownUserError
+		if !errors.As(err, &unknown) {
+			return fmt.Errorf("looking up user %s: %w", danteUser, err)
+		}
+		out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", danteUser).CombinedOutput()
+		var ee *exec.ExitError
+		if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 9) { // 9: created meanwhile
+			return fmt.Errorf("useradd %s: %v: %s", danteUser, err, out)
+		}
+	}
+	if hash, err := shadowHash(danteUser); err != nil {
+		return err
+	} else if hash == danteHash {
+		return nil
+	}
+	cmd := exec.Command("chpasswd", "--encrypted")
+	cmd.Stdin = strings.NewReader(danteUser + ":" + danteHash + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("chpasswd for %s: %v: %s", danteUser, err, out)
+	}
+	if hash, err := shadowHash(danteUser); err != nil {
+		return err
+	} else if hash != danteHash {
+		return fmt.Errorf("chpasswd did not set the password of %s", danteUser)
+	}
+	return nil
+}
+
+// shadowHash returns name's password field in /etc/shadow.
+func shadowHash(name string) (string, error) {
+	b, err := os.ReadFile("/etc/shadow")
+	if err != nil {
+		return "", fmt.Errorf("reading /etc/shadow: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(f) >= 2 && f[0] == name {
+			return f[1], nil
+		}
+	}
+	return "", fmt.Errorf("user %s has no entry in /etc/shadow", name)
+}
+
+// startDante starts danted as a SOCKS v4/v5 upstream; with auth it
+// demands RFC 1929 username/password of the system user danteUser.
+// user.privileged root lets it read /etc/shadow to check passwords.
+func startDante(t *testing.T, auth bool) (*url.URL, error) {
+	name, method, socksRule := "dante", "none", ""
+	if auth {
+		if err := ensureDanteUser(); err != nil {
+			return nil, err
+		}
+		name, method, socksRule = "dante-auth", "username", " socksmethod: username"
+	}
+	d := filepath.Join(sharedDir(t), name)
 	if err := os.MkdirAll(d, 0o777); err != nil {
 		return nil, err
 	}
@@ -222,13 +293,13 @@ func startDante(t *testing.T) (*url.URL, error) {
 	conf := fmt.Sprintf(`logoutput: %s
 internal: 127.0.0.1 port = %d
 external: lo
-socksmethod: none
+socksmethod: %s
 clientmethod: none
 user.privileged: root
 user.unprivileged: nobody
 client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
-socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
-`, logf, port)
+socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0%s }
+`, logf, port, method, socksRule)
 	cf := filepath.Join(d, "danted.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -237,7 +308,11 @@ socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
 	if err := startProc(t, "danted", addr, logf, "-f", cf, "-p", filepath.Join(d, "danted.pid"), "-N", "1"); err != nil {
 		return nil, err
 	}
-	return &url.URL{Scheme: "socks5", Host: addr}, nil
+	u := &url.URL{Scheme: "socks5", Host: addr}
+	if auth {
+		u.User = url.UserPassword(danteUser, testPass)
+	}
+	return u, nil
 }
 
 func startMicrosocks(t *testing.T) (*url.URL, error) {
@@ -256,7 +331,18 @@ func squidURL(t *testing.T) *url.URL {
 func squidAuthURL(t *testing.T) *url.URL {
 	return squidAuth.get(t, func(t *testing.T) (*url.URL, error) { return startSquid(t, true) })
 }
-func danteURL(t *testing.T) *url.URL { return dante.get(t, startDante) }
+func danteURL(t *testing.T) *url.URL {
+	return dante.get(t, func(t *testing.T) (*url.URL, error) { return startDante(t, false) })
+}
+
+// danteAuthURL is the authenticating danted, as scheme (socks5 or
+// socks5h) with danteUser's credentials.
+func danteAuthURL(t *testing.T, scheme string) *url.URL {
+	t.Helper()
+	u := *danteAuth.get(t, func(t *testing.T) (*url.URL, error) { return startDante(t, true) })
+	u.Scheme = scheme
+	return &u
+}
 func microURL(t *testing.T) *url.URL { return micro.get(t, startMicrosocks) }
 
 // server is a loopback listener whose handler goroutines are all waited
