@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +97,7 @@ func New(opts Options) (*Server, error) {
 	}
 	st.set = nil // the engine has what it needs; the lists' strings can go
 	s.state.Store(st)
+	releaseMemory()
 	return s, nil
 }
 
@@ -259,8 +261,15 @@ func (s *Server) Reload() error {
 	// Idle pooled connections of the old routes are no longer needed;
 	// connections in flight keep working until they end.
 	old.router.CloseIdleConnections()
+	releaseMemory()
 	return nil
 }
+
+// releaseMemory gives the memory of a compile (the lists' strings, the old
+// engine once its last connection ends) back to the system, so that the
+// proxy's resident size follows its live rules rather than its peak.
+// Reloads are rare, so the cost of a forced collection does not matter.
+func releaseMemory() { go debug.FreeOSMemory() }
 
 // dialBudget bounds one whole dial of an HTTP request: every hop of the
 // longest route may take the configured dial timeout, and a failover list
