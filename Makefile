@@ -6,7 +6,8 @@ LDFLAGS := -X main.version=$(VERSION)
 
 # Programs the tests drive for real; `make test` installs the missing ones.
 TEST_TOOLS := curl:curl nc:netcat-openbsd squid:squid danted:dante-server \
-              microsocks:microsocks htpasswd:apache2-utils
+              microsocks:microsocks htpasswd:apache2-utils \
+              chromium:chromium
 
 .PHONY: all build run test deps-test vet unit bench fuzz clean
 
