@@ -245,6 +245,7 @@ func (x *exchange) log() {
 	}
 	attrs := []slog.Attr{
 		slog.String("client", x.remote),
+		slog.String("proto", "http"),
 		slog.String("method", x.method),
 		slog.String("target", x.target),
 	}
@@ -257,7 +258,7 @@ func (x *exchange) log() {
 			slog.String("reason", x.d.Reason),
 			slog.String("rule", x.d.Rule.String()),
 			slog.String("category", x.d.Category),
-			slog.String("route", routeName(x.d.Via)))
+			slog.String("route", routeName(x.d)))
 	} else {
 		attrs = append(attrs, slog.String("verdict", "none"), slog.String("reason", x.reason))
 	}
@@ -272,11 +273,16 @@ func (x *exchange) log() {
 	l.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
 }
 
-func routeName(via string) string {
-	if via == "" {
-		return "default"
+// routeName names the route of a decision for the log: the upstream, or
+// "direct"; a blocked request took no route.
+func routeName(d filter.Decision) string {
+	switch {
+	case d.Verdict != filter.Allow:
+		return ""
+	case d.Via == "":
+		return "direct"
 	}
-	return via
+	return d.Via
 }
 
 // decide asks the policy about host:port. A nil Policy blocks.

@@ -656,7 +656,7 @@ func TestAccessLog(t *testing.T) {
 	}
 	a, b := lines[0], lines[1]
 	for k, want := range map[string]any{"msg": "access", "method": "POST", "target": "log.test:" + port, "verdict": "allow",
-		"status": 200.0, "up": 3.0, "down": 5.0, "route": "default", "rule": "default"} {
+		"status": 200.0, "up": 3.0, "down": 5.0, "route": "direct", "proto": "http", "rule": "default"} {
 		if a[k] != want {
 			t.Errorf("allowed line: %s = %v, want %v", k, a[k], want)
 		}
