@@ -42,11 +42,17 @@ var (
 // their own benchmarks, not in place of the uniform ones.
 func benchDecide(b *testing.B, o filtertest.Options, hot bool) {
 	set := benchSet(o)
+	hosts := filtertest.Hosts(set, 1<<16, 7)
+	benchDecideHosts(b, set, hosts, hot)
+}
+
+// benchDecideHosts is benchDecide with the hosts given (a power of two in
+// number): they are decided in order, or drawn with Zipf when hot.
+func benchDecideHosts(b *testing.B, set *rules.Set, hosts []string, hot bool) {
 	e, err := filter.Compile(set)
 	if err != nil {
 		b.Fatal(err)
 	}
-	hosts := filtertest.Hosts(set, 1<<16, 7)
 	if hot {
 		z := rand.NewZipf(rand.New(rand.NewPCG(8, 9)), 1.1, 1, uint64(len(hosts)-1))
 		skewed := make([]string, len(hosts))
@@ -154,6 +160,18 @@ func BenchmarkDecide2MHot(b *testing.B) {
 		b.Skip("2M domains: skipped in -short mode")
 	}
 	benchDecide(b, opts2M, true)
+}
+
+// BenchmarkDecide2MGateway is BenchmarkDecide2M with the "gateway mix" of
+// hosts (filtertest.GatewayHosts): about 5% listed domains or glob hits,
+// the rest names in no list, as a real gateway mostly allows. Reported
+// beside the uniform mix, not in place of it.
+func BenchmarkDecide2MGateway(b *testing.B) {
+	if testing.Short() {
+		b.Skip("2M domains: skipped in -short mode")
+	}
+	set := benchSet(opts2M)
+	benchDecideHosts(b, set, filtertest.GatewayHosts(set, 1<<16, 7), false)
 }
 
 // BenchmarkDecide2MParallel is BenchmarkDecide2M on every CPU.

@@ -41,9 +41,10 @@ const (
 // among those pairs (and the rules without destinations) whose conditions
 // hold decides. A decision costs O(labels) and does not allocate.
 type Engine struct {
-	seed  maphash.Seed // of the index keys
+	hk    hashKey      // the secret of the index keys: see step
 	seed2 maphash.Seed // of node.check, independent of seed
 	heavy hashSet      // the heavy suffixes: see keyBase
+	pre   prefilter    // the index keys, in cache: see prefilter.go
 	index *index
 	nodes []node
 
@@ -53,11 +54,13 @@ type Engine struct {
 	catNames []string       // category id -> name
 	catRefs  [][]atom       // category id -> the patterns that name it
 	loose    []globAtom     // globs with no literal suffix: tried one by one
+	looseAt  [4]uint64      // the first bytes of hosts a loose glob may match
 	cidrs    []cidrAtom     // every CIDR pattern
 	counts   map[string]int // category name -> entries, for Categories
 
 	fallback Verdict
-	via      string // the default route: Config.Upstream
+	dflt     Decision // the decision when no rule matches, made once
+	via      string   // the default route: Config.Upstream
 }
 
 // atom names one destination pattern: rule position and pattern position,
@@ -242,7 +245,7 @@ type mergeKey struct {
 
 func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	cfg := set.Config
-	e := &Engine{seed: seed, seed2: maphash.MakeSeed(), via: cfg.Upstream, counts: map[string]int{}}
+	e := &Engine{hk: newHashKey(seed), seed2: maphash.MakeSeed(), via: cfg.Upstream, counts: map[string]int{}}
 	switch cfg.Default {
 	case "", rules.Allow:
 		e.fallback = Allow
@@ -250,6 +253,10 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 		e.fallback = Block
 	default:
 		return nil, fmt.Errorf("filter: default %q is neither allow nor block", cfg.Default)
+	}
+	e.dflt = Decision{Verdict: e.fallback, Reason: ReasonDefault, Default: true}
+	if e.fallback == Allow {
+		e.dflt.Via = e.via
 	}
 	b := &builder{e: e, set: set, catID: map[string]uint16{}, merged: map[mergeKey]uint32{}}
 	e.nodes = []node{{}} // node 0: the empty node of a fresh slot
@@ -293,6 +300,7 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	b.forEachDomain(func(d string, _ uint16, _ bool) { cats = append(cats, e.hashName(d)) })
 	b.findHeavy(cats)
 	b.table = newBuildTable(keys)
+	e.pre = newPrefilter(keys)
 
 	// Category domains first, so that rule names can take their node over.
 	k := 0
@@ -321,7 +329,9 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 // packGlobs moves the globs of all nodes into one array and their texts
 // into one string: a few hundred kilobytes for ten thousand globs, that
 // stay in cache, where Decide would otherwise follow a pointer to memory
-// of its own for each node's globs and each glob's texts.
+// of its own for each node's globs and each glob's texts. It also notes
+// the first bytes of the loose globs' literal prefixes (all bytes when one
+// has none) in e.looseAt.
 func (b *builder) packGlobs() {
 	e := b.e
 	n := len(e.loose)
@@ -363,6 +373,14 @@ func (b *builder) packGlobs() {
 		pool = append(pool, g)
 	}
 	e.loose = pool[start:len(pool):len(pool)]
+	for _, g := range e.loose {
+		if g.prefix == "" {
+			e.looseAt = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+			break
+		}
+		c := g.prefix[0]
+		e.looseAt[c>>6] |= 1 << (c & 63)
+	}
 }
 
 // nameHash is what Compile computes of a category domain in one reading of
@@ -381,7 +399,7 @@ func (e *Engine) hashName(d string) nameHash {
 	h, end := uint64(0), len(d)
 	for {
 		i := strings.LastIndexByte(d[:end], '.')
-		h = step(e.seed, h, d[i+1:end])
+		h = step(&e.hk, h, d[i+1:end])
 		n.labels++
 		switch n.labels {
 		case 2:
@@ -431,7 +449,7 @@ func (b *builder) findHeavy(cats []nameHash) {
 			h, j, end := uint64(0), 0, len(d)
 			for {
 				i := strings.LastIndexByte(d[:end], '.')
-				h = step(e.seed, h, d[i+1:end])
+				h = step(&e.hk, h, d[i+1:end])
 				j++
 				if j == level {
 					hs = append(hs, h)
@@ -538,7 +556,7 @@ func ruleName(cfg *rules.Config, r rules.Rule) string {
 // (as an exception when allow).
 func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 	e := b.e
-	s, fresh := b.table.slot(key, base)
+	s, fresh := b.slot(key, base)
 	if fresh {
 		if !allow {
 			if b.single[id] == 0 {
@@ -574,11 +592,18 @@ func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 	s.val = v
 }
 
+// slot returns the index slot for key (see buildTable.slot) and adds key
+// to the prefilter.
+func (b *builder) slot(key, base uint64) (s *buildSlot, fresh bool) {
+	b.e.pre.add(key, base)
+	return b.table.slot(key, base)
+}
+
 // own returns the id of the node that holds rule patterns for name, making
 // it from the (shared) category node of the same hash when needed.
 func (b *builder) own(name string) (uint32, error) {
 	e := b.e
-	s, _ := b.table.slot(e.keyBase(name))
+	s, _ := b.slot(e.keyBase(name))
 	n := &e.nodes[s.val]
 	switch n.name {
 	case name:
@@ -772,29 +797,33 @@ func (e *Engine) Decide(req Request) Decision {
 	// The suffix walk: the label suffixes of the host, right to left
 	// ("com", "example.com", "b.example.com", ...), hashed incrementally
 	// (see step), in chunks of walkMax suffixes. The suffixes below the
-	// first one that is not heavy share their home slot (see keyBase): one
-	// cache line for most hosts. The home slots of a chunk are loaded in a
+	// first one that is not heavy share their base (see keyBase), so one
+	// block of the prefilter and one home slot in the index. A suffix that
+	// the prefilter says is not a key is not looked up: most hosts read
+	// only the prefilter. The home slots of the others are loaded in a
 	// tight loop first, so that the cache misses of a big index overlap.
 	var offs [walkMax]int
 	var hs, pos, heads [walkMax]uint64
 	words := e.index.words
 	h, labels, end := uint64(0), 0, len(host)
 	heavy := true // every suffix so far (but the top label) is heavy
-	var region uint64
+	var base uint64
+	var blk *bloomBlock
 	for done := false; !done; {
 		k := 0
 		for k < walkMax && !done {
 			i := strings.LastIndexByte(host[:end], '.')
-			h = step(e.seed, h, host[i+1:end])
+			h = step(&e.hk, h, host[i+1:end])
 			labels++
 			if heavy {
-				region = e.index.start(h)
+				base, blk = h, e.pre.block(h)
 				if labels >= 2 && !e.heavy.has(h) {
 					heavy = false
 				}
 			}
-			if i+1 < len(host) { // not the empty suffix after a final dot
-				offs[k], hs[k], pos[k] = i+1, h, region
+			// Not the empty suffix after a final dot, and maybe a key.
+			if i+1 < len(host) && blk.has(h) {
+				offs[k], hs[k], pos[k] = i+1, h, e.index.start(base)
 				k++
 			}
 			if i < 0 {
@@ -832,9 +861,13 @@ func (e *Engine) Decide(req Request) Decision {
 			}
 		}
 	}
-	for gi := range e.loose {
-		if g := &e.loose[gi]; g.match(host, -1) {
-			cands = append(cands, g.at)
+	// A glob matches only hosts that start with its literal prefix: most
+	// hosts can skip the loose ones at once.
+	if c := host[0]; e.looseAt[c>>6]>>(c&63)&1 != 0 {
+		for gi := range e.loose {
+			if g := &e.loose[gi]; g.match(host, -1) {
+				cands = append(cands, g.at)
+			}
 		}
 	}
 	if isIP {
@@ -873,11 +906,7 @@ func (e *Engine) Decide(req Request) Decision {
 			return r.decision(pat)
 		}
 	}
-	d := Decision{Verdict: e.fallback, Reason: ReasonDefault, Default: true}
-	if d.Verdict == Allow {
-		d.Via = e.via
-	}
-	return d
+	return e.dflt
 }
 
 // sortAtoms sorts by rule, then pattern: an insertion sort, as there are few.

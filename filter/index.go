@@ -15,9 +15,11 @@ import (
 // Only hashes are kept, not names, so that millions of category domains fit
 // in about 14 bytes each: one 8-byte word per slot at a load factor of 0.6,
 // the hash's high bits and the node id sharing the word (see index). The
-// hash is hash/maphash with a seed drawn for each Engine: deterministic for
-// the life of the Engine, and not predictable by a client who would forge a
-// host name that collides with a listed one.
+// hash (see step) is keyed with a secret drawn for each Engine from a
+// maphash seed: deterministic for the life of the Engine, and not
+// predictable by a client who would forge a host name that collides with a
+// listed one. A blocked Bloom filter of the same keys, small enough to stay
+// in cache, answers most lookups of absent names first (see prefilter).
 //
 // The key of a domain is the hash of its labels chained right to left (see
 // step), so that Decide hashes a host once for all its suffixes. A key's
@@ -167,24 +169,75 @@ func union(a, b []uint16) []uint16 {
 	return slices.Compact(u)
 }
 
+// hashKey is the secret of the index hash: three random words drawn from
+// the Engine's maphash seed, so deterministic for the life of the Engine and
+// not predictable by a client who would forge a host name that collides
+// with a listed one.
+type hashKey struct{ k0, k1, k2 uint64 }
+
+func newHashKey(seed maphash.Seed) hashKey {
+	word := func(s string) uint64 { return maphash.String(seed, s) | 1 }
+	return hashKey{word("sluice/k0"), word("sluice/k1"), word("sluice/k2")}
+}
+
 // step extends the hash h of a domain by one label on its left: it returns
 // the hash of label + "." + domain (h is 0 for the empty domain, before the
 // top-level label). Hashing the labels of a host right to left this way
 // gives the hashes of all its label suffixes for the price of hashing the
-// host once. The label goes through maphash, whose seed a client cannot
-// guess; the chaining is a bijective mix, so two domains with different
-// label sequences collide only if their labels' hashes do.
-func step(seed maphash.Seed, h uint64, label string) uint64 {
-	x := h*0x9e3779b97f4a7c15 + maphash.String(seed, label)
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
+// host once.
+//
+// It is wyhash (final version) of the label with h as its seed and k as
+// its secret: the construction of Go's own memhash on processors without
+// AES instructions (runtime/hash64.go), written out here so that it
+// inlines into the suffix walk and reads a short label in one or two loads
+// where a call to maphash.String costs more than hashing. Two domains with
+// different label sequences collide only if some step does, about 2^-64
+// for a secret the client does not know.
+func step(k *hashKey, h uint64, label string) uint64 {
+	seed := h ^ mix(h^k.k0, k.k1)
+	n := len(label)
+	var a, b uint64
+	switch {
+	case n > 16:
+		s := label
+		for len(s) > 16 {
+			seed = mix(load64(s)^k.k1, load64(s[8:])^seed)
+			s = s[16:]
+		}
+		a, b = load64(label[n-16:]), load64(label[n-8:])
+	case n >= 8:
+		a, b = load64(label), load64(label[n-8:])
+	case n >= 4:
+		a, b = load32(label), load32(label[n-4:])
+	case n > 0:
+		a = uint64(label[0])<<16 | uint64(label[n>>1])<<8 | uint64(label[n-1])
+	}
+	a, b = bits.Mul64(a^k.k1, b^seed)
+	x := mix(a^k.k0^uint64(n), b^k.k1)
 	if x == 0 {
 		x = 1 // 0 marks an empty slot
 	}
 	return x
+}
+
+// mix is wyhash's multiply-and-fold.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// load64 returns the first 8 bytes of s, little-endian; the compiler makes
+// it one load.
+func load64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// load32 returns the first 4 bytes of s, little-endian.
+func load32(s string) uint64 {
+	_ = s[3]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24
 }
 
 // heavyMin is the number of names a suffix may have below it (itself
@@ -253,7 +306,7 @@ func (e *Engine) keyBase(d string) (key, base uint64) {
 	heavy := true
 	for {
 		i := strings.LastIndexByte(d[:end], '.')
-		h = step(e.seed, h, d[i+1:end])
+		h = step(&e.hk, h, d[i+1:end])
 		j++
 		if heavy {
 			base = h

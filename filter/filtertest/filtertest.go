@@ -145,11 +145,29 @@ func Set(o Options) *rules.Set {
 	return set
 }
 
-// Hosts returns n request hosts for set, a mix like a gateway sees: about
-// 40% listed domains or their subdomains, 40% names in no list, 15% names
-// that a glob matches, 5% IP literals.
+// Hosts returns n request hosts for set, a demanding mix: about 40% listed
+// domains or their subdomains, 40% names in no list, 15% names that a glob
+// matches, 5% IP literals. The output depends only on set, n and seed.
 func Hosts(set *rules.Set, n int, seed uint64) []string {
 	r := rand.New(rand.NewPCG(seed, seed^0x6a09e667f3bcc908))
+	return hosts(set, n, r, mix{listed: 40, glob: 15, ip: 5})
+}
+
+// GatewayHosts returns n request hosts for set in the mix a gateway mostly
+// sees, where most requests are allowed: about 4% listed domains or their
+// subdomains, 1% names that a glob matches, and 95% names in no list, made
+// like the listed ones (random labels under the same top-level labels,
+// sometimes with a subdomain). The output depends only on set, n and seed.
+func GatewayHosts(set *rules.Set, n int, seed uint64) []string {
+	r := rand.New(rand.NewPCG(seed, seed^0xbb67ae8584caa73b))
+	return hosts(set, n, r, mix{listed: 4, glob: 1})
+}
+
+// mix gives the percentages of each kind of host; the rest are names in
+// no list.
+type mix struct{ listed, glob, ip int }
+
+func hosts(set *rules.Set, n int, r *rand.Rand, m mix) []string {
 	var names []string
 	for name := range set.Categories {
 		names = append(names, name)
@@ -169,25 +187,25 @@ func Hosts(set *rules.Set, n int, seed uint64) []string {
 		k := r.IntN(100)
 		var h string
 		switch {
-		case k < 40 && len(names) > 0:
+		case k < m.listed && len(names) > 0:
 			l := set.Categories[names[r.IntN(len(names))]]
 			if len(l.Block) == 0 {
 				h = domain(r)
 				break
 			}
 			h = subs[r.IntN(len(subs))] + l.Block[r.IntN(len(l.Block))]
-		case k < 80 || len(globs) == 0:
-			h = subs[r.IntN(len(subs))] + domain(r)
-		case k < 95:
+		case k < m.listed+m.glob && len(globs) > 0:
 			g := globs[r.IntN(len(globs))]
 			g = strings.ReplaceAll(g, "**", "x.y")
 			g = strings.ReplaceAll(g, "*", "www")
 			h = strings.ReplaceAll(g, "?", "q")
-		default:
+		case k < m.listed+m.glob+m.ip:
 			h = netip.AddrFrom4([4]byte{192, 168, byte(r.IntN(256)), byte(r.IntN(256))}).String()
 			if r.IntN(2) == 0 {
 				h = netip.AddrFrom4([4]byte{93, 184, byte(r.IntN(256)), byte(r.IntN(256))}).String()
 			}
+		default:
+			h = subs[r.IntN(len(subs))] + domain(r)
 		}
 		out = append(out, h)
 	}
