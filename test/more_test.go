@@ -107,3 +107,36 @@ func TestSOCKS5UDPAssociate(t *testing.T) {
 		t.Fatalf("a second datagram came back: %q", buf[:n])
 	}
 }
+
+// TestGroupRules: a rule with groups applies to the authenticated members
+// of those groups only, on HTTP and SOCKS5 alike.
+func TestGroupRules(t *testing.T) {
+	htpasswd := requireTool(t, "htpasswd")
+	o := newOrigin(t, false)
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users")
+	for i, u := range []string{"kid", "adult"} {
+		args := []string{"-B", "-b", users, u, u + "-pw"}
+		if i == 0 {
+			args = append([]string{"-c"}, args...)
+		}
+		if out, err := exec.Command(htpasswd, args...).CombinedOutput(); err != nil {
+			t.Fatalf("htpasswd: %v %s", err, out)
+		}
+	}
+	p := startSluice(t, "users: "+users+"\ngroups: {kids: [kid]}\nhosts: {games.test: 127.0.0.1}\n"+
+		"rules:\n  - block: [games.test]\n    groups: [kids]\n", nil)
+	url := "http://games.test:" + o.port + "/"
+	if out, _ := curl(t, "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://"+p.addr, "--proxy-user", "kid:kid-pw", url); out != "403" {
+		t.Errorf("kid over HTTP: %s, want 403", out)
+	}
+	if out, _ := curl(t, "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://"+p.addr, "--proxy-user", "adult:adult-pw", url); out != "200" {
+		t.Errorf("adult over HTTP: %s, want 200", out)
+	}
+	if _, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", "kid:kid-pw", url); code == 0 {
+		t.Error("kid over SOCKS5 was allowed")
+	}
+	if out, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", "adult:adult-pw", url); code != 0 || !strings.Contains(out, "hello") {
+		t.Errorf("adult over SOCKS5: exit %d: %s", code, out)
+	}
+}
