@@ -3,6 +3,7 @@ package test
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -73,5 +74,51 @@ func TestListAddOnRunningProxy(t *testing.T) {
 	out, _ = runCLI(t, p.dir, "list", "show", "--config", cfg, "bad")
 	if !strings.Contains(out, "three.test") || strings.Contains(out, "one.test") {
 		t.Fatalf("list show:\n%s", out)
+	}
+}
+
+// TestCategoryDirsUT1: a UT1/squidGuard folder, with a category that is a
+// symbolic link to another, blocks through the running proxy, and every
+// list format loads as a category source.
+func TestCategoryDirsUT1(t *testing.T) {
+	o := newOrigin(t, false)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"bl/gambling/domains":  "casino.test\n",
+		"bl/gambling/urls":     "casino.test/poker\n",
+		"bl/publicite/domains": "\ufeffAds.Test.\r\n",
+		"bl/social/domains":    "friends.test\n",
+		"lists/hosts.txt":      "127.0.0.1 localhost\n0.0.0.0 hosts.test other.test # inline\n",
+		"lists/adblock.txt":    "! title\n||abp.test^$third-party\n@@||ok.abp.test^\nexample.org##.banner\n",
+		"lists/dnsmasq.conf":   "address=/dnsmasq.test/0.0.0.0\nserver=/srv.dnsmasq2.test/127.0.0.1\n",
+		"lists/plain.txt":      "# plain\nplain.test\n",
+	})
+	if err := os.Symlink("publicite", filepath.Join(dir, "bl/ads")); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"casino.test", "www.ads.test", "friends.test", "hosts.test", "sub.abp.test", "ok.abp.test", "dnsmasq.test", "x.srv.dnsmasq2.test", "plain.test", "fine.test"}
+	hosts := "hosts: {"
+	for i, n := range names {
+		if i > 0 {
+			hosts += ", "
+		}
+		hosts += n + ": 127.0.0.1"
+	}
+	hosts += "}\n"
+	cfg := hosts + "category_dirs:\n  - path: " + filepath.Join(dir, "bl") + "\n    only: [gambling, ads]\n" +
+		"categories:\n  mixed: [" + strings.Join([]string{
+		filepath.Join(dir, "lists/hosts.txt"), filepath.Join(dir, "lists/adblock.txt"),
+		filepath.Join(dir, "lists/dnsmasq.conf"), filepath.Join(dir, "lists/plain.txt")}, ", ") + "]\n" +
+		"rules:\n  - block: [\"category:gambling\", \"category:ads\", \"category:mixed\"]\n"
+	p := startSluice(t, cfg, nil)
+	want := map[string]string{
+		"casino.test": "403", "www.ads.test": "403", "friends.test": "200", // social is not in `only`
+		"hosts.test": "403", "sub.abp.test": "403", "ok.abp.test": "200", // an @@ exception
+		"dnsmasq.test": "403", "x.srv.dnsmasq2.test": "403", "plain.test": "403", "fine.test": "200",
+	}
+	for host, code := range want {
+		if got := statusOf(t, p, "http://"+host+":"+o.port+"/"); got != code {
+			t.Errorf("%s: %s, want %s", host, got, code)
+		}
 	}
 }
