@@ -35,11 +35,13 @@ const (
 // suffix of every glob ("*.ads.example.com" -> "ads.example.com") are keys
 // of one hash index (see index.go). Decide walks the label suffixes of the
 // host once ("a.b.example.com", "b.example.com", "example.com", "com"),
-// looks each up, and collects the (rule, pattern) pairs that match; the
+// looks each up, and offers the (rule, pattern) pairs that match; the
 // globs found on the way, the few globs with no literal suffix and, for an
-// IP literal, the CIDR patterns are tried directly. The first rule in order
-// among those pairs (and the rules without destinations) whose conditions
-// hold decides. A decision costs O(labels) and does not allocate.
+// IP literal, the CIDR patterns are tried directly. The first pair in order
+// (or rule without destinations) whose rule's conditions hold decides: it
+// is kept as the pairs are offered, so none are collected or sorted, and a
+// pattern after it is not even matched. A decision costs O(labels) and does
+// not allocate.
 type Engine struct {
 	hk    hashKey      // the secret of the index keys: see step
 	seed2 maphash.Seed // of node.check, independent of seed
@@ -191,6 +193,7 @@ type rule struct {
 	groups    map[string]struct{} // members of the rule's groups; nil: no group condition
 	hasGroups bool
 	times     []rules.TimeWindow
+	hasConds  bool // any of the conditions above: else admits is true
 }
 
 type patInfo struct {
@@ -672,6 +675,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 		}
 		cr.clients[i] = p.Masked()
 	}
+	cr.hasConds = len(cr.clients) > 0 || len(cr.ports) > 0 || cr.users != nil || cr.hasGroups || len(cr.times) > 0
 	if len(r.Dests) == 0 {
 		e.anyDest = append(e.anyDest, uint32(ri))
 	}
@@ -770,13 +774,12 @@ func (e *Engine) Categories() map[string]int {
 // Default returns the verdict applied when no rule matches.
 func (e *Engine) Default() Verdict { return e.fallback }
 
-// Candidate buffers live on the stack; a host with more hits than this
-// still works, through a heap allocation.
-const (
-	candBuf = 32
-	catBuf  = 16
-	walkMax = 16 // suffixes looked up together
-)
+// catBuf is the number of categories a decision keeps on the stack; a host
+// listed in more still works, through a heap allocation.
+const catBuf = 8
+
+// noRule is the rule number of the empty candidate: after every rule.
+const noRule = ^uint32(0)
 
 // Decide returns the decision for req. It is pure: no I/O, no clock (it
 // reads req.Time), no allocation. An empty host is blocked with
@@ -787,93 +790,85 @@ func (e *Engine) Decide(req Request) Decision {
 	if host == "" {
 		return Decision{Verdict: Block, Reason: ReasonInvalid}
 	}
-	ip, isIP := hostIP(host)
-
-	var cb [candBuf]atom
-	cands := cb[:0]
+	// The best candidate so far: the first (rule, pattern) in order whose
+	// destination matched and whose rule's conditions hold. Candidates are
+	// offered as they are found, in no order, so none need be kept; one
+	// that comes after the best is not even matched.
+	d := decider{e: e, req: &req, best: atom{rule: noRule}}
 	var bb, ab [catBuf]uint16
 	blocked, excepted := bb[:0], ab[:0]
 
+	// An IP literal is parsed only when its last label could be one: a
+	// domain's starts with a letter (or is punycode "xn--"), an IPv4
+	// address's with a digit, and an IPv6 address has colons.
+	i := strings.LastIndexByte(host, '.')
+	var ip netip.Addr
+	isIP := false
+	if tld := host[i+1:]; tld != "" && (tld[0]-'0' <= 9 || host[0] == '[' || strings.IndexByte(tld, ':') >= 0) {
+		ip, isIP = parseIP(host)
+	}
+
 	// The suffix walk: the label suffixes of the host, right to left
 	// ("com", "example.com", "b.example.com", ...), hashed incrementally
-	// (see step), in chunks of walkMax suffixes. The suffixes below the
-	// first one that is not heavy share their base (see keyBase), so one
-	// block of the prefilter and one home slot in the index. A suffix that
-	// the prefilter says is not a key is not looked up: most hosts read
-	// only the prefilter. The home slots of the others are loaded in a
-	// tight loop first, so that the cache misses of a big index overlap.
-	var offs [walkMax]int
-	var hs, pos, heads [walkMax]uint64
+	// (see step). The suffixes below the first one that is not heavy share
+	// their base (see keyBase), so one block of the prefilter and one home
+	// slot in the index: the first lookup there pays the cache miss, the
+	// others find the line in cache. A suffix that the prefilter says is
+	// not a key is not looked up: most hosts read only the prefilter.
 	words := e.index.words
 	h, labels, end := uint64(0), 0, len(host)
 	heavy := true // every suffix so far (but the top label) is heavy
 	var base uint64
 	var blk *bloomBlock
-	for done := false; !done; {
-		k := 0
-		for k < walkMax && !done {
-			i := strings.LastIndexByte(host[:end], '.')
-			h = step(&e.hk, h, host[i+1:end])
-			labels++
-			if heavy {
-				base, blk = h, e.pre.block(h)
-				if labels >= 2 && !e.heavy.has(h) {
-					heavy = false
+	for {
+		h = step(&e.hk, h, host[i+1:end])
+		labels++
+		if heavy {
+			base, blk = h, e.pre.block(h)
+			if labels >= 2 && !e.heavy.has(h) {
+				heavy = false
+			}
+		}
+		// Not the empty suffix after a final dot, and maybe a key.
+		if off := i + 1; off < len(host) &&
+			// blk.has(h), written out: it is too big to be inlined.
+			blk[0]>>(h&63)&(blk[1]>>(h>>6&63))&(blk[2]>>(h>>12&63))&(blk[3]>>(h>>18&63))&
+				(blk[4]>>(h>>24&63))&(blk[5]>>(h>>30&63))&(blk[6]>>(h>>36&63))&(blk[7]>>(h>>42&63))&1 != 0 {
+			pos := e.index.start(base)
+			if v, ok := e.index.getFrom(h, pos, words[pos]); ok {
+				n := &e.nodes[v]
+				if off == 0 || !isIP { // an IP literal has no parent domains
+					if len(n.cats) > 0 {
+						blocked = append(blocked, n.cats...)
+					}
+					if len(n.allows) > 0 {
+						excepted = append(excepted, n.allows...)
+					}
 				}
-			}
-			// Not the empty suffix after a final dot, and maybe a key.
-			if i+1 < len(host) && blk.has(h) {
-				offs[k], hs[k], pos[k] = i+1, h, e.index.start(base)
-				k++
-			}
-			if i < 0 {
-				done = true
-			}
-			end = i
-		}
-		for q := range k {
-			heads[q] = words[pos[q]]
-		}
-		for q := range k {
-			v, ok := e.index.getFrom(hs[q], pos[q], heads[q])
-			if !ok {
-				continue
-			}
-			off := offs[q]
-			n := &e.nodes[v]
-			if off == 0 || !isIP { // an IP literal has no parent domains
-				blocked = append(blocked, n.cats...)
-				excepted = append(excepted, n.allows...)
-			}
-			if n.check == 0 || checkHash(e.seed2, host[off:]) != n.check {
-				continue
-			}
-			if off == 0 {
-				cands = append(cands, n.exact...)
-			}
-			if off == 0 || !isIP {
-				cands = append(cands, n.suffix...)
-			}
-			for gi := range n.globs {
-				if g := &n.globs[gi]; g.match(host, off) {
-					cands = append(cands, g.at)
+				if n.check != 0 {
+					d.patterns(n, host, off, isIP)
 				}
 			}
 		}
+		if i < 0 {
+			break
+		}
+		end = i
+		i = strings.LastIndexByte(host[:end], '.')
 	}
 	// A glob matches only hosts that start with its literal prefix: most
 	// hosts can skip the loose ones at once.
 	if c := host[0]; e.looseAt[c>>6]>>(c&63)&1 != 0 {
 		for gi := range e.loose {
-			if g := &e.loose[gi]; g.match(host, -1) {
-				cands = append(cands, g.at)
+			if g := &e.loose[gi]; less(g.at, d.best) && g.match(host, -1) {
+				d.offer(g.at)
 			}
 		}
 	}
 	if isIP {
 		for i := range e.cidrs {
-			if c := &e.cidrs[i]; c.prefix.Contains(ip) {
-				cands = append(cands, c.at)
+			if c := &e.cidrs[i]; less(c.at, d.best) && c.prefix.Contains(ip) {
+				d.offer(c.at)
 			}
 		}
 	}
@@ -881,53 +876,91 @@ func (e *Engine) Decide(req Request) Decision {
 		if slices.Contains(excepted, c) || slices.Contains(blocked[:k], c) {
 			continue
 		}
-		cands = append(cands, e.catRefs[c]...)
-	}
-	sortAtoms(cands)
-
-	// The first rule, in order, among those whose destinations matched and
-	// those without destinations, whose conditions hold.
-	client := req.Client.Unmap()
-	ci, ai := 0, 0
-	for ci < len(cands) || ai < len(e.anyDest) {
-		var ri uint32
-		pat := -1
-		if ai < len(e.anyDest) && (ci == len(cands) || e.anyDest[ai] < cands[ci].rule) {
-			ri = e.anyDest[ai]
-			ai++
-		} else {
-			ri, pat = cands[ci].rule, int(cands[ci].pat)
-			for ci < len(cands) && cands[ci].rule == ri {
-				ci++
-			}
-		}
-		r := &e.rules[ri]
-		if r.admits(&req, client) {
-			return r.decision(pat)
+		for _, at := range e.catRefs[c] {
+			d.offer(at)
 		}
 	}
-	return e.dflt
+	// The rules without destinations compete by their order alone.
+	for _, ri := range e.anyDest {
+		if ri >= d.best.rule {
+			break
+		}
+		if r := &e.rules[ri]; r.admits(&req) {
+			return r.decision(-1)
+		}
+	}
+	if d.best.rule == noRule {
+		return e.dflt
+	}
+	return e.rules[d.best.rule].decision(int(d.best.pat))
 }
 
-// sortAtoms sorts by rule, then pattern: an insertion sort, as there are few.
-func sortAtoms(a []atom) {
-	for i := 1; i < len(a); i++ {
-		for j := i; j > 0 && less(a[j], a[j-1]); j-- {
-			a[j], a[j-1] = a[j-1], a[j]
+// decider is the state of one decision that its helpers share; it lives on
+// Decide's stack.
+type decider struct {
+	e    *Engine
+	req  *Request
+	best atom // the first candidate whose conditions hold; rule noRule: none
+}
+
+// offer makes at the best candidate if it comes before it and its rule's
+// conditions hold.
+func (d *decider) offer(at atom) {
+	if less(at, d.best) && d.e.rules[at.rule].admits(d.req) {
+		d.best = at
+	}
+}
+
+// patterns offers the rule patterns of node n, the node of host[off:],
+// that match host. The node's second hash is compared, so that a collision
+// of the index's cannot fake a pattern, only once a pattern would be
+// offered.
+func (d *decider) patterns(n *node, host string, off int, isIP bool) {
+	verified := false
+	genuine := func() bool {
+		if !verified {
+			if checkHash(d.e.seed2, host[off:]) != n.check {
+				return false
+			}
+			verified = true
+		}
+		return true
+	}
+	if off == 0 {
+		for _, at := range n.exact {
+			if less(at, d.best) {
+				if !genuine() {
+					return
+				}
+				d.offer(at)
+			}
+		}
+	}
+	if off == 0 || !isIP {
+		for _, at := range n.suffix {
+			if less(at, d.best) {
+				if !genuine() {
+					return
+				}
+				d.offer(at)
+			}
+		}
+	}
+	for gi := range n.globs {
+		if g := &n.globs[gi]; less(g.at, d.best) && g.match(host, off) {
+			if !genuine() {
+				return
+			}
+			d.offer(g.at)
 		}
 	}
 }
 
 func less(x, y atom) bool { return x.rule < y.rule || x.rule == y.rule && x.pat < y.pat }
 
-// hostIP returns the address of an IP literal host, unmapped.
-func hostIP(h string) (netip.Addr, bool) {
-	// A domain's last label starts with a letter (or is punycode "xn--");
-	// an IPv4 address ends with a number, an IPv6 one has colons.
-	tld := h[strings.LastIndexByte(h, '.')+1:]
-	if tld == "" || (tld[0] < '0' || tld[0] > '9') && h[0] != '[' && strings.IndexByte(tld, ':') < 0 {
-		return netip.Addr{}, false
-	}
+// parseIP returns the address of an IP literal host, unmapped, brackets
+// and all.
+func parseIP(h string) (netip.Addr, bool) {
 	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 	a, err := netip.ParseAddr(h)
 	if err != nil {
@@ -950,8 +983,14 @@ func (r *rule) decision(pat int) Decision {
 }
 
 // admits reports whether every condition of the rule holds for req.
-func (r *rule) admits(req *Request, client netip.Addr) bool {
+func (r *rule) admits(req *Request) bool {
+	return !r.hasConds || r.conds(req)
+}
+
+// conds is admits for a rule with conditions.
+func (r *rule) conds(req *Request) bool {
 	if len(r.clients) > 0 {
+		client := req.Client.Unmap()
 		if !client.IsValid() || !containsAddr(r.clients, client) {
 			return false
 		}

@@ -131,6 +131,7 @@ func (t *buildTable) pack(nodes int, merge func(a, b uint32) (uint32, error)) (*
 			break
 		}
 	}
+	adviseHuge(x.words)
 	return x, nil
 }
 

@@ -7,8 +7,9 @@ import "math/bits"
 // no list and have no listed suffix. The index of millions of domains is
 // tens of megabytes, and every read of it is a cache and TLB miss (about
 // 150 ns on a virtual machine); the prefilter is a blocked Bloom filter of
-// about two bytes per key (4 MB for two million keys), that stays mostly in
-// the last-level cache.
+// one byte per key (2 MB for two million keys), that stays mostly in the
+// last-level cache. (Two bytes per key, a quarter of the false positives,
+// measured slower at two million keys: 4 MB does not stay in cache.)
 //
 // A block is one 64-byte cache line: eight words, of which each key sets
 // one bit per word (a "split block" Bloom filter). The block of a key is
@@ -26,12 +27,12 @@ import "math/bits"
 // A Bloom filter has no false negatives: every key of the index tests
 // positive, so Decide, which skips the index for a suffix that tests
 // negative, decides as it would without the prefilter. A false positive
-// costs the lookup in the index that would have happened anyway. At 16 bits
-// per key, about one test in a thousand is a false positive (see
+// costs the lookup in the index that would have happened anyway. At 8 bits
+// per key, about three tests in a hundred are false positives (see
 // TestPrefilterFalsePositives).
 
 // prefilterBits is the number of filter bits per key.
-const prefilterBits = 16
+const prefilterBits = 8
 
 // bloomBlock is one cache line of the prefilter.
 type bloomBlock [8]uint64
@@ -68,13 +69,9 @@ func (p *prefilter) has(h, base uint64) bool {
 	return p.block(base).has(h)
 }
 
-// has reports whether the bits of key h are all set in b. (A loop keeps
-// it small enough to inline.)
+// has reports whether the bits of key h are all set in b. The eight tests
+// are independent of each other, written out so that they run side by side.
 func (b *bloomBlock) has(h uint64) bool {
-	r := uint64(1)
-	for i := range b {
-		r &= b[i] >> (h & 63)
-		h >>= 6
-	}
-	return r != 0
+	return b[0]>>(h&63)&(b[1]>>(h>>6&63))&(b[2]>>(h>>12&63))&(b[3]>>(h>>18&63))&
+		(b[4]>>(h>>24&63))&(b[5]>>(h>>30&63))&(b[6]>>(h>>36&63))&(b[7]>>(h>>42&63))&1 != 0
 }

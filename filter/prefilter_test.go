@@ -157,8 +157,10 @@ func TestPrefilterFalsePositives(t *testing.T) {
 	}
 	perName, perHost := float64(fpNames)/float64(names), float64(fpHosts)/float64(hosts)
 	t.Logf("false positives: %.3f%% of %d names, %.3f%% of %d hosts", perName*100, names, perHost*100, hosts)
-	if perName > 0.02 || perHost > 0.02 {
-		t.Errorf("false positive rate %.3f%% per name, %.3f%% per host: want under 2%%", perName*100, perHost*100)
+	// At 8 bits per key and 8 bits set per key, a split block Bloom filter
+	// answers about 3% of absent names wrongly; a host tests one or two.
+	if perName > 0.04 || perHost > 0.05 {
+		t.Errorf("false positive rate %.3f%% per name, %.3f%% per host: want under 4%% and 5%%", perName*100, perHost*100)
 	}
 }
 
