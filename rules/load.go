@@ -9,8 +9,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Files of a UT1/squidGuard category folder.
@@ -53,18 +55,41 @@ func LoadSet(cfg *Config) (*Set, error) {
 		}
 		return cl
 	}
+	// Categories are read in parallel, one goroutine per category at a
+	// time and at most GOMAXPROCS at once: a gateway's lists hold millions
+	// of lines. Within a category the sources keep their order.
+	jobs := map[string][]func(cl *CategoryList) SourceStats{}
+	var order []string
+	add := func(name string, job func(cl *CategoryList) SourceStats) {
+		if _, ok := jobs[name]; !ok {
+			order = append(order, name)
+			get(name)
+		}
+		jobs[name] = append(jobs[name], job)
+	}
 	for _, name := range mapKeys(cfg.Categories) {
-		cl := get(name)
 		for _, src := range cfg.Categories[name] {
-			cl.Sources = append(cl.Sources, readSource(cfg, cl, src))
+			add(name, func(cl *CategoryList) SourceStats { return readSource(cfg, cl, src) })
 		}
 	}
 	for _, cd := range cfg.CategoryDirs {
 		for _, cat := range ut1Categories(cd) {
-			cl := get(cat.name)
-			cl.Sources = append(cl.Sources, readUT1Category(cl, cat.dir, cd.Line))
+			add(cat.name, func(cl *CategoryList) SourceStats { return readUT1Category(cl, cat.dir, cd.Line) })
 		}
 	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for _, name := range order {
+		cl := set.Categories[name]
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			for _, job := range jobs[name] {
+				cl.Sources = append(cl.Sources, job(cl))
+			}
+		})
+	}
+	wg.Wait()
 	for _, r := range cfg.Rules {
 		for _, p := range r.Dests {
 			if p.Kind == Category {
