@@ -519,3 +519,18 @@ func TestHeapPerDomain(t *testing.T) {
 		t.Errorf("engine heap is %.1f bytes per domain, want at most 60", got)
 	}
 }
+
+func TestDecisionRoute(t *testing.T) {
+	for _, c := range []struct {
+		d    filter.Decision
+		want string
+	}{
+		{filter.Decision{Verdict: filter.Allow}, "direct"},
+		{filter.Decision{Verdict: filter.Allow, Via: "tor"}, "tor"},
+		{filter.Decision{Verdict: filter.Block, Via: "tor"}, ""},
+	} {
+		if got := c.d.Route(); got != c.want {
+			t.Errorf("%+v.Route() = %q, want %q", c.d, got, c.want)
+		}
+	}
+}

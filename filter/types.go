@@ -100,3 +100,15 @@ type Decision struct {
 	// "direct", or "" when none is configured. It is "" for a block.
 	Via string
 }
+
+// Route names the route of an allowed request for logs: Via, or "direct"
+// when Via is empty. A blocked request took no route: "".
+func (d Decision) Route() string {
+	switch {
+	case d.Verdict != Allow:
+		return ""
+	case d.Via == "":
+		return "direct"
+	}
+	return d.Via
+}

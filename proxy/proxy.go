@@ -258,7 +258,7 @@ func (x *exchange) log() {
 			slog.String("reason", x.d.Reason),
 			slog.String("rule", x.d.Rule.String()),
 			slog.String("category", x.d.Category),
-			slog.String("route", routeName(x.d)))
+			slog.String("route", x.d.Route()))
 	} else {
 		attrs = append(attrs, slog.String("verdict", "none"), slog.String("reason", x.reason))
 	}
@@ -271,18 +271,6 @@ func (x *exchange) log() {
 		attrs = append(attrs, slog.String("err", x.err.Error()))
 	}
 	l.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
-}
-
-// routeName names the route of a decision for the log: the upstream, or
-// "direct"; a blocked request took no route.
-func routeName(d filter.Decision) string {
-	switch {
-	case d.Verdict != filter.Allow:
-		return ""
-	case d.Via == "":
-		return "direct"
-	}
-	return d.Via
 }
 
 // decide asks the policy about host:port. A nil Policy blocks.

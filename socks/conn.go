@@ -247,7 +247,7 @@ func (s *Server) logAccess(ctx context.Context, c net.Conn, a *access, start tim
 			slog.String("reason", d.Reason),
 			slog.String("rule", d.Rule.String()),
 			slog.String("category", d.Category),
-			slog.String("route", routeName(*d)),
+			slog.String("route", d.Route()),
 		)
 	} else {
 		attrs = append(attrs, slog.String("verdict", "none"))
@@ -267,16 +267,4 @@ func (s *Server) logAccess(ctx context.Context, c net.Conn, a *access, start tim
 		attrs = append(attrs, slog.String("err", a.err.Error()))
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "access", attrs...)
-}
-
-// routeName names the route of a decision for the log: the upstream, or
-// "direct"; a blocked request took no route.
-func routeName(d filter.Decision) string {
-	switch {
-	case d.Verdict != filter.Allow:
-		return ""
-	case d.Via == "":
-		return "direct"
-	}
-	return d.Via
 }

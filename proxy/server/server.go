@@ -85,14 +85,8 @@ func New(opts Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	st, err := s.build()
+	st, err := s.first()
 	if err != nil {
-		return nil, err
-	}
-	if len(opts.Listen) > 0 {
-		st.cfg.Listen = opts.Listen
-	}
-	if err := checkOpen(st.cfg, opts.AllowOpen); err != nil {
 		return nil, err
 	}
 	st.set = nil // the engine has what it needs; the lists' strings can go
@@ -306,17 +300,27 @@ func Validate(opts Options) (*rules.Set, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	st, err := s.first()
+	if err != nil {
+		return nil, err
+	}
+	return st.set, nil
+}
+
+// first builds the state a server starts with: the config's, with the
+// listen addresses of the options, refused when it would be open.
+func (s *Server) first() (*state, error) {
 	st, err := s.build()
 	if err != nil {
 		return nil, err
 	}
-	if len(opts.Listen) > 0 {
-		st.cfg.Listen = opts.Listen
+	if len(s.opts.Listen) > 0 {
+		st.cfg.Listen = s.opts.Listen
 	}
-	if err := checkOpen(st.cfg, opts.AllowOpen); err != nil {
+	if err := checkOpen(st.cfg, s.opts.AllowOpen); err != nil {
 		return nil, err
 	}
-	return st.set, nil
+	return st, nil
 }
 
 // Addrs returns the addresses the server listens on, once Ready is closed.
