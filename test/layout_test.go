@@ -28,6 +28,8 @@ func TestImportDirection(t *testing.T) {
 		"../proxy/relay": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial"},
 		"../proxy":       {mod + "/socks", mod + "/proxy/server"},
 		"../socks":       {mod + "/proxy", mod + "/proxy/server"},
+		// dialtest starts real upstreams for tests: standard library only.
+		"../proxy/dial/dialtest": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial", mod + "/proxy/relay"},
 	}
 	for pkg, banned := range forbidden {
 		deps := goList(t, "-deps", pkg)

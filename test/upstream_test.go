@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/sluiceproxy/sluice/proxy/dial/dialtest"
 )
 
 // assertNoSecrets fails when Sluice's log holds one of the upstream passwords.
@@ -38,10 +40,10 @@ func wantEcho(t *testing.T, what, out string, code int, host string) {
 // (its access log has the CONNECT). The name is one only squid resolves.
 func TestUpstreamSquidParent(t *testing.T) {
 	t.Parallel() // each test starts its own upstreams; squid takes 2 s to stop
-	sq := startSquid(t, squidOpts{id: "parent-sq", names: []string{"leak.test"}})
+	sq := dialtest.StartSquid(t, dialtest.SquidOptions{ID: "parent-sq", Names: []string{"leak.test"}})
 	o := newEchoOrigin(t)
 	tlsO := newOrigin(t, true)
-	p := startSluice(t, fmt.Sprintf("default: allow\nupstreams:\n  parent: http://%s\nupstream: parent\n", sq.addr), nil)
+	p := startSluice(t, fmt.Sprintf("default: allow\nupstreams:\n  parent: http://%s\nupstream: parent\n", sq.Addr), nil)
 	proxyURL := "http://" + p.addr
 
 	out, code := curl(t, "-i", "-x", proxyURL, "http://leak.test:"+o.port+"/plain")
@@ -49,13 +51,13 @@ func TestUpstreamSquidParent(t *testing.T) {
 	if via := echoHeader(out, "Via"); !strings.Contains(via, "parent-sq") {
 		t.Errorf("the origin saw Via %q, want squid's (parent-sq):\n%s", via, out)
 	}
-	sq.waitLog(t, `GET http://leak.test:`+o.port+`/plain`, 1)
+	sq.WaitLog(t, `GET http://leak.test:`+o.port+`/plain`, 1)
 
 	out, code = curl(t, "-k", "-p", "-x", proxyURL, "https://leak.test:"+tlsO.port+"/tunnel")
 	if code != 0 || !strings.Contains(out, "hello from origin host=leak.test") {
 		t.Fatalf("CONNECT through squid: curl exit %d:\n%s", code, out)
 	}
-	sq.waitLog(t, `CONNECT leak.test:`+tlsO.port, 1)
+	sq.WaitLog(t, `CONNECT leak.test:`+tlsO.port, 1)
 	p.waitLog(t, `"msg":"access".*"route":"parent"`)
 }
 
@@ -65,7 +67,7 @@ func TestUpstreamSquidParent(t *testing.T) {
 // appears in Sluice's log.
 func TestUpstreamSquidAuth(t *testing.T) {
 	t.Parallel() // each test starts its own upstreams; squid takes 2 s to stop
-	sq := startSquid(t, squidOpts{id: "auth-sq", names: []string{"good.test", "bad.test"}, auth: true})
+	sq := dialtest.StartSquid(t, dialtest.SquidOptions{ID: "auth-sq", Names: []string{"good.test", "bad.test"}, User: upUser, Pass: upPass})
 	o := newEchoOrigin(t)
 	tlsO := newOrigin(t, true)
 	cfg := fmt.Sprintf(`default: block
@@ -77,7 +79,7 @@ rules:
     via: corp
   - allow: [bad.test]
     via: corpwrong
-`, upUser, upPass, upBadPass, sq.addr)
+`, upUser, upPass, upBadPass, sq.Addr)
 	p := startSluice(t, cfg, nil)
 	proxyURL := "http://" + p.addr
 
@@ -90,8 +92,8 @@ rules:
 	if code != 0 || !strings.Contains(out, "hello from origin host=good.test") {
 		t.Fatalf("CONNECT with credentials: curl exit %d:\n%s", code, out)
 	}
-	sq.waitLog(t, `CONNECT good.test:`+tlsO.port+` `+upUser, 1)
-	sq.waitLog(t, `GET http://good.test:`+o.port+`/ok `+upUser, 1)
+	sq.WaitLog(t, `CONNECT good.test:`+tlsO.port+` `+upUser, 1)
+	sq.WaitLog(t, `GET http://good.test:`+o.port+`/ok `+upUser, 1)
 
 	// The wrong password: plain HTTP and CONNECT both end in a 502 naming
 	// the upstream, and nothing reaches the origin.
@@ -130,8 +132,8 @@ func TestUpstreamNoDNSLeak(t *testing.T) {
 	if b, err := os.ReadFile("/etc/hosts"); err == nil && strings.Contains(string(b), "leak.test") {
 		t.Fatalf("/etc/hosts names leak.test; the test needs a name only the upstream resolves")
 	}
-	sq := startSquid(t, squidOpts{id: "exit-sq", names: []string{"leak.test"}})
-	dn := startDante(t)
+	sq := dialtest.StartSquid(t, dialtest.SquidOptions{ID: "exit-sq", Names: []string{"leak.test"}})
+	dn := dialtest.StartDante(t, false)
 	o := newEchoOrigin(t)
 	tlsO := newOrigin(t, true)
 	cfg := fmt.Sprintf(`default: allow
@@ -144,7 +146,7 @@ upstream: socksonly
 rules:
   - allow: [leak.test]
     via: exit
-`, dn.addr, sq.addr)
+`, dn.Addr, sq.Addr)
 	p := startSluice(t, cfg, nil)
 	proxyURL := "http://" + p.addr
 
@@ -163,16 +165,16 @@ rules:
 			t.Fatalf("curl %v: exit %d:\n%s", args, code, out)
 		}
 	}
-	sq.waitLog(t, `GET http://leak.test:`+o.port+`/plain`, 1)
-	sq.waitLog(t, `CONNECT leak.test:`+tlsO.port, 2)
-	dn.waitLog(t, `127\.0\.0\.1\.`+sq.port()+`\b`, 3) // every chained request crossed danted to squid
+	sq.WaitLog(t, `GET http://leak.test:`+o.port+`/plain`, 1)
+	sq.WaitLog(t, `CONNECT leak.test:`+tlsO.port, 2)
+	dn.WaitLog(t, `127\.0\.0\.1\.`+sq.Port()+`\b`, 3) // every chained request crossed danted to squid
 
 	// danted alone, from both front ends.
 	out, code = curl(t, "-i", "-x", proxyURL, "http://127.0.0.1:"+o.port+"/socks-route")
 	wantEcho(t, "plain HTTP through danted", out, code, "127.0.0.1:"+o.port)
 	out, code = curl(t, "-i", "--socks5-hostname", p.addr, "http://127.0.0.1:"+o.port+"/socks-front")
 	wantEcho(t, "SOCKS5 front end through danted", out, code, "127.0.0.1:"+o.port)
-	dn.waitLog(t, `127\.0\.0\.1\.`+o.port+`\b`, 2)
+	dn.WaitLog(t, `127\.0\.0\.1\.`+o.port+`\b`, 2)
 	if via := echoHeader(out, "Via"); via != "" {
 		t.Errorf("the route through danted added Via %q", via)
 	}
@@ -192,11 +194,11 @@ rules:
 // plain HTTP, CONNECT and the SOCKS5 front end.
 func TestChainSquidThenDante(t *testing.T) {
 	t.Parallel() // each test starts its own upstreams; squid takes 2 s to stop
-	sq := startSquid(t, squidOpts{id: "hop1-sq"})
-	dn := startDante(t)
+	sq := dialtest.StartSquid(t, dialtest.SquidOptions{ID: "hop1-sq"})
+	dn := dialtest.StartDante(t, false)
 	o := newEchoOrigin(t)
 	tlsO := newOrigin(t, true)
-	cfg := fmt.Sprintf("default: allow\nupstreams:\n  twohop: [http://%s, socks5://%s]\nupstream: twohop\n", sq.addr, dn.addr)
+	cfg := fmt.Sprintf("default: allow\nupstreams:\n  twohop: [http://%s, socks5://%s]\nupstream: twohop\n", sq.Addr, dn.Addr)
 	p := startSluice(t, cfg, nil)
 	proxyURL := "http://" + p.addr
 
@@ -217,9 +219,9 @@ func TestChainSquidThenDante(t *testing.T) {
 	// squid logs a tunnel when it ends: the two CONNECTs have; the plain
 	// request's tunnel may still sit in Sluice's pool, and danted's log
 	// (written at connect) shows it instead.
-	sq.waitLog(t, `CONNECT 127\.0\.0\.1:`+dn.port()+` `, 2)
-	dn.waitLog(t, `127\.0\.0\.1\.`+o.port+`\b`, 1)
-	dn.waitLog(t, `127\.0\.0\.1\.`+tlsO.port+`\b`, 2)
+	sq.WaitLog(t, `CONNECT 127\.0\.0\.1:`+dn.Port()+` `, 2)
+	dn.WaitLog(t, `127\.0\.0\.1\.`+o.port+`\b`, 1)
+	dn.WaitLog(t, `127\.0\.0\.1\.`+tlsO.port+`\b`, 2)
 	p.waitLog(t, `"route":"twohop"`)
 }
 
@@ -230,8 +232,8 @@ func TestChainSquidThenDante(t *testing.T) {
 func TestRoutePerRule(t *testing.T) {
 	t.Parallel() // each test starts its own upstreams; squid takes 2 s to stop
 	names := []string{"a.route.test", "b.route.test", "c.route.test"}
-	sqA := startSquid(t, squidOpts{id: "sq-a", names: names})
-	sqB := startSquid(t, squidOpts{id: "sq-b", names: names})
+	sqA := dialtest.StartSquid(t, dialtest.SquidOptions{ID: "sq-a", Names: names})
+	sqB := dialtest.StartSquid(t, dialtest.SquidOptions{ID: "sq-b", Names: names})
 	o := newEchoOrigin(t)
 	tlsO := newOrigin(t, true)
 	cfg := fmt.Sprintf(`default: block
@@ -248,13 +250,13 @@ rules:
     via: b
   - allow: [c.route.test]
     via: direct
-`, sqA.addr, sqB.addr)
+`, sqA.Addr, sqB.Addr)
 	p := startSluice(t, cfg, nil)
 	proxyURL := "http://" + p.addr
 
 	cases := []struct {
 		host, via string
-		seen      *upProc // nil: direct
+		seen      *dialtest.Proc // nil: direct
 	}{
 		{"a.route.test", "sq-a", sqA},
 		{"b.route.test", "sq-b", sqB},
@@ -274,17 +276,17 @@ rules:
 			t.Fatalf("CONNECT %s: curl exit %d:\n%s", c.host, code, out)
 		}
 	}
-	sqA.waitLog(t, `CONNECT a\.route\.test:`, 1)
-	sqB.waitLog(t, `CONNECT b\.route\.test:`, 1)
-	sqA.waitLog(t, `GET http://a\.route\.test:`, 2)
-	sqB.waitLog(t, `GET http://b\.route\.test:`, 2)
-	for _, u := range []*upProc{sqA, sqB} {
+	sqA.WaitLog(t, `CONNECT a\.route\.test:`, 1)
+	sqB.WaitLog(t, `CONNECT b\.route\.test:`, 1)
+	sqA.WaitLog(t, `GET http://a\.route\.test:`, 2)
+	sqB.WaitLog(t, `GET http://b\.route\.test:`, 2)
+	for _, u := range []*dialtest.Proc{sqA, sqB} {
 		other := "b"
 		if u == sqB {
 			other = "a"
 		}
-		if n := u.count(other + `\.route\.test|c\.route\.test`); n != 0 {
-			t.Errorf("%s saw %d requests of other routes:\n%s", u.name, n, u.logText())
+		if n := u.Count(other + `\.route\.test|c\.route\.test`); n != 0 {
+			t.Errorf("%s saw %d requests of other routes:\n%s", u.Name, n, u.Log())
 		}
 	}
 	for _, route := range []string{"a", "b", "direct"} {
@@ -297,7 +299,7 @@ rules:
 // whose members are all dead answers 502 naming it.
 func TestFailover(t *testing.T) {
 	t.Parallel() // each test starts its own upstreams; squid takes 2 s to stop
-	sq := startSquid(t, squidOpts{id: "alive-sq", names: []string{"leak.test", "gone.test"}})
+	sq := dialtest.StartSquid(t, dialtest.SquidOptions{ID: "alive-sq", Names: []string{"leak.test", "gone.test"}})
 	o := newEchoOrigin(t)
 	tlsO := newOrigin(t, true)
 	cfg := fmt.Sprintf(`default: allow
@@ -311,7 +313,7 @@ upstream: pool
 rules:
   - allow: [gone.test]
     via: gone
-`, freeAddr(t), freeAddr(t), sq.addr)
+`, dialtest.FreeAddr(t), dialtest.FreeAddr(t), sq.Addr)
 	p := startSluice(t, cfg, nil)
 	proxyURL := "http://" + p.addr
 	for i := range 3 {
@@ -322,7 +324,7 @@ rules:
 			t.Fatalf("CONNECT on the failover route: curl exit %d:\n%s", code, out)
 		}
 	}
-	sq.waitLog(t, `CONNECT leak\.test:`+tlsO.port, 3)
+	sq.WaitLog(t, `CONNECT leak\.test:`+tlsO.port, 3)
 
 	before := o.hits.Load()
 	out, _ := curl(t, "-i", "-x", proxyURL, "http://gone.test:"+o.port+"/x")
@@ -332,8 +334,8 @@ rules:
 	if o.hits.Load() != before {
 		t.Errorf("a request on a dead route reached the origin")
 	}
-	if n := sq.count(`gone\.test`); n != 0 {
-		t.Errorf("a route without squid reached squid:\n%s", sq.logText())
+	if n := sq.Count(`gone\.test`); n != 0 {
+		t.Errorf("a route without squid reached squid:\n%s", sq.Log())
 	}
 }
 
@@ -352,7 +354,7 @@ var identifying = map[string]string{
 // whole config, says `anonymize: true`.
 func TestAnonymize(t *testing.T) {
 	t.Parallel() // each test starts its own upstreams; squid takes 2 s to stop
-	ms := startMicrosocks(t)
+	ms := dialtest.StartMicrosocks(t, upUser, upPass)
 	oAnon, oPlain, oDirect := newEchoOrigin(t), newEchoOrigin(t), newEchoOrigin(t)
 	cfg := fmt.Sprintf(`default: allow
 upstreams:
@@ -365,7 +367,7 @@ rules:
   - allow: [127.0.0.1]
     ports: [%[5]s]
     via: plain
-`, upUser, upPass, ms.addr, oAnon.port, oPlain.port)
+`, upUser, upPass, ms.Addr, oAnon.port, oPlain.port)
 	p := startSluice(t, cfg, nil)
 	pAll := startSluice(t, "default: allow\nanonymize: true\n", nil)
 
@@ -422,10 +424,10 @@ rules:
 // echoed and a half-close is answered.
 func TestBannerThroughUpstreams(t *testing.T) {
 	t.Parallel() // each test starts its own upstreams; squid takes 2 s to stop
-	sq := startSquid(t, squidOpts{id: "banner-sq"})
-	sqTLS := startSquid(t, squidOpts{id: "banner-sqtls", tls: true})
-	dn := startDante(t)
-	ms := startMicrosocks(t)
+	sq := dialtest.StartSquid(t, dialtest.SquidOptions{ID: "banner-sq"})
+	sqTLS := dialtest.StartSquid(t, dialtest.SquidOptions{ID: "banner-sqtls", TLS: true})
+	dn := dialtest.StartDante(t, false)
+	ms := dialtest.StartMicrosocks(t, upUser, upPass)
 	// halfClose is false where the upstream itself ends a tunnel at the
 	// client's EOF: squid and microsocks do, with or without Sluice.
 	kinds := []struct {
@@ -433,11 +435,11 @@ func TestBannerThroughUpstreams(t *testing.T) {
 		halfClose       bool
 	}{
 		{"direct", "", true},
-		{"http", "http://" + sq.addr, false},
-		{"https", fmt.Sprintf("{chain: [https://%s], tls_ca: %s}", sqTLS.addr, sqTLS.ca), false},
-		{"socks5", "socks5://" + dn.addr, true},
-		{"socks4a", "socks4a://" + dn.addr, true},
-		{"socks5h", fmt.Sprintf("socks5h://%s:%s@%s", upUser, upPass, ms.addr), false},
+		{"http", "http://" + sq.Addr, false},
+		{"https", fmt.Sprintf("{chain: [https://%s], tls_ca: %s}", sqTLS.Addr, sqTLS.CA), false},
+		{"socks5", "socks5://" + dn.Addr, true},
+		{"socks4a", "socks4a://" + dn.Addr, true},
+		{"socks5h", fmt.Sprintf("socks5h://%s:%s@%s", upUser, upPass, ms.Addr), false},
 	}
 	var cfg strings.Builder
 	cfg.WriteString("default: block\nupstreams:\n")
@@ -447,30 +449,30 @@ func TestBannerThroughUpstreams(t *testing.T) {
 		}
 	}
 	cfg.WriteString("rules:\n")
-	origins := make([]*bannerOrigin, len(kinds))
+	origins := make([]*dialtest.Server, len(kinds))
 	for i, k := range kinds {
-		origins[i] = startBanner(t, "220 banner via "+k.route+"\r\n")
-		fmt.Fprintf(&cfg, "  - allow: [127.0.0.1]\n    ports: [%s]\n    via: %s\n", origins[i].port, k.route)
+		origins[i] = dialtest.StartOrigin(t, "220 banner via "+k.route+"\r\n")
+		fmt.Fprintf(&cfg, "  - allow: [127.0.0.1]\n    ports: [%s]\n    via: %s\n", origins[i].Port(), k.route)
 	}
 	p := startSluice(t, cfg.String(), nil)
 	for i, k := range kinds {
 		banner := "220 banner via " + k.route + "\r\n"
 		t.Run(k.route+"/http", func(t *testing.T) {
-			c, br := httpConnect(t, p.addr, "127.0.0.1:"+origins[i].port)
+			c, br := httpConnect(t, p.addr, "127.0.0.1:"+origins[i].Port())
 			if msg := talkBanner(c, br, banner, k.halfClose); msg != "" {
 				t.Error(msg)
 			}
 		})
 		t.Run(k.route+"/socks5", func(t *testing.T) {
-			c, br := socks5Connect(t, p.addr, "127.0.0.1", atoi(origins[i].port))
+			c, br := socks5Connect(t, p.addr, "127.0.0.1", atoi(origins[i].Port()))
 			if msg := talkBanner(c, br, banner, k.halfClose); msg != "" {
 				t.Error(msg)
 			}
 		})
 	}
-	sq.waitLog(t, `CONNECT 127\.0\.0\.1:`+origins[1].port, 2)
-	sqTLS.waitLog(t, `CONNECT 127\.0\.0\.1:`+origins[2].port, 2)
-	dn.waitLog(t, `127\.0\.0\.1\.(`+origins[3].port+`|`+origins[4].port+`)\b`, 4)
+	sq.WaitLog(t, `CONNECT 127\.0\.0\.1:`+origins[1].Port(), 2)
+	sqTLS.WaitLog(t, `CONNECT 127\.0\.0\.1:`+origins[2].Port(), 2)
+	dn.WaitLog(t, `127\.0\.0\.1\.(`+origins[3].Port()+`|`+origins[4].Port()+`)\b`, 4)
 	assertNoSecrets(t, p)
 }
 

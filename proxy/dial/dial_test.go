@@ -17,12 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluiceproxy/sluice/proxy/dial/dialtest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	stopUpstreams()
+	shared.Close()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
@@ -127,7 +128,7 @@ func upstreamKinds(t *testing.T) []struct {
 			return []*url.URL{mustURL(t, "http://"+testUser+":"+testPass+"@"+s.addr())}, nil
 		}},
 		{"go-https", true, func(t *testing.T) ([]*url.URL, []byte) {
-			cert, pemCA := selfSigned(t)
+			cert, pemCA, _ := dialtest.SelfSigned(t)
 			s := startConnectProxy(t, &connectProxy{eager: true}, &cert)
 			return []*url.URL{mustURL(t, "https://"+s.addr())}, pemCA
 		}},
@@ -142,7 +143,7 @@ func upstreamKinds(t *testing.T) []struct {
 			return []*url.URL{squidURL(t), danteAuthURL(t, "socks5h")}, nil
 		}},
 		{"chain-https-microsocks", false, func(t *testing.T) ([]*url.URL, []byte) {
-			cert, pemCA := selfSigned(t)
+			cert, pemCA, _ := dialtest.SelfSigned(t)
 			s := startConnectProxy(t, &connectProxy{}, &cert)
 			return []*url.URL{mustURL(t, "https://"+s.addr()), microURL(t)}, pemCA
 		}},
@@ -324,7 +325,7 @@ func TestUpstreamFailures(t *testing.T) {
 			return []*url.URL{mustURL(t, "http://"+testUser+":topsecret@"+s.addr())}
 		}, "127.0.0.1:9", KindUpstreamAuth, 1, true},
 		{"https unknown CA", func(t *testing.T) []*url.URL {
-			cert, _ := selfSigned(t)
+			cert, _, _ := dialtest.SelfSigned(t)
 			s := startConnectProxy(t, &connectProxy{}, &cert)
 			return []*url.URL{mustURL(t, "https://u:topsecret@"+s.addr())}
 		}, "127.0.0.1:9", KindUpstream, 1, true},
@@ -407,7 +408,7 @@ func TestHopTimeout(t *testing.T) {
 // TestDirect covers the hosts map, lookups and the Kind of each failure.
 func TestDirect(t *testing.T) {
 	origin := startOrigin(t, banner)
-	closedPort := freePort(t)
+	closed := closedAddr(t)
 	notFound := func(_ context.Context, host string) ([]netip.Addr, error) {
 		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	}
@@ -430,7 +431,7 @@ func TestDirect(t *testing.T) {
 		{"hosts map tries in order", &Direct{Hosts: map[string][]netip.Addr{"origin.test": {netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.1")}}},
 			fmt.Sprintf("origin.test:%d", origin.port()), 0, 0, true, 0},
 		{"lookup hook", &Direct{}, fmt.Sprintf("hooked.test:%d", origin.port()), 0, 0, true, 1},
-		{"refused", &Direct{}, fmt.Sprintf("127.0.0.1:%d", closedPort), 0, KindRefused, false, 0},
+		{"refused", &Direct{}, closed, 0, KindRefused, false, 0},
 		{"dns not found", &Direct{LookupHook: notFound}, "nonexistent.invalid:80", 0, KindDNS, false, 0},
 		{"ctx deadline", &Direct{LookupHook: blocking}, "slow.test:80", 50 * time.Millisecond, KindTimeout, false, 0},
 		{"own timeout", &Direct{Timeout: 50 * time.Millisecond, LookupHook: blocking}, "slow.test:80", 0, KindTimeout, false, 0},
@@ -640,7 +641,7 @@ func TestTransportThroughSquid(t *testing.T) {
 // TestTransportHTTPSUpstream sends plain HTTP in absolute form to an
 // https upstream verified through TLSCA.
 func TestTransportHTTPSUpstream(t *testing.T) {
-	cert, pemCA := selfSigned(t)
+	cert, pemCA, _ := dialtest.SelfSigned(t)
 	lines := make(chan string, 1)
 	ln := listen(t)
 	ln = tlsListener(ln, cert)
