@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/sluiceproxy/sluice/rules"
 )
 
 var (
@@ -43,53 +44,11 @@ func (s *Server) parseTarget(hostport string, defPort uint16) (target, error) {
 		}
 		port = uint16(p)
 	}
-	h, err := s.normalizeHost(host)
+	h, err := rules.NormalizeHost(host) // as the rules' own entries were
 	if err != nil {
 		return target{}, fmt.Errorf("%w %q: %v", errBadTarget, hostport, err)
 	}
 	return target{host: h, port: port}, nil
-}
-
-// normalizeHost is the one call that normalizes destination hosts: the
-// Normalize hook, or fallbackNormalize.
-func (s *Server) normalizeHost(h string) (string, error) {
-	if s.Normalize != nil {
-		return s.Normalize(h)
-	}
-	return fallbackNormalize(h)
-}
-
-// fallbackNormalize has the semantics of rules.NormalizeHost without IDNA:
-// lower case, no trailing dot, no IPv6 brackets, IP literals canonical and
-// IPv4-mapped IPv6 unmapped.
-func fallbackNormalize(h string) (string, error) {
-	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
-		a, err := netip.ParseAddr(h[1 : len(h)-1])
-		if err != nil || !a.Is6() || a.Zone() != "" {
-			return "", errors.New("proxy: not an IPv6 literal")
-		}
-		return a.Unmap().String(), nil
-	}
-	h = strings.TrimSuffix(h, ".")
-	if h == "" {
-		return "", errors.New("proxy: empty host")
-	}
-	if a, err := netip.ParseAddr(h); err == nil {
-		if a.Zone() != "" {
-			return "", errors.New("proxy: zoned address")
-		}
-		return a.Unmap().String(), nil
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return "", fmt.Errorf("proxy: invalid character %q in host", c)
-		}
-	}
-	if strings.Contains(h, "..") || strings.HasPrefix(h, ".") || strings.HasSuffix(h, ".") {
-		return "", errors.New("proxy: empty label in host")
-	}
-	return strings.ToLower(h), nil
 }
 
 // parseBasic parses a Proxy-Authorization value of the Basic scheme

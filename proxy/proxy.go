@@ -65,10 +65,6 @@ type Server struct {
 	// X-Forwarded-For, Forwarded, X-Real-IP, From and Proxy-* headers. If
 	// nil, no route is anonymized. Sluice never adds such headers itself.
 	Anonymize func(route string) bool
-	// Normalize returns the canonical form of a destination host (in
-	// production rules.NormalizeHost). If nil, a fallback lowers case,
-	// strips a trailing dot and IPv6 brackets and unmaps IPv4-mapped IPv6.
-	Normalize func(string) (string, error)
 	// Logger gets one access line per request and per tunnel. If nil,
 	// nothing is logged.
 	Logger *slog.Logger

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/relay"
+	"github.com/sluiceproxy/sluice/rules"
 )
 
 // access collects what the access line of one connection reports.
@@ -183,7 +184,7 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 	if a.proto != "socks5" {
 		a.pending = reply4(socks4Rejected, netip.AddrPort{})
 	}
-	host, err := s.normalize(req.host)
+	host, err := rules.NormalizeHost(req.host)
 	if err != nil {
 		a.target = req.addr()
 		a.err = fmt.Errorf("socks: target: %w", err)

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,11 +62,6 @@ type Server struct {
 	// authentication) is offered. If set, method 0x02 is required and
 	// SOCKS4/4a clients, which cannot send a password, are refused.
 	Auth Authenticator
-
-	// Normalize turns a destination name into the form rules use
-	// (rules.NormalizeHost). If nil, names are lowercased, their trailing
-	// dot removed and IP literals written canonically.
-	Normalize func(string) (string, error)
 
 	// UDP allows UDP ASSOCIATE. Default false: the command is answered 0x07.
 	UDP bool
@@ -283,31 +277,6 @@ func (s *Server) decide(req filter.Request) filter.Decision {
 		return filter.Decision{Verdict: filter.Block, Reason: "no policy configured", Default: true}
 	}
 	return s.Policy.Decide(req)
-}
-
-func (s *Server) normalize(host string) (string, error) {
-	if s.Normalize != nil {
-		return s.Normalize(host)
-	}
-	return normalizeHost(host)
-}
-
-// normalizeHost is the fallback normalizer: IP literals canonical and
-// unmapped, names lowercased without a trailing dot.
-func normalizeHost(host string) (string, error) {
-	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return a.Unmap().WithZone("").String(), nil
-	}
-	h := strings.ToLower(strings.TrimSuffix(host, "."))
-	if h == "" {
-		return "", ErrAddress
-	}
-	for i := 0; i < len(h); i++ {
-		if c := h[i]; c <= ' ' || c == 0x7f || strings.IndexByte("/\\@:[]#?%", c) >= 0 {
-			return "", fmt.Errorf("socks: invalid host name %q", host)
-		}
-	}
-	return h, nil
 }
 
 // replyFor maps a dial error to its SOCKS5 reply code: first the kind of a

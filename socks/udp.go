@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/rules"
 )
 
 var (
@@ -170,7 +171,7 @@ func (u *udpRelay) outbound(b []byte) {
 		u.drop()
 		return
 	}
-	host, err = u.s.normalize(host)
+	host, err = rules.NormalizeHost(host)
 	if err != nil {
 		u.drop()
 		return

@@ -191,14 +191,12 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Anonymize:        anonymizer(st.cfg),
 		Logger:           s.log,
 		DialTimeout:      dialBudget(st.cfg),
-		Normalize:        rules.NormalizeHost,
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
 	}
 	so := &socks.Server{
 		Policy:           policy,
 		Dial:             dialFn,
-		Normalize:        rules.NormalizeHost,
 		UDP:              st.cfg.Socks.UDP,
 		Logger:           s.log,
 		HandshakeTimeout: to.Handshake,
