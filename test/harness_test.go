@@ -213,3 +213,21 @@ func curl(t *testing.T, args ...string) (string, int) {
 	}
 	return string(out), code
 }
+
+// htpasswdFile writes a users file with the real `htpasswd -B` (bcrypt),
+// one user a pair of arguments: name, password, name, password...
+func htpasswdFile(t *testing.T, namePass ...string) string {
+	t.Helper()
+	htpasswd := requireTool(t, "htpasswd")
+	users := filepath.Join(t.TempDir(), "users")
+	for i := 0; i+1 < len(namePass); i += 2 {
+		args := []string{"-B", "-b", users, namePass[i], namePass[i+1]}
+		if i == 0 {
+			args = append([]string{"-c"}, args...)
+		}
+		if out, err := exec.Command(htpasswd, args...).CombinedOutput(); err != nil {
+			t.Fatalf("htpasswd: %v %s", err, out)
+		}
+	}
+	return users
+}

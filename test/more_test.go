@@ -15,13 +15,8 @@ import (
 // TestUsersAddPickedUp: `sluice users add` on a running proxy's users file
 // takes effect without a restart.
 func TestUsersAddPickedUp(t *testing.T) {
-	htpasswd := requireTool(t, "htpasswd")
 	o := newOrigin(t, false)
-	dir := t.TempDir()
-	users := filepath.Join(dir, "users")
-	if out, err := exec.Command(htpasswd, "-B", "-b", "-c", users, "alice", "alice-pw").CombinedOutput(); err != nil {
-		t.Fatalf("htpasswd: %v %s", err, out)
-	}
+	users := htpasswdFile(t, "alice", "alice-pw")
 	p := startSluice(t, "users: "+users+"\nhosts: {allowed.test: 127.0.0.1}\n", nil)
 	url := "http://allowed.test:" + o.port + "/u"
 	if out, _ := curl(t, "-i", "-x", "http://"+p.addr, "--proxy-user", "bob:bob-pw", url); !strings.HasPrefix(out, "HTTP/1.1 407") {
@@ -111,19 +106,8 @@ func TestSOCKS5UDPAssociate(t *testing.T) {
 // TestGroupRules: a rule with groups applies to the authenticated members
 // of those groups only, on HTTP and SOCKS5 alike.
 func TestGroupRules(t *testing.T) {
-	htpasswd := requireTool(t, "htpasswd")
 	o := newOrigin(t, false)
-	dir := t.TempDir()
-	users := filepath.Join(dir, "users")
-	for i, u := range []string{"kid", "adult"} {
-		args := []string{"-B", "-b", users, u, u + "-pw"}
-		if i == 0 {
-			args = append([]string{"-c"}, args...)
-		}
-		if out, err := exec.Command(htpasswd, args...).CombinedOutput(); err != nil {
-			t.Fatalf("htpasswd: %v %s", err, out)
-		}
-	}
+	users := htpasswdFile(t, "kid", "kid-pw", "adult", "adult-pw")
 	p := startSluice(t, "users: "+users+"\ngroups: {kids: [kid]}\nhosts: {games.test: 127.0.0.1}\n"+
 		"rules:\n  - block: [games.test]\n    groups: [kids]\n", nil)
 	url := "http://games.test:" + o.port + "/"

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -81,13 +80,8 @@ func TestNetcat(t *testing.T) {
 
 // TestProxyAuth: with users configured, every front end requires them.
 func TestProxyAuth(t *testing.T) {
-	htpasswd := requireTool(t, "htpasswd")
 	o := newOrigin(t, false)
-	dir := t.TempDir()
-	users := filepath.Join(dir, "users")
-	if out, err := exec.Command(htpasswd, "-B", "-b", "-c", users, "alice", "s3cret-pw").CombinedOutput(); err != nil {
-		t.Fatalf("htpasswd: %v %s", err, out)
-	}
+	users := htpasswdFile(t, "alice", "s3cret-pw")
 	p := startSluice(t, "users: "+users+"\nhosts: {allowed.test: 127.0.0.1}\n", nil)
 	url := "http://allowed.test:" + o.port + "/auth"
 
