@@ -260,19 +260,11 @@ atomically; comments, order and existing lines are kept. Each domain also
 covers its subdomains. A running proxy picks the change up on its own.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := editConfig(*cfgPath)
+			e, err := readEdit(*cfgPath, args, false)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cat := args[0]
-			domains, err := normalizeArgs(args[1:])
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			files, err := localFiles(cfg, cat)
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
+			cfg, cat, domains, files := e.cfg, e.cat, e.domains, e.files
 			w := cmd.OutOrStdout()
 			var lf localFile
 			if len(files) > 0 {
@@ -348,22 +340,11 @@ file of the category, keeping every other line. A domain that comes from a
 remote source, a folder or a file in another format is reported, not removed.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := editConfig(*cfgPath)
+			e, err := readEdit(*cfgPath, args, true)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cat := args[0]
-			if _, ok := cfg.Categories[cat]; !ok {
-				return &exitError{code: 2, err: fmt.Errorf("category %q has no sources in %s", cat, cfg.File)}
-			}
-			domains, err := normalizeArgs(args[1:])
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			files, err := localFiles(cfg, cat)
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
+			cfg, cat, domains, files := e.cfg, e.cat, e.domains, e.files
 			w := cmd.OutOrStdout()
 			var missing []string
 			for _, d := range domains {
@@ -742,4 +723,33 @@ func agoString(now, t time.Time) string {
 		return fmt.Sprintf("%dh", int(d.Hours()))
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// listEdit is what `list add` and `list rm` work on.
+type listEdit struct {
+	cfg     *rules.Config
+	cat     string
+	domains []string    // normalized
+	files   []localFile // the category's local plain list files
+}
+
+// readEdit reads the config at cfgPath for an edit of category args[0]
+// with the domains args[1:]. With mustExist, a category without sources
+// is an error.
+func readEdit(cfgPath string, args []string, mustExist bool) (listEdit, error) {
+	cfg, err := editConfig(cfgPath)
+	if err != nil {
+		return listEdit{}, err
+	}
+	e := listEdit{cfg: cfg, cat: args[0]}
+	if _, ok := cfg.Categories[e.cat]; mustExist && !ok {
+		return listEdit{}, fmt.Errorf("category %q has no sources in %s", e.cat, cfg.File)
+	}
+	if e.domains, err = normalizeArgs(args[1:]); err != nil {
+		return listEdit{}, err
+	}
+	if e.files, err = localFiles(cfg, e.cat); err != nil {
+		return listEdit{}, err
+	}
+	return e, nil
 }
