@@ -57,10 +57,6 @@ type Server struct {
 	reloads   atomic.Int64
 	failures  atomic.Int64
 	lastError atomic.Pointer[string]
-
-	mu    sync.Mutex
-	addrs []net.Addr
-	ready chan struct{}
 }
 
 // state is everything one configuration produced. It is never modified
@@ -81,7 +77,7 @@ type state struct {
 // New loads and compiles the configuration. It fails, naming file and line,
 // when the config is invalid, so that Sluice never serves without rules.
 func New(opts Options) (*Server, error) {
-	s := &Server{opts: opts, log: opts.Logger, ready: make(chan struct{})}
+	s := &Server{opts: opts, log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -321,18 +317,10 @@ func (s *Server) first() (*state, error) {
 	return st, nil
 }
 
-// Addrs returns the addresses the server listens on, once Ready is closed.
-func (s *Server) Addrs() []net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]net.Addr(nil), s.addrs...)
-}
-
-// Ready is closed when every listener accepts connections.
-func (s *Server) Ready() <-chan struct{} { return s.ready }
-
 // Run opens the listeners and serves until ctx is cancelled, then shuts
-// down: listeners close at once, tunnels in flight are given a few seconds.
+// down: listeners close at once, HTTP requests and SOCKS connections in
+// flight are given up to 5 seconds. Hijacked HTTP tunnels (CONNECT,
+// WebSocket) are not waited for: they end when the process exits.
 func (s *Server) Run(ctx context.Context) error {
 	st := s.state.Load()
 	var lns []net.Listener
@@ -363,13 +351,9 @@ func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = hs.Serve(httpLn) })
 	for _, ln := range lns {
-		s.mu.Lock()
-		s.addrs = append(s.addrs, ln.Addr())
-		s.mu.Unlock()
 		s.log.Info("listening on "+ln.Addr().String(), "addr", ln.Addr().String())
 		wg.Go(func() { s.accept(ctx, ln, httpLn, &wg) })
 	}
-	close(s.ready)
 	wg.Go(func() { s.RefreshLoop(ctx) })
 
 	<-ctx.Done()

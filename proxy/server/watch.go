@@ -26,7 +26,7 @@ func (s *Server) Watch(ctx context.Context) error {
 	defer w.Close()
 	var dirs []string
 	watched := map[string]bool{}
-	sync := func() {
+	rewatch := func() {
 		files := s.state.Load().watch
 		watched = map[string]bool{}
 		var want []string
@@ -52,7 +52,7 @@ func (s *Server) Watch(ctx context.Context) error {
 			}
 		}
 	}
-	sync()
+	rewatch()
 	relevant := func(name string) bool {
 		abs, err := filepath.Abs(name)
 		if err != nil {
@@ -87,7 +87,7 @@ func (s *Server) Watch(ctx context.Context) error {
 		case <-fire:
 			fire = nil
 			if err := s.Reload(); err == nil {
-				sync()
+				rewatch()
 			}
 		}
 	}
