@@ -137,3 +137,19 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 	}
 	t.Logf("%d requests during 20 reloads, none failed", ok.Load())
 }
+
+// TestReloadByConfig: `sluice reload --config FILE` signals the server of
+// that config, and finds none for another config.
+func TestReloadByConfig(t *testing.T) {
+	p := startSluice(t, reloadConfig, map[string]string{"lists/bad.txt": "one.test\n"})
+	before := strings.Count(p.Log(), "rules reloaded")
+	// A relative path, resolved against the caller's folder as serve's was.
+	out, code := runCLI(t, p.dir, "reload", "--config", "sluice.yaml")
+	if code != 0 || !strings.Contains(out, strconv.Itoa(p.cmd.Process.Pid)) {
+		t.Fatalf("reload --config: exit %d: %s", code, out)
+	}
+	eventually(t, "the server reloads", func() bool { return strings.Count(p.Log(), "rules reloaded") > before })
+	if out, code := runCLI(t, p.dir, "reload", "--config", "other.yaml"); code != 1 {
+		t.Fatalf("reload --config other.yaml: exit %d, want 1: %s", code, out)
+	}
+}

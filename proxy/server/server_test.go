@@ -178,3 +178,20 @@ func TestDialBudget(t *testing.T) {
 		t.Fatalf("dialBudget = %v, want 150s", got)
 	}
 }
+
+// TestReloadKeepsUsers: a reload with the same users file re-reads it in
+// place, so the verification cache and failure limits survive.
+func TestReloadKeepsUsers(t *testing.T) {
+	cfg := writeConfig(t, "users: users\n", map[string]string{"users": "# none yet\n"})
+	s, err := New(Options{Config: cfg, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.state.Load().users
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if after := s.state.Load().users; after != before {
+		t.Fatal("a reload replaced the users, dropping their cache")
+	}
+}
