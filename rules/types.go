@@ -146,6 +146,9 @@ type Rule struct {
 	Index int
 	// Line is the config line where the rule starts.
 	Line int
+	// Name is the rule's optional name, shown to blocked clients instead of
+	// its patterns ("social media"). Empty: clients see "rule N".
+	Name string
 	// Text is the rule's destination list as written, for people: `block: [".tiktok.com"]`.
 	Text string
 	// Action is Allow or Block.
