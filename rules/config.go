@@ -782,6 +782,9 @@ func (p *cfgParser) validate() error {
 
 func (p *cfgParser) checkCategory(r nameRef) error {
 	c := p.cfg
+	if IsBuiltin(r.name) {
+		return nil
+	}
 	if srcs, ok := c.Categories[r.name]; ok {
 		if len(srcs) > 0 {
 			return nil

@@ -491,6 +491,9 @@ func watchList(set *rules.Set) []string {
 	}
 	for _, c := range set.Categories {
 		for _, src := range c.Sources {
+			if rules.IsBuiltin(src.Source.Path) {
+				continue // inside the binary: it changes with it
+			}
 			if src.Source.Path != "" {
 				files = append(files, src.Source.Path)
 			} else if src.Source.URL != "" {
