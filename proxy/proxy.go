@@ -20,6 +20,7 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/reqid"
 )
 
 // Defaults for the zero values of Server's fields.
@@ -178,6 +179,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
 	x := &exchange{
 		s:      s,
+		id:     reqid.New(),
 		start:  time.Now(),
 		method: r.Method,
 		client: clientAddr(r.RemoteAddr),
@@ -219,6 +221,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // exchange is what one request or tunnel knows for its access log line.
 type exchange struct {
 	s        *Server
+	id       string // the request id, on the access line and the block page
 	start    time.Time
 	method   string
 	client   netip.Addr
@@ -240,6 +243,7 @@ func (x *exchange) log() {
 		return
 	}
 	attrs := []slog.Attr{
+		slog.String("id", x.id),
 		slog.String("client", x.remote),
 		slog.String("proto", "http"),
 		slog.String("method", x.method),
