@@ -71,6 +71,9 @@ type Server struct {
 	Logger *slog.Logger
 	// Name is the proxy's name on the block page. Empty means "sluice".
 	Name string
+	// BlockPage configures the block page. The zero value is the built-in
+	// page without a contact line.
+	BlockPage BlockPage
 	// HandshakeTimeout bounds reading a request's headers (in Serve). Zero
 	// means 30s.
 	HandshakeTimeout time.Duration
@@ -223,6 +226,7 @@ type exchange struct {
 	s        *Server
 	id       string // the request id, on the access line and the block page
 	start    time.Time
+	at       time.Time // the request's time as the policy saw it
 	method   string
 	client   netip.Addr
 	remote   string
@@ -276,6 +280,7 @@ func (x *exchange) log() {
 // decide asks the policy about host:port. A nil Policy blocks.
 func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
 	req := filter.Request{Client: x.client, User: x.user, Host: host, Port: port, Time: s.now()}
+	x.at = req.Time
 	var d filter.Decision
 	if s.Policy == nil {
 		d = filter.Decision{Verdict: filter.Block, Reason: "no policy configured", Default: true}

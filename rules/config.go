@@ -337,6 +337,8 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			c.Anonymize, err = p.boolean(v, ctx)
 		case "timeouts":
 			err = p.parseTimeouts(v)
+		case "block_page":
+			err = p.parseBlockPage(v)
 		default:
 			err = p.errf(k, "unknown key %q", k.Value)
 		}
