@@ -80,7 +80,7 @@ h1{font-size:1.4em;margin:0 0 .6em}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.35em 1em;margin:1.2em 0}
 dt{font-weight:600;color:#555}
 dd{margin:0;overflow-wrap:anywhere}
-code{font-size:.95em;overflow-wrap:anywhere}
+code{font-size:1.05em;overflow-wrap:anywhere}
 .id{font-weight:600}
 </style></head><body><main>
 <h1>This site is blocked</h1>
