@@ -190,3 +190,28 @@ func TestBlockPageTemplateAndShowRule(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBlockPageTemplateReload: an edit of the template file reloads the
+// config; a template that no longer parses is refused by the reload and
+// the running page keeps serving.
+func TestBlockPageTemplateReload(t *testing.T) {
+	o := newOrigin(t, false)
+	cfg := strings.Replace(blockPageConfig, "block_page:\n", "block_page:\n  template: page.html\n", 1)
+	p := startSluice(t, cfg, map[string]string{"lists/social.txt": "social.test\n", "page.html": "<p>first {{.Host}}</p>\n"})
+	page := func() string {
+		out, _ := curl(t, "-x", "http://"+p.addr, "http://social.test:"+o.port+"/")
+		return out
+	}
+	if got := page(); got != "<p>first social.test</p>\n" {
+		t.Fatalf("first page: %q", got)
+	}
+	file := filepath.Join(p.dir, "page.html")
+	os.WriteFile(file, []byte("<p>second {{.Host}} {{.Rule}}</p>\n"), 0o644)
+	eventually(t, "the edited template is served", func() bool { return page() == "<p>second social.test Social media</p>\n" })
+
+	os.WriteFile(file, []byte("<p>third {{.Nope}}</p>\n"), 0o644)
+	p.waitLog(t, `reload failed; keeping the running rules.*page.html.*Nope`)
+	if got := page(); got != "<p>second social.test Social media</p>\n" {
+		t.Fatalf("after a failed reload: %q, want the running template's page", got)
+	}
+}
