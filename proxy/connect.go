@@ -53,7 +53,7 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 	x.target = t.addr()
 	d := s.decide(x, t.host, t.port)
 	if d.Verdict != filter.Allow {
-		s.refuseConnect(w, t, d)
+		s.refuseConnect(w, x, t, d)
 		return
 	}
 	ctx, cancel := s.lifetime(r)

@@ -232,7 +232,7 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 	x.target = t.addr()
 	d := s.decide(x, t.host, t.port)
 	if d.Verdict != filter.Allow {
-		s.refusePlain(w, t, d)
+		s.refusePlain(w, x, t, d)
 		return
 	}
 	// Forward to exactly what was decided. RFC 9112 3.2.2: with an

@@ -20,6 +20,7 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/reqid"
 )
 
 // Defaults for the zero values of Server's fields.
@@ -70,6 +71,9 @@ type Server struct {
 	Logger *slog.Logger
 	// Name is the proxy's name on the block page. Empty means "sluice".
 	Name string
+	// BlockPage configures the block page. The zero value is the built-in
+	// page without a contact line.
+	BlockPage BlockPage
 	// HandshakeTimeout bounds reading a request's headers (in Serve). Zero
 	// means 30s.
 	HandshakeTimeout time.Duration
@@ -178,6 +182,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
 	x := &exchange{
 		s:      s,
+		id:     reqid.New(),
 		start:  time.Now(),
 		method: r.Method,
 		client: clientAddr(r.RemoteAddr),
@@ -219,7 +224,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // exchange is what one request or tunnel knows for its access log line.
 type exchange struct {
 	s        *Server
+	id       string // the request id, on the access line and the block page
 	start    time.Time
+	at       time.Time // the request's time as the policy saw it
 	method   string
 	client   netip.Addr
 	remote   string
@@ -240,6 +247,7 @@ func (x *exchange) log() {
 		return
 	}
 	attrs := []slog.Attr{
+		slog.String("id", x.id),
 		slog.String("client", x.remote),
 		slog.String("proto", "http"),
 		slog.String("method", x.method),
@@ -272,6 +280,7 @@ func (x *exchange) log() {
 // decide asks the policy about host:port. A nil Policy blocks.
 func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
 	req := filter.Request{Client: x.client, User: x.user, Host: host, Port: port, Time: s.now()}
+	x.at = req.Time
 	var d filter.Decision
 	if s.Policy == nil {
 		d = filter.Decision{Verdict: filter.Block, Reason: "no policy configured", Default: true}

@@ -337,6 +337,8 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			c.Anonymize, err = p.boolean(v, ctx)
 		case "timeouts":
 			err = p.parseTimeouts(v)
+		case "block_page":
+			err = p.parseBlockPage(v)
 		default:
 			err = p.errf(k, "unknown key %q", k.Value)
 		}
@@ -782,6 +784,9 @@ func (p *cfgParser) validate() error {
 
 func (p *cfgParser) checkCategory(r nameRef) error {
 	c := p.cfg
+	if IsBuiltin(r.name) {
+		return nil
+	}
 	if srcs, ok := c.Categories[r.name]; ok {
 		if len(srcs) > 0 {
 			return nil

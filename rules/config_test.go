@@ -73,6 +73,7 @@ func TestParseFull(t *testing.T) {
 		    users: [carol]
 		  - allow:
 		    via: direct
+		    name: Everything else
 	`)
 	cfg, err := Parse(file, []byte(src))
 	if err != nil {
@@ -147,7 +148,7 @@ func TestParseFull(t *testing.T) {
 			Text:   `block: [10.0.0.0/8, category:gambling], groups: [staff], users: [carol]`,
 			Dests:  []Pattern{mustPat("10.0.0.0/8"), mustPat("category:gambling")},
 			Groups: []string{"staff"}, Users: []string{"carol"}},
-		{Index: 4, Line: 40, Action: Allow, Text: `allow: [], via: direct`, Via: "direct"},
+		{Index: 4, Line: 40, Action: Allow, Text: `allow: [], via: direct`, Via: "direct", Name: "Everything else"},
 	}
 	if !reflect.DeepEqual(rulesGot, wantRules) {
 		for i := range max(len(rulesGot), len(wantRules)) {
@@ -238,7 +239,13 @@ func TestParseErrors(t *testing.T) {
 		{"bad clock", "rules:\n  - block: []\n    time: \"08:00-25:00\"\n", `sluice.yaml:3: rule 1: invalid time window "08:00-25:00": times are HH:MM (or an hour, HH) from 00:00 to 24:00`},
 		{"both actions", "rules:\n  - block: []\n    allow: []\n", `sluice.yaml:3: rule 1: both block and allow; a rule takes one`},
 		{"no action", "rules:\n  - ports: [80]\n", `sluice.yaml:2: rule 1: needs block: or allow:`},
-		{"unknown rule key", "rules:\n  - block: []\n    port: [80]\n", `sluice.yaml:3: rule 1: unknown key "port" (want block or allow, clients, ports, users, groups, time, via)`},
+		{"unknown rule key", "rules:\n  - block: []\n    port: [80]\n", `sluice.yaml:3: rule 1: unknown key "port" (want block or allow, name, clients, ports, users, groups, time, via)`},
+		{"empty rule name", "rules:\n  - block: []\n    name: \"\"\n", `sluice.yaml:3: rule 1: name: empty name`},
+		{"rule name not a string", "rules:\n  - block: []\n    name: [a]\n", `sluice.yaml:3: rule 1: name: must be a string`},
+		{"rule name with a newline", "rules:\n  - block: []\n    name: \"a\\nb\"\n", `sluice.yaml:3: rule 1: name: name "a\nb" has a control or invisible character`},
+		{"rule name with spaces around", "rules:\n  - block: []\n    name: \" a\"\n", `sluice.yaml:3: rule 1: name: name " a" starts or ends with a space`},
+		{"rule name too long", "rules:\n  - block: []\n    name: " + strings.Repeat("x", 81) + "\n", `sluice.yaml:3: rule 1: name: name longer than 80 bytes`},
+		{"duplicate rule name", "rules:\n  - block: [a.test]\n    name: social\n  - block: [b.test]\n    name: social\n", `sluice.yaml:4: rule 2: name "social" is already the name of rule 1`},
 		{"rule duplicate key", "rules:\n  - block: [a.com]\n    block: [b.com]\n", `sluice.yaml:3: rule 1: duplicate key "block"`},
 		{"rule not mapping", "rules:\n  - block\n", `sluice.yaml:2: rule 1: must be a mapping with block: or allow:`},
 		{"unknown group", "groups: {staff: [a]}\nrules:\n  - block: []\n    groups: [stuff]\n", `sluice.yaml:4: rule 1: unknown group "stuff" (did you mean "staff"?)`},

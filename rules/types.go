@@ -4,6 +4,7 @@
 package rules
 
 import (
+	"html/template"
 	"net/netip"
 	"time"
 )
@@ -76,6 +77,27 @@ type Config struct {
 
 	// Timeouts bounds every wait.
 	Timeouts Timeouts `yaml:"-"`
+
+	// BlockPage configures what a blocked client is shown.
+	BlockPage BlockPage `yaml:"-"`
+}
+
+// BlockPage configures the page a blocked plain HTTP request gets (and the
+// texts of other refusals). The zero BlockPage is the built-in page without
+// a contact line and without the rule's patterns.
+type BlockPage struct {
+	// Contact is whom the page tells the client to ask, such as
+	// "helpdesk@school.example". Empty: the page says "the administrator".
+	Contact string
+	// TemplateFile is the absolute path of an html/template file that
+	// replaces the built-in page. Empty: the built-in page.
+	TemplateFile string
+	// Template is TemplateFile, read and parsed at load; nil when none.
+	Template *template.Template
+	// ShowRule shows clients the whole deciding rule (its patterns, its
+	// conditions and its config line), for personal use. Default false:
+	// clients see the rule's name or number only.
+	ShowRule bool
 }
 
 // Timeouts bounds the waits of a connection. Zero fields take the defaults.
@@ -146,6 +168,9 @@ type Rule struct {
 	Index int
 	// Line is the config line where the rule starts.
 	Line int
+	// Name is the rule's optional name, shown to blocked clients instead of
+	// its patterns ("social media"). Empty: clients see "rule N".
+	Name string
 	// Text is the rule's destination list as written, for people: `block: [".tiktok.com"]`.
 	Text string
 	// Action is Allow or Block.

@@ -14,11 +14,13 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/relay"
+	"github.com/sluiceproxy/sluice/proxy/reqid"
 	"github.com/sluiceproxy/sluice/rules"
 )
 
 // access collects what the access line of one connection reports.
 type access struct {
+	id       string // the request id (reqid), unique across both front ends
 	proto    string // "socks5", "socks4", "socks4a"
 	cmd      string // "connect", "udp", "bind", ...
 	user     string
@@ -43,7 +45,7 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 	defer stopConn()
 	s.stats.conns.Add(1)
 
-	a := &access{proto: "socks", reply: -1}
+	a := &access{id: reqid.New(), proto: "socks", reply: -1}
 	defer func() {
 		if p := recover(); p != nil {
 			a.err = fmt.Errorf("socks: panic: %v", p)
@@ -236,6 +238,7 @@ func (s *Server) logAccess(ctx context.Context, c net.Conn, a *access, start tim
 	}
 	attrs := make([]slog.Attr, 0, 20)
 	attrs = append(attrs,
+		slog.String("id", a.id),
 		slog.String("client", c.RemoteAddr().String()),
 		slog.String("proto", a.proto),
 		slog.String("cmd", a.cmd),

@@ -3,9 +3,10 @@
 // one serves HTTP, SOCKS5 and SOCKS4a on the same port), reloads everything
 // atomically when the rules change, and shuts down cleanly.
 //
-// Lifecycle of a configuration: rules.Load parses and validates it,
-// filter.Compile builds the indexes, dial.NewRouter builds the routes and
-// auth.Load reads the users; only when every step succeeds is the new state
+// Lifecycle of a configuration: rules.Load parses and validates it (and
+// reads the block page template), filter.Compile builds the indexes,
+// proxy.CheckBlockTemplate tries the template, dial.NewRouter builds the
+// routes and auth.Load reads the users; only when every step succeeds is the new state
 // swapped in with one atomic store. A connection in flight keeps the state
 // it started with; a failed reload keeps the old state serving.
 package server
@@ -148,6 +149,11 @@ func (s *Server) build() (*state, error) {
 	if err != nil {
 		return nil, err
 	}
+	if bp := cfg.BlockPage; bp.Template != nil {
+		if err := proxy.CheckBlockTemplate(bp.Template); err != nil {
+			return nil, fmt.Errorf("server: block_page: template %s: %w", bp.TemplateFile, err)
+		}
+	}
 	router, err := newRouter(cfg)
 	if err != nil {
 		return nil, err
@@ -186,6 +192,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Transport:        st.router.Transport,
 		Anonymize:        anonymizer(st.cfg),
 		Logger:           s.log,
+		BlockPage:        proxy.BlockPage{Template: st.cfg.BlockPage.Template, Contact: st.cfg.BlockPage.Contact, ShowRule: st.cfg.BlockPage.ShowRule},
 		DialTimeout:      dialBudget(st.cfg),
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
@@ -489,8 +496,14 @@ func watchList(set *rules.Set) []string {
 	if cfg.Users != "" {
 		files = append(files, cfg.Users)
 	}
+	if cfg.BlockPage.TemplateFile != "" {
+		files = append(files, cfg.BlockPage.TemplateFile)
+	}
 	for _, c := range set.Categories {
 		for _, src := range c.Sources {
+			if rules.IsBuiltin(src.Source.Path) {
+				continue // inside the binary: it changes with it
+			}
 			if src.Source.Path != "" {
 				files = append(files, src.Source.Path)
 			} else if src.Source.URL != "" {
