@@ -108,9 +108,10 @@ func TestParseFull(t *testing.T) {
 			"pool":   {Name: "pool", Failover: []string{"office", "tor"}, Line: 25},
 			"safe":   {Name: "safe", Chain: []string{"socks4a://127.0.0.1:1080"}, Anonymize: &yes, TLSCA: filepath.Join(dir, "ca.pem"), Line: 26},
 		},
-		Upstream:  "office",
-		Anonymize: true,
-		Timeouts:  Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute},
+		Upstream:      "office",
+		Anonymize:     true,
+		Timeouts:      Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute},
+		CheckResolved: true,
 	}
 	rulesGot := cfg.Rules
 	cfg.Rules = nil
