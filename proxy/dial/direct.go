@@ -120,6 +120,20 @@ func (d *Direct) dial(ctx context.Context, network, addr string, check Check, or
 	return nil, first
 }
 
+// Lookup resolves host as a dial would, without dialing: an IP literal as
+// it is, then Hosts, then LookupHook or Go's own resolver. It is for
+// explaining (`sluice check`); a dial resolves once and checks what it
+// dials.
+func (d *Direct) Lookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return d.resolve(ctx, "tcp", host)
+}
+
 // vet drops the addresses that must not be dialed: unspecified ones, and
 // those check refuses. When none is left it returns the first refusal.
 func vet(addrs []netip.Addr, port string, check Check) ([]netip.Addr, error) {
