@@ -130,13 +130,14 @@ func socks5From(t *testing.T, from, proxy, host string, port int) (byte, net.Con
 }
 
 // httpClientFrom is Go's net/http client using the HTTP proxy, from the
-// client address from, without keep-alive towards the proxy.
-func httpClientFrom(from, proxy string) *http.Client {
+// client address from. Its requests keep their connections alive, so that
+// the proxy pools its own connections to the origins too.
+func httpClientFrom(t *testing.T, from, proxy string) *http.Client {
 	pu, _ := url.Parse("http://" + proxy)
 	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
-		Proxy: http.ProxyURL(pu), DialContext: d.DialContext, DisableKeepAlives: true,
-	}}
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), DialContext: d.DialContext}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Timeout: 20 * time.Second, Transport: tr}
 }
 
 // get fetches u with cl and returns the status, the X-Sluice-Block header

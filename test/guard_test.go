@@ -83,7 +83,7 @@ rules:
 	if code != 0 || !strings.Contains(out, " 403 ") || !strings.Contains(out, "X-Sluice-Block: loop") {
 		t.Errorf("curl plain to the proxy: exit %d: %s", code, out)
 	}
-	if st, block, body := get(t, httpClientFrom(student, p.addr), "http://127.0.0.1:"+port+"/"); st != 403 || block != "loop" {
+	if st, block, body := get(t, httpClientFrom(t, student, p.addr), "http://127.0.0.1:"+port+"/"); st != 403 || block != "loop" {
 		t.Errorf("net/http plain to the proxy: %d %q %s", st, block, body)
 	}
 	// Whatever the rules say: an unrestricted client is refused too.
@@ -211,7 +211,7 @@ rules:
 		t.Fatalf("the origin at 127.0.0.2 accepted %d connections", n)
 	}
 	// The counter works: an allowed name reaches it.
-	if st, _, body := get(t, httpClientFrom("127.0.0.1", p.addr), "http://ok.test:"+o.port+"/ok"); st != 200 || o.accepts.Load() != 1 {
+	if st, _, body := get(t, httpClientFrom(t, "127.0.0.1", p.addr), "http://ok.test:"+o.port+"/ok"); st != 200 || o.accepts.Load() != 1 {
 		t.Errorf("ok.test: %d %s, %d accepts", st, body, o.accepts.Load())
 	}
 }
@@ -266,7 +266,7 @@ func TestResolvedAddressBlocked(t *testing.T) {
 	if out, code := curl(t, "-i", "-x", "http://"+p.addr, "http://"+target+"/"); code != 0 || !strings.Contains(out, " 403 ") {
 		t.Errorf("curl %s: exit %d: %s", target, code, out)
 	}
-	if st, block, body := get(t, httpClientFrom("127.0.0.1", p.addr), "http://"+target+"/"); st != 403 || !wantBlock.MatchString(block) {
+	if st, block, body := get(t, httpClientFrom(t, "127.0.0.1", p.addr), "http://"+target+"/"); st != 403 || !wantBlock.MatchString(block) {
 		t.Errorf("net/http %s: %d %q %s", target, st, block, body)
 	}
 	if code, _, _ := socks5From(t, "127.0.0.1", p.addr, "intranet.test", portOf(o9.addr)); code != 0x02 {
@@ -280,7 +280,7 @@ func TestResolvedAddressBlocked(t *testing.T) {
 		t.Errorf("x/net/proxy %s: connected", target)
 	}
 	// One address blocked, the other allowed: only the allowed one is dialed.
-	if st, _, body := get(t, httpClientFrom("127.0.0.1", p.addr), "http://many.test:"+port+"/many"); st != 200 || !strings.Contains(body, "origin 127.0.0.10:") {
+	if st, _, body := get(t, httpClientFrom(t, "127.0.0.1", p.addr), "http://many.test:"+port+"/many"); st != 200 || !strings.Contains(body, "origin 127.0.0.10:") {
 		t.Errorf("many.test: %d %s", st, body)
 	}
 	if code, c, br := socks5From(t, "127.0.0.1", p.addr, "many.test", portOf(o9.addr)); code != 0 {
@@ -294,10 +294,10 @@ func TestResolvedAddressBlocked(t *testing.T) {
 	// Same client, user, port and time: staff.test is blocked for the
 	// student only, also when the proxy holds a pooled connection to it
 	// that an allowed client opened.
-	if st, _, body := get(t, httpClientFrom("127.0.0.1", p.addr), "http://staff.test:"+port+"/staff"); st != 200 {
+	if st, _, body := get(t, httpClientFrom(t, "127.0.0.1", p.addr), "http://staff.test:"+port+"/staff"); st != 200 {
 		t.Errorf("staff.test from 127.0.0.1: %d %s", st, body)
 	}
-	if st, block, body := get(t, httpClientFrom(student, p.addr), "http://staff.test:"+port+"/staff"); st != 403 || !strings.Contains(block, "rule 2") {
+	if st, block, body := get(t, httpClientFrom(t, student, p.addr), "http://staff.test:"+port+"/staff"); st != 403 || !strings.Contains(block, "rule 2") {
 		t.Errorf("staff.test from %s: %d %q %s", student, st, block, body)
 	}
 	if resp, body, _, _ := connectFrom(t, student, p.addr, "staff.test:"+port); resp.StatusCode != 403 {
@@ -330,7 +330,7 @@ func TestResolvedAddressBlocked(t *testing.T) {
 func TestCheckResolvedOff(t *testing.T) {
 	o9 := newCountOrigin(t, "127.0.0.9:0")
 	p := startSluice(t, "check_resolved: false\n"+resolvedConfig, nil)
-	if st, _, body := get(t, httpClientFrom("127.0.0.1", p.addr), "http://intranet.test:"+o9.port+"/"); st != 200 || o9.accepts.Load() != 1 {
+	if st, _, body := get(t, httpClientFrom(t, "127.0.0.1", p.addr), "http://intranet.test:"+o9.port+"/"); st != 200 || o9.accepts.Load() != 1 {
 		t.Errorf("intranet.test with check_resolved off: %d %s, %d accepts", st, body, o9.accepts.Load())
 	}
 }
@@ -347,7 +347,7 @@ hosts:
 rules:
   - allow: [ok.test, "127.0.0.13/32"]
 `, nil)
-	cl := httpClientFrom("127.0.0.1", p.addr)
+	cl := httpClientFrom(t, "127.0.0.1", p.addr)
 	for _, u := range []string{"http://meta.test:" + o.port + "/", "http://127.0.0.12:" + o.port + "/", "http://localhost:" + o.port + "/"} {
 		if st, block, body := get(t, cl, u); st != 403 || block != "private address" {
 			t.Errorf("%s: %d %q %s", u, st, block, body)
