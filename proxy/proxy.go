@@ -238,7 +238,7 @@ type exchange struct {
 	req      filter.Request
 	d        filter.Decision
 	refused  atomic.Pointer[filter.Decision] // set when Guard refused an address
-	reason   string // when refused before a decision
+	reason   string                          // when refused before a decision
 	status   int
 	up, down int64
 	hijacked bool

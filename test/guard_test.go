@@ -371,4 +371,3 @@ rules:
 	}
 	p.waitLog(t, `"target":"meta.test:\d+","verdict":"block","reason":"private address"`)
 }
-

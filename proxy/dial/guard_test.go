@@ -310,4 +310,3 @@ func TestLookupIgnoresCgo(t *testing.T) {
 		t.Errorf("Direct resolved 0x7f000002 through the C library:\n%s", out)
 	}
 }
-

@@ -35,7 +35,7 @@ type guard struct {
 	checkResolved bool
 	denyPrivate   bool
 	own           *atomic.Pointer[[]netip.AddrPort] // the listeners; nil or empty before Run listens
-	localAddrs    func() []netip.Addr              // the host's interface addresses
+	localAddrs    func() []netip.Addr               // the host's interface addresses
 }
 
 func newGuard(st *state, own *atomic.Pointer[[]netip.AddrPort]) *guard {
