@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -279,6 +281,12 @@ func TestResolvedAddressBlocked(t *testing.T) {
 		c.Close()
 		t.Errorf("x/net/proxy %s: connected", target)
 	}
+	// A WebSocket upgrade (served outside goproxy) is refused the same way.
+	ws := "GET http://" + target + "/ws HTTP/1.1\r\nHost: " + target + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	if out := ncPlain(t, p.addr, ws); !strings.HasPrefix(out, "HTTP/1.1 403 ") || !strings.Contains(out, "X-Sluice-Block: resolved address blocked: rule 1") {
+		t.Errorf("WebSocket upgrade to %s: %s", target, out)
+	}
 	// One address blocked, the other allowed: only the allowed one is dialed.
 	if st, _, body := get(t, httpClientFrom(t, "127.0.0.1", p.addr), "http://many.test:"+port+"/many"); st != 200 || !strings.Contains(body, "origin 127.0.0.10:") {
 		t.Errorf("many.test: %d %s", st, body)
@@ -370,4 +378,75 @@ rules:
 		t.Errorf("127.0.0.13 (explicitly allowed): %d %s", st, body)
 	}
 	p.waitLog(t, `"target":"meta.test:\d+","verdict":"block","reason":"private address"`)
+}
+
+// TestResolvedAddressBlockedUDP: a SOCKS5 UDP datagram to a name that
+// resolves into a blocked range is dropped and counted as blocked; the
+// blocked address receives nothing.
+func TestResolvedAddressBlockedUDP(t *testing.T) {
+	var got9 atomic.Int64
+	pc9, err := net.ListenPacket("udp", "127.0.0.9:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc9.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc9.ReadFrom(buf); err != nil {
+				return
+			}
+			got9.Add(1)
+		}
+	}()
+	port := pc9.LocalAddr().(*net.UDPAddr).Port
+	pc10, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.10:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc10.Close()
+	go func() { // echo
+		buf := make([]byte, 2048)
+		for {
+			n, a, err := pc10.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc10.WriteTo(buf[:n], a)
+		}
+	}()
+	p := startSluice(t, "socks: {udp: true}\n"+resolvedConfig, nil)
+	ctl := dialFrom(t, "127.0.0.1", p.addr)
+	ctl.Write([]byte{5, 1, 0})
+	var sel [2]byte
+	if _, err := io.ReadFull(ctl, sel[:]); err != nil || sel != [2]byte{5, 0} {
+		t.Fatalf("method selection: %v %v", sel, err)
+	}
+	ctl.Write([]byte{5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+	var rep [10]byte
+	if _, err := io.ReadFull(ctl, rep[:]); err != nil || rep[1] != 0 || rep[3] != 1 {
+		t.Fatalf("UDP ASSOCIATE reply %v: %v", rep, err)
+	}
+	uc, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IP(rep[4:8]), Port: int(binary.BigEndian.Uint16(rep[8:10]))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	datagram := func(host, payload string) []byte {
+		b := append([]byte{0, 0, 0, 3, byte(len(host))}, host...)
+		return append(binary.BigEndian.AppendUint16(b, uint16(port)), payload...)
+	}
+	uc.Write(datagram("intranet.test", "must-not-arrive"))
+	uc.Write(datagram("many.test", "ping")) // 127.0.0.9 refused, 127.0.0.10 used
+	uc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 2048)
+	n, err := uc.Read(buf)
+	if err != nil || !strings.HasSuffix(string(buf[:n]), "ping") {
+		t.Fatalf("echo through many.test: %q %v", buf[:n], err)
+	}
+	ctl.Close()
+	p.waitLog(t, `"cmd":"udp".*"udp_blocked":1,`)
+	if n := got9.Load(); n != 0 {
+		t.Errorf("the blocked address received %d datagrams", n)
+	}
 }
