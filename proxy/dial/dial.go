@@ -1,6 +1,9 @@
 // Package dial is the one shared dialer: direct connections with timeouts
 // and a hosts map, or chains of upstream proxies (http, https, socks5,
-// socks5h, socks4a). It has no policy: it dials what it is told to.
+// socks5h, socks4a). It has no policy: it dials what it is told to, except
+// that it never dials an unspecified address (0.0.0.0, ::), and that on the
+// direct route each address a name resolves to passes the Check the front
+// end put in the dial's context (WithCheck) before it is dialed.
 // Its failures are typed (*Error) so that front ends can answer precisely.
 package dial
 
