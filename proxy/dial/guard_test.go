@@ -17,13 +17,15 @@ import (
 	"time"
 )
 
-// acceptCounter is a listener that counts the connections it accepts
+// acceptCounter is a listener that records the connections it accepts
 // and closes each at once: the proof that a refused address was never
 // dialed.
 type acceptCounter struct {
 	ln   net.Listener
-	n    atomic.Int64
 	port string
+
+	mu   sync.Mutex
+	from []string // the peers accepted, in order
 }
 
 func countAccepts(t *testing.T, addr string) *acceptCounter {
@@ -42,12 +44,52 @@ func countAccepts(t *testing.T, addr string) *acceptCounter {
 			if err != nil {
 				return
 			}
-			a.n.Add(1)
+			a.mu.Lock()
+			a.from = append(a.from, c.RemoteAddr().String())
+			a.mu.Unlock()
 			c.Close()
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
 	return a
+}
+
+// settled returns how many connections the listener accepted so far: it
+// connects once more itself and waits (at most 10s) until that marker is
+// accepted, so that every earlier connection has been counted (a listener
+// accepts in order). Markers are not counted.
+func (a *acceptCounter) settled(t *testing.T) int {
+	t.Helper()
+	c, err := net.Dial("tcp", a.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := c.LocalAddr().String()
+	defer c.Close()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		a.mu.Lock()
+		n, seen := 0, false
+		for _, f := range a.from {
+			switch {
+			case f == marker:
+				seen = true
+			case !strings.HasPrefix(f, "marker:") && !seen:
+				n++
+			}
+		}
+		if seen {
+			for i, f := range a.from {
+				if f == marker {
+					a.from[i] = "marker:" + f
+				}
+			}
+			a.mu.Unlock()
+			return n
+		}
+		a.mu.Unlock()
+	}
+	t.Fatalf("the listener never accepted the marker connection")
+	return 0
 }
 
 // checkRecorder refuses the addresses in refuse (with err) and records
@@ -138,10 +180,10 @@ func TestCheckRefusesBeforeDialing(t *testing.T) {
 		t.Errorf("mixed.test dialed %s", got)
 	}
 	conn.Close()
-	if n := o9.n.Load(); n != 0 {
+	if n := o9.settled(t); n != 0 {
 		t.Errorf("the refused address accepted %d connections", n)
 	}
-	if n := o10.n.Load(); n != 1 {
+	if n := o10.settled(t); n != 1 {
 		t.Errorf("the allowed address accepted %d connections, want 1", n)
 	}
 	if n := lookups.Load(); n != 4 { // blocked, self, zero, mixed: once each
@@ -197,7 +239,7 @@ func TestCheckSeesTheDialedAddress(t *testing.T) {
 	if n := lookups.Load(); n != 6 {
 		t.Errorf("%d lookups for 6 dials", n)
 	}
-	if n9, n10 := o9.n.Load(), o10.n.Load(); n9 != 0 || n10 != 3 {
+	if n9, n10 := o9.settled(t), o10.settled(t); n9 != 0 || n10 != 3 {
 		t.Errorf("accepts: %d at the refused address (want 0), %d at the allowed one (want 3)", n9, n10)
 	}
 }
