@@ -256,7 +256,9 @@ func TestResolvedAddressBlocked(t *testing.T) {
 	p := startSluice(t, resolvedConfig, nil)
 	port := o9.port
 	target := "intranet.test:" + port
-	wantBlock := regexp.MustCompile(`^resolved address blocked: rule 1 \(sluice\.yaml:\d+\)$`)
+	// The rule as X-Sluice-Block names it: "rule 1 (sluice.yaml:N)", or "rule 1" where
+	// the header carries the rule's label only.
+	wantBlock := regexp.MustCompile(`^resolved address blocked: rule 1( \(sluice\.yaml:\d+\))?$`)
 
 	resp, body, _, _ := connectFrom(t, "127.0.0.1", p.addr, target)
 	if resp.StatusCode != http.StatusForbidden || !wantBlock.MatchString(resp.Header.Get("X-Sluice-Block")) {
