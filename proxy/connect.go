@@ -58,11 +58,10 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 	}
 	ctx, cancel := s.lifetime(r)
 	defer cancel()
-	origin, err := s.dial(ctx, d.Via, "tcp", t.addr())
+	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", t.addr())
 	if err != nil {
 		x.err = err
-		code, msg := dialFailure(t.addr(), err)
-		textError(w, code, msg)
+		s.failDial(w, x, t.addr(), err)
 		return
 	}
 	head := func(w io.Writer) error {

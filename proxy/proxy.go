@@ -16,10 +16,12 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/reqid"
 )
 
@@ -50,6 +52,13 @@ type Authenticator interface {
 type Server struct {
 	// Policy decides every request. If nil, every request is blocked.
 	Policy Policy
+	// Guard decides, at dial time, each address a direct dial to an allowed
+	// destination is about to connect to: req and d are the request and its
+	// allowing decision. A non-nil error (wrapping dial.ErrLoop or
+	// dial.ErrBlocked) refuses the address, and the returned decision is
+	// what the access line and the 403 report. It reaches the dialer in the
+	// dial's context (dial.WithCheck). If nil, addresses are not checked.
+	Guard func(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error)
 	// Dial opens connections for tunnels and upgrades, and for plain
 	// requests when Transport gives no transport; route is Decision.Via.
 	// If nil, a net.Dialer is used and route is ignored. The ctx passed to
@@ -233,8 +242,10 @@ type exchange struct {
 	user     string
 	target   string
 	decided  bool
+	req      filter.Request
 	d        filter.Decision
-	reason   string // when refused before a decision
+	refused  atomic.Pointer[filter.Decision] // set when Guard refused an address
+	reason   string                          // when refused before a decision
 	status   int
 	up, down int64
 	hijacked bool
@@ -257,12 +268,16 @@ func (x *exchange) log() {
 		attrs = append(attrs, slog.String("user", x.user))
 	}
 	if x.decided {
+		d := x.d
+		if rd := x.refused.Load(); rd != nil {
+			d = *rd
+		}
 		attrs = append(attrs,
-			slog.String("verdict", x.d.Verdict.String()),
-			slog.String("reason", x.d.Reason),
-			slog.String("rule", x.d.Rule.String()),
-			slog.String("category", x.d.Category),
-			slog.String("route", x.d.Route()))
+			slog.String("verdict", d.Verdict.String()),
+			slog.String("reason", d.Reason),
+			slog.String("rule", d.Rule.String()),
+			slog.String("category", d.Category),
+			slog.String("route", d.Route()))
 	} else {
 		attrs = append(attrs, slog.String("verdict", "none"), slog.String("reason", x.reason))
 	}
@@ -287,8 +302,25 @@ func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
 	} else {
 		d = s.Policy.Decide(req)
 	}
-	x.decided, x.d = true, d
+	x.decided, x.req, x.d = true, req, d
 	return d
+}
+
+// guarded returns ctx carrying the dial-time check of x's allowed request:
+// each address the direct dialer is about to connect to goes to Guard, and
+// the first refusal is kept for the answer and the access line.
+func (s *Server) guarded(ctx context.Context, x *exchange) context.Context {
+	if s.Guard == nil {
+		return ctx
+	}
+	req, d := x.req, x.d
+	return dial.WithCheck(ctx, func(ap netip.AddrPort) error {
+		rd, err := s.Guard(req, d, ap)
+		if err != nil {
+			x.refused.CompareAndSwap(nil, &rd)
+		}
+		return err
+	})
 }
 
 // dial opens a connection on route through the Dial hook, bounded by

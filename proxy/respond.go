@@ -33,13 +33,47 @@ func requireAuth(w http.ResponseWriter) {
 	textError(w, http.StatusProxyAuthRequired, "sluice: proxy authentication required")
 }
 
+// failDial answers a dial that failed or that the Guard refused.
+func (s *Server) failDial(w http.ResponseWriter, x *exchange, addr string, err error) {
+	code, msg, block := dialAnswer(x, addr, err)
+	if block != "" {
+		w.Header().Set(HeaderBlock, block)
+	}
+	textError(w, code, msg)
+}
+
+// dialAnswer maps a failed dial of x to its answer: when the Guard refused
+// an address, 403 naming the rule or the reason (loop, private address),
+// whatever error the dial ended with; otherwise dialFailure's. block is the
+// X-Sluice-Block value, or "".
+func dialAnswer(x *exchange, addr string, err error) (code int, msg, block string) {
+	if x != nil {
+		if rd := x.refused.Load(); rd != nil {
+			block = rd.Reason
+			if rd.Rule.Index > 0 {
+				block = rd.Reason + ": " + blockHeader(*rd)
+			}
+			return http.StatusForbidden, "sluice: " + addr + " is blocked (" + block + ")", block
+		}
+	}
+	code, msg = dialFailure(addr, err)
+	return code, msg, ""
+}
+
 // dialFailure maps a failure to reach addr to a status and a short text
 // that never contains a password (dial.Error promises that) nor raw
-// internals: 504 on timeout, 502 otherwise.
+// internals: 403 for a loop or a blocked address, 400 for an unspecified
+// address, 504 on timeout, 502 otherwise.
 func dialFailure(addr string, err error) (int, string) {
 	kind := dial.Classify(err)
 	var what string
 	switch kind {
+	case dial.KindLoop:
+		return http.StatusForbidden, "sluice: " + addr + " is blocked (loop: Sluice listens there)"
+	case dial.KindBlocked:
+		return http.StatusForbidden, "sluice: " + addr + " is blocked"
+	case dial.KindUnspecified:
+		return http.StatusBadRequest, "sluice: " + addr + " is an unspecified address, which is never dialed"
 	case dial.KindTimeout:
 		what = "timed out"
 	case dial.KindDNS:

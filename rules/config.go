@@ -104,6 +104,8 @@ type cfgParser struct {
 	catRefs  []nameRef // category:NAME in rules, checked after the whole file is read
 	routeRef []nameRef // via:, upstream:, failover members
 	groupRef []nameRef // groups: in rules
+
+	checkResolvedSet bool // check_resolved was given
 }
 
 // nameRef is a name used somewhere, with the context for its error.
@@ -335,6 +337,13 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			}
 		case "anonymize":
 			c.Anonymize, err = p.boolean(v, ctx)
+		case "check_resolved":
+			var b bool
+			if b, err = p.boolean(v, ctx); err == nil {
+				c.CheckResolved, p.checkResolvedSet = b, true
+			}
+		case "deny_private":
+			c.DenyPrivate, err = p.boolean(v, ctx)
 		case "timeouts":
 			err = p.parseTimeouts(v)
 		case "block_page":
@@ -863,6 +872,9 @@ func (p *cfgParser) fillDefaults() {
 	}
 	if c.Default == "" {
 		c.Default = Allow
+	}
+	if !p.checkResolvedSet {
+		c.CheckResolved = true
 	}
 	if c.Timeouts.Dial == 0 {
 		c.Timeouts.Dial = DefaultDialTimeout

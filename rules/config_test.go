@@ -109,9 +109,10 @@ func TestParseFull(t *testing.T) {
 			"pool":   {Name: "pool", Failover: []string{"office", "tor"}, Line: 25},
 			"safe":   {Name: "safe", Chain: []string{"socks4a://127.0.0.1:1080"}, Anonymize: &yes, TLSCA: filepath.Join(dir, "ca.pem"), Line: 26},
 		},
-		Upstream:  "office",
-		Anonymize: true,
-		Timeouts:  Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute},
+		Upstream:      "office",
+		Anonymize:     true,
+		Timeouts:      Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute},
+		CheckResolved: true,
 	}
 	rulesGot := cfg.Rules
 	cfg.Rules = nil
@@ -267,6 +268,8 @@ func TestParseErrors(t *testing.T) {
 		{"source with both", "categories:\n  ads:\n    - {url: https://x.test/l, file: a.txt}\n", `sluice.yaml:3: categories: ads: a source needs exactly one of file or url`},
 		{"bad category name", "categories:\n  \"a b\": [x]\n", `sluice.yaml:2: categories: invalid category name "a b"`},
 		{"bad bool", "anonymize: maybe\n", `sluice.yaml:1: anonymize: must be true or false`},
+		{"bad check_resolved", "default: block\ncheck_resolved: \"no\"\n", `sluice.yaml:2: check_resolved: must be true or false`},
+		{"bad deny_private", "deny_private: 1\n", `sluice.yaml:1: deny_private: must be true or false`},
 		{"socks key", "socks: {tcp: true}\n", `sluice.yaml:1: socks: unknown key "tcp" (want udp)`},
 	}
 	for _, tt := range tests {
@@ -283,6 +286,32 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error\n got %s\nwant %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestParseGuardKeys: check_resolved is on unless turned off, deny_private
+// off unless turned on (issue 9 item 4).
+func TestParseGuardKeys(t *testing.T) {
+	for _, tt := range []struct {
+		src           string
+		check, denyPr bool
+	}{
+		{"", true, false},
+		{"check_resolved: true\n", true, false},
+		{"check_resolved: false\n", false, false},
+		{"deny_private: true\n", true, true},
+		{"check_resolved: false\ndeny_private: true\n", false, true},
+	} {
+		cfg, err := Parse("sluice.yaml", []byte(tt.src))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.src, err)
+		}
+		if cfg.CheckResolved != tt.check || cfg.DenyPrivate != tt.denyPr {
+			t.Errorf("%q: check_resolved %v, deny_private %v; want %v, %v", tt.src, cfg.CheckResolved, cfg.DenyPrivate, tt.check, tt.denyPr)
+		}
+	}
+	if d := Default(); !d.CheckResolved || d.DenyPrivate {
+		t.Errorf("embedded default: check_resolved %v, deny_private %v", d.CheckResolved, d.DenyPrivate)
 	}
 }
 

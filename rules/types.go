@@ -78,6 +78,18 @@ type Config struct {
 	// Timeouts bounds every wait.
 	Timeouts Timeouts `yaml:"-"`
 
+	// CheckResolved decides again, on the direct route, every address an
+	// allowed name resolves to, as an IP-literal destination with the same
+	// client, user, port and time: an address an IP or CIDR rule blocks is
+	// never dialed. Parse sets it true unless `check_resolved: false`.
+	CheckResolved bool `yaml:"-"`
+
+	// DenyPrivate refuses, on the direct route, loopback, private,
+	// link-local, CGNAT, unique-local and unspecified addresses after
+	// resolution, unless a rule's destination list explicitly allows the
+	// name or the address. Default false.
+	DenyPrivate bool `yaml:"-"`
+
 	// BlockPage configures what a blocked client is shown.
 	BlockPage BlockPage `yaml:"-"`
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
@@ -194,17 +195,27 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		return
 	}
 	a.target = net.JoinHostPort(host, strconv.Itoa(int(req.port)))
-	d := s.decide(filter.Request{Client: clientAddr(c), User: a.user, Host: host, Port: req.port, Time: s.now()})
+	freq := filter.Request{Client: clientAddr(c), User: a.user, Host: host, Port: req.port, Time: s.now()}
+	d := s.decide(freq)
 	a.decision = &d
 	if d.Verdict != filter.Allow {
 		s.stats.blocked.Add(1)
 		reply(repNotAllowed, netip.AddrPort{})
 		return
 	}
-	origin, err := s.dial(ctx, d.Via, "tcp", a.target)
+	var refused atomic.Pointer[filter.Decision]
+	origin, err := s.dial(s.guarded(ctx, freq, d, &refused), d.Via, "tcp", a.target)
 	if err != nil {
-		s.stats.failed.Add(1)
 		a.err = err
+		if rd := refused.Load(); rd != nil {
+			// The guard refused the address: a block, whatever error the
+			// dial ended with.
+			a.decision = rd
+			s.stats.blocked.Add(1)
+			reply(repNotAllowed, netip.AddrPort{})
+			return
+		}
+		s.stats.failed.Add(1)
 		reply(replyFor(err), netip.AddrPort{})
 		return
 	}

@@ -58,6 +58,7 @@ type Server struct {
 	reloads   atomic.Int64
 	failures  atomic.Int64
 	lastError atomic.Pointer[string]
+	own       atomic.Pointer[[]netip.AddrPort] // the listeners' addresses, once Run listens
 }
 
 // state is everything one configuration produced. It is never modified
@@ -183,11 +184,13 @@ func (s *Server) build() (*state, error) {
 // frontEnds builds the two front ends of a state. They share the state's
 // engine, router and users, so one atomic swap changes all of them.
 func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
-	var policy = st.engine
+	policy := policy{st.engine}
+	g := newGuard(st, &s.own)
 	dialFn := st.router.Dial
 	to := st.cfg.Timeouts
 	h := &proxy.Server{
 		Policy:           policy,
+		Guard:            g.Check,
 		Dial:             dialFn,
 		Transport:        st.router.Transport,
 		Anonymize:        anonymizer(st.cfg),
@@ -199,6 +202,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 	}
 	so := &socks.Server{
 		Policy:           policy,
+		Guard:            g.Check,
 		Dial:             dialFn,
 		UDP:              st.cfg.Socks.UDP,
 		Logger:           s.log,
@@ -344,6 +348,8 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		lns = append(lns, ln)
 	}
+	own := listenAddrs(lns)
+	s.own.Store(&own)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
