@@ -337,6 +337,10 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			c.Anonymize, err = p.boolean(v, ctx)
 		case "timeouts":
 			err = p.parseTimeouts(v)
+		case "admin":
+			err = p.parseAdmin(v, ctx)
+		case "admin_clients":
+			err = p.parseAdminClients(v, ctx)
 		default:
 			err = p.errf(k, "unknown key %q", k.Value)
 		}
@@ -776,6 +780,9 @@ func (p *cfgParser) validate() error {
 		if _, ok := c.Groups[r.name]; !ok {
 			return p.errf(r.node, "%sunknown group %q%s", r.ctx, r.name, suggest(r.name, mapKeys(c.Groups)))
 		}
+	}
+	if err := p.checkAdmin(); err != nil {
+		return err
 	}
 	return p.checkFailoverCycles()
 }

@@ -76,6 +76,9 @@ type Config struct {
 
 	// Timeouts bounds every wait.
 	Timeouts Timeouts `yaml:"-"`
+
+	// Admin is the admin listener (health, readiness, profiles). Zero: none.
+	Admin Admin `yaml:"-"`
 }
 
 // Timeouts bounds the waits of a connection. Zero fields take the defaults.
