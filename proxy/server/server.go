@@ -337,6 +337,12 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		lns = append(lns, ln)
 	}
+	adm, err := s.startAdmin(st.cfg.Admin)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	defer adm.close()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -355,8 +361,10 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Go(func() { s.accept(ctx, ln, httpLn, &wg) })
 	}
 	wg.Go(func() { s.RefreshLoop(ctx) })
+	adm.setReady(true)
 
 	<-ctx.Done()
+	adm.setReady(false)
 	closeAll()
 	httpLn.Close()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
