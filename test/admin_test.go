@@ -1,7 +1,10 @@
 package test
 
 import (
+	"bufio"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -53,7 +56,8 @@ func goroutines(t *testing.T, admin string) int {
 }
 
 // TestAdminListener: `admin:` opens health, readiness and profiling
-// endpoints on their own address; none of them answers on the proxy port.
+// endpoints on their own address; none of them answers on the proxy port,
+// and the proxy does not carry its clients to them.
 func TestAdminListener(t *testing.T) {
 	p := startSluice(t, "admin: 127.0.0.1:0\nrules:\n  - block: [blocked.test]\n", nil)
 	admin := p.adminAddr(t)
@@ -79,9 +83,29 @@ func TestAdminListener(t *testing.T) {
 			t.Errorf("proxy port %s: %d %.200q: served an admin endpoint", path, code, body)
 		}
 	}
+	// Nor does the proxy carry a client to the admin address: plain HTTP,
+	// a CONNECT tunnel and a SOCKS5 tunnel all meet a 403.
+	out, code := curl(t, "-i", "-x", "http://"+p.addr, "http://"+admin+"/debug/pprof/goroutine?debug=1")
+	if code != 0 || !strings.Contains(out, " 403 ") || strings.Contains(out, "goroutine profile") {
+		t.Errorf("the admin address through the proxy: exit %d:\n%.400s", code, out)
+	}
+	_, ap, _ := net.SplitHostPort(admin)
+	c, br := httpConnect(t, p.addr, admin)
+	if got := getThrough(t, c, br, admin, "/healthz"); !strings.HasPrefix(got, "HTTP/1.1 403") {
+		t.Errorf("/healthz through a CONNECT tunnel: %.200q", got)
+	}
+	c, br = socks5Connect(t, p.addr, "127.0.0.1", atoi(ap))
+	if got := getThrough(t, c, br, admin, "/debug/pprof/goroutine?debug=1"); !strings.HasPrefix(got, "HTTP/1.1 403") || strings.Contains(got, "goroutine profile") {
+		t.Errorf("the goroutine profile through a SOCKS5 tunnel: %.200q", got)
+	}
+	p.waitLog(t, `admin request carried by the proxy itself; refused`)
+	if code, body := httpGet(t, "http://"+admin+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz directly, after the refusals: %d %q", code, body)
+	}
+
 	// A reload leaves the admin listener where it is.
 	before := strings.Count(p.Log(), "rules reloaded")
-	out, code := runCLI(t, p.dir, "reload", "--pid", strconv.Itoa(p.cmd.Process.Pid))
+	out, code = runCLI(t, p.dir, "reload", "--pid", strconv.Itoa(p.cmd.Process.Pid))
 	if code != 0 {
 		t.Fatalf("sluice reload: exit %d: %s", code, out)
 	}
@@ -89,6 +113,18 @@ func TestAdminListener(t *testing.T) {
 	if code, body := httpGet(t, "http://"+admin+"/readyz"); code != 200 {
 		t.Errorf("/readyz after a reload: %d %q", code, body)
 	}
+}
+
+// getThrough sends GET path for host over an open tunnel and returns the
+// response's head and body as text.
+func getThrough(t *testing.T, c net.Conn, br *bufio.Reader, host, path string) string {
+	t.Helper()
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host)
+	b, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("GET %s through a tunnel: %v", path, err)
+	}
+	return string(b)
 }
 
 // TestAdminNonLoopbackNeedsClients: an admin address beyond loopback with

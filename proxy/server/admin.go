@@ -22,12 +22,17 @@ import (
 //	               are open; 503 before that and once shutdown has begun
 //	/debug/pprof/  net/http/pprof: goroutines, heap, CPU profiles
 //
+// A request that this process itself carries to the admin listener (a
+// proxy client asking for http://127.0.0.1:9090/, or a tunnel to it) gets
+// 403: the endpoints are never reachable through the proxy port.
+//
 // Its address and `admin_clients` are read at start, like `listen`: a
 // reload does not move or reopen it. Requests from addresses outside
 // `admin_clients` (when set) get 403 and nothing else.
 type adminServer struct {
 	s       *Server
 	cfg     rules.Admin
+	self    func(peer, local netip.AddrPort) (bool, error) // fromSelf
 	ln      net.Listener
 	hs      *http.Server
 	mux     *http.ServeMux // more endpoints (metrics, status page) go here
@@ -38,6 +43,12 @@ type adminServer struct {
 // startAdmin opens the admin listener of cfg and serves it. It returns nil
 // and no error when cfg configures none.
 func (s *Server) startAdmin(cfg rules.Admin) (*adminServer, error) {
+	return s.openAdmin(cfg, fromSelf)
+}
+
+// openAdmin is startAdmin with the test that tells the proxy's own
+// connections (tests of this package are their own clients).
+func (s *Server) openAdmin(cfg rules.Admin, self func(peer, local netip.AddrPort) (bool, error)) (*adminServer, error) {
 	if cfg.Addr == "" {
 		return nil, nil
 	}
@@ -45,7 +56,7 @@ func (s *Server) startAdmin(cfg rules.Admin) (*adminServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: admin listener %s: %w", cfg.Addr, err)
 	}
-	a := &adminServer{s: s, cfg: cfg, ln: ln, mux: http.NewServeMux(), stopped: make(chan struct{})}
+	a := &adminServer{s: s, cfg: cfg, self: self, ln: ln, mux: http.NewServeMux(), stopped: make(chan struct{})}
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -70,15 +81,33 @@ func (s *Server) startAdmin(cfg rules.Admin) (*adminServer, error) {
 	return a, nil
 }
 
-// ServeHTTP checks `admin_clients` and hands the request to the mux.
+// ServeHTTP refuses requests that the proxy itself carries (a proxy
+// client asking for http://ADMIN/ or tunnelling to it), checks
+// `admin_clients` and hands the request to the mux.
 func (a *adminServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if len(a.cfg.Clients) > 0 {
-		ap, err := netip.ParseAddrPort(r.RemoteAddr)
-		if err != nil || !allowedClient(a.cfg.Clients, ap.Addr().Unmap()) {
-			a.s.log.Warn("admin request from outside `admin_clients`; refused", "client", r.RemoteAddr, "path", r.URL.Path)
-			http.Error(w, "forbidden", http.StatusForbidden)
-			return
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
+	}
+	var local netip.AddrPort
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		local, _ = netip.ParseAddrPort(la.String())
+	}
+	if self, err := a.self(peer, local); err != nil || self {
+		// Fail closed: a request whose origin cannot be told is refused too.
+		log := a.s.log.With("client", r.RemoteAddr, "path", r.URL.Path)
+		if err != nil {
+			log = log.With("err", err)
 		}
+		log.Warn("admin request carried by the proxy itself; refused")
+		http.Error(w, "forbidden: the admin endpoints are not served through the proxy", http.StatusForbidden)
+		return
+	}
+	if len(a.cfg.Clients) > 0 && !allowedClient(a.cfg.Clients, peer.Addr().Unmap()) {
+		a.s.log.Warn("admin request from outside `admin_clients`; refused", "client", r.RemoteAddr, "path", r.URL.Path)
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	a.mux.ServeHTTP(w, r)

@@ -29,6 +29,9 @@ func adminGet(t *testing.T, a *adminServer, from, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// notSelf stands for fromSelf in tests whose clients are this process.
+func notSelf(netip.AddrPort, netip.AddrPort) (bool, error) { return false, nil }
+
 // TestAdminEndpoints: /healthz answers while the listener is open, /readyz
 // only while the proxy listeners are marked open, /debug/pprof/ gives the
 // goroutine profile.
@@ -37,7 +40,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := s.startAdmin(rules.Admin{Addr: "127.0.0.1:0"})
+	a, err := s.openAdmin(rules.Admin{Addr: "127.0.0.1:0"}, notSelf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +80,7 @@ func TestAdminClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := s.startAdmin(rules.Admin{Addr: "127.0.0.1:0", Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}})
+	a, err := s.openAdmin(rules.Admin{Addr: "127.0.0.1:0", Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}}, notSelf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +92,27 @@ func TestAdminClients(t *testing.T) {
 	}
 	if code, body := adminGet(t, a, "127.0.0.2", "/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz from 127.0.0.2: %d %q", code, body)
+	}
+}
+
+// TestAdminRefusesItsOwnProcess: a connection this process opened (as the
+// proxy does when a client asks for the admin address) gets 403 and
+// nothing else, whatever admin_clients says.
+func TestAdminRefusesItsOwnProcess(t *testing.T) {
+	s, err := New(Options{Config: writeConfig(t, "default: allow\n", nil), Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.startAdmin(rules.Admin{Addr: "127.0.0.1:0", Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	a.setReady(true)
+	for _, path := range []string{"/healthz", "/readyz", "/debug/pprof/goroutine?debug=1"} {
+		if code, body := adminGet(t, a, "127.0.0.1", path); code != 403 || !strings.Contains(body, "not served through the proxy") {
+			t.Errorf("%s from this process: %d %.80q, want 403", path, code, body)
+		}
 	}
 }
 
@@ -108,5 +132,54 @@ func TestAdminListenError(t *testing.T) {
 	err = s.Run(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "admin listener "+busy.Addr().String()) {
 		t.Fatalf("Run with a busy admin address: %v", err)
+	}
+}
+
+// TestProcAddr: addresses are written as /proc/net/tcp{,6} write them.
+func TestProcAddr(t *testing.T) {
+	for _, tt := range []struct {
+		ap   string
+		v6   bool
+		want string
+	}{
+		{"127.0.0.1:8080", false, "0100007F:1F90"},
+		{"10.1.2.3:22", false, "0302010A:0016"},
+		{"127.0.0.1:8080", true, "0000000000000000FFFF00000100007F:1F90"},
+		{"[::1]:443", true, "00000000000000000000000001000000:01BB"},
+		{"[::1]:443", false, ""},
+	} {
+		if got := procAddr(netip.MustParseAddrPort(tt.ap), tt.v6); got != tt.want {
+			t.Errorf("procAddr(%s, v6=%v) = %q, want %q", tt.ap, tt.v6, got, tt.want)
+		}
+	}
+}
+
+// TestFromSelf: a connection this process opened is recognized, over IPv4
+// and IPv6 loopback.
+func TestFromSelf(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		addr := "127.0.0.1:0"
+		if network == "tcp6" {
+			addr = "[::1]:0"
+		}
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		c, err := net.Dial(network, ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		peer := netip.MustParseAddrPort(c.LocalAddr().String())
+		local := netip.MustParseAddrPort(ln.Addr().String())
+		if self, err := fromSelf(peer, local); !self || err != nil {
+			t.Errorf("%s: fromSelf(%s, %s) = %v, %v; want true", network, peer, local, self, err)
+		}
+		other := netip.AddrPortFrom(peer.Addr(), peer.Port()+1) // no such connection
+		if self, err := fromSelf(other, local); self || err != nil {
+			t.Errorf("%s: fromSelf for a connection that does not exist = %v, %v", network, self, err)
+		}
 	}
 }
