@@ -348,6 +348,10 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			err = p.parseTimeouts(v)
 		case "block_page":
 			err = p.parseBlockPage(v)
+		case "admin":
+			err = p.parseAdmin(v, ctx)
+		case "admin_clients":
+			err = p.parseAdminClients(v, ctx)
 		default:
 			err = p.errf(k, "unknown key %q", k.Value)
 		}
@@ -787,6 +791,9 @@ func (p *cfgParser) validate() error {
 		if _, ok := c.Groups[r.name]; !ok {
 			return p.errf(r.node, "%sunknown group %q%s", r.ctx, r.name, suggest(r.name, mapKeys(c.Groups)))
 		}
+	}
+	if err := p.checkAdmin(); err != nil {
+		return err
 	}
 	return p.checkFailoverCycles()
 }

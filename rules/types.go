@@ -90,6 +90,9 @@ type Config struct {
 	// name or the address. Default false.
 	DenyPrivate bool `yaml:"-"`
 
+	// Admin is the admin listener (health, readiness, profiles). Zero: none.
+	Admin Admin `yaml:"-"`
+
 	// BlockPage configures what a blocked client is shown.
 	BlockPage BlockPage `yaml:"-"`
 }

@@ -348,7 +348,16 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		lns = append(lns, ln)
 	}
+	adm, err := s.startAdmin(st.cfg.Admin)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	defer adm.close()
 	own := listenAddrs(lns)
+	if adm != nil {
+		own = append(own, listenAddrs([]net.Listener{adm.ln})...)
+	}
 	s.own.Store(&own)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -368,8 +377,10 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Go(func() { s.accept(ctx, ln, httpLn, &wg) })
 	}
 	wg.Go(func() { s.RefreshLoop(ctx) })
+	adm.setReady(true)
 
 	<-ctx.Done()
+	adm.setReady(false)
 	closeAll()
 	httpLn.Close()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
