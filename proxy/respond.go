@@ -92,9 +92,20 @@ func (s *Server) refusePlain(w http.ResponseWriter, t target, d filter.Decision)
 
 // dialFailure maps a failure to reach addr to a status and a short text
 // that never contains a password (dial.Error promises that) nor raw
-// internals: 504 on timeout, 502 otherwise.
+// internals: 504 on timeout, 403 when an upstream's own policy refused the
+// target (with what it answered), 502 otherwise.
 func dialFailure(addr string, err error) (int, string) {
 	kind := dial.Classify(err)
+	if kind == dial.KindUpstreamRefused {
+		msg := "sluice: upstream refused " + addr
+		if de, ok := asDialError(err); ok {
+			msg = "sluice: upstream " + de.Upstream + " refused " + addr
+			if inner := innermost(de); inner != nil {
+				msg += ": " + printable(inner.Error())
+			}
+		}
+		return http.StatusForbidden, msg
+	}
 	var what string
 	switch kind {
 	case dial.KindTimeout:
@@ -122,6 +133,28 @@ func dialFailure(addr string, err error) (int, string) {
 		return http.StatusGatewayTimeout, msg
 	}
 	return http.StatusBadGateway, msg
+}
+
+// innermost is the end of err's chain: what the upstream said.
+func innermost(err error) error {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err
+		}
+		err = next
+	}
+}
+
+// printable keeps printable ASCII (an upstream's status text is not ours
+// to trust) and replaces the rest with '?'.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func asDialError(err error) (*dial.Error, bool) {

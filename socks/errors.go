@@ -26,6 +26,8 @@ func dialKind(err error) (replyCode, bool) {
 		return repConnectionRefused, true
 	case dial.KindTimeout:
 		return repTTLExpired, true
+	case dial.KindUpstreamRefused:
+		return repNotAllowed, true
 	}
 	return repGeneralFailure, true // KindOther, KindUpstream, KindUpstreamAuth
 }

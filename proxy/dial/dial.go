@@ -36,13 +36,16 @@ const (
 	KindRefused
 	// KindTimeout means the dial timed out: SOCKS 0x06, HTTP 504.
 	KindTimeout
-	// KindUpstream means an upstream proxy failed or refused the request: SOCKS 0x01, HTTP 502.
+	// KindUpstream means an upstream proxy failed or could not serve the request: SOCKS 0x01, HTTP 502.
 	KindUpstream
-	// KindUpstreamAuth means an upstream proxy rejected our credentials: SOCKS 0x01, HTTP 502.
+	// KindUpstreamAuth means an upstream proxy rejected our credentials (407): SOCKS 0x01, HTTP 502.
 	KindUpstreamAuth
+	// KindUpstreamRefused means an upstream proxy's own policy refused the
+	// target (HTTP 403, SOCKS5 0x02): SOCKS 0x02, HTTP 403.
+	KindUpstreamRefused
 )
 
-var kindNames = [...]string{"other", "dns", "host unreachable", "network unreachable", "refused", "timeout", "upstream failed", "upstream auth failed"}
+var kindNames = [...]string{"other", "dns", "host unreachable", "network unreachable", "refused", "timeout", "upstream failed", "upstream auth failed", "upstream refused"}
 
 // String names the kind for logs.
 func (k Kind) String() string {
