@@ -149,12 +149,13 @@ func innermost(err error) error {
 // printable keeps printable ASCII (an upstream's status text is not ours
 // to trust) and replaces the rest with '?'.
 func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r > '~' {
-			return '?'
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c > '~' {
+			b[i] = '?'
 		}
-		return r
-	}, s)
+	}
+	return string(b)
 }
 
 func asDialError(err error) (*dial.Error, bool) {
