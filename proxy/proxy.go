@@ -185,10 +185,16 @@ func (s *Server) CloseIdleConnections() {
 
 // ServeHTTP serves one proxy request: CONNECT, an absolute-URI request or
 // a WebSocket upgrade. Any other request (to the proxy itself) gets 400.
-// It works with any http.Server; tunnels end when the request's context
-// is cancelled or Shutdown gives up waiting.
+// It works with any http.Server; tunnels end when Shutdown gives up
+// waiting. A response whose body cannot be relayed whole (the origin cut
+// it short) is aborted with panic(http.ErrAbortHandler), which the
+// http.Server turns into a closed connection without a final chunk, so
+// that the client sees the truncation.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
+	ctx, cancel := s.detach(r)
+	defer cancel()
+	r = r.WithContext(ctx)
 	x := &exchange{
 		s:      s,
 		id:     reqid.New(),
@@ -200,9 +206,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cw := &countingWriter{ResponseWriter: w}
 	defer func() {
-		if p := recover(); p != nil {
+		p := recover()
+		if p != nil {
 			if p == http.ErrAbortHandler {
-				x.err = errors.New("proxy: request aborted")
+				if x.err == nil {
+					x.err = errors.New("proxy: request aborted")
+				}
 			} else {
 				x.err = fmt.Errorf("proxy: panic: %v", p)
 				s.logger().Error("panic serving request", "client", x.remote, "method", x.method, "target", x.target, "panic", fmt.Sprint(p))
@@ -218,6 +227,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			x.down = cw.n
 		}
 		x.log()
+		if p == http.ErrAbortHandler {
+			panic(p) // the server closes the connection mid-response
+		}
 	}()
 	switch {
 	case r.Method == http.MethodConnect:
@@ -335,6 +347,20 @@ func (s *Server) dial(ctx context.Context, route, network, addr string) (net.Con
 	return d.DialContext(ctx, network, addr)
 }
 
+// detach returns the context a request is served with. net/http cancels
+// r.Context() as soon as the client's FIN arrives, but a client that
+// half-closes after sending its request still reads the answer (nc -q,
+// scripted clients; SOCKS serves them too): the dial and the round trip
+// must not end then. The context keeps r's values and ends when the
+// handler returns or when Shutdown stops waiting. A client that really
+// went away cannot be told from a half-closed one until Sluice writes to
+// it: the write fails and the response is aborted.
+func (s *Server) detach(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	stop := context.AfterFunc(s.base, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
 // lifetime returns a context for a hijacked connection: it ends with the
 // request's context or when Shutdown stops waiting.
 func (s *Server) lifetime(r *http.Request) (context.Context, context.CancelFunc) {
@@ -391,14 +417,15 @@ func clientAddr(remote string) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-// countingWriter counts response body bytes and remembers the status.
-// It passes Flush, Hijack and Unwrap through.
+// countingWriter counts response body bytes and remembers the status and
+// the first write error. It passes Flush, Hijack and Unwrap through.
 type countingWriter struct {
 	http.ResponseWriter
 	n           int64
 	status      int
 	wroteHeader bool
-	flushEach   bool // flush after every write: a response of unknown length
+	flushEach   bool  // flush after every write: relay bytes as they come
+	err         error // the first write or flush error: the client is gone
 }
 
 func (w *countingWriter) WriteHeader(code int) {
@@ -416,6 +443,9 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	w.n += int64(n)
 	if w.flushEach && err == nil {
 		err = http.NewResponseController(w.ResponseWriter).Flush()
+	}
+	if err != nil && w.err == nil {
+		w.err = err
 	}
 	return n, err
 }
