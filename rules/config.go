@@ -931,10 +931,20 @@ func (p *cfgParser) fillDefaults() {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = DefaultShutdownGrace
 	}
-	if c.PidFile == "" && c.File != "" {
-		base := filepath.Base(c.File)
-		c.PidFile = filepath.Join(filepath.Dir(c.File), strings.TrimSuffix(base, filepath.Ext(base))+".pid")
+	if c.PidFile == "" {
+		c.PidFile = DefaultPidFile(c.File)
 	}
+}
+
+// DefaultPidFile returns the pid file of a config whose `pid_file` is not
+// set: NAME.pid beside the config file NAME.yaml, or "" (none) for the
+// embedded default config.
+func DefaultPidFile(configFile string) string {
+	if configFile == "" {
+		return ""
+	}
+	base := filepath.Base(configFile)
+	return filepath.Join(filepath.Dir(configFile), strings.TrimSuffix(base, filepath.Ext(base))+".pid")
 }
 
 func mapKeys[V any](m map[string]V) []string {

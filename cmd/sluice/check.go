@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -158,5 +157,3 @@ func printDecision(w io.Writer, set *rules.Set, req filter.Request, d filter.Dec
 		}
 	}
 }
-
-var errNoServer = errors.New("no running 'sluice serve' found")
