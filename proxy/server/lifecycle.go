@@ -168,6 +168,7 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) {
 				s.log.Error(msg, "addr", ln.Addr().String(), "err", err)
 			}
 			failures++
+			s.log.Debug("accept retry", "addr", ln.Addr().String(), "attempt", failures, "err", err)
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			t := time.NewTimer(delay)
 			select {
