@@ -22,7 +22,7 @@ func serveCmd() *cobra.Command {
 		Short: "Run the proxy",
 		Long: `Run the proxy. With no --config it serves the embedded default config
 (127.0.0.1:3128, allow everything). Every listener serves HTTP, SOCKS5 and
-SOCKS4a on the same port. SIGHUP, 'sluice reload' or any change to the config,
+SOCKS4a on the same port. SIGHUP, 'sluice reload -c FILE' or any change to the config,
 users or list files reloads the rules without a restart; a broken change keeps
 the running rules. The process id is written to the config's pid_file.
 

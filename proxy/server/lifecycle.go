@@ -99,7 +99,7 @@ func (s *Server) startTriggers(ctx context.Context) {
 	if s.opts.Config != "" {
 		s.wg.Go(func() {
 			if err := s.watch(ctx); err != nil {
-				s.log.Warn("file watching disabled; use SIGHUP or 'sluice reload'", "err", err)
+				s.log.Warn("file watching disabled; use SIGHUP or 'sluice reload -c FILE'", "err", err)
 			}
 		})
 	}

@@ -1,13 +1,20 @@
 // Package server is Sluice's composition root. It loads the configuration,
 // compiles the engine, builds the shared dialer, opens the listeners (each
 // one serves HTTP, SOCKS5 and SOCKS4a on the same port), reloads everything
-// atomically when the rules change, and shuts down cleanly.
+// atomically when the rules change, and shuts down by draining.
 //
 // Lifecycle of a configuration: rules.Load parses and validates it,
 // filter.Compile builds the indexes, dial.NewRouter builds the routes and
 // auth.Load reads the users; only when every step succeeds is the new state
 // swapped in with one atomic store. A connection in flight keeps the state
 // it started with; a failed reload keeps the old state serving.
+//
+// Lifecycle of a connection (lifecycle.go, conns.go): every accepted
+// connection is tracked until it closes, whichever front end serves it;
+// `clients` and `limits` are checked at accept; the first byte chooses
+// SOCKS or HTTP. Run is the only serving path: the HTTP front end is used
+// through ServeHTTP and the SOCKS one through ServeConn, never their own
+// Serve loops, and shutdown (see Run) drains the tracked connections.
 package server
 
 import (
