@@ -44,8 +44,14 @@ type Authenticator interface {
 	Authenticate(client netip.Addr, user, password string) bool
 }
 
-// Server is the HTTP front end. Its zero value is usable and blocks every
-// request. Fields must not change once the Server serves.
+// Server is the HTTP front end, an http.Handler. Its zero value is usable
+// and blocks every request. Fields must not change once the Server serves.
+//
+// The http.Server that runs it owns the connections: its ReadHeaderTimeout
+// bounds a client's request headers, and its BaseContext is the context of
+// every request, tunnel and upgrade, so cancelling it ends them all.
+// Hijacked connections (tunnels) are not tracked by the http.Server; the
+// caller tracks them at its listener (as proxy/server does).
 type Server struct {
 	// Policy decides every request. If nil, every request is blocked.
 	Policy Policy
@@ -70,8 +76,8 @@ type Server struct {
 	Logger *slog.Logger
 	// Name is the proxy's name on the block page. Empty means "sluice".
 	Name string
-	// HandshakeTimeout bounds reading a request's headers (in Serve). Zero
-	// means 30s.
+	// HandshakeTimeout bounds the origin's answer to a WebSocket upgrade.
+	// Zero means 30s.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes tunnels, upgraded connections and keep-alive
 	// connections with no traffic for this long. Zero means 5m.
@@ -84,79 +90,14 @@ type Server struct {
 
 	initOnce sync.Once
 	gp       *goproxy.ProxyHttpServer
-	base     context.Context // cancelled by Shutdown once its ctx expires
-	cancel   context.CancelFunc
-	tunnels  tracker // hijacked connections in flight
 
 	mu         sync.Mutex
-	servers    []*http.Server
 	transports map[string]*http.Transport // the default per-route transports
-	closed     bool
 }
 
-// init builds the lazily initialized state: the goproxy server and the
-// base context of hijacked connections.
+// init builds the lazily initialized goproxy server.
 func (s *Server) init() {
-	s.initOnce.Do(func() {
-		s.base, s.cancel = context.WithCancel(context.Background())
-		s.gp = s.newGoproxy()
-	})
-}
-
-// Serve accepts connections on ln and serves them with an http.Server
-// using HandshakeTimeout and IdleTimeout, until Shutdown. It returns nil
-// after Shutdown, or the listener's error.
-func (s *Server) Serve(ln net.Listener) error {
-	s.init()
-	hs := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: s.handshakeTimeout(),
-		IdleTimeout:       s.idleTimeout(),
-		ErrorLog:          s.errorLog(),
-		BaseContext:       func(net.Listener) context.Context { return s.base },
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.servers = append(s.servers, hs)
-	s.mu.Unlock()
-	err := hs.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
-		return nil
-	}
-	return err
-}
-
-// Shutdown stops every Serve loop, waits for requests and tunnels in
-// flight until ctx is done, then closes those still open, closes idle
-// pooled connections and returns. It returns ctx's error when it had to
-// close connections in flight.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	s.mu.Lock()
-	s.closed = true
-	servers := s.servers
-	s.mu.Unlock()
-	var err error
-	for _, hs := range servers {
-		if e := hs.Shutdown(ctx); e != nil && err == nil {
-			err = e
-		}
-	}
-	select {
-	case <-s.tunnels.idle():
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	s.cancel() // ends tunnels and requests still running
-	for _, hs := range servers {
-		hs.Close()
-	}
-	<-s.tunnels.idle()
-	s.CloseIdleConnections()
-	return err
+	s.initOnce.Do(func() { s.gp = s.newGoproxy() })
 }
 
 // CloseIdleConnections closes the idle pooled connections of the default
@@ -173,7 +114,7 @@ func (s *Server) CloseIdleConnections() {
 // ServeHTTP serves one proxy request: CONNECT, an absolute-URI request or
 // a WebSocket upgrade. Any other request (to the proxy itself) gets 400.
 // It works with any http.Server; tunnels end when the request's context
-// is cancelled or Shutdown gives up waiting.
+// is cancelled.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
 	x := &exchange{
@@ -295,11 +236,9 @@ func (s *Server) dial(ctx context.Context, route, network, addr string) (net.Con
 }
 
 // lifetime returns a context for a hijacked connection: it ends with the
-// request's context or when Shutdown stops waiting.
+// request's context, which derives from the http.Server's BaseContext.
 func (s *Server) lifetime(r *http.Request) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(r.Context())
-	stop := context.AfterFunc(s.base, cancel)
-	return ctx, func() { stop(); cancel() }
+	return context.WithCancel(r.Context())
 }
 
 func (s *Server) now() time.Time {

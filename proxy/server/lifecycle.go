@@ -134,6 +134,15 @@ func (s *Server) shutdown() {
 	for _, g := range gens {
 		g.hs.Close()
 	}
+	s.mu.Lock()
+	var socksServers []*socks.Server
+	for so := range s.socksLive {
+		socksServers = append(socksServers, so)
+	}
+	s.mu.Unlock()
+	for _, so := range socksServers {
+		so.Close() // ends its connections and waits for them
+	}
 	s.conns.closeAll()
 	gcancel()
 	hsWG.Wait()
@@ -225,7 +234,10 @@ func (s *Server) handle(nc net.Conn) {
 			socks.Refuse(c, hs)
 			return
 		}
-		st.socks.ServeConn(s.base, c)
+		so := st.socks
+		s.socksUse(so, 1)
+		defer s.socksUse(so, -1)
+		so.ServeConn(s.base, c)
 	default:
 		for {
 			g := s.httpServer(st.cfg.Timeouts)
@@ -237,6 +249,20 @@ func (s *Server) handle(nc net.Conn) {
 				return
 			}
 		}
+	}
+}
+
+// socksUse counts the connections a state's SOCKS server serves, so that
+// shutdown can Close the servers of older states too; a server is
+// forgotten (and its state can be collected) with its last connection.
+func (s *Server) socksUse(so *socks.Server, delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.socksLive == nil {
+		s.socksLive = map[*socks.Server]int{}
+	}
+	if s.socksLive[so] += delta; s.socksLive[so] <= 0 {
+		delete(s.socksLive, so)
 	}
 }
 

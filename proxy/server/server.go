@@ -12,9 +12,10 @@
 // Lifecycle of a connection (lifecycle.go, conns.go): every accepted
 // connection is tracked until it closes, whichever front end serves it;
 // `clients` and `limits` are checked at accept; the first byte chooses
-// SOCKS or HTTP. Run is the only serving path: the HTTP front end is used
-// through ServeHTTP and the SOCKS one through ServeConn, never their own
-// Serve loops, and shutdown (see Run) drains the tracked connections.
+// SOCKS or HTTP. Run is the only serving path: the HTTP front end is an
+// http.Handler run by this package's http.Servers, the SOCKS one is given
+// connections with ServeConn and ended with Close; shutdown (see Run)
+// drains the tracked connections.
 package server
 
 import (
@@ -70,11 +71,12 @@ type Server struct {
 	stop     context.CancelFunc
 	wg       sync.WaitGroup // accept loops, connections, reload triggers, HTTP servers
 
-	addr     net.Addr // the first listener's, for the HTTP servers
-	mu       sync.Mutex
-	gen      *generation   // the HTTP server new connections go to
-	gens     []*generation // every HTTP server that may still have connections
-	stopping bool
+	addr      net.Addr // the first listener's, for the HTTP servers
+	mu        sync.Mutex
+	gen       *generation           // the HTTP server new connections go to
+	gens      []*generation         // every HTTP server that may still have connections
+	socksLive map[*socks.Server]int // SOCKS connections being served, per state's server
+	stopping  bool
 }
 
 // state is everything one configuration produced. It is never modified
