@@ -116,36 +116,39 @@ func (s *Server) shutdown() {
 	s.mu.Unlock()
 	s.log.Info("shutting down: connections in flight may finish", "open", s.conns.len(), "grace", grace.String())
 
-	gctx, gcancel := context.WithTimeout(context.Background(), grace)
-	defer gcancel()
-	var hsWG sync.WaitGroup
+	// Idle keep-alive connections close now, busy ones after their
+	// response. The HTTP servers still serve connections accepted before
+	// the listeners closed, so a client that connected just before is
+	// answered, as a SOCKS client is.
 	for _, g := range gens {
-		g.ln.Close()
-		// Closes idle keep-alive connections, ends keep-alive on the others.
-		hsWG.Go(func() { _ = g.hs.Shutdown(gctx) })
+		g.hs.SetKeepAlivesEnabled(false)
 	}
 	s.conns.drain()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
 	select {
 	case <-s.conns.idle():
-	case <-gctx.Done():
+	case <-timer.C:
 		s.log.Warn("shutdown: grace period over; closing the connections still open", "open", s.conns.len(), "grace", grace.String())
 	}
+
 	s.stop() // tunnels and SOCKS connections see their context end
-	for _, g := range gens {
-		g.hs.Close()
-	}
 	s.mu.Lock()
+	s.closed = true
+	gens = s.gens
 	var socksServers []*socks.Server
 	for so := range s.socksLive {
 		socksServers = append(socksServers, so)
 	}
 	s.mu.Unlock()
+	for _, g := range gens {
+		g.ln.Close()
+		g.hs.Close()
+	}
 	for _, so := range socksServers {
 		so.Close() // ends its connections and waits for them
 	}
 	s.conns.closeAll()
-	gcancel()
-	hsWG.Wait()
 	s.wg.Wait()
 	select { // handlers end once their connection is closed
 	case <-s.handlers.idle():
@@ -241,7 +244,7 @@ func (s *Server) handle(nc net.Conn) {
 	default:
 		for {
 			g := s.httpServer(st.cfg.Timeouts)
-			if g == nil { // shutting down
+			if g == nil { // the grace period is over
 				c.Close()
 				return
 			}
@@ -298,17 +301,17 @@ type generation struct {
 }
 
 // httpServer returns the HTTP server for new connections under timeouts
-// to, starting one when the timeouts changed. It returns nil once shutdown
-// began.
+// to, starting one when the timeouts changed. It returns nil once the
+// grace period is over.
 func (s *Server) httpServer(to rules.Timeouts) *generation {
 	handshake := orDefault(to.Handshake, rules.DefaultHandshakeTimeout)
 	idle := orDefault(to.Idle, rules.DefaultIdleTimeout)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopping {
+	if s.closed {
 		return nil
 	}
-	if g := s.gen; g != nil && g.handshake == handshake && g.idle == idle {
+	if g := s.gen; g != nil && (s.stopping || g.handshake == handshake && g.idle == idle) {
 		return g
 	}
 	g := &generation{ln: newChanListener(s.addr), handshake: handshake, idle: idle}
@@ -330,6 +333,9 @@ func (s *Server) httpServer(to rules.Timeouts) *generation {
 			}
 			s.conns.connState(c, st)
 		},
+	}
+	if s.stopping {
+		g.hs.SetKeepAlivesEnabled(false)
 	}
 	if old := s.gen; old != nil {
 		old.retired = true

@@ -48,6 +48,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // running is a Server started with Run in a goroutine.
 type running struct {
+	s      *Server
 	addr   string
 	log    *logBuf
 	cancel context.CancelFunc
@@ -63,7 +64,7 @@ func startRun(t *testing.T, cfg string) *running {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{log: lb, cancel: cancel, done: make(chan error, 1)}
+	r := &running{s: s, log: lb, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- s.Run(ctx) }()
 	rx := regexp.MustCompile(`listening on ([0-9.:]+)`)
 	waitFor(t, "listening", func() bool { return rx.MatchString(lb.String()) })
@@ -71,6 +72,9 @@ func startRun(t *testing.T, cfg string) *running {
 	t.Cleanup(func() { cancel(); r.wait(t) })
 	return r
 }
+
+// open returns the number of connections the server tracks.
+func (r *running) open() int { return r.s.conns.len() }
 
 // wait waits up to 30 s for Run to return nil.
 func (r *running) wait(t *testing.T) {
@@ -171,8 +175,21 @@ func TestRunDrains(t *testing.T) {
 	}
 	io.Copy(io.Discard, resp.Body)
 
+	// Connected before the shutdown, its request comes after.
+	late, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	waitFor(t, "the connection to be accepted", func() bool { return r.open() >= 3 })
+
 	r.cancel()
 	waitFor(t, "shutting down", func() bool { return strings.Contains(r.log.String(), "shutting down") })
+	late.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(late, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(late), nil); err != nil || resp.StatusCode != 400 || !resp.Close {
+		t.Fatalf("a request on a connection accepted before the shutdown: %v %v, want 400 and Connection: close", resp, err)
+	}
 	idle.SetReadDeadline(time.Now().Add(20 * time.Second))
 	if _, err := ibr.ReadByte(); err == nil || isTimeout(err) {
 		t.Fatalf("idle keep-alive connection after shutdown began: %v, want closed", err)

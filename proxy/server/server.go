@@ -76,7 +76,8 @@ type Server struct {
 	gen       *generation           // the HTTP server new connections go to
 	gens      []*generation         // every HTTP server that may still have connections
 	socksLive map[*socks.Server]int // SOCKS connections being served, per state's server
-	stopping  bool
+	stopping  bool                  // shutdown began: the listeners are closed
+	closed    bool                  // the grace period is over: everything is closed
 }
 
 // state is everything one configuration produced. It is never modified
