@@ -173,8 +173,8 @@ func waitExit(t *testing.T, p *proc) {
 
 // TestShutdownDrainsInFlight: on SIGTERM a slow plain download, a CONNECT
 // tunnel, a WebSocket upgraded tunnel and a SOCKS5 tunnel all go on and
-// complete; new connections are refused at once; the process exits 0 only
-// after the last of them ended.
+// complete; new connections are refused at once; a SIGHUP meanwhile is
+// harmless; the process exits 0 only after the last of them ended.
 func TestShutdownDrainsInFlight(t *testing.T) {
 	echo := newLineEcho(t, false)
 	ws := newLineEcho(t, true)
@@ -212,6 +212,11 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", p.addr, 5*time.Second); err == nil {
 		c.Close()
 		t.Fatal("a new connection was accepted after the shutdown began")
+	}
+	// A reload requested during the shutdown (systemd's ExecReload, a
+	// cron job) must neither kill the process nor cut its connections.
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
 	}
 
 	for name, tun := range map[string]struct {

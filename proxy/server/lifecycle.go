@@ -64,7 +64,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Before "listening on": whoever waits for that line may send SIGHUP.
-	s.startTriggers(ctx)
+	defer s.startTriggers(ctx)()
 	for _, ln := range lns {
 		s.log.Info("listening on "+ln.Addr().String(), "addr", ln.Addr().String())
 		s.wg.Go(func() { s.accept(ctx, ln) })
@@ -78,13 +78,16 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // startTriggers starts what reloads the rules: SIGHUP, the file watcher and
-// the remote list refresh. They stop with ctx.
-func (s *Server) startTriggers(ctx context.Context) {
+// the remote list refresh. They stop with ctx, but SIGHUP stays caught (and
+// is ignored during the shutdown, rather than killing the process) until
+// the returned function is called.
+func (s *Server) startTriggers(ctx context.Context) (release func()) {
+	release = func() {}
 	if !s.opts.NoSignals {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
+		release = func() { signal.Stop(hup) }
 		s.wg.Go(func() {
-			defer signal.Stop(hup)
 			for {
 				select {
 				case <-ctx.Done():
@@ -104,6 +107,7 @@ func (s *Server) startTriggers(ctx context.Context) {
 		})
 	}
 	s.wg.Go(func() { s.RefreshLoop(ctx) })
+	return release
 }
 
 // shutdown drains the connections after the listeners closed: see Run.
