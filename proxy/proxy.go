@@ -24,7 +24,7 @@ import (
 
 // Defaults for the zero values of Server's fields.
 const (
-	// DefaultHandshakeTimeout bounds reading a request's headers.
+	// DefaultHandshakeTimeout bounds the origin's answer to a WebSocket upgrade.
 	DefaultHandshakeTimeout = 30 * time.Second
 	// DefaultIdleTimeout closes tunnels and keep-alive connections that are idle.
 	DefaultIdleTimeout = 5 * time.Minute
