@@ -18,11 +18,12 @@ type conn struct {
 	net.Conn
 	t       *conns
 	client  netip.Addr
-	counted bool         // counted against the limits
-	refused bool         // beyond a limit: answered 503 or 0x01
-	prefix  []byte       // peeked bytes still to be read
-	http    atomic.Int32 // the http.ConnState while the HTTP server has it
-	life    *time.Timer  // timeouts.lifetime; nil when unlimited
+	counted bool                       // counted against the limits
+	refused bool                       // beyond a limit: answered 503 or 0x01
+	prefix  []byte                     // peeked bytes still to be read
+	http    atomic.Int32               // the http.ConnState while the HTTP server has it
+	life    atomic.Pointer[time.Timer] // timeouts.lifetime; nil when unlimited
+	closed  atomic.Bool
 	once    sync.Once
 }
 
@@ -51,12 +52,21 @@ func (c *conn) CloseWrite() error {
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
-		if c.life != nil {
-			c.life.Stop()
+		c.closed.Store(true)
+		if t := c.life.Load(); t != nil {
+			t.Stop()
 		}
 		c.t.remove(c)
 	})
 	return err
+}
+
+// closeAfter closes c after d, whatever it is doing (timeouts.lifetime).
+func (c *conn) closeAfter(d time.Duration) {
+	c.life.Store(time.AfterFunc(d, func() { c.Close() }))
+	if c.closed.Load() { // closed meanwhile: Close may have missed the timer
+		c.life.Load().Stop()
+	}
 }
 
 // conns tracks the open client connections, enforces `limits` and rate

@@ -224,7 +224,7 @@ func (s *Server) handle(nc net.Conn) {
 		}
 	}()
 	if lt := st.cfg.Timeouts.Lifetime; lt > 0 && !c.refused {
-		c.life = time.AfterFunc(lt, func() { c.Close() })
+		c.closeAfter(lt)
 	}
 	hs := orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout)
 	c.SetReadDeadline(time.Now().Add(hs))
