@@ -20,7 +20,7 @@ func TestTimeoutsApplyAfterReload(t *testing.T) {
 	target := "127.0.0.1:" + strconv.Itoa(echo.port)
 	old, obr := httpConnect(t, p.addr, target)
 
-	cfg := "listen: [\"127.0.0.1:0\"]\ntimeouts: {handshake: 1s, lifetime: 2s}\n"
+	cfg := "listen: [\"127.0.0.1:0\"]\ntimeouts: {handshake: 1s, lifetime: 5s}\n"
 	if err := os.WriteFile(filepath.Join(p.dir, "sluice.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

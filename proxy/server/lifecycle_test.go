@@ -243,3 +243,39 @@ func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+// TestRunLimitsAndLifetime (under the race detector, which the binary in
+// test/ is not): beyond per_client a CONNECT gets 503, a tunnel is closed
+// after timeouts.lifetime, and the counts drop back to zero.
+func TestRunLimitsAndLifetime(t *testing.T) {
+	origin := echoOrigin(t)
+	r := startRun(t, "timeouts: {lifetime: 300ms}\nlimits: {per_client: 1}\n")
+	c, br := tunnel(t, r.addr, origin)
+	if err := roundTrip(c, br, "one"); err != nil {
+		t.Fatal(err)
+	}
+	over, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	over.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(over, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", origin, origin)
+	if resp, err := http.ReadResponse(bufio.NewReader(over), nil); err != nil || resp.StatusCode != 503 {
+		t.Fatalf("CONNECT beyond per_client: %v %v, want 503", resp, err)
+	}
+	if _, err := br.ReadByte(); err == nil || isTimeout(err) {
+		t.Fatalf("tunnel after its lifetime: %v, want closed", err)
+	}
+	over.Close()
+	waitFor(t, "every connection to be forgotten", func() bool { return r.open() == 0 })
+	r.s.conns.mu.Lock()
+	counted, clients := r.s.conns.counted, len(r.s.conns.perClient)
+	r.s.conns.mu.Unlock()
+	if counted != 0 || clients != 0 {
+		t.Fatalf("after every connection closed: %d counted, %d clients, want 0", counted, clients)
+	}
+	if n := strings.Count(r.log.String(), "connection limit reached"); n != 1 {
+		t.Fatalf("%d limit lines, want 1", n)
+	}
+}
