@@ -248,7 +248,7 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 // ends is closed, and the process exits 0.
 func TestShutdownGraceClosesTheRest(t *testing.T) {
 	echo := newLineEcho(t, false)
-	p := startSluice(t, "shutdown_grace: 2s\n", nil)
+	p := startSluice(t, "shutdown_grace: 5s\n", nil)
 	c, br := httpConnect(t, p.addr, "127.0.0.1:"+strconv.Itoa(echo.port))
 	sc, sbr := socks5Connect(t, p.addr, "127.0.0.1", echo.port)
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
