@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
@@ -83,8 +82,6 @@ func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter,
 		return
 	}
 	x.hijacked = true
-	s.tunnels.add()
-	defer s.tunnels.done()
 	conn.SetDeadline(time.Time{}) // the server's header deadlines no longer apply
 	pending := buffered(brw.Reader)
 	if err := head(conn); err != nil {
@@ -108,42 +105,4 @@ func buffered(br *bufio.Reader) []byte {
 	}
 	b, _ := br.Peek(br.Buffered())
 	return append([]byte(nil), b...)
-}
-
-// tracker counts hijacked connections so that Shutdown can wait for them.
-// Unlike a sync.WaitGroup it allows add while someone waits.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	zero chan struct{} // closed when n drops to 0
-}
-
-func (t *tracker) add() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.n == 0 {
-		t.zero = make(chan struct{})
-	}
-	t.n++
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n--
-	if t.n == 0 {
-		close(t.zero)
-	}
-}
-
-// idle returns a channel closed when no connection is tracked.
-func (t *tracker) idle() <-chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.n == 0 {
-		c := make(chan struct{})
-		close(c)
-		return c
-	}
-	return t.zero
 }

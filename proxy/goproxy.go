@@ -40,8 +40,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -158,11 +156,6 @@ type goproxyLogger struct{ s *Server }
 
 func (l goproxyLogger) Printf(format string, v ...any) {
 	l.s.logger().Debug("goproxy: " + strings.TrimSpace(fmt.Sprintf(format, v...)))
-}
-
-// errorLog is the http.Server's ErrorLog: debug lines on the Logger.
-func (s *Server) errorLog() *log.Logger {
-	return slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug)
 }
 
 // errorResponse builds a short text response for goproxy to send.
