@@ -71,7 +71,7 @@ func TestPlain(t *testing.T) {
 				if got := resp.Header.Get(HeaderBlock); got != "rule 3" {
 					t.Errorf("%s = %q", HeaderBlock, got)
 				}
-				for _, leak := range []string{"script", "alert", "sluice.yaml", ":12"} {
+				for _, leak := range []string{"script", "alert", "sluice.yaml", "yaml:12"} {
 					if strings.Contains(string(body), leak) {
 						t.Errorf("block page shows the rule (%q): %s", leak, body)
 					}
