@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -18,7 +19,15 @@ func configCmd() *cobra.Command {
 	validate := &cobra.Command{
 		Use:   "validate [--config FILE]",
 		Short: "Load and compile the config and every list; report errors with file and line",
-		Args:  cobra.NoArgs,
+		Long: `Load and compile the config and every list, as serve does before it
+listens. Exit status: 0 when serve would start (warnings, such as invalid
+list lines or an optional source that is missing, are printed); 1 when the
+config is valid but a list source that a rule uses is unusable (missing,
+unreadable, empty, not a list, or a remote list never downloaded): serve
+refuses to start on it, and a running server keeps that list's last good
+entries; 2 when the config itself is invalid (serve refuses to start, a
+reload keeps the running rules).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The same steps as serve: rules, lists, engine, routes, users.
 			set, err := server.Validate(server.Options{Config: cfgPath})
@@ -26,21 +35,37 @@ func configCmd() *cobra.Command {
 				return &exitError{code: 2, err: err}
 			}
 			w := cmd.OutOrStdout()
+			failed := set.SourceErrors()
+			isError := map[string]bool{} // category and source, printed as errors below
+			for _, e := range failed {
+				var se *rules.SourceError
+				if errors.As(e, &se) {
+					isError[se.Category+"\x00"+se.Source.String()] = true
+				}
+			}
 			entries := 0
-			for _, c := range set.Categories {
+			for _, name := range sortedNames(set.Categories) {
+				c := set.Categories[name]
 				entries += len(c.Block) + len(c.Allow)
 				for _, src := range c.Sources {
-					if src.Err != nil {
-						fmt.Fprintf(w, "warning: category %s: %v\n", c.Name, src.Err)
+					if err := src.Problem(); err != nil && !isError[c.Name+"\x00"+src.Source.String()] {
+						fmt.Fprintf(w, "warning: category %s: source %s: %v\n", c.Name, src.Source, err)
 					}
 					for _, e := range src.Errors {
 						fmt.Fprintf(w, "warning: category %s: %v\n", c.Name, e)
 					}
 				}
 			}
+			for _, e := range failed {
+				fmt.Fprintf(w, "error: %v\n", e)
+			}
 			name := cfgPath
 			if name == "" {
 				name = "embedded default config"
+			}
+			if len(failed) > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("%s: %d unusable %s that rules depend on: serve would refuse to start",
+					name, len(failed), plural(len(failed), "source", "sources"))}
 			}
 			fmt.Fprintf(w, "%s: ok: %d rules, %d categories, %d category entries\n", name, len(set.Config.Rules), len(set.Categories), entries)
 			return nil
