@@ -35,20 +35,28 @@ reload keeps the running rules).`,
 				return &exitError{code: 2, err: err}
 			}
 			w := cmd.OutOrStdout()
-			failed := set.SourceErrors()
-			isError := map[string]bool{} // category and source, printed as errors below
-			for _, e := range failed {
+			// A source that rules need and that is unusable is an error (exit
+			// 1); one never downloaded is a warning, since serve fetches it
+			// before starting (and refuses to start without it).
+			var failed []error
+			said := map[string]bool{} // category and source already reported
+			for _, e := range set.SourceErrors() {
 				var se *rules.SourceError
 				if errors.As(e, &se) {
-					isError[se.Category+"\x00"+se.Source.String()] = true
+					said[se.Category+"\x00"+se.Source.String()] = true
 				}
+				if errors.Is(e, rules.ErrNotDownloaded) {
+					fmt.Fprintf(w, "warning: %v; serve downloads it before starting and refuses to start if it cannot\n", e)
+					continue
+				}
+				failed = append(failed, e)
 			}
 			entries := 0
 			for _, name := range sortedNames(set.Categories) {
 				c := set.Categories[name]
 				entries += len(c.Block) + len(c.Allow)
 				for _, src := range c.Sources {
-					if err := src.Problem(); err != nil && !isError[c.Name+"\x00"+src.Source.String()] {
+					if err := src.Problem(); err != nil && !said[c.Name+"\x00"+src.Source.String()] {
 						fmt.Fprintf(w, "warning: category %s: source %s: %v\n", c.Name, src.Source, err)
 					}
 					for _, e := range src.Errors {
