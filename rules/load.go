@@ -265,14 +265,14 @@ func sourceFiles(cfg *Config, src Source) (files []string, skipped int, err erro
 	}
 	fi, err := os.Stat(src.Path)
 	if err != nil {
-		return nil, 0, fmt.Errorf("rules: source: %w", err)
+		return nil, 0, fmt.Errorf("rules: %w", err)
 	}
 	if !fi.IsDir() {
 		return []string{src.Path}, 0, nil
 	}
 	ents, err := os.ReadDir(src.Path)
 	if err != nil {
-		return nil, 0, fmt.Errorf("rules: source: %w", err)
+		return nil, 0, fmt.Errorf("rules: %w", err)
 	}
 	for _, e := range ents { // ReadDir sorts by name
 		name := e.Name()
@@ -314,7 +314,7 @@ func readFile(cl *CategoryList, file string, st *SourceStats) {
 	f, err := os.Open(file)
 	if err != nil {
 		if st.Err == nil {
-			st.Err = fmt.Errorf("rules: source: %w", err)
+			st.Err = fmt.Errorf("rules: %w", err)
 		}
 		return
 	}
@@ -388,7 +388,7 @@ func readUT1Category(cl *CategoryList, dir string, line int) SourceStats {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 			st.Skipped++
 		} else if !errors.Is(err, fs.ErrNotExist) && st.Err == nil {
-			st.Err = fmt.Errorf("rules: source: %w", err)
+			st.Err = fmt.Errorf("rules: %w", err)
 		}
 	}
 	readFile(cl, filepath.Join(dir, UT1Domains), &st)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -42,11 +43,13 @@ reload keeps the running rules).`,
 			said := map[string]bool{} // category and source already reported
 			for _, e := range set.SourceErrors() {
 				var se *rules.SourceError
+				var pe *rules.ParseError
 				if errors.As(e, &se) {
 					said[se.Category+"\x00"+se.Source.String()] = true
 				}
-				if errors.Is(e, rules.ErrNotDownloaded) {
-					fmt.Fprintf(w, "warning: %v; serve downloads it before starting and refuses to start if it cannot\n", e)
+				if errors.Is(e, rules.ErrNotDownloaded) && se != nil && errors.As(e, &pe) {
+					fmt.Fprintf(w, "warning: %s:%d: category %s: %s; serve downloads it before it starts, and refuses to start without it\n",
+						pe.File, pe.Line, se.Category, strings.TrimPrefix(se.Err.Error(), "rules: "))
 					continue
 				}
 				failed = append(failed, e)
