@@ -24,12 +24,12 @@ type acceptOrigin struct {
 	accepts atomic.Int64
 }
 
-type countingListener struct {
+type acceptCountingListener struct {
 	net.Listener
 	n *atomic.Int64
 }
 
-func (l countingListener) Accept() (net.Conn, error) {
+func (l acceptCountingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err == nil {
 		l.n.Add(1)
@@ -47,7 +47,7 @@ func newAcceptOrigin(t *testing.T) *acceptOrigin {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "origin")
 	}))
-	srv.Listener = countingListener{ln, &o.accepts}
+	srv.Listener = acceptCountingListener{ln, &o.accepts}
 	srv.Start()
 	t.Cleanup(srv.Close)
 	_, o.port, _ = net.SplitHostPort(ln.Addr().String())
