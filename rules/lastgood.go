@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -160,8 +159,6 @@ func readLastGood(cfg *Config, cl *CategoryList, st *SourceStats) {
 		cl.Block, cl.Allow = cl.Block[:nb], cl.Allow[:na]
 		return
 	}
-	if !errors.Is(problem, ErrNotDownloaded) {
-		st.Err = problem
-	}
+	st.Err = problem // still reported: the copy only stands in for the source
 	st.LastGood, st.Entries = path, ls.Entries
 }
