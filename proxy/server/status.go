@@ -39,7 +39,7 @@ func sourceProblems(set *rules.Set) []sourceProblem {
 				out = append(out, sourceProblem{Category: name, Source: where, Problem: src.Err.Error()})
 			}
 			if src.Invalid > 0 {
-				msg := fmt.Sprintf("%d invalid lines skipped", src.Invalid)
+				msg := fmt.Sprintf("invalid lines skipped: %d", src.Invalid)
 				if len(src.Errors) > 0 {
 					msg += "; first: " + src.Errors[0].Error()
 				}
@@ -77,10 +77,15 @@ type upstreamHealth struct {
 	Up    bool
 }
 
-// chart is the geometry of the per-minute SVG bar chart.
+// chart is the geometry of the per-minute SVG bar chart: a plot area of
+// 60 bars with a value axis on the left and a time axis below.
 type chart struct {
-	Width, Height int
-	Max           int64
+	Width, Height int // of the whole SVG
+	Left, Top     int // the plot area's corner
+	PlotW, PlotH  int
+	Max           int64 // the value at the top of the plot
+	Half          int64
+	HalfY, Bottom int // y of the half line and of the base line
 	Bars          []bar
 }
 
@@ -93,24 +98,34 @@ type bar struct {
 }
 
 const (
-	chartWidth  = 720
-	chartHeight = 180
+	chartLeft   = 44
+	chartTop    = 8
+	chartPlotW  = 720
+	chartPlotH  = 180
+	chartBottom = 22
 )
 
 func newChart(req, blk [ringMinutes]int64) chart {
-	c := chart{Width: chartWidth, Height: chartHeight, Max: 1}
+	c := chart{Width: chartLeft + chartPlotW + 8, Height: chartTop + chartPlotH + chartBottom,
+		Left: chartLeft, Top: chartTop, PlotW: chartPlotW, PlotH: chartPlotH, Max: 1}
 	for _, n := range req {
 		c.Max = max(c.Max, n)
 	}
-	w := chartWidth / ringMinutes
-	scale := func(n int64) int { return int(n * chartHeight / c.Max) }
+	if c.Max > 1 && c.Max%2 == 1 {
+		c.Max++ // a half line at a whole number
+	}
+	c.Half = c.Max / 2
+	c.Bottom = chartTop + chartPlotH
+	c.HalfY = c.Bottom - int(c.Half*chartPlotH/c.Max)
+	w := chartPlotW / ringMinutes
+	scale := func(n int64) int { return int(n * chartPlotH / c.Max) }
 	for i := range ringMinutes {
 		rh, bh := scale(req[i]), scale(blk[i])
 		label := "now"
 		if ago := ringMinutes - 1 - i; ago > 0 {
 			label = fmt.Sprintf("-%dm", ago)
 		}
-		c.Bars = append(c.Bars, bar{X: i * w, W: w - 1, ReqY: chartHeight - rh, ReqH: rh, BlkY: chartHeight - bh, BlkH: bh,
+		c.Bars = append(c.Bars, bar{X: chartLeft + i*w, W: w - 1, ReqY: c.Bottom - rh, ReqH: rh, BlkY: c.Bottom - bh, BlkH: bh,
 			Minute: label, Req: req[i], Blk: blk[i]})
 	}
 	return c
@@ -158,7 +173,10 @@ func (a *adminServer) status(w http.ResponseWriter, _ *http.Request) {
 }
 
 var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap{
-	"ts": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"ts":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"add": func(a, b int) int { return a + b },
+	"sub": func(a, b int) int { return a - b },
+	"div": func(a, b int) int { return a / b },
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -180,6 +198,8 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .err { color: #b00020; }
 svg { background: #fff; border: 1px solid #ddd; max-width: 100%; height: auto; }
 .req { fill: #8fb3d9; } .blk { fill: #d9534f; }
+.axis line { stroke: #e3e3e3; } .axis text { font-size: 11px; fill: #777; text-anchor: end; }
+.axis text.start { text-anchor: start; } .axis text.mid { text-anchor: middle; }
 .legend span { display: inline-block; width: .8em; height: .8em; margin: 0 .3em 0 1em; vertical-align: middle; }
 .muted { color: #777; }
 </style>
@@ -197,11 +217,21 @@ svg { background: #fff; border: 1px solid #ddd; max-width: 100%; height: auto; }
 
 <h2>Requests and blocks per minute, last hour</h2>
 <svg id="chart" xmlns="http://www.w3.org/2000/svg" width="{{.Chart.Width}}" height="{{.Chart.Height}}" viewBox="0 0 {{.Chart.Width}} {{.Chart.Height}}" role="img" aria-label="requests and blocks per minute over the last hour">
-{{- range .Chart.Bars}}
+{{- with .Chart}}
+<g class="axis">
+<line x1="{{.Left}}" y1="{{.Top}}" x2="{{add .Left .PlotW}}" y2="{{.Top}}"/><text x="{{sub .Left 6}}" y="{{add .Top 4}}">{{.Max}}</text>
+<line x1="{{.Left}}" y1="{{.HalfY}}" x2="{{add .Left .PlotW}}" y2="{{.HalfY}}"/><text x="{{sub .Left 6}}" y="{{add .HalfY 4}}">{{.Half}}</text>
+<line x1="{{.Left}}" y1="{{.Bottom}}" x2="{{add .Left .PlotW}}" y2="{{.Bottom}}"/><text x="{{sub .Left 6}}" y="{{add .Bottom 4}}">0</text>
+<text x="{{.Left}}" y="{{add .Bottom 16}}" class="start">60 min ago</text>
+<text x="{{add .Left (div .PlotW 2)}}" y="{{add .Bottom 16}}" class="mid">30 min ago</text>
+<text x="{{add .Left .PlotW}}" y="{{add .Bottom 16}}">now</text>
+</g>
+{{- range .Bars}}
 <g><title>{{.Minute}}: {{.Req}} requests, {{.Blk}} blocked</title><rect class="req" x="{{.X}}" y="{{.ReqY}}" width="{{.W}}" height="{{.ReqH}}"/><rect class="blk" x="{{.X}}" y="{{.BlkY}}" width="{{.W}}" height="{{.BlkH}}"/></g>
 {{- end}}
+{{- end}}
 </svg>
-<p class="legend muted"><span class="req" style="background:#8fb3d9"></span>requests<span style="background:#d9534f"></span>blocked · highest minute: {{.Chart.Max}} · left: 60 minutes ago, right: now</p>
+<p class="legend muted"><span class="req" style="background:#8fb3d9"></span>requests<span style="background:#d9534f"></span>blocked · one bar a minute; hover a bar for its numbers</p>
 
 <h2>Most blocked categories, last hour</h2>
 {{if .Categories}}<table id="categories"><tr><th>category</th><th>blocks</th></tr>
