@@ -26,14 +26,15 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	connsActive  *prometheus.GaugeVec   // frontend
-	connsTotal   *prometheus.CounterVec // frontend
-	rejected     *prometheus.CounterVec // reason
-	requests     *prometheus.CounterVec // frontend, verdict, category
-	bytes        *prometheus.CounterVec // frontend, direction
-	dialErrors   *prometheus.CounterVec // kind
-	failovers    *prometheus.CounterVec // route
-	authFailures *prometheus.CounterVec // frontend
+	connsActive  *prometheus.GaugeVec          // frontend
+	connsTotal   *prometheus.CounterVec        // frontend
+	rejected     *prometheus.CounterVec        // reason
+	requests     *prometheus.CounterVec        // frontend, verdict, category
+	bytes        *prometheus.CounterVec        // frontend, direction
+	dialErrors   *prometheus.CounterVec        // kind
+	failovers    *prometheus.CounterVec        // route
+	authFailures *prometheus.CounterVec        // frontend
+	up, down     map[string]prometheus.Counter // bytes per front end, resolved once
 
 	// For the status page.
 	now          func() time.Time
@@ -84,11 +85,12 @@ func newMetrics(s *Server, now func() time.Time) *metrics {
 		blockedCats:  newHourTop(topKeys, now),
 		blockedHosts: newHourTop(topKeys, now),
 	}
+	m.up, m.down = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}
 	for _, fe := range frontends {
 		m.connsActive.WithLabelValues(fe)
 		m.connsTotal.WithLabelValues(fe)
-		m.bytes.WithLabelValues(fe, "up")
-		m.bytes.WithLabelValues(fe, "down")
+		m.up[fe] = m.bytes.WithLabelValues(fe, "up")
+		m.down[fe] = m.bytes.WithLabelValues(fe, "down")
 	}
 	m.authFailures.WithLabelValues(observe.HTTP)
 	m.authFailures.WithLabelValues(observe.SOCKS5)
@@ -127,8 +129,10 @@ func (m *metrics) observe(a observe.Access) {
 		return
 	}
 	m.requests.WithLabelValues(a.Frontend, a.Verdict, a.Category).Inc()
-	m.bytes.WithLabelValues(a.Frontend, "up").Add(float64(max(a.Up, 0)))
-	m.bytes.WithLabelValues(a.Frontend, "down").Add(float64(max(a.Down, 0)))
+	if up, ok := m.up[a.Frontend]; ok {
+		up.Add(float64(max(a.Up, 0)))
+		m.down[a.Frontend].Add(float64(max(a.Down, 0)))
+	}
 	if a.DialErr != nil {
 		m.dialErrors.WithLabelValues(kindLabel(dial.Classify(a.DialErr))).Inc()
 	}

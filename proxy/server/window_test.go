@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluiceproxy/sluice/proxy/observe"
 )
 
 // fakeClock is a settable clock for the windows.
@@ -196,3 +198,26 @@ func TestConnTrackOnce(t *testing.T) {
 type nopConn struct{ net.Conn }
 
 func (nopConn) Close() error { return nil }
+
+// BenchmarkObserve is the cost the metrics add to each request: the
+// counters, the per-minute ring and, for a block, the two sketches.
+func BenchmarkObserve(b *testing.B) {
+	s := &Server{}
+	m := newMetrics(s, time.Now)
+	for _, tc := range []struct {
+		name string
+		a    observe.Access
+	}{
+		{"allow", observe.Access{Frontend: observe.HTTP, Verdict: observe.Allow, Host: "ok.test", Up: 100, Down: 1000}},
+		{"block", observe.Access{Frontend: observe.HTTP, Verdict: observe.Block, Category: "games", Host: "games.test"}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					m.observe(tc.a)
+				}
+			})
+		})
+	}
+}
