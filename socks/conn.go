@@ -32,6 +32,7 @@ type access struct {
 	udpBlock int64 // UDP datagrams dropped by the policy
 	udpDrop  int64 // UDP datagrams dropped for other reasons
 	err      error
+	dialErr  error  // the dial that failed, for Observe
 	pending  []byte // failure reply to send if the handler panics
 }
 
@@ -57,6 +58,7 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 		}
 		c.Close()
 		s.logAccess(ctx, c, a, start)
+		s.observe(a)
 	}()
 
 	c.SetDeadline(time.Now().Add(s.handshakeTimeout()))
@@ -216,6 +218,7 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 			return
 		}
 		s.stats.failed.Add(1)
+		a.dialErr = err
 		reply(replyFor(err), netip.AddrPort{})
 		return
 	}
