@@ -36,7 +36,11 @@ func sourceProblems(set *rules.Set) []sourceProblem {
 		for _, src := range set.Categories[name].Sources {
 			where := cmp.Or(src.Source.Path, src.Source.URL)
 			if src.Err != nil {
-				out = append(out, sourceProblem{Category: name, Source: where, Problem: src.Err.Error()})
+				msg := src.Err.Error()
+				if src.LastGood != "" {
+					msg += "; serving its last good copy"
+				}
+				out = append(out, sourceProblem{Category: name, Source: where, Problem: msg})
 			}
 			if src.Invalid > 0 {
 				msg := fmt.Sprintf("invalid lines skipped: %d", src.Invalid)
