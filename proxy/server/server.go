@@ -198,6 +198,9 @@ func (s *Server) build() (*state, error) {
 			}
 			st.users.Logger = s.log
 		}
+		for _, w := range st.users.Warnings() {
+			s.log.Warn("users: line skipped; the other users work", "err", w)
+		}
 	}
 	st.watch = watchList(set)
 	st.http, st.socks = s.frontEnds(st)
