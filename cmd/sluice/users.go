@@ -40,8 +40,9 @@ the weak hashes (MD5, SHA-1, DES), which 'add' replaces with bcrypt.`,
 
 	var fromStdin bool
 	add := &cobra.Command{
-		Use:   "add NAME [--password-stdin]",
-		Short: "Add a user, or change a user's password",
+		Use:               "add NAME [--password-stdin]",
+		ValidArgsFunction: completeUsers(&cfgPath, &file),
+		Short:             "Add a user, or change a user's password",
 		Long: `Add a user, or change the password of an existing one. The password is
 asked twice on the terminal without echo, or read from the first line of
 standard input with --password-stdin.`,
@@ -79,9 +80,10 @@ standard input with --password-stdin.`,
 	add.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
 
 	rm := &cobra.Command{
-		Use:   "rm NAME",
-		Short: "Remove a user",
-		Args:  cobra.ExactArgs(1),
+		Use:               "rm NAME",
+		ValidArgsFunction: completeUsers(&cfgPath, &file),
+		Short:             "Remove a user",
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := path()
 			if err != nil {
