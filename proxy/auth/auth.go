@@ -169,18 +169,24 @@ func (f *File) Reload() error {
 
 // Users returns the user names in file order.
 func (f *File) Users() []string {
+	return slices.Clone(f.table().order)
+}
+
+// table returns the users of the last reading; a File not made by Load has none.
+func (f *File) table() *table {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return slices.Clone(f.tab.order)
+	if f.tab == nil {
+		return &table{common: Bcrypt}
+	}
+	return f.tab
 }
 
 // Warnings returns the lines skipped by the last Load or Reload, each a
 // *ParseError naming file and line (at most 100, then one saying how many
 // more). They hold neither hashes nor passwords.
 func (f *File) Warnings() []error {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return slices.Clone(f.tab.warnings)
+	return slices.Clone(f.table().warnings)
 }
 
 // Stats returns the counters.
@@ -209,9 +215,7 @@ func (f *File) Authenticate(client netip.Addr, user, password string) bool {
 		f.logFailure(client, user, "rate limited")
 		return false
 	}
-	f.mu.RLock()
-	tab := f.tab
-	f.mu.RUnlock()
+	tab := f.table()
 	e, ok := tab.users[user]
 	if ok {
 		ck := cacheKey(user, password, e.hash)

@@ -316,3 +316,11 @@ func TestKindNames(t *testing.T) {
 		}
 	}
 }
+
+// TestZeroFile: a File not made by Load has no users and refuses everyone.
+func TestZeroFile(t *testing.T) {
+	var f File
+	if f.Authenticate(client, "alice", "x") || len(f.Users()) != 0 || len(f.Warnings()) != 0 {
+		t.Error("a zero File accepted or listed something")
+	}
+}
