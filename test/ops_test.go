@@ -257,3 +257,24 @@ func TestCompletionThroughBinary(t *testing.T) {
 		t.Errorf("users: %q", out)
 	}
 }
+
+// TestUnitVerifies: `systemd-analyze verify` accepts the unit (every
+// directive known, the binary executable, the man pages of Documentation=
+// present once `sluice man` wrote them).
+func TestUnitVerifies(t *testing.T) {
+	bin := requireTool(t, "systemd-analyze")
+	dir := t.TempDir()
+	data, err := os.ReadFile(unitFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := filepath.Join(dir, "sluice.service")
+	if err := os.WriteFile(unit, []byte(strings.ReplaceAll(string(data), "/usr/local/bin/sluice", sluiceBin)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	command(t, dir, nil, sluiceBin, "man", filepath.Join(dir, "man", "man1"))
+	out := command(t, dir, []string{"MANPATH=" + filepath.Join(dir, "man")}, bin, "verify", unit)
+	if strings.TrimSpace(out) != "" {
+		t.Errorf("systemd-analyze verify:\n%s", out)
+	}
+}
