@@ -82,7 +82,7 @@ func TestSquidHtpasswd(t *testing.T) {
 // and line and still exits 0.
 func TestUsersListMarksWeak(t *testing.T) {
 	users, badLine := squidUsersFile(t)
-	dir, cfg := writeConfig(t, "users: "+users+"\n", nil)
+	dir, cfg := writeConfig(t, "default: allow\nusers: "+users+"\n", nil)
 
 	out, code := runCLI(t, dir, "users", "--file", users, "list")
 	want := "md5\tmd5, weak: re-set with sluice users add\n" +

@@ -248,7 +248,7 @@ func TestMakeInstall(t *testing.T) {
 // scripts' __complete requests with categories and users.
 func TestCompletionThroughBinary(t *testing.T) {
 	users := htpasswdFile(t, "alice", "a")
-	dir, cfg := writeConfig(t, "users: "+users+"\ncategories:\n  social: [social.txt]\n  ads: [ads.txt]\n",
+	dir, cfg := writeConfig(t, "default: allow\nusers: "+users+"\ncategories:\n  social: [social.txt]\n  ads: [ads.txt]\n",
 		map[string]string{"social.txt": "a.test\n", "ads.txt": "b.test\n"})
 	if out, _ := runCLI(t, dir, "__complete", "list", "-c", cfg, "show", ""); !strings.HasPrefix(out, "ads\nsocial\n:4\n") {
 		t.Errorf("categories: %q", out)

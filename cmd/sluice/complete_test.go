@@ -25,7 +25,7 @@ func complete(t *testing.T, args ...string) ([]string, string) {
 // nothing is offered where a domain is expected.
 func TestCompleteCategories(t *testing.T) {
 	dir := writeFiles(t, map[string]string{
-		"sluice.yaml": "categories:\n  social: [lists/social.txt]\n  sports: lists/sports.txt\n  ads: [lists/ads.txt]\n" +
+		"sluice.yaml": "default: allow\ncategories:\n  social: [lists/social.txt]\n  sports: lists/sports.txt\n  ads: [lists/ads.txt]\n" +
 			"category_dirs:\n  - path: ut1\n    only: [gambling, shopping]\n",
 		"lists/social.txt":     "a.test\n",
 		"lists/sports.txt":     "b.test\n",
@@ -61,7 +61,7 @@ func TestCompleteCategories(t *testing.T) {
 // the users of the config's htpasswd file or of --file, every hash kind.
 func TestCompleteUsers(t *testing.T) {
 	dir := writeFiles(t, map[string]string{
-		"sluice.yaml": "users: users.htpasswd\n",
+		"sluice.yaml": "default: allow\nusers: users.htpasswd\n",
 		// bcrypt, apr1, SHA-1, crypt DES; a plain line is skipped.
 		"users.htpasswd": "# staff\nalice:$2y$05$.yGVS9ETNxGB9ULjXdkJhe//eEIjnkkablNFXRMyfOWy8P2u4J84C\n" +
 			"albert:$apr1$Q5VSmT0U$c5i3C4Z8gq3m9cYT7kw5A/\nbob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n" +
