@@ -26,13 +26,13 @@ func complete(t *testing.T, args ...string) ([]string, string) {
 func TestCompleteCategories(t *testing.T) {
 	dir := writeFiles(t, map[string]string{
 		"sluice.yaml": "default: allow\ncategories:\n  social: [lists/social.txt]\n  sports: lists/sports.txt\n  ads: [lists/ads.txt]\n" +
-			"category_dirs:\n  - path: ut1\n    only: [gambling, shopping]\n",
+			"category_dirs:\n  - path: ut1\n    only: [gambling]\n",
 		"lists/social.txt":     "a.test\n",
 		"lists/sports.txt":     "b.test\n",
 		"lists/ads.txt":        "c.test\n",
 		"ut1/gambling/domains": "d.test\n",
 		"ut1/adult/domains":    "e.test\n",   // not in only:
-		"ut1/shopping/urls":    "f.test/x\n", // no domains file
+		"ut1/shopping/urls":    "f.test/x\n", // not in only: either
 		"ut1/.hidden/domains":  "g.test\n",
 	})
 	cfg := filepath.Join(dir, "sluice.yaml")
