@@ -69,7 +69,7 @@ type Server struct {
 	reloads   atomic.Int64
 	failures  atomic.Int64
 	lastError atomic.Pointer[string]
-	validate  bool // Validate's server: reads, never downloads or writes
+	validate  bool                             // Validate's server: reads, never downloads or writes
 	own       atomic.Pointer[[]netip.AddrPort] // the listeners' addresses, once Run listens
 	m         *metrics                         // /metrics and the status page; nil in Validate
 
@@ -203,6 +203,9 @@ func (s *Server) build() (*state, error) {
 				return nil, usersError(cfg, err)
 			}
 			st.users.Logger = s.log
+		}
+		for _, w := range st.users.Warnings() {
+			s.log.Warn("users: line skipped; the other users work", "err", w)
 		}
 	}
 	st.watch = watchList(set)
