@@ -39,11 +39,17 @@ type Log struct {
 // through server (the server's own logger, so they look like today's),
 // Squid lines straight to raw.
 func Open(path, format string, server *slog.Logger, raw io.Writer) (*Log, error) {
-	l := &Log{stderr: server, raw: raw}
+	l := New(server, raw)
 	if err := l.Configure(path, format); err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+// New returns a Log writing JSON lines through server, until Configure
+// says otherwise.
+func New(server *slog.Logger, raw io.Writer) *Log {
+	return &Log{stderr: server, raw: raw, format: FormatJSON}
 }
 
 // Configure switches l to path and format (on reload). On error l keeps

@@ -87,6 +87,7 @@ func (s *Server) Run(ctx context.Context) error {
 	adm.setReady(false)
 	closeAll()
 	s.shutdown()
+	s.alog.Close()
 	s.log.Info("stopped")
 	return nil
 }
@@ -99,8 +100,10 @@ func (s *Server) startTriggers(ctx context.Context) (release func()) {
 	release = func() {}
 	if !s.opts.NoSignals {
 		hup := make(chan os.Signal, 1)
+		usr1 := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
-		release = func() { signal.Stop(hup) }
+		signal.Notify(usr1, syscall.SIGUSR1)
+		release = func() { signal.Stop(hup); signal.Stop(usr1) }
 		s.wg.Go(func() {
 			for {
 				select {
@@ -109,6 +112,8 @@ func (s *Server) startTriggers(ctx context.Context) (release func()) {
 				case <-hup:
 					s.log.Info("SIGHUP: reloading")
 					_ = s.Reload()
+				case <-usr1:
+					s.reopenAccessLog()
 				}
 			}
 		})

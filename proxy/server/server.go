@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/sluiceproxy/sluice/proxy/accesslog"
 	"github.com/sluiceproxy/sluice/proxy/auth"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/rules"
@@ -59,6 +61,7 @@ type Options struct {
 type Server struct {
 	opts Options
 	log  *slog.Logger
+	alog *accesslog.Log // the access log, reconfigured on reload
 
 	state     atomic.Pointer[state]
 	reloadMu  sync.Mutex // serializes reloads
@@ -104,11 +107,15 @@ func New(opts Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.alog = accesslog.New(s.log, os.Stderr)
 	s.conns = newConns(s.log)
 	s.base, s.stop = context.WithCancel(context.Background())
 	st, err := s.first()
 	if err != nil {
 		return nil, err
+	}
+	if err := s.alog.Configure(st.cfg.AccessLog, st.cfg.LogFormat); err != nil {
+		return nil, fmt.Errorf("server: access_log: %w", err)
 	}
 	st.set = nil // the engine has what it needs; the lists' strings can go
 	s.state.Store(st)
@@ -218,6 +225,8 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Transport:        st.router.Transport,
 		Anonymize:        anonymizer(st.cfg),
 		Logger:           s.log,
+		Access:           s.access,
+		Local:            s.pacHandler(st.cfg.PAC).serveProxyPort,
 		BlockPage:        proxy.BlockPage{Template: st.cfg.BlockPage.Template, Contact: st.cfg.BlockPage.Contact, ShowRule: st.cfg.BlockPage.ShowRule},
 		DialTimeout:      dialBudget(st.cfg),
 		HandshakeTimeout: to.Handshake,
@@ -229,6 +238,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Dial:             dialFn,
 		UDP:              st.cfg.Socks.UDP,
 		Logger:           s.log,
+		Access:           s.access,
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
 	}
@@ -270,6 +280,16 @@ func (s *Server) Reload() error {
 	if err := checkOpen(st.cfg, s.opts.AllowOpen); err != nil {
 		// Removing `clients` or `users` must not turn a gateway into an open proxy.
 		s.failures.Add(1)
+		msg := err.Error()
+		s.lastError.Store(&msg)
+		s.log.Error("reload failed; keeping the running rules", "err", err)
+		return err
+	}
+	if err := s.alog.Configure(st.cfg.AccessLog, st.cfg.LogFormat); err != nil {
+		// The access log cannot be written where the new config says:
+		// keep the running rules and the running log.
+		s.failures.Add(1)
+		err = fmt.Errorf("server: access_log: %w", err)
 		msg := err.Error()
 		s.lastError.Store(&msg)
 		s.log.Error("reload failed; keeping the running rules", "err", err)
