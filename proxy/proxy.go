@@ -188,7 +188,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.IsAbs():
 		s.servePlain(x, cw, r)
 	case s.Local != nil && s.Local(cw, r):
-		x.reason, x.target, x.path = "local", r.Host, r.URL.Path
+		x.reason, x.target, x.scheme, x.path = "local", r.Host, "http", r.URL.EscapedPath()
 	default:
 		x.reason = "not a proxy request"
 		textError(cw, http.StatusBadRequest, "sluice: this is a proxy; send absolute-URI or CONNECT requests")

@@ -147,7 +147,8 @@ func LogJSON(l *slog.Logger, r *Record) {
 // time is the start in Unix seconds with milliseconds, elapsed is in
 // milliseconds, client is the client's IP, bytes is what was sent to the
 // client, URL is host:port for tunnels and scheme://host/path (no query)
-// for plain requests, user, peer and type are "-" when unknown. Fields
+// for plain requests, type is the response's media type without
+// parameters, and user, peer and type are "-" when unknown. Fields
 // that carry client-supplied text never contain a space.
 func Squid(r *Record) string {
 	var b strings.Builder
@@ -178,7 +179,7 @@ func Squid(r *Record) string {
 	b.WriteByte(' ')
 	b.WriteString(r.hierarchy())
 	b.WriteByte(' ')
-	b.WriteString(field(r.ContentType))
+	b.WriteString(field(mediaType(r.ContentType)))
 	return b.String()
 }
 
@@ -247,14 +248,16 @@ func (r *Record) squidURL() string {
 }
 
 // hierarchy is Squid's hierarchy/peer field: HIER_DIRECT/ip for a direct
-// dial, FIRSTUP_PARENT/name through an upstream, HIER_NONE/- when nothing
-// was dialed.
+// dial, FIRSTUP_PARENT/name for a request allowed through an upstream,
+// HIER_NONE/- when nothing was dialed (refused, or a direct dial failed).
 func (r *Record) hierarchy() string {
-	dialed := r.Decided && r.Verdict == "allow" && (r.Status != 0 && r.Status < 500 || r.Granted || r.Peer.IsValid())
+	direct := r.Route == "direct" || r.Route == ""
+	dialed := r.Decided && r.Verdict == "allow" &&
+		(!direct || r.Status != 0 && r.Status < 500 || r.Granted || r.Peer.IsValid())
 	switch {
 	case !dialed:
 		return "HIER_NONE/-"
-	case r.Route == "direct" || r.Route == "":
+	case direct:
 		if r.Peer.IsValid() {
 			return "HIER_DIRECT/" + r.Peer.String()
 		}
@@ -265,6 +268,15 @@ func (r *Record) hierarchy() string {
 		return "HIER_DIRECT/" + field(host)
 	}
 	return "FIRSTUP_PARENT/" + field(r.Route)
+}
+
+// mediaType returns a Content-Type without its parameters ("text/html"
+// of "text/html; charset=utf-8"): one field, as report tools count it.
+func mediaType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.TrimSpace(ct)
 }
 
 func clientIP(addr string) string {
