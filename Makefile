@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Programs the tests drive for real; `make test` installs the missing ones.
 TEST_TOOLS := curl:curl nc:netcat-openbsd squid:squid danted:dante-server \
               microsocks:microsocks htpasswd:apache2-utils \
-              chromium:chromium
+              chromium:chromium goaccess:goaccess
 
 .PHONY: all build run test deps-test vet unit bench fuzz clean
 
