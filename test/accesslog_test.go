@@ -337,3 +337,19 @@ func TestAccessLogReload(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessLogValidate: `config validate` and `serve` refuse an
+// access_log in a folder that does not exist, naming it.
+func TestAccessLogValidate(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sluice.yaml")
+	writeFiles(t, dir, map[string]string{"sluice.yaml": "listen: [\"127.0.0.1:0\"]\naccess_log: nowhere/access.log\n"})
+	out, code := runCLI(t, dir, "config", "validate", "--config", cfg)
+	if code != 2 || !strings.Contains(out, "access_log "+filepath.Join(dir, "nowhere/access.log")) {
+		t.Errorf("validate (exit %d): %s", code, out)
+	}
+	out, code = runCLI(t, dir, "serve", "--config", cfg)
+	if code != 2 || !strings.Contains(out, filepath.Join(dir, "nowhere/access.log")) {
+		t.Errorf("serve (exit %d): %s", code, out)
+	}
+}

@@ -22,7 +22,8 @@ import (
 
 // Run opens the listeners, writes the pid file, starts the reload triggers
 // (SIGHUP unless Options.NoSignals, the file watcher when a config file is
-// used, the remote list refresh) and serves until ctx is cancelled. Run may
+// used, the remote list refresh) and the access log's reopen on SIGUSR1
+// (unless Options.NoSignals), and serves until ctx is cancelled. Run may
 // be called once.
 //
 // Shutdown, when ctx is cancelled: the listeners close at once, so new
@@ -93,9 +94,10 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // startTriggers starts what reloads the rules: SIGHUP, the file watcher and
-// the remote list refresh. They stop with ctx, but SIGHUP stays caught (and
-// is ignored during the shutdown, rather than killing the process) until
-// the returned function is called.
+// the remote list refresh; and SIGUSR1, which reopens the access log. They
+// stop with ctx, but SIGHUP and SIGUSR1 stay caught (and are ignored during
+// the shutdown, rather than killing the process) until the returned
+// function is called.
 func (s *Server) startTriggers(ctx context.Context) (release func()) {
 	release = func() {}
 	if !s.opts.NoSignals {

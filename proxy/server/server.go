@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -352,7 +353,24 @@ func Validate(opts Options) (*rules.Set, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAccessLog(st.cfg.AccessLog); err != nil {
+		return nil, err
+	}
 	return st.set, nil
+}
+
+// checkAccessLog reports an access_log file whose folder does not exist
+// (which serve would refuse), without creating the file: validate may run
+// as another user than the service.
+func checkAccessLog(path string) error {
+	if path == "" || path == rules.AccessLogStderr {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("server: access_log %s: folder %s does not exist", path, dir)
+	}
+	return nil
 }
 
 // first builds the state a server starts with: the config's, with the
