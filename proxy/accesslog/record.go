@@ -77,18 +77,16 @@ func (r *Record) attrs() []slog.Attr {
 		slog.String("request_id", r.ID),
 		slog.String("client", r.Client),
 		slog.String("proto", r.Proto))
-	if r.Cmd != "" {
-		a = append(a, slog.String("cmd", r.Cmd))
-	}
-	if r.Method != "" {
-		a = append(a, slog.String("method", r.Method))
-	}
-	a = append(a, slog.String("target", r.Target))
-	if r.Path != "" {
-		a = append(a, slog.String("path", r.Path))
-	}
-	if r.User != "" {
-		a = append(a, slog.String("user", r.User))
+	if r.Proto == "http" {
+		a = append(a, slog.String("method", r.Method), slog.String("target", r.Target))
+		if r.Path != "" {
+			a = append(a, slog.String("path", r.Path))
+		}
+		if r.User != "" {
+			a = append(a, slog.String("user", r.User))
+		}
+	} else { // SOCKS lines always had cmd and user, in this order
+		a = append(a, slog.String("cmd", r.Cmd), slog.String("user", r.User), slog.String("target", r.Target))
 	}
 	if r.Decided {
 		a = append(a,
