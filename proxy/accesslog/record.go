@@ -97,7 +97,7 @@ func (r *Record) attrs() []slog.Attr {
 			slog.String("route", r.Route))
 	} else {
 		a = append(a, slog.String("verdict", "none"))
-		if r.Reason != "" {
+		if r.Reason != "" || r.Proto == "http" {
 			a = append(a, slog.String("reason", r.Reason))
 		}
 	}
