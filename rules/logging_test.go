@@ -9,6 +9,7 @@ import (
 
 func TestParseAccessLogAndPAC(t *testing.T) {
 	cfg, err := Parse("/etc/sluice/sluice.yaml", []byte(`
+default: allow
 access_log: log/access.log
 log_format: squid
 pac:
@@ -29,7 +30,7 @@ pac:
 		len(cfg.PAC.Bypass) != 6 || !cfg.PAC.FallbackDirect {
 		t.Errorf("PAC = %+v", cfg.PAC)
 	}
-	cfg, err = Parse("sluice.yaml", []byte("access_log: stderr\n"))
+	cfg, err = Parse("sluice.yaml", []byte("default: allow\naccess_log: stderr\n"))
 	if err != nil || cfg.AccessLog != "stderr" || cfg.LogFormat != "" {
 		t.Errorf("stderr: %+v %v", cfg, err)
 	}
