@@ -140,25 +140,13 @@ func checkOpen(cfg *rules.Config, allowOpen bool) error {
 		return nil
 	}
 	for _, a := range cfg.Listen {
-		if !isLoopback(a) {
+		if !rules.IsLoopbackAddr(a) {
 			return fmt.Errorf("server: refusing to listen on %s: neither `clients` nor `users` restricts who may use the proxy, "+
 				"and open proxies are found and abused within hours; add `clients: [YOUR/CIDR]` or `users: FILE` to the config, "+
 				"or pass --allow-open if you really mean it", a)
 		}
 	}
 	return nil
-}
-
-func isLoopback(listen string) bool {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 // load reads the config the server was started with, and its lists: see
