@@ -337,6 +337,26 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			c.Anonymize, err = p.boolean(v, ctx)
 		case "timeouts":
 			err = p.parseTimeouts(v)
+		case "sniff":
+			var s string
+			if s, err = p.str(v, ctx); err == nil {
+				switch m := SniffMode(s); m {
+				case SniffIP, SniffAll, SniffOff:
+					c.Sniff = m
+				default:
+					err = p.errf(v, "%smust be ip, all or off, not %q", ctx, s)
+				}
+			}
+		case "sniff_unnamed":
+			var s string
+			if s, err = p.str(v, ctx); err == nil {
+				switch Action(s) {
+				case Allow, Block:
+					c.SniffUnnamed = Action(s)
+				default:
+					err = p.errf(v, "%smust be allow or block, not %q", ctx, s)
+				}
+			}
 		default:
 			err = p.errf(k, "unknown key %q", k.Value)
 		}
@@ -858,6 +878,12 @@ func (p *cfgParser) fillDefaults() {
 	}
 	if c.Default == "" {
 		c.Default = Allow
+	}
+	if c.Sniff == "" {
+		c.Sniff = SniffIP
+	}
+	if c.SniffUnnamed == "" {
+		c.SniffUnnamed = Allow
 	}
 	if c.Timeouts.Dial == 0 {
 		c.Timeouts.Dial = DefaultDialTimeout

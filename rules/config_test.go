@@ -108,9 +108,11 @@ func TestParseFull(t *testing.T) {
 			"pool":   {Name: "pool", Failover: []string{"office", "tor"}, Line: 25},
 			"safe":   {Name: "safe", Chain: []string{"socks4a://127.0.0.1:1080"}, Anonymize: &yes, TLSCA: filepath.Join(dir, "ca.pem"), Line: 26},
 		},
-		Upstream:  "office",
-		Anonymize: true,
-		Timeouts:  Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute},
+		Upstream:     "office",
+		Anonymize:    true,
+		Timeouts:     Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute},
+		Sniff:        SniffIP,
+		SniffUnnamed: Allow,
 	}
 	rulesGot := cfg.Rules
 	cfg.Rules = nil
@@ -172,11 +174,33 @@ func TestParseDefaults(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		if !reflect.DeepEqual(cfg.Listen, []string{DefaultListen}) || cfg.Default != Allow || len(cfg.Rules) != 0 ||
-			cfg.Timeouts != (Timeouts{DefaultDialTimeout, DefaultHandshakeTimeout, DefaultIdleTimeout}) {
+			cfg.Timeouts != (Timeouts{DefaultDialTimeout, DefaultHandshakeTimeout, DefaultIdleTimeout}) ||
+			cfg.Sniff != SniffIP || cfg.SniffUnnamed != Allow {
 			t.Errorf("%s: defaults not filled: %+v", name, cfg)
 		}
 		if wd, _ := os.Getwd(); cfg.CacheDir != filepath.Join(wd, "cache") {
 			t.Errorf("%s: CacheDir = %q", name, cfg.CacheDir)
+		}
+	}
+}
+
+func TestParseSniff(t *testing.T) {
+	for _, tc := range []struct {
+		src     string
+		mode    SniffMode
+		unnamed Action
+	}{
+		{"sniff: all\nsniff_unnamed: block\n", SniffAll, Block},
+		{"sniff: off\n", SniffOff, Allow},
+		{"sniff: ip\nsniff_unnamed: allow\n", SniffIP, Allow},
+		{"sniff_unnamed: block\n", SniffIP, Block},
+	} {
+		cfg, err := Parse("sluice.yaml", []byte(tc.src))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.src, err)
+		}
+		if cfg.Sniff != tc.mode || cfg.SniffUnnamed != tc.unnamed {
+			t.Errorf("%q: sniff %q, sniff_unnamed %q; want %q, %q", tc.src, cfg.Sniff, cfg.SniffUnnamed, tc.mode, tc.unnamed)
 		}
 	}
 }
@@ -261,6 +285,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad category name", "categories:\n  \"a b\": [x]\n", `sluice.yaml:2: categories: invalid category name "a b"`},
 		{"bad bool", "anonymize: maybe\n", `sluice.yaml:1: anonymize: must be true or false`},
 		{"socks key", "socks: {tcp: true}\n", `sluice.yaml:1: socks: unknown key "tcp" (want udp)`},
+		{"bad sniff", "default: allow\nsniff: always\n", `sluice.yaml:2: sniff: must be ip, all or off, not "always"`},
+		{"sniff not a string", "sniff: [ip]\n", `sluice.yaml:1: sniff: must be a string`},
+		{"sniff bool", "sniff: false\n", `sluice.yaml:1: sniff: must be ip, all or off, not "false"`},
+		{"bad sniff_unnamed", "\nsniff_unnamed: deny\n", `sluice.yaml:2: sniff_unnamed: must be allow or block, not "deny"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
