@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/relay"
+	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 )
 
 // authenticate checks Proxy-Authorization when Auth is set; on failure it
@@ -58,6 +59,10 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 	}
 	ctx, cancel := s.lifetime(r)
 	defer cancel()
+	if s.Sniff.Wants(t.host) {
+		s.sniffTunnel(ctx, x, w, t.addr())
+		return
+	}
 	origin, err := s.dial(ctx, d.Via, "tcp", t.addr())
 	if err != nil {
 		x.err = err
@@ -96,6 +101,52 @@ func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter,
 	}
 	x.status = status
 	st, err := relay.Splice(ctx, relay.WithPrefix(conn, pending), relay.WithPrefix(origin, originPending), s.idleTimeout())
+	x.up, x.down = st.Up, st.Down
+	if err != nil && !errors.Is(err, context.Canceled) {
+		x.err = err
+	}
+}
+
+// sniffTunnel serves a CONNECT that the first decision allowed and whose
+// first bytes are sniffed: it takes the connection over, answers 200,
+// reads the client's first bytes and decides again with the name they
+// carry (package sniffpolicy). A block closes the connection: nothing is
+// dialed and no byte is forwarded. Otherwise it dials addr, the address
+// the client asked for, on the final decision's route and splices,
+// forwarding the bytes read first. A dial that fails after the 200 can
+// only close the connection.
+func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWriter, addr string) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		x.err = err
+		textError(w, http.StatusInternalServerError, "sluice: cannot take over the connection")
+		return
+	}
+	x.hijacked = true
+	s.tunnels.add()
+	defer s.tunnels.done()
+	conn.SetDeadline(time.Time{})
+	pending := buffered(brw.Reader)
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		conn.Close()
+		x.err = err
+		return
+	}
+	x.status = http.StatusOK
+	client := relay.WithPrefix(conn, pending) // sniffing may leave some of pending unread
+	o := sniffpolicy.Check(client, s.Sniff, s.Policy, x.req, x.d)
+	x.d, x.sniffed = o.Decision, o.LogAttrs()
+	if o.Decision.Verdict != filter.Allow {
+		conn.Close()
+		return
+	}
+	origin, err := s.dial(ctx, o.Decision.Via, "tcp", addr)
+	if err != nil {
+		conn.Close()
+		x.err = err
+		return
+	}
+	st, err := relay.Splice(ctx, relay.WithPrefix(client, o.Result.Data), origin, s.idleTimeout())
 	x.up, x.down = st.Up, st.Down
 	if err != nil && !errors.Is(err, context.Canceled) {
 		x.err = err

@@ -20,6 +20,7 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 )
 
 // Defaults for the zero values of Server's fields.
@@ -81,6 +82,10 @@ type Server struct {
 	// Now returns the time of a request for filter.Request.Time. If nil,
 	// time.Now is used.
 	Now func() time.Time
+	// Sniff says which CONNECT tunnels are answered 200 before dialing so
+	// that their first bytes (TLS SNI, HTTP Host) are decided again. The
+	// zero value sniffs nothing.
+	Sniff sniffpolicy.Config
 
 	initOnce sync.Once
 	gp       *goproxy.ProxyHttpServer
@@ -226,8 +231,10 @@ type exchange struct {
 	user     string
 	target   string
 	decided  bool
+	req      filter.Request // what the first decision was asked
 	d        filter.Decision
-	reason   string // when refused before a decision
+	sniffed  []slog.Attr // what sniffing found, for the log
+	reason   string      // when refused before a decision
 	status   int
 	up, down int64
 	hijacked bool
@@ -255,6 +262,7 @@ func (x *exchange) log() {
 			slog.String("rule", x.d.Rule.String()),
 			slog.String("category", x.d.Category),
 			slog.String("route", x.d.Route()))
+		attrs = append(attrs, x.sniffed...)
 	} else {
 		attrs = append(attrs, slog.String("verdict", "none"), slog.String("reason", x.reason))
 	}
@@ -278,7 +286,7 @@ func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
 	} else {
 		d = s.Policy.Decide(req)
 	}
-	x.decided, x.d = true, d
+	x.decided, x.req, x.d = true, req, d
 	return d
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/relay"
+	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 	"github.com/sluiceproxy/sluice/rules"
 )
 
@@ -24,10 +25,11 @@ type access struct {
 	user     string
 	target   string
 	decision *filter.Decision
-	reply    int   // the reply code sent, -1 when none
-	up, down int64 // bytes client→origin and origin→client
-	udpBlock int64 // UDP datagrams dropped by the policy
-	udpDrop  int64 // UDP datagrams dropped for other reasons
+	sniffed  []slog.Attr // what sniffing found
+	reply    int         // the reply code sent, -1 when none
+	up, down int64       // bytes client→origin and origin→client
+	udpBlock int64       // UDP datagrams dropped by the policy
+	udpDrop  int64       // UDP datagrams dropped for other reasons
 	err      error
 	pending  []byte // failure reply to send if the handler panics
 }
@@ -192,11 +194,16 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		return
 	}
 	a.target = net.JoinHostPort(host, strconv.Itoa(int(req.port)))
-	d := s.decide(filter.Request{Client: clientAddr(c), User: a.user, Host: host, Port: req.port, Time: s.now()})
+	freq := filter.Request{Client: clientAddr(c), User: a.user, Host: host, Port: req.port, Time: s.now()}
+	d := s.decide(freq)
 	a.decision = &d
 	if d.Verdict != filter.Allow {
 		s.stats.blocked.Add(1)
 		reply(repNotAllowed, netip.AddrPort{})
+		return
+	}
+	if s.Sniff.Wants(host) {
+		s.sniffConnect(ctx, c, a, freq, d, reply)
 		return
 	}
 	origin, err := s.dial(ctx, d.Via, "tcp", a.target)
@@ -210,6 +217,37 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 	reply(repSucceeded, addrPort(origin.LocalAddr()))
 	a.pending = nil
 	st, err := relay.Splice(ctx, c, origin, s.idleTimeout())
+	a.up, a.down = st.Up, st.Down
+	if err != nil {
+		a.err = err
+	}
+}
+
+// sniffConnect serves a CONNECT that the first decision d allowed and whose
+// first bytes are sniffed: it replies success (bound address 0.0.0.0:0,
+// since nothing is dialed yet), reads the client's first bytes and decides
+// again with the name they carry (package sniffpolicy). A block closes the
+// connection: nothing is dialed and no byte is forwarded. Otherwise it
+// dials the target the client asked for on the final decision's route and
+// splices, forwarding the bytes read first. A dial that fails after the
+// success reply can only close the connection.
+func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req filter.Request, d filter.Decision, reply func(replyCode, netip.AddrPort)) {
+	c.SetDeadline(time.Time{})
+	reply(repSucceeded, netip.AddrPort{})
+	a.pending = nil
+	o := sniffpolicy.Check(c, s.Sniff, s.Policy, req, d)
+	a.decision, a.sniffed = &o.Decision, o.LogAttrs()
+	if o.Decision.Verdict != filter.Allow {
+		s.stats.blocked.Add(1)
+		return
+	}
+	origin, err := s.dial(ctx, o.Decision.Via, "tcp", a.target)
+	if err != nil {
+		s.stats.failed.Add(1)
+		a.err = err
+		return
+	}
+	st, err := relay.Splice(ctx, relay.WithPrefix(c, o.Result.Data), origin, s.idleTimeout())
 	a.up, a.down = st.Up, st.Down
 	if err != nil {
 		a.err = err
@@ -250,6 +288,7 @@ func (s *Server) logAccess(ctx context.Context, c net.Conn, a *access, start tim
 			slog.String("category", d.Category),
 			slog.String("route", d.Route()),
 		)
+		attrs = append(attrs, a.sniffed...)
 	} else {
 		attrs = append(attrs, slog.String("verdict", "none"))
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/sluiceproxy/sluice/proxy/auth"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/relay"
+	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 	"github.com/sluiceproxy/sluice/rules"
 	"github.com/sluiceproxy/sluice/socks"
 )
@@ -180,6 +181,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 	var policy = st.engine
 	dialFn := st.router.Dial
 	to := st.cfg.Timeouts
+	sniff := sniffpolicy.Config{Mode: st.cfg.Sniff, Unnamed: st.cfg.SniffUnnamed}
 	h := &proxy.Server{
 		Policy:           policy,
 		Dial:             dialFn,
@@ -189,6 +191,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		DialTimeout:      dialBudget(st.cfg),
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
+		Sniff:            sniff,
 	}
 	so := &socks.Server{
 		Policy:           policy,
@@ -197,6 +200,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Logger:           s.log,
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
+		Sniff:            sniff,
 	}
 	if st.users != nil {
 		h.Auth = st.users
