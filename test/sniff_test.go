@@ -1,0 +1,359 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	xproxy "golang.org/x/net/proxy"
+)
+
+// acceptCounter is a listener that counts the TCP connections it accepts:
+// the proof that a blocked tunnel never reached the origin.
+type acceptCounter struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *acceptCounter) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// countedOrigin is an HTTP or HTTPS origin on 127.0.0.1 that counts accepts.
+type countedOrigin struct {
+	srv     *httptest.Server
+	accepts *acceptCounter
+	port    string
+}
+
+func newCountedOrigin(t *testing.T, useTLS bool) *countedOrigin {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &countedOrigin{accepts: &acceptCounter{Listener: ln}}
+	o.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sni := ""
+		if r.TLS != nil {
+			sni = r.TLS.ServerName
+		}
+		fmt.Fprintf(w, "hello from origin host=%s sni=%s", r.Host, sni)
+	}))
+	o.srv.Listener.Close()
+	o.srv.Listener = o.accepts
+	if useTLS {
+		o.srv.StartTLS()
+	} else {
+		o.srv.Start()
+	}
+	t.Cleanup(o.srv.Close)
+	_, o.port, _ = net.SplitHostPort(ln.Addr().String())
+	return o
+}
+
+// addr is the origin's IP-literal address.
+func (o *countedOrigin) addr() string { return "127.0.0.1:" + o.port }
+
+// waitAccess waits until an access line of p has every field of want (a
+// value ending in "*" matches by prefix), or fails the test after 10 s.
+func waitAccess(t *testing.T, p *proc, want map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, l := range strings.Split(p.Log(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) != nil || m["msg"] != "access" {
+				continue
+			}
+			if accessHas(m, want) {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no access line with %v; log:\n%s", want, p.Log())
+}
+
+func accessHas(m map[string]any, want map[string]string) bool {
+	for k, w := range want {
+		v, ok := m[k]
+		if !ok {
+			return false
+		}
+		got := fmt.Sprint(v)
+		if prefix, ok := strings.CutSuffix(w, "*"); ok {
+			if !strings.HasPrefix(got, prefix) {
+				return false
+			}
+		} else if got != w {
+			return false
+		}
+	}
+	return true
+}
+
+const sniffConfig = `
+default: allow
+hosts:
+  allowed.test: 127.0.0.1
+rules:
+  - block: [blocked.test]
+`
+
+// splitWrites sends each write in two halves with a pause between them, so
+// that a ClientHello reaches the proxy in two TCP segments.
+type splitWrites struct{ net.Conn }
+
+func (c splitWrites) Write(p []byte) (int, error) {
+	if len(p) < 2 {
+		return c.Conn.Write(p)
+	}
+	n, err := c.Conn.Write(p[:len(p)/2])
+	if err != nil {
+		return n, err
+	}
+	time.Sleep(50 * time.Millisecond)
+	m, err := c.Conn.Write(p[len(p)/2:])
+	return n + m, err
+}
+
+// connectTunnel opens a CONNECT tunnel to target through the HTTP proxy at
+// proxyAddr and returns it after the 200.
+func connectTunnel(t *testing.T, proxyAddr, target string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", proxyAddr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT %s: %s", target, resp.Status)
+	}
+	if br.Buffered() != 0 {
+		t.Fatal("bytes after the 200")
+	}
+	return c
+}
+
+// socksTunnel opens a SOCKS5 tunnel to target with golang.org/x/net/proxy.
+func socksTunnel(t *testing.T, proxyAddr, target string) net.Conn {
+	t.Helper()
+	d, err := xproxy.SOCKS5("tcp", proxyAddr, nil, xproxy.Direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := d.(xproxy.ContextDialer).DialContext(ctx, "tcp", target)
+	if err != nil {
+		t.Fatalf("SOCKS5 CONNECT %s: %v", target, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c
+}
+
+// httpsGet runs a TLS handshake with SNI name over c (writes split in two)
+// and a GET; it returns the response body or the error.
+func httpsGet(c net.Conn, name string) (string, error) {
+	tc := tls.Client(splitWrites{c}, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", name)
+	b, err := io.ReadAll(tc)
+	return string(b), err
+}
+
+// TestSniffSOCKSCurl: curl resolves the name itself (--socks5, --socks4 with
+// --resolve) and asks the proxy for 127.0.0.1; the SNI still names the host,
+// and a blocked one never reaches the origin.
+func TestSniffSOCKSCurl(t *testing.T) {
+	o := newCountedOrigin(t, true)
+	p := startSluice(t, sniffConfig, nil)
+	for _, flag := range []string{"--socks5", "--socks4"} {
+		t.Run(flag, func(t *testing.T) {
+			before := o.accepts.n.Load()
+			url := "https://blocked.test:" + o.port + "/"
+			out, code := curl(t, "-k", flag, p.addr, "--resolve", "blocked.test:"+o.port+":127.0.0.1", url)
+			if code == 0 {
+				t.Fatalf("blocked.test passed: %s", out)
+			}
+			if n := o.accepts.n.Load() - before; n != 0 {
+				t.Fatalf("origin accepted %d connections for a blocked SNI", n)
+			}
+			url = "https://allowed.test:" + o.port + "/"
+			out, code = curl(t, "-k", flag, p.addr, "--resolve", "allowed.test:"+o.port+":127.0.0.1", url)
+			if code != 0 || !strings.Contains(out, "hello from origin host=allowed.test:"+o.port+" sni=allowed.test") {
+				t.Fatalf("allowed.test: exit %d: %s", code, out)
+			}
+		})
+	}
+	for _, proto := range []string{"socks5", "socks4"} {
+		waitAccess(t, p, map[string]string{"proto": proto, "target": o.addr(), "verdict": "block", "reason": "sniffed",
+			"rule": "rule 1 (sluice.yaml:*", "sniff": "tls", "sniffed": "blocked.test"})
+		waitAccess(t, p, map[string]string{"proto": proto, "target": o.addr(), "verdict": "allow", "sniff": "tls", "sniffed": "allowed.test"})
+	}
+}
+
+// TestSniffSplitClientHello: a crypto/tls ClientHello that reaches the
+// proxy in two segments, through CONNECT and SOCKS5 to an IP literal.
+func TestSniffSplitClientHello(t *testing.T) {
+	o := newCountedOrigin(t, true)
+	p := startSluice(t, sniffConfig, nil)
+	tunnels := map[string]func(*testing.T, string, string) net.Conn{"connect": connectTunnel, "socks5": socksTunnel}
+	for name, open := range tunnels {
+		t.Run(name, func(t *testing.T) {
+			before := o.accepts.n.Load()
+			if body, err := httpsGet(open(t, p.addr, o.addr()), "blocked.test"); err == nil {
+				t.Fatalf("blocked SNI got through: %q", body)
+			}
+			if n := o.accepts.n.Load() - before; n != 0 {
+				t.Fatalf("origin accepted %d connections for a blocked SNI", n)
+			}
+			body, err := httpsGet(open(t, p.addr, o.addr()), "allowed.test")
+			if err != nil || !strings.Contains(body, "sni=allowed.test") {
+				t.Fatalf("allowed SNI: %v %q", err, body)
+			}
+		})
+	}
+	waitAccess(t, p, map[string]string{"proto": "http", "method": "CONNECT", "target": o.addr(), "verdict": "block", "reason": "sniffed",
+		"sniff": "tls", "sniffed": "blocked.test"})
+}
+
+// TestSniffPlainHTTP: plain HTTP through a CONNECT to an IP literal is
+// decided by its Host header; a blocked one is closed unanswered.
+func TestSniffPlainHTTP(t *testing.T) {
+	o := newCountedOrigin(t, false)
+	p := startSluice(t, sniffConfig, nil)
+	c := connectTunnel(t, p.addr, o.addr())
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: blocked.test\r\n\r\n")
+	if b, err := io.ReadAll(c); len(b) != 0 {
+		t.Fatalf("a blocked Host got an answer: %q (%v)", b, err)
+	}
+	if n := o.accepts.n.Load(); n != 0 {
+		t.Fatalf("origin accepted %d connections for a blocked Host", n)
+	}
+	// Two different Host headers: no single name can be trusted.
+	c = connectTunnel(t, p.addr, o.addr())
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: allowed.test\r\nHost: blocked.test\r\n\r\n")
+	if b, _ := io.ReadAll(c); len(b) != 0 || o.accepts.n.Load() != 0 {
+		t.Fatalf("two Host headers got through: %q", b)
+	}
+	c = connectTunnel(t, p.addr, o.addr())
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	if !strings.Contains(string(b), "hello from origin host=allowed.test sni=") {
+		t.Fatalf("allowed Host: %q", b)
+	}
+	waitAccess(t, p, map[string]string{"target": o.addr(), "verdict": "block", "reason": "sniffed", "rule": "rule 1 *",
+		"sniff": "http", "sniffed": "blocked.test"})
+	waitAccess(t, p, map[string]string{"verdict": "block", "reason": "sniffed", "sniff": "http", "sniff_err": "sniff: ambiguous host*"})
+}
+
+// TestSniffDomainFronting: with sniff: all, a CONNECT to an allowed name
+// whose ClientHello names a blocked one is blocked; with the default
+// (sniff: ip) a named CONNECT is not sniffed.
+func TestSniffDomainFronting(t *testing.T) {
+	o := newCountedOrigin(t, true)
+	target := "allowed.test:" + o.port
+	p := startSluice(t, sniffConfig+"sniff: all\n", nil)
+	if body, err := httpsGet(connectTunnel(t, p.addr, target), "blocked.test"); err == nil {
+		t.Fatalf("fronted SNI got through: %q", body)
+	}
+	if body, err := httpsGet(socksTunnel(t, p.addr, target), "blocked.test"); err == nil {
+		t.Fatalf("fronted SNI got through SOCKS5: %q", body)
+	}
+	if n := o.accepts.n.Load(); n != 0 {
+		t.Fatalf("origin accepted %d connections for a fronted SNI", n)
+	}
+	if body, err := httpsGet(connectTunnel(t, p.addr, target), "allowed.test"); err != nil || !strings.Contains(body, "sni=allowed.test") {
+		t.Fatalf("allowed SNI with sniff: all: %v %q", err, body)
+	}
+	for _, proto := range []string{"http", "socks5"} {
+		waitAccess(t, p, map[string]string{"proto": proto, "target": target, "verdict": "block", "reason": "sniffed", "sniffed": "blocked.test"})
+	}
+
+	ip := startSluice(t, sniffConfig, nil)
+	if body, err := httpsGet(connectTunnel(t, ip.addr, target), "blocked.test"); err != nil || !strings.Contains(body, "sni=blocked.test") {
+		t.Fatalf("sniff: ip sniffed a named CONNECT: %v %q", err, body)
+	}
+}
+
+// TestSniffOff: sniff: off keeps the decision on the IP literal.
+func TestSniffOff(t *testing.T) {
+	o := newCountedOrigin(t, true)
+	p := startSluice(t, sniffConfig+"sniff: off\n", nil)
+	url := "https://blocked.test:" + o.port + "/"
+	out, code := curl(t, "-k", "--socks5", p.addr, "--resolve", "blocked.test:"+o.port+":127.0.0.1", url)
+	if code != 0 || !strings.Contains(out, "sni=blocked.test") {
+		t.Fatalf("sniff: off: exit %d: %s", code, out)
+	}
+	if strings.Contains(p.Log(), `"sniff"`) {
+		t.Fatalf("sniff: off sniffed:\n%s", p.Log())
+	}
+}
+
+// TestSniffUnnamed: TLS to an IP literal without SNI follows sniff_unnamed;
+// plain HTTP without a name and a silent client (the server speaks first)
+// stay decided on the IP.
+func TestSniffUnnamed(t *testing.T) {
+	o := newCountedOrigin(t, true)
+	p := startSluice(t, sniffConfig+"sniff_unnamed: block\n", nil)
+	if body, err := httpsGet(socksTunnel(t, p.addr, o.addr()), ""); err == nil {
+		t.Fatalf("TLS without SNI got through with sniff_unnamed: block: %q", body)
+	}
+	if n := o.accepts.n.Load(); n != 0 {
+		t.Fatalf("origin accepted %d connections for TLS without SNI", n)
+	}
+	waitAccess(t, p, map[string]string{"target": o.addr(), "verdict": "block", "reason": "sniffed", "sniff": "tls", "sniff_err": "sniff: no name"})
+
+	// A server that speaks first: the client sends nothing, the decision
+	// stays on the IP, and the greeting arrives after the sniff's wait.
+	greet, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer greet.Close()
+	go func() {
+		for {
+			c, err := greet.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "220 greetings\r\n")
+			c.Close()
+		}
+	}()
+	c := socksTunnel(t, p.addr, greet.Addr().String())
+	if b, err := io.ReadAll(c); string(b) != "220 greetings\r\n" {
+		t.Fatalf("server-first protocol: %q %v", b, err)
+	}
+
+	allow := startSluice(t, sniffConfig, nil) // sniff_unnamed: allow (default)
+	if body, err := httpsGet(socksTunnel(t, allow.addr, o.addr()), ""); err != nil || !strings.Contains(body, "sni=") {
+		t.Fatalf("TLS without SNI with the default sniff_unnamed: %v %q", err, body)
+	}
+}
