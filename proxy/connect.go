@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/relay"
+	"github.com/sluiceproxy/sluice/proxy/sniff"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 )
 
@@ -114,7 +115,8 @@ func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter,
 // dialed and no byte is forwarded. Otherwise it dials addr, the address
 // the client asked for, on the final decision's route and splices,
 // forwarding the bytes read first. A dial that fails after the 200 can
-// only close the connection.
+// only close the connection. A client that sent nothing within the wait is
+// sniffed late, once dialed (sniffpolicy.Late).
 func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWriter, addr string) {
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -146,7 +148,17 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 		x.err = err
 		return
 	}
-	st, err := relay.Splice(ctx, relay.WithPrefix(client, o.Result.Data), origin, s.idleTimeout())
+	var originData []byte
+	if o.Result.Proto == sniff.None {
+		o, originData = sniffpolicy.Late(ctx, client, origin, s.Sniff, s.Policy, x.req, o, s.idleTimeout())
+		x.d, x.sniffed = o.Decision, o.LogAttrs()
+		if o.Decision.Verdict != filter.Allow {
+			conn.Close()
+			origin.Close()
+			return
+		}
+	}
+	st, err := relay.Splice(ctx, relay.WithPrefix(client, o.Result.Data), relay.WithPrefix(origin, originData), s.idleTimeout())
 	x.up, x.down = st.Up, st.Down
 	if err != nil && !errors.Is(err, context.Canceled) {
 		x.err = err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/relay"
+	"github.com/sluiceproxy/sluice/proxy/sniff"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 	"github.com/sluiceproxy/sluice/rules"
 )
@@ -230,7 +231,8 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 // connection: nothing is dialed and no byte is forwarded. Otherwise it
 // dials the target the client asked for on the final decision's route and
 // splices, forwarding the bytes read first. A dial that fails after the
-// success reply can only close the connection.
+// success reply can only close the connection. A client that sent nothing
+// within the wait is sniffed late, once dialed (sniffpolicy.Late).
 func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req filter.Request, d filter.Decision, reply func(replyCode, netip.AddrPort)) {
 	c.SetDeadline(time.Time{})
 	reply(repSucceeded, netip.AddrPort{})
@@ -247,7 +249,17 @@ func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req fi
 		a.err = err
 		return
 	}
-	st, err := relay.Splice(ctx, relay.WithPrefix(c, o.Result.Data), origin, s.idleTimeout())
+	var originData []byte
+	if o.Result.Proto == sniff.None {
+		o, originData = sniffpolicy.Late(ctx, c, origin, s.Sniff, s.Policy, req, o, s.idleTimeout())
+		a.decision, a.sniffed = &o.Decision, o.LogAttrs()
+		if o.Decision.Verdict != filter.Allow {
+			s.stats.blocked.Add(1)
+			origin.Close()
+			return
+		}
+	}
+	st, err := relay.Splice(ctx, relay.WithPrefix(c, o.Result.Data), relay.WithPrefix(origin, originData), s.idleTimeout())
 	a.up, a.down = st.Up, st.Down
 	if err != nil {
 		a.err = err

@@ -18,19 +18,34 @@ import (
 	xproxy "golang.org/x/net/proxy"
 )
 
-// acceptCounter is a listener that counts the TCP connections it accepts:
-// the proof that a blocked tunnel never reached the origin.
+// acceptCounter is a listener that counts the TCP connections it accepts
+// (the proof that a blocked tunnel never reached the origin) and the bytes
+// read from them.
 type acceptCounter struct {
 	net.Listener
-	n atomic.Int64
+	n     atomic.Int64
+	bytes atomic.Int64
 }
 
 func (l *acceptCounter) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	l.n.Add(1)
+	return &byteCounter{Conn: c, n: &l.bytes}, nil
+}
+
+// byteCounter counts the bytes read from a conn.
+type byteCounter struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *byteCounter) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // countedOrigin is an HTTP or HTTPS origin on 127.0.0.1 that counts accepts.
@@ -241,6 +256,28 @@ func TestSniffSplitClientHello(t *testing.T) {
 	}
 	waitAccess(t, p, map[string]string{"proto": "http", "method": "CONNECT", "target": o.addr(), "verdict": "block", "reason": "sniffed",
 		"sniff": "tls", "sniffed": "blocked.test"})
+}
+
+// TestSniffLateClientHello: a client that waits past the sniff's wait
+// before its ClientHello is still sniffed: the origin has been connected
+// to (a server might have spoken first) but receives no byte.
+func TestSniffLateClientHello(t *testing.T) {
+	o := newCountedOrigin(t, true)
+	p := startSluice(t, sniffConfig, nil)
+	c := socksTunnel(t, p.addr, o.addr())
+	time.Sleep(1500 * time.Millisecond) // the wait is 1 s
+	if body, err := httpsGet(c, "blocked.test"); err == nil {
+		t.Fatalf("a late ClientHello for blocked.test got through: %q", body)
+	}
+	waitAccess(t, p, map[string]string{"target": o.addr(), "verdict": "block", "reason": "sniffed", "sniff": "tls", "sniffed": "blocked.test"})
+	if n := o.accepts.bytes.Load(); n != 0 {
+		t.Fatalf("origin read %d bytes of a blocked late ClientHello", n)
+	}
+	c = connectTunnel(t, p.addr, o.addr())
+	time.Sleep(1500 * time.Millisecond)
+	if body, err := httpsGet(c, "allowed.test"); err != nil || !strings.Contains(body, "sni=allowed.test") {
+		t.Fatalf("a late ClientHello for allowed.test: %v %q", err, body)
+	}
 }
 
 // TestSniffPlainHTTP: plain HTTP through a CONNECT to an IP literal is

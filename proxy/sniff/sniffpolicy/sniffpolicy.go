@@ -9,12 +9,15 @@
 package sniffpolicy
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/relay"
 	"github.com/sluiceproxy/sluice/proxy/sniff"
 	"github.com/sluiceproxy/sluice/rules"
 )
@@ -73,7 +76,11 @@ type Outcome struct {
 // follows c.Unnamed. Bytes that name several hosts (sniff.ErrAmbiguous)
 // are blocked. A nil Policy blocks.
 func Check(conn net.Conn, c Config, p Policy, req filter.Request, d filter.Decision) Outcome {
-	r := sniff.Read(conn, c.Options)
+	return decide(sniff.Read(conn, c.Options), c, p, req, d)
+}
+
+// decide is Check's decision on what was read.
+func decide(r sniff.Result, c Config, p Policy, req filter.Request, d filter.Decision) Outcome {
 	o := Outcome{Result: r, Decision: d}
 	blocked := func(base filter.Decision) Outcome {
 		base.Verdict, base.Reason, base.Via = filter.Block, ReasonSniffed, ""
@@ -108,6 +115,70 @@ func Check(conn net.Conn, c Config, p Policy, req filter.Request, d filter.Decis
 	o.Decision = d2
 	return o
 }
+
+// Late continues a tunnel whose client sent nothing within the wait
+// (o.Result.Proto is sniff.None), once origin has been dialed on o's
+// decision: it waits, at most idle (zero means 5m) or until ctx ends, for
+// whichever side speaks first. When the origin does (a protocol where the
+// server speaks first), o's decision stands. When the client does, its
+// first bytes are sniffed and decided as Check does them, so that a client
+// cannot slip a ClientHello past the sniff by waiting: the origin has then
+// been connected to, but a block forwards no byte to it. Late returns the
+// outcome, whose Result.Data must be forwarded to the origin first, and
+// the bytes already read from the origin, to be forwarded to the client
+// first. It clears both conns' read deadlines before it returns.
+func Late(ctx context.Context, client, origin net.Conn, c Config, p Policy, req filter.Request, o Outcome, idle time.Duration) (Outcome, []byte) {
+	if idle <= 0 {
+		idle = 5 * time.Minute
+	}
+	type chunk struct {
+		b   []byte
+		err error
+	}
+	readOnce := func(conn net.Conn, ch chan<- chunk) {
+		buf := make([]byte, 4096)
+		n, err := conn.Read(buf)
+		ch <- chunk{buf[:n], err}
+	}
+	deadline := time.Now().Add(idle)
+	client.SetReadDeadline(deadline)
+	origin.SetReadDeadline(deadline)
+	defer client.SetReadDeadline(time.Time{})
+	defer origin.SetReadDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() {
+		client.SetReadDeadline(aLongTimeAgo)
+		origin.SetReadDeadline(aLongTimeAgo)
+	})
+	defer stop()
+	fromClient, fromOrigin := make(chan chunk, 1), make(chan chunk, 1)
+	go readOnce(client, fromClient)
+	go readOnce(origin, fromOrigin)
+	var cc, oc chunk
+	clientFirst := false
+	select {
+	case cc = <-fromClient:
+		clientFirst = len(cc.b) > 0
+		origin.SetReadDeadline(aLongTimeAgo) // stop the other read, keeping what it got
+		oc = <-fromOrigin
+	case oc = <-fromOrigin:
+		client.SetReadDeadline(aLongTimeAgo)
+		cc = <-fromClient
+	}
+	if !clientFirst || ctx.Err() != nil {
+		o.Result.Data = cc.b
+		return o, oc.b
+	}
+	client.SetReadDeadline(time.Time{})
+	pc := relay.WithPrefix(client, cc.b)
+	r := sniff.Read(pc, c.Options)
+	if _, rest := relay.Unwrap(pc); len(rest) > 0 { // what sniffing left of cc.b
+		r.Data = append(r.Data, rest...)
+	}
+	return decide(r, c, p, req, o.Decision), oc.b
+}
+
+// aLongTimeAgo is a deadline in the past: it interrupts a blocked Read.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // LogAttrs returns the attributes of the access line that tell what was
 // sniffed: sniff (tls, tls-ech, http, other, none), sniffed (the name as
