@@ -3,6 +3,8 @@ package test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/cryptobyte"
 	xproxy "golang.org/x/net/proxy"
 )
 
@@ -367,6 +370,16 @@ func TestSniffUnnamed(t *testing.T) {
 	}
 	waitAccess(t, p, map[string]string{"target": o.addr(), "verdict": "block", "reason": "sniffed", "sniff": "tls", "sniff_err": "sniff: no name"})
 
+	// Encrypted Client Hello: the visible SNI is only the public name.
+	ech := &tls.Config{ServerName: "hidden.test", MinVersion: tls.VersionTLS13, EncryptedClientHelloConfigList: echConfigList(t, "public.test")}
+	if err := tls.Client(socksTunnel(t, p.addr, o.addr()), ech).Handshake(); err == nil {
+		t.Fatal("an ECH handshake got through with sniff_unnamed: block")
+	}
+	if n := o.accepts.n.Load(); n != 0 {
+		t.Fatalf("origin accepted %d connections for ECH", n)
+	}
+	waitAccess(t, p, map[string]string{"target": o.addr(), "verdict": "block", "reason": "sniffed", "sniff": "tls-ech", "sniffed": "public.test"})
+
 	// A server that speaks first: the client sends nothing, the decision
 	// stays on the IP, and the greeting arrives after the sniff's wait.
 	greet, err := net.Listen("tcp", "127.0.0.1:0")
@@ -393,4 +406,41 @@ func TestSniffUnnamed(t *testing.T) {
 	if body, err := httpsGet(socksTunnel(t, allow.addr, o.addr()), ""); err != nil || !strings.Contains(body, "sni=") {
 		t.Fatalf("TLS without SNI with the default sniff_unnamed: %v %q", err, body)
 	}
+	// ECH reaches the origin (which does not speak ECH, so the handshake fails there).
+	before := o.accepts.n.Load()
+	c = socksTunnel(t, allow.addr, o.addr())
+	tls.Client(c, ech).Handshake()
+	c.Close() // the access line is written when the tunnel ends
+	if o.accepts.n.Load() != before+1 {
+		t.Fatal("ECH with the default sniff_unnamed did not reach the origin")
+	}
+	waitAccess(t, allow, map[string]string{"target": o.addr(), "verdict": "allow", "sniff": "tls-ech", "sniffed": "public.test"})
+}
+
+// echConfigList returns an ECHConfigList (draft-ietf-tls-esni section 4)
+// with one X25519 / HKDF-SHA256 / AES-128-GCM config for publicName: enough
+// for a crypto/tls client to send an encrypted ClientHello.
+func echConfigList(t *testing.T, publicName string) []byte {
+	t.Helper()
+	key, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b cryptobyte.Builder
+	b.AddUint16LengthPrefixed(func(list *cryptobyte.Builder) {
+		list.AddUint16(0xfe0d) // version
+		list.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
+			c.AddUint8(7)     // config_id
+			c.AddUint16(0x20) // DHKEM(X25519, HKDF-SHA256)
+			c.AddUint16LengthPrefixed(func(k *cryptobyte.Builder) { k.AddBytes(key.PublicKey().Bytes()) })
+			c.AddUint16LengthPrefixed(func(s *cryptobyte.Builder) {
+				s.AddUint16(1) // HKDF-SHA256
+				s.AddUint16(1) // AES-128-GCM
+			})
+			c.AddUint8(0) // maximum_name_length
+			c.AddUint8LengthPrefixed(func(n *cryptobyte.Builder) { n.AddBytes([]byte(publicName)) })
+			c.AddUint16(0) // extensions
+		})
+	})
+	return b.BytesOrPanic()
 }
