@@ -139,7 +139,10 @@ func TestParseHello(t *testing.T) {
 		{"one byte", real[:1], TLS, "", nil, true},
 		{"http", []byte("GET / HTTP/1.1\r\nHost: blocked.test\r\n\r\n"), HTTP, "blocked.test", nil, false},
 		{"ssh", []byte("SSH-2.0-OpenSSH_9.6\r\n"), Other, "", nil, false},
-		{"h2 preface", []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), HTTP, "", ErrMalformed, false},
+		{"h2 preface", []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), HTTP, "", ErrNoName, false},
+		{"irc", []byte("NICK me\r\nUSER me 0 * :me\r\n"), Other, "", nil, false},
+		{"redis inline", []byte("PING\r\n"), Other, "", nil, false},
+		{"http/0.9", []byte("GET /\r\n\r\n"), Other, "", nil, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -179,7 +182,11 @@ func TestParseHTTP(t *testing.T) {
 		{"space before colon", "GET / HTTP/1.1\r\nHost: allowed.test\r\nHost : blocked.test\r\n\r\n", "", ErrAmbiguous, false},
 		{"no host", "GET / HTTP/1.0\r\n\r\n", "", ErrNoName, false},
 		{"empty host", "GET / HTTP/1.1\r\nHost:\r\n\r\n", "", ErrMalformed, false},
-		{"http/0.9", "GET /\r\n\r\n", "", ErrMalformed, false},
+		{"two spaces", "GET  /  HTTP/1.1\r\nHost: blocked.test\r\n\r\n", "blocked.test", nil, false},
+		{"tabs", "GET\t/\tHTTP/1.1\r\nHost: blocked.test\r\n\r\n", "blocked.test", nil, false},
+		{"lower-case method", "get / HTTP/1.1\r\nHost: blocked.test\r\n\r\n", "blocked.test", nil, false},
+		{"space in target", "GET /a b HTTP/1.1\r\nHost: blocked.test\r\n\r\n", "blocked.test", nil, false},
+		{"other version", "GET / HTTP/1.2\r\nHost: blocked.test\r\n\r\n", "blocked.test", nil, false},
 		{"incomplete head", "GET / HTTP/1.1\r\nHost: blocked.test\r\n", "", nil, true},
 		{"method only", "GE", "", nil, true},
 	}
