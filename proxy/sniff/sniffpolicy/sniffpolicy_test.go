@@ -12,7 +12,12 @@ import (
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/sniff"
 	"github.com/sluiceproxy/sluice/rules"
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package when a test leaves a goroutine behind (Late
+// starts two readers and must collect both).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // policy blocks the names in block, allows the others by rule (or by
 // default when dflt), and routes allowed names through "via-NAME".
