@@ -630,7 +630,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 		index = ri + 1
 	}
 	cr := rule{
-		ref:   RuleRef{Index: index, File: cfg.File, Line: r.Line, Text: r.Text},
+		ref:   RuleRef{Index: index, Name: r.Name, File: cfg.File, Line: r.Line, Text: r.Text},
 		ports: r.Ports,
 		times: r.Times,
 	}

@@ -232,6 +232,34 @@ func TestDecisionFields(t *testing.T) {
 	}
 }
 
+// TestRuleNameAndLabel: a named rule's name reaches the decision; Label,
+// which clients see, is the name or "rule N" and never a pattern or a
+// config line, while String, for the logs, keeps the config line.
+func TestRuleNameAndLabel(t *testing.T) {
+	named := r(t, "block", ".social.example", "10.0.0.0/8")
+	named.Name = "social media"
+	named.Clients = []netip.Prefix{netip.MustParsePrefix("127.0.0.16/28")}
+	e := mustCompile(t, newSet(rules.Block, nil, named, r(t, "block", "ads.example")))
+	cases := []struct {
+		host, label, str string
+	}{
+		{"www.social.example", "social media", `rule 1 "social media" (sluice.yaml:10)`},
+		{"ads.example", "rule 2", "rule 2 (sluice.yaml:11)"},
+		{"other.example", "default", "default"},
+	}
+	for _, c := range cases {
+		d := e.Decide(filter.Request{Host: c.host, Client: netip.MustParseAddr("127.0.0.20")})
+		if d.Verdict != filter.Block || d.Rule.Label() != c.label || d.Rule.String() != c.str {
+			t.Errorf("%s: label %q, string %q; want %q, %q", c.host, d.Rule.Label(), d.Rule.String(), c.label, c.str)
+		}
+		for _, leak := range []string{"social.example", "10.0.0.0", "127.0.0.16", "sluice.yaml", ":10"} {
+			if strings.Contains(d.Rule.Label(), leak) {
+				t.Errorf("%s: label %q shows %q", c.host, d.Rule.Label(), leak)
+			}
+		}
+	}
+}
+
 func TestVia(t *testing.T) {
 	withVia := func(rl rules.Rule, via string) rules.Rule { rl.Via = via; return rl }
 	for _, tt := range []struct {

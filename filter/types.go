@@ -49,6 +49,8 @@ type Request struct {
 type RuleRef struct {
 	// Index is the rule's position counting from 1; 0 when no rule matched.
 	Index int
+	// Name is the rule's name from the config, or "".
+	Name string
 	// File and Line locate the rule in the config.
 	File string
 	Line int
@@ -62,14 +64,18 @@ type RuleRef struct {
 	// filled by callers that explain.
 }
 
-// String renders the reference for logs, headers and block pages:
-// "rule 3 (sluice.yaml:12)". It names the config file without its folder,
-// so that a block page does not show clients the server's paths.
+// String renders the reference for logs and the CLI, for admins:
+// "rule 3 (sluice.yaml:12)", or `rule 3 "social" (sluice.yaml:12)` for a
+// named rule. It names the config file without its folder. Clients see
+// Label instead: a config line tells them nothing they should know.
 func (r RuleRef) String() string {
 	if r.Index == 0 {
 		return "default"
 	}
 	s := "rule " + strconv.Itoa(r.Index)
+	if r.Name != "" {
+		s += " " + strconv.Quote(r.Name)
+	}
 	if r.File != "" {
 		file := r.File
 		if i := strings.LastIndexByte(file, '/'); i >= 0 {
@@ -78,6 +84,19 @@ func (r RuleRef) String() string {
 		s += " (" + file + ":" + strconv.Itoa(r.Line) + ")"
 	}
 	return s
+}
+
+// Label names the rule for clients (block page, X-Sluice-Block, the
+// text of a refused CONNECT): its name, else "rule 3"; "default" when no
+// rule matched. It never holds a pattern, a client subnet or a config line.
+func (r RuleRef) Label() string {
+	switch {
+	case r.Index == 0:
+		return "default"
+	case r.Name != "":
+		return r.Name
+	}
+	return "rule " + strconv.Itoa(r.Index)
 }
 
 // Decision is the engine's answer, with why.

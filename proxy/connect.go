@@ -55,7 +55,7 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 	x.target = t.addr()
 	d := s.decide(x, t.host, t.port)
 	if d.Verdict != filter.Allow {
-		s.refuseConnect(w, t, d)
+		s.refuseConnect(w, x, t, d)
 		return
 	}
 	ctx, cancel := s.lifetime(r)
@@ -64,11 +64,10 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 		s.sniffTunnel(ctx, x, w, t.addr())
 		return
 	}
-	origin, err := s.dial(ctx, d.Via, "tcp", t.addr())
+	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", t.addr())
 	if err != nil {
 		x.err = err
-		code, msg := dialFailure(t.addr(), err)
-		textError(w, code, msg)
+		s.failDial(w, x, t.addr(), err)
 		return
 	}
 	head := func(w io.Writer) error {
@@ -135,6 +134,10 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 		return
 	}
 	x.status = http.StatusOK
+	// The dial-time guard checks the address against the first request
+	// and decision, never the sniffed name's: the client chose that name,
+	// and it must not lift deny_private for the address it asked for.
+	guarded := s.guarded(ctx, x)
 	client := relay.WithPrefix(conn, pending) // sniffing may leave some of pending unread
 	o := sniffpolicy.Check(client, s.Sniff, s.Policy, x.req, x.d)
 	x.d, x.sniffed = o.Decision, o.LogAttrs()
@@ -142,7 +145,7 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 		conn.Close()
 		return
 	}
-	origin, err := s.dial(ctx, o.Decision.Via, "tcp", addr)
+	origin, err := s.dial(guarded, o.Decision.Via, "tcp", addr)
 	if err != nil {
 		conn.Close()
 		x.err = err

@@ -114,16 +114,22 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 		if resp == nil {
 			st := stateOf(pctx)
 			addr := ""
+			var x *exchange
 			if st != nil {
 				addr = st.target.addr()
 				st.x.err = pctx.Error
+				x = st.x
 			}
 			err := pctx.Error
 			if err == nil {
 				err = errors.New("proxy: no response")
 			}
-			code, msg := dialFailure(addr, err)
-			return errorResponse(pctx.Req, code, msg)
+			code, msg, block := dialAnswer(x, addr, err)
+			resp := errorResponse(pctx.Req, code, msg)
+			if block != "" {
+				resp.Header.Set(HeaderBlock, block)
+			}
+			return resp
 		}
 		removeHopByHop(resp.Header, false)
 		if resp.ContentLength < 0 {
@@ -232,7 +238,7 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 	x.target = t.addr()
 	d := s.decide(x, t.host, t.port)
 	if d.Verdict != filter.Allow {
-		s.refusePlain(w, t, d)
+		s.refusePlain(w, x, t, d)
 		return
 	}
 	// Forward to exactly what was decided. RFC 9112 3.2.2: with an
@@ -264,7 +270,7 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 		r.Body = cb
 		defer func() { x.up = cb.n.Load() }()
 	}
-	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, &reqState{x: x, w: w, route: d.Via, target: t}))
+	r = r.WithContext(context.WithValue(s.guarded(r.Context(), x), stateKey{}, &reqState{x: x, w: w, route: d.Via, target: t}))
 	s.gp.ServeHTTP(w, r)
 }
 
@@ -273,11 +279,10 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 func (s *Server) serveUpgrade(x *exchange, w *countingWriter, r *http.Request, t target, d filter.Decision) {
 	ctx, cancel := s.lifetime(r)
 	defer cancel()
-	origin, err := s.dial(ctx, d.Via, "tcp", t.addr())
+	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", t.addr())
 	if err != nil {
 		x.err = err
-		code, msg := dialFailure(t.addr(), err)
-		textError(w, code, msg)
+		s.failDial(w, x, t.addr(), err)
 		return
 	}
 	if strings.EqualFold(r.URL.Scheme, "https") {

@@ -16,10 +16,13 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/dial"
+	"github.com/sluiceproxy/sluice/proxy/reqid"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 )
 
@@ -50,6 +53,13 @@ type Authenticator interface {
 type Server struct {
 	// Policy decides every request. If nil, every request is blocked.
 	Policy Policy
+	// Guard decides, at dial time, each address a direct dial to an allowed
+	// destination is about to connect to: req and d are the request and its
+	// allowing decision. A non-nil error (wrapping dial.ErrLoop or
+	// dial.ErrBlocked) refuses the address, and the returned decision is
+	// what the access line and the 403 report. It reaches the dialer in the
+	// dial's context (dial.WithCheck). If nil, addresses are not checked.
+	Guard func(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error)
 	// Dial opens connections for tunnels and upgrades, and for plain
 	// requests when Transport gives no transport; route is Decision.Via.
 	// If nil, a net.Dialer is used and route is ignored. The ctx passed to
@@ -71,6 +81,9 @@ type Server struct {
 	Logger *slog.Logger
 	// Name is the proxy's name on the block page. Empty means "sluice".
 	Name string
+	// BlockPage configures the block page. The zero value is the built-in
+	// page without a contact line.
+	BlockPage BlockPage
 	// HandshakeTimeout bounds reading a request's headers (in Serve). Zero
 	// means 30s.
 	HandshakeTimeout time.Duration
@@ -183,6 +196,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
 	x := &exchange{
 		s:      s,
+		id:     reqid.New(),
 		start:  time.Now(),
 		method: r.Method,
 		client: clientAddr(r.RemoteAddr),
@@ -224,7 +238,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // exchange is what one request or tunnel knows for its access log line.
 type exchange struct {
 	s        *Server
+	id       string // the request id, on the access line and the block page
 	start    time.Time
+	at       time.Time // the request's time as the policy saw it
 	method   string
 	client   netip.Addr
 	remote   string
@@ -233,8 +249,9 @@ type exchange struct {
 	decided  bool
 	req      filter.Request // what the first decision was asked
 	d        filter.Decision
-	sniffed  []slog.Attr // what sniffing found, for the log
-	reason   string      // when refused before a decision
+	sniffed  []slog.Attr                     // what sniffing found, for the log
+	refused  atomic.Pointer[filter.Decision] // set when Guard refused an address
+	reason   string                          // when refused before a decision
 	status   int
 	up, down int64
 	hijacked bool
@@ -247,6 +264,7 @@ func (x *exchange) log() {
 		return
 	}
 	attrs := []slog.Attr{
+		slog.String("id", x.id),
 		slog.String("client", x.remote),
 		slog.String("proto", "http"),
 		slog.String("method", x.method),
@@ -256,12 +274,16 @@ func (x *exchange) log() {
 		attrs = append(attrs, slog.String("user", x.user))
 	}
 	if x.decided {
+		d := x.d
+		if rd := x.refused.Load(); rd != nil {
+			d = *rd
+		}
 		attrs = append(attrs,
-			slog.String("verdict", x.d.Verdict.String()),
-			slog.String("reason", x.d.Reason),
-			slog.String("rule", x.d.Rule.String()),
-			slog.String("category", x.d.Category),
-			slog.String("route", x.d.Route()))
+			slog.String("verdict", d.Verdict.String()),
+			slog.String("reason", d.Reason),
+			slog.String("rule", d.Rule.String()),
+			slog.String("category", d.Category),
+			slog.String("route", d.Route()))
 		attrs = append(attrs, x.sniffed...)
 	} else {
 		attrs = append(attrs, slog.String("verdict", "none"), slog.String("reason", x.reason))
@@ -280,6 +302,7 @@ func (x *exchange) log() {
 // decide asks the policy about host:port. A nil Policy blocks.
 func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
 	req := filter.Request{Client: x.client, User: x.user, Host: host, Port: port, Time: s.now()}
+	x.at = req.Time
 	var d filter.Decision
 	if s.Policy == nil {
 		d = filter.Decision{Verdict: filter.Block, Reason: "no policy configured", Default: true}
@@ -288,6 +311,23 @@ func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
 	}
 	x.decided, x.req, x.d = true, req, d
 	return d
+}
+
+// guarded returns ctx carrying the dial-time check of x's allowed request:
+// each address the direct dialer is about to connect to goes to Guard, and
+// the first refusal is kept for the answer and the access line.
+func (s *Server) guarded(ctx context.Context, x *exchange) context.Context {
+	if s.Guard == nil {
+		return ctx
+	}
+	req, d := x.req, x.d
+	return dial.WithCheck(ctx, func(ap netip.AddrPort) error {
+		rd, err := s.Guard(req, d, ap)
+		if err != nil {
+			x.refused.CompareAndSwap(nil, &rd)
+		}
+		return err
+	})
 }
 
 // dial opens a connection on route through the Dial hook, bounded by

@@ -1,20 +1,17 @@
 package proxy
 
 import (
-	"bytes"
 	"errors"
-	"html/template"
 	"net/http"
 	"strconv"
-	"strings"
 
-	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 )
 
 // Header names Sluice sets on its own answers.
 const (
-	// HeaderBlock names the rule that blocked a request ("rule 3 (sluice.yaml:12)").
+	// HeaderBlock names the rule that blocked a request: its name, else
+	// "rule 3" (filter.RuleRef.Label), never its patterns.
 	HeaderBlock = "X-Sluice-Block"
 	// authChallenge is the exact challenge browsers prompt for (issue 4).
 	authChallenge = `Basic realm="sluice"`
@@ -36,67 +33,47 @@ func requireAuth(w http.ResponseWriter) {
 	textError(w, http.StatusProxyAuthRequired, "sluice: proxy authentication required")
 }
 
-// blockHeader renders the rule for the X-Sluice-Block header, on one line.
-func blockHeader(d filter.Decision) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
+// failDial answers a dial that failed or that the Guard refused.
+func (s *Server) failDial(w http.ResponseWriter, x *exchange, addr string, err error) {
+	code, msg, block := dialAnswer(x, addr, err)
+	if block != "" {
+		w.Header().Set(HeaderBlock, block)
+	}
+	textError(w, code, msg)
+}
+
+// dialAnswer maps a failed dial of x to its answer: when the Guard refused
+// an address, 403 naming the rule or the reason (loop, private address),
+// whatever error the dial ended with; otherwise dialFailure's. block is the
+// X-Sluice-Block value, or "".
+func dialAnswer(x *exchange, addr string, err error) (code int, msg, block string) {
+	if x != nil {
+		if rd := x.refused.Load(); rd != nil {
+			block = rd.Reason
+			if rd.Rule.Index > 0 {
+				block = rd.Reason + ": " + blockHeader(*rd)
+			}
+			return http.StatusForbidden, "sluice: " + addr + " is blocked (" + block + ")", block
 		}
-		return r
-	}, d.Rule.String())
-}
-
-// refuseConnect answers a blocked CONNECT: 403, the header, a short text.
-func (s *Server) refuseConnect(w http.ResponseWriter, t target, d filter.Decision) {
-	w.Header().Set(HeaderBlock, blockHeader(d))
-	textError(w, http.StatusForbidden, "sluice: "+t.addr()+" is blocked ("+blockHeader(d)+")")
-}
-
-var blockPage = template.Must(template.New("block").Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Blocked by {{.Name}}</title>
-<style>body{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}dt{font-weight:bold}</style>
-</head><body>
-<h1>Access blocked</h1>
-<p>{{.Name}} does not allow access to <strong>{{.Host}}</strong>.</p>
-<dl>
-<dt>Host</dt><dd>{{.Host}}</dd>
-<dt>Rule</dt><dd>{{.Rule}}{{if .Text}}: <code>{{.Text}}</code>{{end}}</dd>
-{{if .Category}}<dt>Category</dt><dd>{{.Category}}</dd>{{end}}
-<dt>Reason</dt><dd>{{.Reason}}</dd>
-</dl>
-<p>If you think this is a mistake, contact the administrator of {{.Name}}.</p>
-</body></html>
-`))
-
-// refusePlain answers a blocked plain request: 403, the header and the
-// HTML block page, every value escaped.
-func (s *Server) refusePlain(w http.ResponseWriter, t target, d filter.Decision) {
-	var b bytes.Buffer
-	blockPage.Execute(&b, map[string]string{
-		"Name":     s.name(),
-		"Host":     t.host,
-		"Rule":     d.Rule.String(),
-		"Text":     d.Rule.Text,
-		"Category": d.Category,
-		"Reason":   d.Reason,
-	})
-	h := w.Header()
-	h.Set(HeaderBlock, blockHeader(d))
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Length", strconv.Itoa(b.Len()))
-	w.WriteHeader(http.StatusForbidden)
-	w.Write(b.Bytes())
+	}
+	code, msg = dialFailure(addr, err)
+	return code, msg, ""
 }
 
 // dialFailure maps a failure to reach addr to a status and a short text
 // that never contains a password (dial.Error promises that) nor raw
-// internals: 504 on timeout, 502 otherwise.
+// internals: 403 for a loop or a blocked address, 400 for an unspecified
+// address, 504 on timeout, 502 otherwise.
 func dialFailure(addr string, err error) (int, string) {
 	kind := dial.Classify(err)
 	var what string
 	switch kind {
+	case dial.KindLoop:
+		return http.StatusForbidden, "sluice: " + addr + " is blocked (loop: Sluice listens there)"
+	case dial.KindBlocked:
+		return http.StatusForbidden, "sluice: " + addr + " is blocked"
+	case dial.KindUnspecified:
+		return http.StatusBadRequest, "sluice: " + addr + " is an unspecified address, which is never dialed"
 	case dial.KindTimeout:
 		what = "timed out"
 	case dial.KindDNS:

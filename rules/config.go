@@ -104,6 +104,8 @@ type cfgParser struct {
 	catRefs  []nameRef // category:NAME in rules, checked after the whole file is read
 	routeRef []nameRef // via:, upstream:, failover members
 	groupRef []nameRef // groups: in rules
+
+	checkResolvedSet bool // check_resolved was given
 }
 
 // nameRef is a name used somewhere, with the context for its error.
@@ -335,6 +337,13 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			}
 		case "anonymize":
 			c.Anonymize, err = p.boolean(v, ctx)
+		case "check_resolved":
+			var b bool
+			if b, err = p.boolean(v, ctx); err == nil {
+				c.CheckResolved, p.checkResolvedSet = b, true
+			}
+		case "deny_private":
+			c.DenyPrivate, err = p.boolean(v, ctx)
 		case "timeouts":
 			err = p.parseTimeouts(v)
 		case "sniff":
@@ -357,6 +366,12 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 					err = p.errf(v, "%smust be allow or block, not %q", ctx, s)
 				}
 			}
+		case "block_page":
+			err = p.parseBlockPage(v)
+		case "admin":
+			err = p.parseAdmin(v, ctx)
+		case "admin_clients":
+			err = p.parseAdminClients(v, ctx)
 		default:
 			err = p.errf(k, "unknown key %q", k.Value)
 		}
@@ -797,11 +812,17 @@ func (p *cfgParser) validate() error {
 			return p.errf(r.node, "%sunknown group %q%s", r.ctx, r.name, suggest(r.name, mapKeys(c.Groups)))
 		}
 	}
+	if err := p.checkAdmin(); err != nil {
+		return err
+	}
 	return p.checkFailoverCycles()
 }
 
 func (p *cfgParser) checkCategory(r nameRef) error {
 	c := p.cfg
+	if IsBuiltin(r.name) {
+		return nil
+	}
 	if srcs, ok := c.Categories[r.name]; ok {
 		if len(srcs) > 0 {
 			return nil
@@ -884,6 +905,9 @@ func (p *cfgParser) fillDefaults() {
 	}
 	if c.SniffUnnamed == "" {
 		c.SniffUnnamed = Allow
+	}
+	if !p.checkResolvedSet {
+		c.CheckResolved = true
 	}
 	if c.Timeouts.Dial == 0 {
 		c.Timeouts.Dial = DefaultDialTimeout

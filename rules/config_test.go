@@ -73,6 +73,7 @@ func TestParseFull(t *testing.T) {
 		    users: [carol]
 		  - allow:
 		    via: direct
+		    name: Everything else
 	`)
 	cfg, err := Parse(file, []byte(src))
 	if err != nil {
@@ -108,11 +109,12 @@ func TestParseFull(t *testing.T) {
 			"pool":   {Name: "pool", Failover: []string{"office", "tor"}, Line: 25},
 			"safe":   {Name: "safe", Chain: []string{"socks4a://127.0.0.1:1080"}, Anonymize: &yes, TLSCA: filepath.Join(dir, "ca.pem"), Line: 26},
 		},
-		Upstream:     "office",
-		Anonymize:    true,
-		Timeouts:     Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute},
-		Sniff:        SniffIP,
-		SniffUnnamed: Allow,
+		Upstream:      "office",
+		Anonymize:     true,
+		Timeouts:      Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute},
+		CheckResolved: true,
+		Sniff:         SniffIP,
+		SniffUnnamed:  Allow,
 	}
 	rulesGot := cfg.Rules
 	cfg.Rules = nil
@@ -149,7 +151,7 @@ func TestParseFull(t *testing.T) {
 			Text:   `block: [10.0.0.0/8, category:gambling], groups: [staff], users: [carol]`,
 			Dests:  []Pattern{mustPat("10.0.0.0/8"), mustPat("category:gambling")},
 			Groups: []string{"staff"}, Users: []string{"carol"}},
-		{Index: 4, Line: 40, Action: Allow, Text: `allow: [], via: direct`, Via: "direct"},
+		{Index: 4, Line: 40, Action: Allow, Text: `allow: [], via: direct`, Via: "direct", Name: "Everything else"},
 	}
 	if !reflect.DeepEqual(rulesGot, wantRules) {
 		for i := range max(len(rulesGot), len(wantRules)) {
@@ -262,7 +264,13 @@ func TestParseErrors(t *testing.T) {
 		{"bad clock", "rules:\n  - block: []\n    time: \"08:00-25:00\"\n", `sluice.yaml:3: rule 1: invalid time window "08:00-25:00": times are HH:MM (or an hour, HH) from 00:00 to 24:00`},
 		{"both actions", "rules:\n  - block: []\n    allow: []\n", `sluice.yaml:3: rule 1: both block and allow; a rule takes one`},
 		{"no action", "rules:\n  - ports: [80]\n", `sluice.yaml:2: rule 1: needs block: or allow:`},
-		{"unknown rule key", "rules:\n  - block: []\n    port: [80]\n", `sluice.yaml:3: rule 1: unknown key "port" (want block or allow, clients, ports, users, groups, time, via)`},
+		{"unknown rule key", "rules:\n  - block: []\n    port: [80]\n", `sluice.yaml:3: rule 1: unknown key "port" (want block or allow, name, clients, ports, users, groups, time, via)`},
+		{"empty rule name", "rules:\n  - block: []\n    name: \"\"\n", `sluice.yaml:3: rule 1: name: empty name`},
+		{"rule name not a string", "rules:\n  - block: []\n    name: [a]\n", `sluice.yaml:3: rule 1: name: must be a string`},
+		{"rule name with a newline", "rules:\n  - block: []\n    name: \"a\\nb\"\n", `sluice.yaml:3: rule 1: name: name "a\nb" has a control or invisible character`},
+		{"rule name with spaces around", "rules:\n  - block: []\n    name: \" a\"\n", `sluice.yaml:3: rule 1: name: name " a" starts or ends with a space`},
+		{"rule name too long", "rules:\n  - block: []\n    name: " + strings.Repeat("x", 81) + "\n", `sluice.yaml:3: rule 1: name: name longer than 80 bytes`},
+		{"duplicate rule name", "rules:\n  - block: [a.test]\n    name: social\n  - block: [b.test]\n    name: social\n", `sluice.yaml:4: rule 2: name "social" is already the name of rule 1`},
 		{"rule duplicate key", "rules:\n  - block: [a.com]\n    block: [b.com]\n", `sluice.yaml:3: rule 1: duplicate key "block"`},
 		{"rule not mapping", "rules:\n  - block\n", `sluice.yaml:2: rule 1: must be a mapping with block: or allow:`},
 		{"unknown group", "groups: {staff: [a]}\nrules:\n  - block: []\n    groups: [stuff]\n", `sluice.yaml:4: rule 1: unknown group "stuff" (did you mean "staff"?)`},
@@ -284,6 +292,8 @@ func TestParseErrors(t *testing.T) {
 		{"source with both", "categories:\n  ads:\n    - {url: https://x.test/l, file: a.txt}\n", `sluice.yaml:3: categories: ads: a source needs exactly one of file or url`},
 		{"bad category name", "categories:\n  \"a b\": [x]\n", `sluice.yaml:2: categories: invalid category name "a b"`},
 		{"bad bool", "anonymize: maybe\n", `sluice.yaml:1: anonymize: must be true or false`},
+		{"bad check_resolved", "default: block\ncheck_resolved: \"no\"\n", `sluice.yaml:2: check_resolved: must be true or false`},
+		{"bad deny_private", "deny_private: 1\n", `sluice.yaml:1: deny_private: must be true or false`},
 		{"socks key", "socks: {tcp: true}\n", `sluice.yaml:1: socks: unknown key "tcp" (want udp)`},
 		{"bad sniff", "default: allow\nsniff: always\n", `sluice.yaml:2: sniff: must be ip, all or off, not "always"`},
 		{"sniff not a string", "sniff: [ip]\n", `sluice.yaml:1: sniff: must be a string`},
@@ -304,6 +314,32 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error\n got %s\nwant %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestParseGuardKeys: check_resolved is on unless turned off, deny_private
+// off unless turned on (issue 9 item 4).
+func TestParseGuardKeys(t *testing.T) {
+	for _, tt := range []struct {
+		src           string
+		check, denyPr bool
+	}{
+		{"", true, false},
+		{"check_resolved: true\n", true, false},
+		{"check_resolved: false\n", false, false},
+		{"deny_private: true\n", true, true},
+		{"check_resolved: false\ndeny_private: true\n", false, true},
+	} {
+		cfg, err := Parse("sluice.yaml", []byte(tt.src))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.src, err)
+		}
+		if cfg.CheckResolved != tt.check || cfg.DenyPrivate != tt.denyPr {
+			t.Errorf("%q: check_resolved %v, deny_private %v; want %v, %v", tt.src, cfg.CheckResolved, cfg.DenyPrivate, tt.check, tt.denyPr)
+		}
+	}
+	if d := Default(); !d.CheckResolved || d.DenyPrivate {
+		t.Errorf("embedded default: check_resolved %v, deny_private %v", d.CheckResolved, d.DenyPrivate)
 	}
 }
 

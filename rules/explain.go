@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"os"
 	"slices"
 	"strings"
 )
@@ -48,7 +47,7 @@ func Explain(set *Set, host string) []Match {
 	for _, name := range mapKeys(set.Categories) {
 		for _, src := range set.Categories[name].Sources {
 			for _, file := range src.Files {
-				f, err := os.Open(file)
+				f, err := openList(file)
 				if err != nil {
 					continue
 				}

@@ -42,8 +42,11 @@ var idnaProfile = idna.New(
 //
 // An empty name, a name with an empty label, a label over 63 bytes, a name
 // over 253 bytes, characters that cannot appear in a host name, IPv6 zones,
-// and names whose last label is numeric but which are not IPv4 addresses are
-// errors wrapping ErrEmptyHost or ErrInvalidHost.
+// names whose last label is numeric but which are not IPv4 addresses, and
+// every other name that the C library's inet_aton reads as an IPv4 address
+// ("0x7f000002", "127.0.0.0x2", "0x7f.0x2", "0177.1": hex, octal and
+// short forms) are errors wrapping ErrEmptyHost or ErrInvalidHost. Such a
+// name would otherwise pass the rules as a name and reach an address.
 func NormalizeHost(s string) (string, error) {
 	if normalizedASCII(s) {
 		return s, nil
@@ -88,9 +91,53 @@ func normalizedASCII(s string) bool {
 		a, err := netip.ParseAddr(s)
 		return err == nil && a.Is4()
 	}
-	return true
+	// inet_aton wants a digit first; most names start with a letter.
+	return s[0] > '9' || !inetAton(s)
 }
 
+// inetAton reports whether glibc's inet_aton could read s as an IPv4
+// address: one to four parts separated by dots, each a number in C
+// notation (0x1f hex, 017 octal, 15 decimal), the last part filling the
+// remaining bytes ("127.1" is 127.0.0.1, "0x7f000001" too). Values are not
+// checked: C libraries differ on overflow, and refusing a name that no
+// host uses costs nothing. Trailing white space, which inet_aton also
+// accepts, never reaches here.
+func inetAton(s string) bool {
+	parts := 0
+	for i := 0; ; {
+		if i >= len(s) || s[i] < '0' || s[i] > '9' {
+			return false
+		}
+		hex, digits := false, 0
+		if s[i] == '0' {
+			i++
+			digits = 1
+			if i < len(s) && (s[i] == 'x' || s[i] == 'X') {
+				hex, digits = true, 0
+				i++
+			}
+		}
+		for ; i < len(s); i++ {
+			c := s[i]
+			if '0' <= c && c <= '9' || hex && ('a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				digits++
+				continue
+			}
+			break
+		}
+		if digits == 0 {
+			return false
+		}
+		parts++
+		if i == len(s) {
+			return true
+		}
+		if s[i] != '.' || parts > 3 {
+			return false
+		}
+		i++
+	}
+}
 func normalizeSlow(s string) (string, error) {
 	h := strings.TrimSpace(s)
 	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {

@@ -129,3 +129,23 @@ func FuzzNormalizeHost(f *testing.F) {
 		}
 	})
 }
+
+// TestNormalizeHostInetAton refuses every name that glibc's inet_aton reads
+// as an IPv4 address (issue 9 item 3): with the cgo resolver such a name
+// would reach 127.0.0.2 while the rules saw a name.
+func TestNormalizeHostInetAton(t *testing.T) {
+	for _, h := range []string{
+		"0x7f000002", "0X7F000002", "127.0.0.0x2", "0x7f.0x2", "0x7f.1", "0177.1", "0177.0.0.1", "127.1", "127.0.1",
+		"2130706434", "0x7f000002.", "127.0x0.1", "0x7f.0.0.0x2", "0xffffffffff", "1.0x1", "0x0",
+	} {
+		if got, err := NormalizeHost(h); !errors.Is(err, ErrInvalidHost) {
+			t.Errorf("NormalizeHost(%q) = %q, %v; want ErrInvalidHost", h, got, err)
+		}
+	}
+	// Names that look numeric but that inet_aton refuses stay names.
+	for _, h := range []string{"0x", "0.0x", "0x.example", "1e1", "0x7f.example", "a.0x7f", "127.1.example", "1password.com", "0xg", "1.2.3.4.0x5", "3com.com"} {
+		if got, err := NormalizeHost(h); err != nil || got != h {
+			t.Errorf("NormalizeHost(%q) = %q, %v; want it unchanged", h, got, err)
+		}
+	}
+}

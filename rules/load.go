@@ -37,8 +37,8 @@ func Load(path string) (*Set, error) {
 }
 
 // LoadSet reads every category source of cfg into a Set: the sources under
-// categories, and each category of the category_dirs folders (all of them,
-// or those named by only). A source that cannot be read, or a remote source
+// categories, each category of the category_dirs folders (all of them, or
+// those named by only), and the built-in lists that rules use. A source that cannot be read, or a remote source
 // not downloaded yet, is recorded in its SourceStats.Err and leaves its
 // category without those entries; it does not fail the load. Every category
 // named by a rule is present in the Set, possibly empty.
@@ -75,6 +75,13 @@ func LoadSet(cfg *Config) (*Set, error) {
 	for _, cd := range cfg.CategoryDirs {
 		for _, cat := range ut1Categories(cd) {
 			add(cat.name, func(cl *CategoryList) SourceStats { return readUT1Category(cl, cat.dir, cd.Line) })
+		}
+	}
+	for _, r := range cfg.Rules {
+		for _, p := range r.Dests {
+			if name := p.Host; p.Kind == Category && IsBuiltin(name) && jobs[name] == nil {
+				add(name, func(cl *CategoryList) SourceStats { return readBuiltin(cl, name) })
+			}
 		}
 	}
 	var wg sync.WaitGroup
@@ -202,7 +209,7 @@ func readSource(cfg *Config, cl *CategoryList, src Source) SourceStats {
 func readFile(cl *CategoryList, file string, st *SourceStats) {
 	st.File = file
 	st.Files = append(st.Files, file)
-	f, err := os.Open(file)
+	f, err := openList(file)
 	if err != nil {
 		if st.Err == nil {
 			st.Err = fmt.Errorf("rules: source: %w", err)

@@ -41,6 +41,8 @@ func (p Pattern) String() string { return p.Text }
 //	.example.com        Suffix: the domain and every subdomain
 //	*.example.com       Glob (any of *?[]{}): gobwas/glob with '.' as separator
 //	category:social     Category: every domain of the category and its subdomains
+//	builtin:doh         Category: a list shipped inside Sluice (Builtins); its
+//	                    category name is the whole pattern
 //	10.0.0.0/8, ::1     CIDR: an IP literal destination in the prefix; a bare
 //	                    address is a /32 or /128
 //
@@ -51,6 +53,13 @@ func ParsePattern(s string) (Pattern, error) {
 	p := Pattern{Text: text}
 	if text == "" {
 		return p, errors.New("rules: empty pattern")
+	}
+	if strings.HasPrefix(text, BuiltinPrefix) {
+		if !IsBuiltin(text) {
+			return p, fmt.Errorf("rules: unknown built-in list %q (want one of %s)", text, strings.Join(Builtins(), ", "))
+		}
+		p.Kind, p.Host = Category, text
+		return p, nil
 	}
 	if name, ok := strings.CutPrefix(text, CategoryPrefix); ok {
 		if err := checkCategoryName(name); err != nil {
@@ -159,6 +168,9 @@ func checkCategoryName(name string) error {
 	}
 	if name[0] == '.' {
 		return fmt.Errorf("rules: invalid category name %q", name)
+	}
+	if strings.HasPrefix(name, BuiltinPrefix) {
+		return fmt.Errorf("rules: %q is a built-in list, not a category of the config: it cannot be defined or edited (make a category of your own)", name)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]

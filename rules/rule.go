@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -45,12 +47,44 @@ func (p *cfgParser) parseRules(n *yaml.Node) error {
 	if err != nil {
 		return err
 	}
+	named := map[string]int{} // rule name -> index of the rule that has it
 	for i, it := range items {
 		r, err := p.parseRule(it, i+1)
 		if err != nil {
 			return err
 		}
+		if r.Name != "" {
+			if prev, dup := named[r.Name]; dup {
+				return p.errf(it, "rule %d: name %q is already the name of rule %d", r.Index, r.Name, prev)
+			}
+			named[r.Name] = r.Index
+		}
 		p.cfg.Rules = append(p.cfg.Rules, r)
+	}
+	return nil
+}
+
+// maxRuleName bounds a rule's name, in bytes.
+const maxRuleName = 80
+
+// checkRuleName reports an error unless name can be shown to clients: not
+// empty, at most maxRuleName bytes, valid UTF-8, printable (no control
+// characters), without surrounding spaces.
+func checkRuleName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case len(name) > maxRuleName:
+		return fmt.Errorf("name longer than %d bytes", maxRuleName)
+	case !utf8.ValidString(name):
+		return errors.New("name is not valid UTF-8")
+	case strings.TrimSpace(name) != name:
+		return fmt.Errorf("name %q starts or ends with a space", name)
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) && r != ' ' {
+			return fmt.Errorf("name %q has a control or invisible character", name)
+		}
 	}
 	return nil
 }
@@ -130,8 +164,16 @@ func (p *cfgParser) parseRule(n *yaml.Node, index int) (Rule, error) {
 				return r, err
 			}
 			p.routeRef = append(p.routeRef, nameRef{v, ctx + "via: ", r.Via})
+		case "name":
+			if r.Name, err = p.str(v, kctx); err != nil {
+				return r, err
+			}
+			if err := checkRuleName(r.Name); err != nil {
+				return r, p.errf(v, "%s%v", kctx, err)
+			}
+			continue // the name is not part of the rule's text
 		default:
-			return r, p.errf(k, "%sunknown key %q (want block or allow, clients, ports, users, groups, time, via)", ctx, k.Value)
+			return r, p.errf(k, "%sunknown key %q (want block or allow, name, clients, ports, users, groups, time, via)", ctx, k.Value)
 		}
 		text = append(text, k.Value+": "+render(v))
 	}

@@ -4,6 +4,7 @@
 package rules
 
 import (
+	"html/template"
 	"net/netip"
 	"time"
 )
@@ -86,6 +87,42 @@ type Config struct {
 	// whose TLS ClientHello names no usable host (no server_name, Encrypted
 	// Client Hello, malformed, too large, cut short). Empty means Allow.
 	SniffUnnamed Action `yaml:"-"`
+
+	// CheckResolved decides again, on the direct route, every address an
+	// allowed name resolves to, as an IP-literal destination with the same
+	// client, user, port and time: an address an IP or CIDR rule blocks is
+	// never dialed. Parse sets it true unless `check_resolved: false`.
+	CheckResolved bool `yaml:"-"`
+
+	// DenyPrivate refuses, on the direct route, loopback, private,
+	// link-local, CGNAT, unique-local and unspecified addresses after
+	// resolution, unless a rule's destination list explicitly allows the
+	// name or the address. Default false.
+	DenyPrivate bool `yaml:"-"`
+
+	// Admin is the admin listener (health, readiness, profiles). Zero: none.
+	Admin Admin `yaml:"-"`
+
+	// BlockPage configures what a blocked client is shown.
+	BlockPage BlockPage `yaml:"-"`
+}
+
+// BlockPage configures the page a blocked plain HTTP request gets (and the
+// texts of other refusals). The zero BlockPage is the built-in page without
+// a contact line and without the rule's patterns.
+type BlockPage struct {
+	// Contact is whom the page tells the client to ask, such as
+	// "helpdesk@school.example". Empty: the page says "the administrator".
+	Contact string
+	// TemplateFile is the absolute path of an html/template file that
+	// replaces the built-in page. Empty: the built-in page.
+	TemplateFile string
+	// Template is TemplateFile, read and parsed at load; nil when none.
+	Template *template.Template
+	// ShowRule shows clients the whole deciding rule (its patterns, its
+	// conditions and its config line), for personal use. Default false:
+	// clients see the rule's name or number only.
+	ShowRule bool
 }
 
 // SniffMode says which tunnels are sniffed.
@@ -169,6 +206,9 @@ type Rule struct {
 	Index int
 	// Line is the config line where the rule starts.
 	Line int
+	// Name is the rule's optional name, shown to blocked clients instead of
+	// its patterns ("social media"). Empty: clients see "rule N".
+	Name string
 	// Text is the rule's destination list as written, for people: `block: [".tiktok.com"]`.
 	Text string
 	// Action is Allow or Block.

@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/relay"
+	"github.com/sluiceproxy/sluice/proxy/reqid"
 	"github.com/sluiceproxy/sluice/proxy/sniff"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 	"github.com/sluiceproxy/sluice/rules"
@@ -21,6 +23,7 @@ import (
 
 // access collects what the access line of one connection reports.
 type access struct {
+	id       string // the request id (reqid), unique across both front ends
 	proto    string // "socks5", "socks4", "socks4a"
 	cmd      string // "connect", "udp", "bind", ...
 	user     string
@@ -46,7 +49,7 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 	defer stopConn()
 	s.stats.conns.Add(1)
 
-	a := &access{proto: "socks", reply: -1}
+	a := &access{id: reqid.New(), proto: "socks", reply: -1}
 	defer func() {
 		if p := recover(); p != nil {
 			a.err = fmt.Errorf("socks: panic: %v", p)
@@ -207,10 +210,19 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		s.sniffConnect(ctx, c, a, freq, d, reply)
 		return
 	}
-	origin, err := s.dial(ctx, d.Via, "tcp", a.target)
+	var refused atomic.Pointer[filter.Decision]
+	origin, err := s.dial(s.guarded(ctx, freq, d, &refused), d.Via, "tcp", a.target)
 	if err != nil {
-		s.stats.failed.Add(1)
 		a.err = err
+		if rd := refused.Load(); rd != nil {
+			// The guard refused the address: a block, whatever error the
+			// dial ended with.
+			a.decision = rd
+			s.stats.blocked.Add(1)
+			reply(repNotAllowed, netip.AddrPort{})
+			return
+		}
+		s.stats.failed.Add(1)
 		reply(replyFor(err), netip.AddrPort{})
 		return
 	}
@@ -243,10 +255,19 @@ func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req fi
 		s.stats.blocked.Add(1)
 		return
 	}
-	origin, err := s.dial(ctx, o.Decision.Via, "tcp", a.target)
+	// The dial-time guard checks the address against the first request
+	// and decision, never the sniffed name's: the client chose that name,
+	// and it must not lift deny_private for the address it asked for.
+	var refused atomic.Pointer[filter.Decision]
+	origin, err := s.dial(s.guarded(ctx, req, d, &refused), o.Decision.Via, "tcp", a.target)
 	if err != nil {
-		s.stats.failed.Add(1)
 		a.err = err
+		if rd := refused.Load(); rd != nil {
+			a.decision = rd
+			s.stats.blocked.Add(1)
+			return
+		}
+		s.stats.failed.Add(1)
 		return
 	}
 	var originData []byte
@@ -286,6 +307,7 @@ func (s *Server) logAccess(ctx context.Context, c net.Conn, a *access, start tim
 	}
 	attrs := make([]slog.Attr, 0, 20)
 	attrs = append(attrs,
+		slog.String("id", a.id),
 		slog.String("client", c.RemoteAddr().String()),
 		slog.String("proto", a.proto),
 		slog.String("cmd", a.cmd),

@@ -26,6 +26,10 @@ func dialKind(err error) (replyCode, bool) {
 		return repConnectionRefused, true
 	case dial.KindTimeout:
 		return repTTLExpired, true
+	case dial.KindLoop, dial.KindBlocked:
+		return repNotAllowed, true
+	case dial.KindUnspecified:
+		return repHostUnreachable, true
 	}
 	return repGeneralFailure, true // KindOther, KindUpstream, KindUpstreamAuth
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 )
 
@@ -52,6 +53,14 @@ type Server struct {
 	// Policy decides every request and every UDP datagram.
 	// If nil, every request is blocked.
 	Policy Policy
+
+	// Guard decides, at dial time, each address a direct dial to an allowed
+	// target is about to connect to: req and d are the request and its
+	// allowing decision. A non-nil error (wrapping dial.ErrLoop or
+	// dial.ErrBlocked) refuses the address (reply 0x02), and the returned
+	// decision is what the access line reports. It reaches the dialer in
+	// the dial's context (dial.WithCheck). If nil, addresses are not checked.
+	Guard func(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error)
 
 	// Dial opens the connection to an allowed target. route is the
 	// decision's Via; addr is "host:port" where host is the normalized name
@@ -276,6 +285,21 @@ func (s *Server) dial(ctx context.Context, route, network, addr string) (net.Con
 	}
 	d := net.Dialer{Timeout: DefaultDialTimeout}
 	return d.DialContext(ctx, network, addr)
+}
+
+// guarded returns ctx carrying the dial-time check of an allowed request;
+// the first refusing decision is stored in refused.
+func (s *Server) guarded(ctx context.Context, req filter.Request, d filter.Decision, refused *atomic.Pointer[filter.Decision]) context.Context {
+	if s.Guard == nil {
+		return ctx
+	}
+	return dial.WithCheck(ctx, func(ap netip.AddrPort) error {
+		rd, err := s.Guard(req, d, ap)
+		if err != nil {
+			refused.CompareAndSwap(nil, &rd)
+		}
+		return err
+	})
 }
 
 func (s *Server) decide(req filter.Request) filter.Decision {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
@@ -176,7 +177,8 @@ func (u *udpRelay) outbound(b []byte) {
 		u.drop()
 		return
 	}
-	d := u.s.decide(filter.Request{Client: u.client, User: u.a.user, Host: host, Port: port, Time: u.s.now()})
+	req := filter.Request{Client: u.client, User: u.a.user, Host: host, Port: port, Time: u.s.now()}
+	d := u.s.decide(req)
 	if d.Verdict != filter.Allow {
 		u.a.udpBlock++
 		u.s.stats.udpBlocked.Add(1)
@@ -189,7 +191,13 @@ func (u *udpRelay) outbound(b []byte) {
 			u.drop()
 			return
 		}
-		if dst, ok = u.resolve(d.Via, key); !ok {
+		var refused atomic.Pointer[filter.Decision]
+		if dst, ok = u.resolve(u.s.guarded(u.ctx, req, d, &refused), d.Via, key); !ok {
+			if refused.Load() != nil {
+				u.a.udpBlock++
+				u.s.stats.udpBlocked.Add(1)
+				return
+			}
 			u.drop()
 			return
 		}
@@ -206,8 +214,9 @@ func (u *udpRelay) outbound(b []byte) {
 }
 
 // resolve finds the address of an allowed destination through the Dial hook.
-func (u *udpRelay) resolve(route, addr string) (netip.AddrPort, bool) {
-	ctx, cancel := context.WithTimeout(u.ctx, 5*time.Second)
+// ctx carries the dial-time check of the datagram's decision.
+func (u *udpRelay) resolve(ctx context.Context, route, addr string) (netip.AddrPort, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	conn, err := u.s.dial(ctx, route, "udp", addr)
 	if err != nil {

@@ -2,7 +2,10 @@ package test
 
 import (
 	"context"
+	"image/png"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,17 +24,24 @@ rules:
 // chromium loads url in headless Chromium through proxy and returns the DOM.
 func chromium(t *testing.T, proxy, url string) string {
 	t.Helper()
+	return runChromium(t, proxy, "--dump-dom", url)
+}
+
+// runChromium runs headless Chromium through proxy with args and returns
+// its standard output.
+func runChromium(t *testing.T, proxy string, args ...string) string {
+	t.Helper()
 	bin := requireTool(t, "chromium")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu",
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--headless", "--no-sandbox", "--disable-gpu",
 		"--no-first-run", "--disable-background-networking", "--disable-component-update",
-		"--disable-sync", "--disable-default-apps", "--user-data-dir="+t.TempDir(),
-		"--proxy-server="+proxy, "--proxy-bypass-list=<-loopback>", "--ignore-certificate-errors",
-		"--virtual-time-budget=5000", "--dump-dom", url)
+		"--disable-sync", "--disable-default-apps", "--user-data-dir=" + t.TempDir(),
+		"--proxy-server=" + proxy, "--proxy-bypass-list=<-loopback>", "--ignore-certificate-errors",
+		"--virtual-time-budget=5000"}, args...)...)
 	out, err := cmd.Output()
 	if err != nil && ctx.Err() != nil {
-		t.Fatalf("chromium timed out on %s", url)
+		t.Fatalf("chromium timed out on %v", args)
 	}
 	return string(out)
 }
@@ -57,4 +67,44 @@ func TestBrowser(t *testing.T) {
 	if !strings.Contains(strings.ToLower(dom), "blocked") || !strings.Contains(dom, "default") {
 		t.Errorf("block page does not say it is blocked and by what:\n%s", dom)
 	}
+}
+
+// TestBrowserBlockPage renders the block page of a named rule in Chromium
+// at a phone's width: the DOM has the rule's name and the contact but not
+// the rule's patterns, and the screenshot is as wide as the phone's
+// viewport (the page has the viewport meta and nothing wider).
+func TestBrowserBlockPage(t *testing.T) {
+	p := startSluice(t, `
+default: block
+hosts: {games.test: 127.0.0.1}
+block_page: {contact: "helpdesk@school.example"}
+rules:
+  - name: Games during lessons
+    block: [games.test, secret-games.test]
+`, nil)
+	url := "http://games.test:8080/" // never dialed: blocked
+	dom := chromium(t, "http://"+p.addr, url)
+	for _, want := range []string{"games.test", "Games during lessons", "helpdesk@school.example", "Request id"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("block page in Chromium lacks %q:\n%s", want, dom)
+		}
+	}
+	if strings.Contains(dom, "secret-games") {
+		t.Errorf("block page in Chromium shows the rule's patterns:\n%s", dom)
+	}
+	shot := filepath.Join(t.TempDir(), "blockpage.png")
+	runChromium(t, "http://"+p.addr, "--window-size=390,844", "--hide-scrollbars", "--screenshot="+shot, url)
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatalf("no screenshot: %v", err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b.Dx() != 390 {
+		t.Errorf("screenshot is %v, want 390 pixels wide", b)
+	}
+	t.Logf("block page at 390x844: %s", shot)
 }

@@ -1,13 +1,10 @@
 package test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -99,43 +96,6 @@ func TestReloadSignals(t *testing.T) {
 	if s := statusOf(t, p, url); s != "200" {
 		t.Fatalf("two.test: %s", s)
 	}
-}
-
-// TestReloadUnderLoadLosesNothing: requests keep succeeding while the rules
-// are reloaded again and again.
-func TestReloadUnderLoadLosesNothing(t *testing.T) {
-	o := newOrigin(t, false)
-	p := startSluice(t, reloadConfig, map[string]string{"lists/bad.txt": "one.test\n"})
-	var ok, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Go(func() {
-			for i := 0; i < 200; i++ { // bounded
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if statusOf(t, p, fmt.Sprintf("http://two.test:%s/%d", o.port, i)) == "200" {
-					ok.Add(1)
-				} else {
-					failed.Add(1)
-				}
-			}
-		})
-	}
-	for i := 0; i < 20; i++ {
-		before := strings.Count(p.Log(), "rules reloaded")
-		p.cmd.Process.Signal(syscall.SIGHUP)
-		eventually(t, "reload", func() bool { return strings.Count(p.Log(), "rules reloaded") > before })
-	}
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 || ok.Load() == 0 {
-		t.Fatalf("during 20 reloads: %d requests ok, %d failed", ok.Load(), failed.Load())
-	}
-	t.Logf("%d requests during 20 reloads, none failed", ok.Load())
 }
 
 // TestReloadByConfig: `sluice reload --config FILE` signals the server of

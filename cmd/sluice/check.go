@@ -42,12 +42,17 @@ func loadEngine(path string) (*rules.Set, *filter.Engine, error) {
 func checkCmd() *cobra.Command {
 	var (
 		cfgPath, client, user, at string
+		noResolve                 bool
 	)
 	cmd := &cobra.Command{
 		Use:   "check [--config FILE] [--client IP] [--user NAME] TARGET",
 		Short: "Tell whether a destination would be allowed, by which rule, and its route",
 		Long: `Check a destination against the rules without running the proxy.
 TARGET is a host, host:port or URL; a bare host is checked on port 443.
+When the name is allowed on the direct route, it is resolved as the proxy
+would (hosts:, then Go's own resolver) and each address is decided again
+(Sluice's own listeners, check_resolved, deny_private); when every address
+would be refused, the verdict is block. --no-resolve skips that step.
 The first line starts with "allow" or "block"; the exit status is 0 when
 allowed, 1 when blocked and 2 on error.`,
 		Example: `  sluice check --config sluice.yaml www.tiktok.com
@@ -81,8 +86,18 @@ allowed, 1 when blocked and 2 on error.`,
 				}
 				req.Time = t
 			}
-			d := eng.Decide(req)
+			d := server.Decide(eng, req)
+			var steps []server.ResolvedStep
+			var rerr error
+			if d.Verdict == filter.Allow && !noResolve {
+				steps, rerr = server.ExplainResolved(cmd.Context(), set.Config, eng, req, d, resolveTimeout)
+				if len(steps) > 0 && allRefused(steps) {
+					// Every address would be refused at dial time.
+					d = steps[0].Decision
+				}
+			}
 			printDecision(cmd.OutOrStdout(), set, req, d)
+			printResolved(cmd.OutOrStdout(), req, steps, rerr)
 			if d.Verdict != filter.Allow {
 				return &exitError{code: 1}
 			}
@@ -93,6 +108,7 @@ allowed, 1 when blocked and 2 on error.`,
 	f.StringVarP(&cfgPath, "config", "c", "", "config file (default: the embedded default config)")
 	f.StringVar(&client, "client", "", "client source address the rules see")
 	f.StringVar(&user, "user", "", "authenticated user name the rules see")
+	f.BoolVar(&noResolve, "no-resolve", false, "skip the resolved-address step (no DNS lookup)")
 	f.StringVar(&at, "time", "", `time of the request, "2006-01-02 15:04" local or RFC 3339 (default: now)`)
 	return cmd
 }
@@ -133,7 +149,7 @@ func printDecision(w io.Writer, set *rules.Set, req filter.Request, d filter.Dec
 	fmt.Fprintf(w, "%s %s: %s\n", d.Verdict, target, d.Reason)
 	if d.Default {
 		fmt.Fprintf(w, "rule: none (default: %s)\n", d.Verdict)
-	} else {
+	} else if d.Rule.Index > 0 {
 		fmt.Fprintf(w, "rule: %s: %s\n", d.Rule, d.Rule.Text)
 		if d.Rule.Pattern != "" {
 			fmt.Fprintf(w, "pattern: %s\n", d.Rule.Pattern)
@@ -156,6 +172,45 @@ func printDecision(w io.Writer, set *rules.Set, req filter.Request, d filter.Dec
 		if desc, err := server.DescribeRoute(set.Config, d.Via); err == nil {
 			fmt.Fprintf(w, "route: %s\n", desc)
 		}
+	}
+}
+
+// resolveTimeout bounds the lookup of `sluice check`'s resolved-address step.
+const resolveTimeout = 5 * time.Second
+
+func allRefused(steps []server.ResolvedStep) bool {
+	for _, s := range steps {
+		if s.Err == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// printResolved prints the resolved-address step: each address and what
+// the dial-time guard decides about it.
+func printResolved(w io.Writer, req filter.Request, steps []server.ResolvedStep, err error) {
+	if err != nil {
+		fmt.Fprintf(w, "resolved: %s: %v\n", req.Host, err)
+		return
+	}
+	if len(steps) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "resolved: %s (each address decided again at dial time)\n", req.Host)
+	for _, s := range steps {
+		if s.Err == nil {
+			fmt.Fprintf(w, "  %s: allow\n", s.Addr)
+			continue
+		}
+		line := fmt.Sprintf("  %s: block: %s", s.Addr, s.Decision.Reason)
+		if s.Decision.Rule.Index > 0 {
+			line += ": " + s.Decision.Rule.String() + ": " + s.Decision.Rule.Text
+			if s.Decision.Rule.Pattern != "" {
+				line += " (pattern " + s.Decision.Rule.Pattern + ")"
+			}
+		}
+		fmt.Fprintln(w, line)
 	}
 }
 

@@ -74,7 +74,6 @@ func printSummary(w io.Writer, set *rules.Set, now time.Time) {
 	names := sortedNames(set.Categories)
 	if len(names) == 0 {
 		fmt.Fprintln(w, "no categories")
-		return
 	}
 	for _, name := range names {
 		cl := set.Categories[name]
@@ -87,6 +86,15 @@ func printSummary(w io.Writer, set *rules.Set, now time.Time) {
 			printSource(w, set.Config, st, now)
 		}
 	}
+	// The built-in lists no rule uses yet, so that they can be found.
+	for _, name := range rules.Builtins() {
+		if _, used := set.Categories[name]; used {
+			continue
+		}
+		if cl, ok := rules.LoadBuiltin(name); ok {
+			fmt.Fprintf(w, "%s: %s, built in, used by no rule (block: [%s])\n", name, entries(len(cl.Block)), name)
+		}
+	}
 }
 
 func printSource(w io.Writer, cfg *rules.Config, st rules.SourceStats, now time.Time) {
@@ -94,6 +102,8 @@ func printSource(w io.Writer, cfg *rules.Config, st rules.SourceStats, now time.
 	kind := "file"
 	if src.URL != "" {
 		kind = "url"
+	} else if rules.IsBuiltin(src.Path) {
+		kind = "built-in list"
 	} else if fi, err := os.Stat(src.Path); err == nil && fi.IsDir() {
 		kind = "dir"
 	}
@@ -183,6 +193,9 @@ entries that contain TEXT, and exit status 1 when none does.`,
 
 func findCategory(set *rules.Set, name string) (*rules.CategoryList, error) {
 	if cl, ok := set.Categories[name]; ok {
+		return cl, nil
+	}
+	if cl, ok := rules.LoadBuiltin(name); ok {
 		return cl, nil
 	}
 	return nil, fmt.Errorf("unknown category %q (known: %s)", name, strings.Join(sortedNames(set.Categories), ", "))

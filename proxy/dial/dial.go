@@ -1,6 +1,9 @@
 // Package dial is the one shared dialer: direct connections with timeouts
 // and a hosts map, or chains of upstream proxies (http, https, socks5,
-// socks5h, socks4a). It has no policy: it dials what it is told to.
+// socks5h, socks4a). It has no policy: it dials what it is told to, except
+// that it never dials an unspecified address (0.0.0.0, ::), and that on the
+// direct route each address a name resolves to passes the Check the front
+// end put in the dial's context (WithCheck) before it is dialed.
 // Its failures are typed (*Error) so that front ends can answer precisely.
 package dial
 
@@ -8,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 )
@@ -40,9 +44,32 @@ const (
 	KindUpstream
 	// KindUpstreamAuth means an upstream proxy rejected our credentials: SOCKS 0x01, HTTP 502.
 	KindUpstreamAuth
+	// KindLoop means the address is one of Sluice's own listeners: SOCKS
+	// 0x02, HTTP 403. Nothing was dialed.
+	KindLoop
+	// KindBlocked means a Check refused every address of the target by
+	// policy (an IP or CIDR rule, deny_private): SOCKS 0x02, HTTP 403.
+	// Nothing was dialed.
+	KindBlocked
+	// KindUnspecified means the target is, or resolves only to, an
+	// unspecified address (0.0.0.0, ::), which Linux connects to the local
+	// host: SOCKS 0x04, HTTP 400. Nothing was dialed.
+	KindUnspecified
 )
 
-var kindNames = [...]string{"other", "dns", "host unreachable", "network unreachable", "refused", "timeout", "upstream failed", "upstream auth failed"}
+var kindNames = [...]string{"other", "dns", "host unreachable", "network unreachable", "refused", "timeout", "upstream failed", "upstream auth failed",
+	"loop", "blocked", "unspecified address"}
+
+// The refusals a Check returns, wrapped with the reason. Classify maps them
+// to KindLoop, KindBlocked and KindUnspecified.
+var (
+	// ErrLoop refuses an address Sluice itself listens on.
+	ErrLoop = errors.New("dial: own listener")
+	// ErrBlocked refuses an address by policy.
+	ErrBlocked = errors.New("dial: address blocked")
+	// ErrUnspecified refuses an unspecified address.
+	ErrUnspecified = errors.New("dial: unspecified address")
+)
 
 // String names the kind for logs.
 func (k Kind) String() string {
@@ -98,6 +125,33 @@ func (e *Error) Unwrap() error { return e.Err }
 // net.Error's Timeout.
 func (e *Error) Timeout() bool { return e.Kind == KindTimeout }
 
+// Refused reports whether k is a refusal by the dialer's guard (loop,
+// blocked, unspecified address): nothing was dialed, and the target, not a
+// hop, is to blame.
+func (k Kind) Refused() bool { return k == KindLoop || k == KindBlocked || k == KindUnspecified }
+
+// Check decides each address a direct dial to an origin is about to
+// connect to, after resolution: a non-nil error (wrapping ErrLoop,
+// ErrBlocked or ErrUnspecified) refuses that address, which is then never
+// dialed. Front ends put one in the dial's context with WithCheck; the
+// Router calls it only on the direct route's final hop to the origin, never
+// for an upstream's own address (upstream routes resolve the destination
+// remotely). It must be safe for concurrent use.
+type Check func(netip.AddrPort) error
+
+type checkKey struct{}
+
+// WithCheck returns ctx carrying check for the direct dials made with it.
+func WithCheck(ctx context.Context, check Check) context.Context {
+	return context.WithValue(ctx, checkKey{}, check)
+}
+
+// checkFrom returns the Check in ctx, or nil.
+func checkFrom(ctx context.Context) Check {
+	c, _ := ctx.Value(checkKey{}).(Check)
+	return c
+}
+
 // Classify tells the Kind of any dial error: the Kind of a *Error in err's
 // chain, or else the kind of the raw error (a *net.DNSError, an errno, a
 // deadline). It looks at types and values only, never at message text.
@@ -117,6 +171,12 @@ func Classify(err error) Kind {
 func classifyRaw(err error) Kind {
 	var dnsErr *net.DNSError
 	switch {
+	case errors.Is(err, ErrLoop):
+		return KindLoop
+	case errors.Is(err, ErrBlocked):
+		return KindBlocked
+	case errors.Is(err, ErrUnspecified):
+		return KindUnspecified
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return KindTimeout
 	case errors.As(err, &dnsErr):

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -31,8 +32,9 @@ type Direct struct {
 	// no trailing dot) -> addresses, tried in order. Nil means no overrides.
 	Hosts map[string][]netip.Addr
 	// LookupHook resolves names that are neither IP literals nor in Hosts.
-	// Nil means the system resolver (net.DefaultResolver). Tests count
-	// lookups through it.
+	// Nil means Go's own resolver (net.Resolver with PreferGo), never the
+	// C library's: names like "0x7f000002", which glibc reads as addresses,
+	// then stay names. Tests count lookups through it.
 	LookupHook func(ctx context.Context, host string) ([]netip.Addr, error)
 	// KeepAlive is the TCP keep-alive period. Zero means Go's default
 	// (15s); negative disables keep-alives.
@@ -44,7 +46,21 @@ type Direct struct {
 // connection is a *net.TCPConn, so splice and half-close work. A failure
 // is a *Error whose Kind says what went wrong.
 func (d *Direct) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := d.dial(ctx, network, addr)
+	return d.dialChecked(ctx, network, addr, nil, false)
+}
+
+// dialOrigin dials the final hop to an origin: like DialContext, but an
+// unspecified address is never dialed, and each address the name resolves
+// to passes check (when not nil) before it is dialed. A refused address is
+// skipped; when every address was refused, the dial fails with the first
+// refusal (KindLoop, KindBlocked or KindUnspecified). The addresses are
+// resolved once, and the address checked is the address dialed.
+func (d *Direct) dialOrigin(ctx context.Context, network, addr string, check Check) (net.Conn, error) {
+	return d.dialChecked(ctx, network, addr, check, true)
+}
+
+func (d *Direct) dialChecked(ctx context.Context, network, addr string, check Check, origin bool) (net.Conn, error) {
+	c, err := d.dial(ctx, network, addr, check, origin)
 	if err != nil {
 		kind := classifyRaw(err)
 		if kind == KindOther && ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -55,7 +71,7 @@ func (d *Direct) DialContext(ctx context.Context, network, addr string) (net.Con
 	return c, nil
 }
 
-func (d *Direct) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+func (d *Direct) dial(ctx context.Context, network, addr string, check Check, origin bool) (net.Conn, error) {
 	timeout := d.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -70,6 +86,11 @@ func (d *Direct) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	addrs, err := d.resolve(ctx, network, host)
 	if err != nil {
 		return nil, err
+	}
+	if origin {
+		if addrs, err = vet(addrs, port, check); err != nil {
+			return nil, err
+		}
 	}
 	nd := net.Dialer{KeepAlive: d.KeepAlive}
 	var first error
@@ -99,6 +120,54 @@ func (d *Direct) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	return nil, first
 }
 
+// Lookup resolves host as a dial would, without dialing: an IP literal as
+// it is, then Hosts, then LookupHook or Go's own resolver. It is for
+// explaining (`sluice check`); a dial resolves once and checks what it
+// dials.
+func (d *Direct) Lookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return d.resolve(ctx, "tcp", host)
+}
+
+// vet drops the addresses that must not be dialed: unspecified ones, and
+// those check refuses. When none is left it returns the first refusal.
+func vet(addrs []netip.Addr, port string, check Check) ([]netip.Addr, error) {
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("dial: bad port %q", port)
+	}
+	out := addrs[:0:0]
+	var first error
+	for _, a := range addrs {
+		var err error
+		if a.IsUnspecified() {
+			err = fmt.Errorf("%w %s", ErrUnspecified, a)
+		} else if check != nil {
+			err = check(netip.AddrPortFrom(a, uint16(p)))
+		}
+		if err == nil {
+			out = append(out, a)
+		} else if first == nil {
+			first = err
+		}
+	}
+	if len(out) == 0 {
+		return nil, first
+	}
+	return out, nil
+}
+
+// resolver is Go's own resolver: it reads /etc/hosts, /etc/resolv.conf and
+// asks DNS itself, whatever nsswitch.conf, RES_OPTIONS, HOSTALIASES or
+// GODEBUG=netdns=cgo say, so that no C library turns a name into an
+// address behind the rules' back.
+var resolver = &net.Resolver{PreferGo: true}
+
 // resolve turns host into the addresses to try, in order: an IP literal
 // as it is, then Hosts, then LookupHook or the system resolver.
 func (d *Direct) resolve(ctx context.Context, network, host string) ([]netip.Addr, error) {
@@ -112,7 +181,7 @@ func (d *Direct) resolve(ctx context.Context, network, host string) ([]netip.Add
 		if d.LookupHook != nil {
 			addrs, err = d.LookupHook(ctx, name)
 		} else {
-			addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+			addrs, err = resolver.LookupNetIP(ctx, "ip", name)
 		}
 		if err != nil {
 			return nil, err

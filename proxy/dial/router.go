@@ -9,6 +9,8 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -227,13 +229,30 @@ func (r *Router) Dial(ctx context.Context, route, network, addr string) (net.Con
 	if !ok {
 		return nil, &Error{Kind: KindOther, Addr: addr, Upstream: route, Err: fmt.Errorf("%w %q", ErrUnknownRoute, route)}
 	}
+	if err := unspecified(addr); err != nil {
+		return nil, err
+	}
 	return r.dial(ctx, rt, network, addr)
+}
+
+// unspecified refuses a target that is an unspecified IP literal (0.0.0.0,
+// ::, ::ffff:0.0.0.0), on every route: Linux connects it to the local host,
+// and an upstream would connect it to its own.
+func unspecified(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil // the dialer reports it
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Unmap().IsUnspecified() {
+		return &Error{Kind: KindUnspecified, Addr: addr, Err: fmt.Errorf("%w %s", ErrUnspecified, a)}
+	}
+	return nil
 }
 
 func (r *Router) dial(ctx context.Context, rt *route, network, addr string) (net.Conn, error) {
 	switch {
 	case rt == nil:
-		return r.direct.DialContext(ctx, network, addr)
+		return r.direct.dialOrigin(ctx, network, addr, checkFrom(ctx))
 	case rt.dialer != nil:
 		c, err := rt.dialer.DialContext(ctx, network, addr)
 		if err != nil {
@@ -350,7 +369,34 @@ func (r *Router) Transport(name string) http.RoundTripper {
 	if rt.last != nil {
 		return parentTransport{r: r, rt: rt}
 	}
+	if rt == r.direct0 {
+		return checkedTransport{rt.tr}
+	}
 	return rt.tr
+}
+
+// checkedTransport is the direct route's Transport. A pooled connection
+// was checked when it was dialed, for the request that dialed it; before a
+// request is written on any connection, the request's own Check decides
+// the connection's address again (another request's client, user or time
+// may differ). A refused connection is closed before a byte is written on
+// it: the Transport then dials anew, and that dial is checked and refused,
+// or the request fails.
+type checkedTransport struct{ tr *http.Transport }
+
+// RoundTrip sends req, re-checking a reused connection's address.
+func (c checkedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	check := checkFrom(req.Context())
+	if check == nil {
+		return c.tr.RoundTrip(req)
+	}
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		ap, err := netip.ParseAddrPort(info.Conn.RemoteAddr().String())
+		if err != nil || check(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())) != nil {
+			info.Conn.Close()
+		}
+	}}
+	return c.tr.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 }
 
 // parentTransport sends plain requests to a route's http(s) last hop and
@@ -390,7 +436,9 @@ func (r *Router) newTransport(rt *route) *http.Transport {
 	}
 	switch {
 	case rt.name == RouteDirect:
-		tr.DialContext = r.direct.DialContext
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return r.direct.dialOrigin(ctx, network, addr, checkFrom(ctx))
+		}
 	case rt.last != nil:
 		last, fwd := rt.last, rt.proxyHop
 		tr.Proxy = func(*http.Request) (*url.URL, error) { return last, nil }

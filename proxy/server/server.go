@@ -3,9 +3,10 @@
 // one serves HTTP, SOCKS5 and SOCKS4a on the same port), reloads everything
 // atomically when the rules change, and shuts down cleanly.
 //
-// Lifecycle of a configuration: rules.Load parses and validates it,
-// filter.Compile builds the indexes, dial.NewRouter builds the routes and
-// auth.Load reads the users; only when every step succeeds is the new state
+// Lifecycle of a configuration: rules.Load parses and validates it (and
+// reads the block page template), filter.Compile builds the indexes,
+// proxy.CheckBlockTemplate tries the template, dial.NewRouter builds the
+// routes and auth.Load reads the users; only when every step succeeds is the new state
 // swapped in with one atomic store. A connection in flight keeps the state
 // it started with; a failed reload keeps the old state serving.
 package server
@@ -58,6 +59,7 @@ type Server struct {
 	reloads   atomic.Int64
 	failures  atomic.Int64
 	lastError atomic.Pointer[string]
+	own       atomic.Pointer[[]netip.AddrPort] // the listeners' addresses, once Run listens
 }
 
 // state is everything one configuration produced. It is never modified
@@ -149,6 +151,11 @@ func (s *Server) build() (*state, error) {
 	if err != nil {
 		return nil, err
 	}
+	if bp := cfg.BlockPage; bp.Template != nil {
+		if err := proxy.CheckBlockTemplate(bp.Template); err != nil {
+			return nil, fmt.Errorf("server: block_page: template %s: %w", bp.TemplateFile, err)
+		}
+	}
 	router, err := newRouter(cfg)
 	if err != nil {
 		return nil, err
@@ -178,16 +185,19 @@ func (s *Server) build() (*state, error) {
 // frontEnds builds the two front ends of a state. They share the state's
 // engine, router and users, so one atomic swap changes all of them.
 func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
-	var policy = st.engine
+	policy := policy{st.engine}
+	g := newGuard(st, &s.own)
 	dialFn := st.router.Dial
 	to := st.cfg.Timeouts
 	sniff := sniffpolicy.Config{Mode: st.cfg.Sniff, Unnamed: st.cfg.SniffUnnamed}
 	h := &proxy.Server{
 		Policy:           policy,
+		Guard:            g.Check,
 		Dial:             dialFn,
 		Transport:        st.router.Transport,
 		Anonymize:        anonymizer(st.cfg),
 		Logger:           s.log,
+		BlockPage:        proxy.BlockPage{Template: st.cfg.BlockPage.Template, Contact: st.cfg.BlockPage.Contact, ShowRule: st.cfg.BlockPage.ShowRule},
 		DialTimeout:      dialBudget(st.cfg),
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
@@ -195,6 +205,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 	}
 	so := &socks.Server{
 		Policy:           policy,
+		Guard:            g.Check,
 		Dial:             dialFn,
 		UDP:              st.cfg.Socks.UDP,
 		Logger:           s.log,
@@ -341,6 +352,17 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		lns = append(lns, ln)
 	}
+	adm, err := s.startAdmin(st.cfg.Admin)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	defer adm.close()
+	own := listenAddrs(lns)
+	if adm != nil {
+		own = append(own, listenAddrs([]net.Listener{adm.ln})...)
+	}
+	s.own.Store(&own)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -359,8 +381,10 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Go(func() { s.accept(ctx, ln, httpLn, &wg) })
 	}
 	wg.Go(func() { s.RefreshLoop(ctx) })
+	adm.setReady(true)
 
 	<-ctx.Done()
+	adm.setReady(false)
 	closeAll()
 	httpLn.Close()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -493,8 +517,14 @@ func watchList(set *rules.Set) []string {
 	if cfg.Users != "" {
 		files = append(files, cfg.Users)
 	}
+	if cfg.BlockPage.TemplateFile != "" {
+		files = append(files, cfg.BlockPage.TemplateFile)
+	}
 	for _, c := range set.Categories {
 		for _, src := range c.Sources {
+			if rules.IsBuiltin(src.Source.Path) {
+				continue // inside the binary: it changes with it
+			}
 			if src.Source.Path != "" {
 				files = append(files, src.Source.Path)
 			} else if src.Source.URL != "" {

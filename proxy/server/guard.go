@@ -1,0 +1,260 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/dial"
+	"github.com/sluiceproxy/sluice/rules"
+)
+
+// The reasons of a refusal at dial time, for access log lines.
+const (
+	// ReasonLoop refuses one of Sluice's own listening addresses.
+	ReasonLoop = "loop"
+	// ReasonResolved refuses an address an IP or CIDR rule blocks.
+	ReasonResolved = "resolved address blocked"
+	// ReasonPrivate refuses a private address under deny_private.
+	ReasonPrivate = "private address"
+)
+
+// guard decides, at dial time and for both front ends, each address a
+// direct dial to an origin is about to connect to (issue 9): never one of
+// Sluice's own listeners; with check_resolved, never an address an IP or
+// CIDR rule blocks for the same client, user, port and time; with
+// deny_private, never a private address unless a rule explicitly allows
+// the name or the address. It is called with the address actually dialed,
+// after the one resolution the dialer makes.
+type guard struct {
+	engine        *filter.Engine
+	checkResolved bool
+	denyPrivate   bool
+	own           *atomic.Pointer[[]netip.AddrPort] // the listeners; nil or empty before Run listens
+	localAddrs    func() []netip.Addr               // the host's interface addresses
+}
+
+func newGuard(st *state, own *atomic.Pointer[[]netip.AddrPort]) *guard {
+	return &guard{
+		engine:        st.engine,
+		checkResolved: st.cfg.CheckResolved,
+		denyPrivate:   st.cfg.DenyPrivate,
+		own:           own,
+		localAddrs:    interfaceAddrs,
+	}
+}
+
+// Check decides addr for req, which d allowed. It returns nil when addr may
+// be dialed; otherwise the refusing decision and an error wrapping
+// dial.ErrLoop or dial.ErrBlocked.
+func (g *guard) Check(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error) {
+	a := addr.Addr().Unmap()
+	if g.isOwn(netip.AddrPortFrom(a, addr.Port())) {
+		return filter.Decision{Verdict: filter.Block, Reason: ReasonLoop},
+			fmt.Errorf("%w %s: Sluice listens there", dial.ErrLoop, addr)
+	}
+	if !g.checkResolved && !g.denyPrivate {
+		return filter.Decision{}, nil
+	}
+	ad := d
+	if host := a.String(); host != req.Host {
+		ipReq := req
+		ipReq.Host = host
+		ad = g.engine.Decide(ipReq)
+	}
+	if g.checkResolved && ad.Verdict == filter.Block && !ad.Default && ad.Rule.Pattern != "" {
+		ad.Reason = ReasonResolved
+		return ad, fmt.Errorf("%w %s by %s (%s)", dial.ErrBlocked, addr, ad.Rule, ad.Rule.Pattern)
+	}
+	if g.denyPrivate && isPrivate(a) && !explicitAllow(d) && !explicitAllow(ad) {
+		return filter.Decision{Verdict: filter.Block, Reason: ReasonPrivate},
+			fmt.Errorf("%w %s: private address (deny_private)", dial.ErrBlocked, addr)
+	}
+	return filter.Decision{}, nil
+}
+
+// explicitAllow reports whether d allows by a rule whose destination list
+// matched: not the default, not a rule without destinations.
+func explicitAllow(d filter.Decision) bool {
+	return d.Verdict == filter.Allow && !d.Default && d.Rule.Pattern != ""
+}
+
+// isOwn reports whether ap is one of Sluice's listening addresses: a
+// listener's own address, or any local address (loopback ranges, every
+// interface address) on the port of a listener on 0.0.0.0 or ::.
+func (g *guard) isOwn(ap netip.AddrPort) bool {
+	if g.own == nil {
+		return false
+	}
+	lns := g.own.Load()
+	if lns == nil {
+		return false
+	}
+	wildcard := false
+	for _, l := range *lns {
+		if l.Port() != ap.Port() {
+			continue
+		}
+		if l.Addr() == ap.Addr() {
+			return true
+		}
+		wildcard = wildcard || l.Addr().IsUnspecified()
+	}
+	if !wildcard {
+		return false
+	}
+	if ap.Addr().IsLoopback() || ap.Addr().IsUnspecified() {
+		return true
+	}
+	for _, a := range g.localAddrs() {
+		if a == ap.Addr() {
+			return true
+		}
+	}
+	return false
+}
+
+// interfaceAddrs lists the host's addresses now: interfaces come and go,
+// and it is only asked for dials to a wildcard listener's port.
+func interfaceAddrs() []netip.Addr {
+	ifs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(ifs))
+	for _, ia := range ifs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if a, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, a.Unmap())
+			}
+		}
+	}
+	return out
+}
+
+// privateRanges are refused by deny_private besides what netip classifies
+// as loopback, private, link-local and unspecified.
+var privateRanges = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),     // "this network": Linux reaches the local host
+	netip.MustParsePrefix("100.64.0.0/10"), // CGNAT (RFC 6598)
+}
+
+// isPrivate reports whether a is loopback, private (RFC 1918, fc00::/7),
+// link-local (169.254/16 with 169.254.169.254, fe80::/10), CGNAT or
+// unspecified.
+func isPrivate(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsUnspecified() {
+		return true
+	}
+	for _, p := range privateRanges {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// listenAddrs returns the addresses of the open listeners.
+func listenAddrs(lns []net.Listener) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(lns))
+	for _, ln := range lns {
+		if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+			out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		}
+	}
+	return out
+}
+
+// policy is the engine as both front ends see it: an unspecified IP
+// literal (0.0.0.0, ::) is matched as the loopback address Linux connects
+// it to, so that `block: ["127.0.0.0/8"]` covers it too. The dialer never
+// dials it anyway.
+type policy struct{ *filter.Engine }
+
+// Decide decides req with the unspecified address read as loopback.
+func (p policy) Decide(req filter.Request) filter.Decision {
+	switch req.Host {
+	case "0.0.0.0":
+		req.Host = "127.0.0.1"
+	case "::":
+		req.Host = "::1"
+	}
+	return p.Engine.Decide(req)
+}
+
+// ResolvedStep is what the dial-time guard decides about one address a
+// name resolves to, for `sluice check`.
+type ResolvedStep struct {
+	// Addr is the address, with the request's port.
+	Addr netip.AddrPort
+	// Decision is the refusing decision when Err is set.
+	Decision filter.Decision
+	// Err is the refusal, or nil when the address would be dialed.
+	Err error
+}
+
+// Decide decides req as a running server's front ends do: an unspecified
+// IP literal is matched as the loopback address it reaches.
+func Decide(eng *filter.Engine, req filter.Request) filter.Decision { return policy{eng}.Decide(req) }
+
+// ExplainResolved resolves req.Host as the direct route would (hosts:,
+// then Go's own resolver, bounded by timeout) and tells what the guard
+// decides about each address, taking the config's listen addresses as
+// Sluice's own. d is the decision on the name; it must allow. It returns
+// no step when d's route does not dial directly (an upstream resolves the
+// name). It is for `sluice check`: a running server decides each address
+// once, on the dial itself.
+func ExplainResolved(ctx context.Context, cfg *rules.Config, eng *filter.Engine, req filter.Request, d filter.Decision, timeout time.Duration) ([]ResolvedStep, error) {
+	r, err := newRouter(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !r.Resolves(d.Via) {
+		return nil, nil
+	}
+	direct := &dial.Direct{Timeout: timeout, Hosts: cfg.Hosts}
+	addrs, err := direct.Lookup(ctx, req.Host)
+	if err != nil {
+		return nil, err
+	}
+	var own []netip.AddrPort
+	for _, l := range cfg.Listen {
+		host, port, err := net.SplitHostPort(l)
+		if err != nil {
+			continue
+		}
+		if host == "" {
+			host = "::"
+		}
+		if ap, err := netip.ParseAddrPort(net.JoinHostPort(host, port)); err == nil {
+			own = append(own, ap)
+		} else if as, err := direct.Lookup(ctx, host); err == nil {
+			if ap, err := netip.ParseAddrPort(net.JoinHostPort("0.0.0.0", port)); err == nil {
+				for _, a := range as {
+					own = append(own, netip.AddrPortFrom(a, ap.Port()))
+				}
+			}
+		}
+	}
+	var p atomic.Pointer[[]netip.AddrPort]
+	p.Store(&own)
+	g := &guard{engine: eng, checkResolved: cfg.CheckResolved, denyPrivate: cfg.DenyPrivate, own: &p, localAddrs: interfaceAddrs}
+	steps := make([]ResolvedStep, 0, len(addrs))
+	for _, a := range addrs {
+		ap := netip.AddrPortFrom(a, req.Port)
+		step := ResolvedStep{Addr: ap}
+		if a.IsUnspecified() {
+			step.Decision = filter.Decision{Verdict: filter.Block, Reason: "unspecified address"}
+			step.Err = fmt.Errorf("%w %s", dial.ErrUnspecified, a)
+		} else {
+			step.Decision, step.Err = g.Check(req, d, ap)
+		}
+		steps = append(steps, step)
+	}
+	return steps, nil
+}

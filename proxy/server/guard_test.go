@@ -1,0 +1,167 @@
+package server
+
+import (
+	"errors"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/dial"
+	"github.com/sluiceproxy/sluice/rules"
+)
+
+func compileGuard(t *testing.T, src string, own ...string) *guard {
+	t.Helper()
+	cfg, err := rules.Parse("sluice.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := rules.LoadSet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := filter.Compile(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p atomic.Pointer[[]netip.AddrPort]
+	lns := make([]netip.AddrPort, len(own))
+	for i, o := range own {
+		lns[i] = netip.MustParseAddrPort(o)
+	}
+	p.Store(&lns)
+	g := newGuard(&state{cfg: cfg, engine: eng}, &p)
+	// Interface addresses are values here, never dialed.
+	g.localAddrs = func() []netip.Addr {
+		return []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")}
+	}
+	return g
+}
+
+// TestGuardOwnListeners: a listener's own address, and on a wildcard
+// listener's port every loopback and interface address, is a loop.
+func TestGuardOwnListeners(t *testing.T) {
+	g := compileGuard(t, "default: allow\ncheck_resolved: false\n", "127.0.0.1:3128", "0.0.0.0:8080", "[::]:9090")
+	for _, c := range []struct {
+		addr string
+		loop bool
+	}{
+		{"127.0.0.1:3128", true},
+		{"127.0.0.2:3128", false}, // the listener is on 127.0.0.1 only
+		{"127.0.0.1:3129", false},
+		{"127.0.0.5:8080", true},
+		{"[::1]:8080", true},
+		{"192.0.2.7:8080", true},
+		{"[::ffff:192.0.2.7]:8080", true},
+		{"192.0.2.8:8080", false},
+		{"[2001:db8::7]:9090", true},
+		{"127.9.9.9:9090", true},
+		{"192.0.2.8:9090", false},
+	} {
+		req := filter.Request{Host: "x.test", Port: netip.MustParseAddrPort(c.addr).Port(), Time: time.Now()}
+		d, err := g.Check(req, filter.Decision{Verdict: filter.Allow, Default: true}, netip.MustParseAddrPort(c.addr))
+		if loop := errors.Is(err, dial.ErrLoop); loop != c.loop || loop && d.Reason != ReasonLoop {
+			t.Errorf("%s: %v %+v; want loop %v", c.addr, err, d, c.loop)
+		}
+	}
+}
+
+// TestGuardResolved: an address an IP or CIDR rule blocks for this
+// request is refused, naming the rule; a default block or a rule without
+// destinations is not the address's doing.
+func TestGuardResolved(t *testing.T) {
+	src := `
+default: block
+clients: ["127.0.0.0/8"]
+rules:
+  - allow: [intranet.test, open.test]
+  - block: ["10.0.0.0/8"]
+    clients: ["127.0.0.16/28"]
+  - block:
+    clients: ["127.0.0.32/28"]
+  - allow: ["172.16.0.0/12"]
+`
+	g := compileGuard(t, src)
+	allowName := filter.Decision{Verdict: filter.Allow, Rule: filter.RuleRef{Index: 1, Pattern: "intranet.test"}}
+	for _, c := range []struct {
+		client, addr string
+		blocked      bool
+		rule         int
+	}{
+		{"127.0.0.20", "10.1.2.3:80", true, 2},
+		{"127.0.0.1", "10.1.2.3:80", false, 0},    // the rule is for other clients
+		{"127.0.0.40", "10.1.2.3:80", false, 0},   // rule 3 has no destinations
+		{"127.0.0.20", "192.0.2.1:80", false, 0},  // default block: not the address's doing
+		{"127.0.0.20", "172.16.0.1:80", false, 0}, // allowed by rule 4
+	} {
+		req := filter.Request{Client: netip.MustParseAddr(c.client), Host: "intranet.test", Port: 80, Time: time.Now()}
+		d, err := g.Check(req, allowName, netip.MustParseAddrPort(c.addr))
+		if blocked := errors.Is(err, dial.ErrBlocked); blocked != c.blocked {
+			t.Errorf("%s from %s: %v; want blocked %v", c.addr, c.client, err, c.blocked)
+		} else if blocked && (d.Rule.Index != c.rule || d.Reason != ReasonResolved || d.Verdict != filter.Block) {
+			t.Errorf("%s from %s: decision %+v", c.addr, c.client, d)
+		}
+	}
+	off := compileGuard(t, "check_resolved: false\n"+src)
+	req := filter.Request{Client: netip.MustParseAddr("127.0.0.20"), Host: "intranet.test", Port: 80, Time: time.Now()}
+	if _, err := off.Check(req, allowName, netip.MustParseAddrPort("10.1.2.3:80")); err != nil {
+		t.Errorf("check_resolved: false still refuses: %v", err)
+	}
+}
+
+// TestGuardDenyPrivate: private ranges are refused unless a rule's
+// destination list allows the name or the address.
+func TestGuardDenyPrivate(t *testing.T) {
+	g := compileGuard(t, `
+deny_private: true
+rules:
+  - allow: [wiki.test, "10.9.0.0/16"]
+  - allow:
+    clients: ["127.0.0.1/32"]
+`)
+	byDefault := filter.Decision{Verdict: filter.Allow, Default: true}
+	byList := filter.Decision{Verdict: filter.Allow, Rule: filter.RuleRef{Index: 1, Pattern: "wiki.test"}}
+	byNoList := filter.Decision{Verdict: filter.Allow, Rule: filter.RuleRef{Index: 2}}
+	for _, c := range []struct {
+		addr    string
+		d       filter.Decision
+		refused bool
+	}{
+		{"169.254.169.254:80", byDefault, true},
+		{"127.0.0.1:80", byDefault, true},
+		{"10.1.2.3:80", byDefault, true},
+		{"172.16.0.1:80", byDefault, true},
+		{"192.168.1.1:80", byDefault, true},
+		{"100.64.0.1:80", byDefault, true},
+		{"0.1.2.3:80", byDefault, true},
+		{"[fc00::1]:80", byDefault, true},
+		{"[fd12::1]:80", byDefault, true},
+		{"[fe80::1]:80", byDefault, true},
+		{"[::1]:80", byDefault, true},
+		{"[::ffff:10.0.0.1]:80", byDefault, true},
+		{"10.1.2.3:80", byNoList, true},   // a rule without destinations is no explicit allow
+		{"10.1.2.3:80", byList, false},    // the name is listed
+		{"10.9.1.1:80", byDefault, false}, // the address is listed
+		{"192.0.2.1:80", byDefault, false},
+		{"100.128.0.1:80", byDefault, false},
+	} {
+		req := filter.Request{Client: netip.MustParseAddr("127.0.0.1"), Host: "name.test", Port: 80, Time: time.Now()}
+		d, err := g.Check(req, c.d, netip.MustParseAddrPort(c.addr))
+		if refused := err != nil; refused != c.refused || refused && (d.Reason != ReasonPrivate || !errors.Is(err, dial.ErrBlocked)) {
+			t.Errorf("%s (%+v): %v %+v; want refused %v", c.addr, c.d.Rule, err, d, c.refused)
+		}
+	}
+}
+
+// TestPolicyUnspecifiedIsLoopback: IP rules see 0.0.0.0 and :: as the
+// loopback address they reach.
+func TestPolicyUnspecifiedIsLoopback(t *testing.T) {
+	g := compileGuard(t, "rules:\n  - block: [\"127.0.0.0/8\", \"::1\"]\n")
+	for _, h := range []string{"0.0.0.0", "::"} {
+		if d := Decide(g.engine, filter.Request{Host: h, Port: 80, Time: time.Now()}); d.Verdict != filter.Block || d.Rule.Index != 1 {
+			t.Errorf("%s: %+v", h, d)
+		}
+	}
+}
