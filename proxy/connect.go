@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/relay"
 	"github.com/sluiceproxy/sluice/proxy/sniff"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
@@ -61,6 +63,11 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 	ctx, cancel := s.lifetime(r)
 	defer cancel()
 	if s.Sniff.Wants(t.host) {
+		if err := s.preflight(x, t.addr(), d); err != nil {
+			x.err = err
+			s.failDial(w, x, t.addr(), err)
+			return
+		}
 		s.sniffTunnel(ctx, x, w, t.addr())
 		return
 	}
@@ -105,6 +112,27 @@ func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter,
 	if err != nil && !errors.Is(err, context.Canceled) {
 		x.err = err
 	}
+}
+
+// preflight refuses, before a sniffed tunnel is answered 200, what the dial
+// would refuse without connecting anywhere: an unspecified address, and on
+// the direct route an IP-literal target that the Guard refuses (one of
+// Sluice's own listeners, an address blocked under check_resolved or
+// deny_private). Such a CONNECT thus gets the same 400 or 403 as an
+// unsniffed one. A name is checked when it is dialed.
+func (s *Server) preflight(x *exchange, addr string, d filter.Decision) error {
+	if err := dial.Unspecified(addr); err != nil {
+		return err
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || s.Guard == nil || d.Route() != "direct" {
+		return nil
+	}
+	rd, err := s.Guard(x.req, d, ap)
+	if err != nil {
+		x.refused.CompareAndSwap(nil, &rd)
+	}
+	return err
 }
 
 // sniffTunnel serves a CONNECT that the first decision allowed and whose

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/relay"
 	"github.com/sluiceproxy/sluice/proxy/reqid"
 	"github.com/sluiceproxy/sluice/proxy/sniff"
@@ -207,6 +208,18 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		return
 	}
 	if s.Sniff.Wants(host) {
+		if rd, err := s.preflight(freq, d, a.target); err != nil {
+			a.err = err
+			if rd != nil { // the guard refused: a block
+				a.decision = rd
+				s.stats.blocked.Add(1)
+				reply(repNotAllowed, netip.AddrPort{})
+				return
+			}
+			s.stats.failed.Add(1)
+			reply(replyFor(err), netip.AddrPort{})
+			return
+		}
 		s.sniffConnect(ctx, c, a, freq, d, reply)
 		return
 	}
@@ -234,6 +247,28 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 	if err != nil {
 		a.err = err
 	}
+}
+
+// preflight refuses, before a sniffed tunnel is answered success, what the
+// dial would refuse without connecting anywhere: an unspecified address,
+// and on the direct route an IP-literal target that the Guard refuses (one
+// of Sluice's own listeners, an address blocked under check_resolved or
+// deny_private), with the Guard's refusing decision. Such a request thus
+// gets the same reply (0x04, 0x02) as an unsniffed one. A name is checked
+// when it is dialed.
+func (s *Server) preflight(req filter.Request, d filter.Decision, addr string) (*filter.Decision, error) {
+	if err := dial.Unspecified(addr); err != nil {
+		return nil, err
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || s.Guard == nil || d.Route() != "direct" {
+		return nil, nil
+	}
+	rd, err := s.Guard(req, d, ap)
+	if err != nil {
+		return &rd, err
+	}
+	return nil, nil
 }
 
 // sniffConnect serves a CONNECT that the first decision d allowed and whose

@@ -446,15 +446,23 @@ func echConfigList(t *testing.T, publicName string) []byte {
 }
 
 // TestSniffKeepsDenyPrivate: the dial-time guard judges the address the
-// client asked for with its own request: a ClientHello naming an
-// explicitly allowed host does not lift deny_private for a private
-// address, through CONNECT or SOCKS5.
+// client asked for with its own request. An IP-literal target it refuses
+// is refused before the success reply (403 / 0x02, as without sniffing);
+// and with sniff: all, a ClientHello naming an explicitly allowed host
+// does not lift deny_private for a name that resolves to a private address.
 func TestSniffKeepsDenyPrivate(t *testing.T) {
 	o := newCountedOrigin(t, true)
-	p := startSluice(t, "deny_private: true\nrules:\n  - allow: [allowed.test]\n", nil)
+	p := startSluice(t, "deny_private: true\nsniff: all\nhosts: {meta.test: 127.0.0.1}\nrules:\n  - allow: [allowed.test]\n", nil)
+	if resp, body, _, _ := connectFrom(t, "127.0.0.1", p.addr, o.addr()); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("CONNECT %s: %s %s; want 403 before any sniffing", o.addr(), resp.Status, body)
+	}
+	if code, _, _ := socks5From(t, "127.0.0.1", p.addr, "127.0.0.1", portOf(o.addr())); code != 0x02 {
+		t.Errorf("SOCKS5 %s: reply 0x%02x, want 0x02", o.addr(), code)
+	}
+	target := "meta.test:" + o.port
 	tunnels := map[string]func(*testing.T, string, string) net.Conn{"connect": connectTunnel, "socks5": socks5Tunnel}
 	for name, open := range tunnels {
-		if body, err := httpsGet(open(t, p.addr, o.addr()), "allowed.test"); err == nil {
+		if body, err := httpsGet(open(t, p.addr, target), "allowed.test"); err == nil {
 			t.Fatalf("%s: an allowed SNI lifted deny_private: %q", name, body)
 		}
 	}
@@ -462,6 +470,7 @@ func TestSniffKeepsDenyPrivate(t *testing.T) {
 		t.Fatalf("origin at a private address accepted %d connections", n)
 	}
 	for _, proto := range []string{"http", "socks5"} {
-		waitAccess(t, p, map[string]string{"proto": proto, "target": o.addr(), "verdict": "block", "reason": "private address", "sniffed": "allowed.test"})
+		waitAccess(t, p, map[string]string{"proto": proto, "target": o.addr(), "verdict": "block", "reason": "private address"})
+		waitAccess(t, p, map[string]string{"proto": proto, "target": target, "verdict": "block", "reason": "private address", "sniffed": "allowed.test"})
 	}
 }
