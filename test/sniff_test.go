@@ -21,31 +21,31 @@ import (
 	xproxy "golang.org/x/net/proxy"
 )
 
-// acceptCounter is a listener that counts the TCP connections it accepts
+// sniffOriginListener is a listener that counts the TCP connections it accepts
 // (the proof that a blocked tunnel never reached the origin) and the bytes
 // read from them.
-type acceptCounter struct {
+type sniffOriginListener struct {
 	net.Listener
 	n     atomic.Int64
 	bytes atomic.Int64
 }
 
-func (l *acceptCounter) Accept() (net.Conn, error) {
+func (l *sniffOriginListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
 	l.n.Add(1)
-	return &byteCounter{Conn: c, n: &l.bytes}, nil
+	return &sniffOriginConn{Conn: c, n: &l.bytes}, nil
 }
 
-// byteCounter counts the bytes read from a conn.
-type byteCounter struct {
+// sniffOriginConn counts the bytes read from a conn.
+type sniffOriginConn struct {
 	net.Conn
 	n *atomic.Int64
 }
 
-func (c *byteCounter) Read(p []byte) (int, error) {
+func (c *sniffOriginConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.n.Add(int64(n))
 	return n, err
@@ -54,7 +54,7 @@ func (c *byteCounter) Read(p []byte) (int, error) {
 // countedOrigin is an HTTP or HTTPS origin on 127.0.0.1 that counts accepts.
 type countedOrigin struct {
 	srv     *httptest.Server
-	accepts *acceptCounter
+	accepts *sniffOriginListener
 	port    string
 }
 
@@ -64,7 +64,7 @@ func newCountedOrigin(t *testing.T, useTLS bool) *countedOrigin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &countedOrigin{accepts: &acceptCounter{Listener: ln}}
+	o := &countedOrigin{accepts: &sniffOriginListener{Listener: ln}}
 	o.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sni := ""
 		if r.TLS != nil {
@@ -175,8 +175,8 @@ func connectTunnel(t *testing.T, proxyAddr, target string) net.Conn {
 	return c
 }
 
-// socksTunnel opens a SOCKS5 tunnel to target with golang.org/x/net/proxy.
-func socksTunnel(t *testing.T, proxyAddr, target string) net.Conn {
+// socks5Tunnel opens a SOCKS5 tunnel to target with golang.org/x/net/proxy.
+func socks5Tunnel(t *testing.T, proxyAddr, target string) net.Conn {
 	t.Helper()
 	d, err := xproxy.SOCKS5("tcp", proxyAddr, nil, xproxy.Direct)
 	if err != nil {
@@ -241,7 +241,7 @@ func TestSniffSOCKSCurl(t *testing.T) {
 func TestSniffSplitClientHello(t *testing.T) {
 	o := newCountedOrigin(t, true)
 	p := startSluice(t, sniffConfig, nil)
-	tunnels := map[string]func(*testing.T, string, string) net.Conn{"connect": connectTunnel, "socks5": socksTunnel}
+	tunnels := map[string]func(*testing.T, string, string) net.Conn{"connect": connectTunnel, "socks5": socks5Tunnel}
 	for name, open := range tunnels {
 		t.Run(name, func(t *testing.T) {
 			before := o.accepts.n.Load()
@@ -267,7 +267,7 @@ func TestSniffSplitClientHello(t *testing.T) {
 func TestSniffLateClientHello(t *testing.T) {
 	o := newCountedOrigin(t, true)
 	p := startSluice(t, sniffConfig, nil)
-	c := socksTunnel(t, p.addr, o.addr())
+	c := socks5Tunnel(t, p.addr, o.addr())
 	time.Sleep(1500 * time.Millisecond) // the wait is 1 s
 	if body, err := httpsGet(c, "blocked.test"); err == nil {
 		t.Fatalf("a late ClientHello for blocked.test got through: %q", body)
@@ -323,7 +323,7 @@ func TestSniffDomainFronting(t *testing.T) {
 	if body, err := httpsGet(connectTunnel(t, p.addr, target), "blocked.test"); err == nil {
 		t.Fatalf("fronted SNI got through: %q", body)
 	}
-	if body, err := httpsGet(socksTunnel(t, p.addr, target), "blocked.test"); err == nil {
+	if body, err := httpsGet(socks5Tunnel(t, p.addr, target), "blocked.test"); err == nil {
 		t.Fatalf("fronted SNI got through SOCKS5: %q", body)
 	}
 	if n := o.accepts.n.Load(); n != 0 {
@@ -362,7 +362,7 @@ func TestSniffOff(t *testing.T) {
 func TestSniffUnnamed(t *testing.T) {
 	o := newCountedOrigin(t, true)
 	p := startSluice(t, sniffConfig+"sniff_unnamed: block\n", nil)
-	if body, err := httpsGet(socksTunnel(t, p.addr, o.addr()), ""); err == nil {
+	if body, err := httpsGet(socks5Tunnel(t, p.addr, o.addr()), ""); err == nil {
 		t.Fatalf("TLS without SNI got through with sniff_unnamed: block: %q", body)
 	}
 	if n := o.accepts.n.Load(); n != 0 {
@@ -372,7 +372,7 @@ func TestSniffUnnamed(t *testing.T) {
 
 	// Encrypted Client Hello: the visible SNI is only the public name.
 	ech := &tls.Config{ServerName: "hidden.test", MinVersion: tls.VersionTLS13, EncryptedClientHelloConfigList: echConfigList(t, "public.test")}
-	if err := tls.Client(socksTunnel(t, p.addr, o.addr()), ech).Handshake(); err == nil {
+	if err := tls.Client(socks5Tunnel(t, p.addr, o.addr()), ech).Handshake(); err == nil {
 		t.Fatal("an ECH handshake got through with sniff_unnamed: block")
 	}
 	if n := o.accepts.n.Load(); n != 0 {
@@ -397,18 +397,18 @@ func TestSniffUnnamed(t *testing.T) {
 			c.Close()
 		}
 	}()
-	c := socksTunnel(t, p.addr, greet.Addr().String())
+	c := socks5Tunnel(t, p.addr, greet.Addr().String())
 	if b, err := io.ReadAll(c); string(b) != "220 greetings\r\n" {
 		t.Fatalf("server-first protocol: %q %v", b, err)
 	}
 
 	allow := startSluice(t, sniffConfig, nil) // sniff_unnamed: allow (default)
-	if body, err := httpsGet(socksTunnel(t, allow.addr, o.addr()), ""); err != nil || !strings.Contains(body, "sni=") {
+	if body, err := httpsGet(socks5Tunnel(t, allow.addr, o.addr()), ""); err != nil || !strings.Contains(body, "sni=") {
 		t.Fatalf("TLS without SNI with the default sniff_unnamed: %v %q", err, body)
 	}
 	// ECH reaches the origin (which does not speak ECH, so the handshake fails there).
 	before := o.accepts.n.Load()
-	c = socksTunnel(t, allow.addr, o.addr())
+	c = socks5Tunnel(t, allow.addr, o.addr())
 	tls.Client(c, ech).Handshake()
 	c.Close() // the access line is written when the tunnel ends
 	if o.accepts.n.Load() != before+1 {
