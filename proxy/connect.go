@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
@@ -96,8 +95,6 @@ func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter,
 		return
 	}
 	x.hijacked = true
-	s.tunnels.add()
-	defer s.tunnels.done()
 	conn.SetDeadline(time.Time{}) // the server's header deadlines no longer apply
 	pending := buffered(brw.Reader)
 	if err := head(conn); err != nil {
@@ -152,8 +149,6 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 		return
 	}
 	x.hijacked = true
-	s.tunnels.add()
-	defer s.tunnels.done()
 	conn.SetDeadline(time.Time{})
 	pending := buffered(brw.Reader)
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
@@ -203,42 +198,4 @@ func buffered(br *bufio.Reader) []byte {
 	}
 	b, _ := br.Peek(br.Buffered())
 	return append([]byte(nil), b...)
-}
-
-// tracker counts hijacked connections so that Shutdown can wait for them.
-// Unlike a sync.WaitGroup it allows add while someone waits.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	zero chan struct{} // closed when n drops to 0
-}
-
-func (t *tracker) add() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.n == 0 {
-		t.zero = make(chan struct{})
-	}
-	t.n++
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n--
-	if t.n == 0 {
-		close(t.zero)
-	}
-}
-
-// idle returns a channel closed when no connection is tracked.
-func (t *tracker) idle() <-chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.n == 0 {
-		c := make(chan struct{})
-		close(c)
-		return c
-	}
-	return t.zero
 }

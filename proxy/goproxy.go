@@ -21,6 +21,14 @@ package proxy
 //     closes the hijacked conn: upgrades are served in serveUpgrade.
 //   - goproxy/ext auth is not used; authentication happens before goproxy.
 //   - On an error goproxy's OnResponse handlers see a nil response.
+//   - goproxy's copy of the response body ignores errors, and the server
+//     then ends the response as if it were complete (a final 0 chunk):
+//     the body is wrapped (cutBody) to remember a read error, and
+//     servePlain aborts the response when the copy failed either way.
+//   - goproxy flushes only event streams and responses whose header map
+//     says chunked (the transport never leaves it there): servePlain
+//     flushes after every write, so that a slow body of any length is
+//     relayed as it arrives.
 //
 // The per-request state reaches the handlers through the request's context
 // and the single accessor stateOf.
@@ -32,8 +40,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -56,6 +62,7 @@ type reqState struct {
 	w      *countingWriter
 	route  string
 	target target
+	body   *cutBody // the response body, once the round trip returned one
 }
 
 type stateKey struct{}
@@ -106,7 +113,14 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 		}
 		rt := s.transport(st.route)
 		pctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
-			return rt.RoundTrip(req)
+			resp, err := rt.RoundTrip(req)
+			if resp != nil && resp.Body != nil {
+				// Wrapped before goproxy keeps it as the original body,
+				// so that it keeps the Content-Length.
+				st.body = &cutBody{ReadCloser: resp.Body}
+				resp.Body = st.body
+			}
+			return resp, err
 		})
 		return r, nil
 	})
@@ -132,14 +146,6 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 			return resp
 		}
 		removeHopByHop(resp.Header, false)
-		if resp.ContentLength < 0 {
-			// goproxy flushes only when Transfer-Encoding is in the header
-			// map, where the transport never leaves it: flush each write
-			// so that streamed responses are not held back.
-			if st := stateOf(pctx); st != nil {
-				st.w.flushEach = true
-			}
-		}
 		return resp
 	})
 	return gp
@@ -150,11 +156,6 @@ type goproxyLogger struct{ s *Server }
 
 func (l goproxyLogger) Printf(format string, v ...any) {
 	l.s.logger().Debug("goproxy: " + strings.TrimSpace(fmt.Sprintf(format, v...)))
-}
-
-// errorLog is the http.Server's ErrorLog: debug lines on the Logger.
-func (s *Server) errorLog() *log.Logger {
-	return slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug)
 }
 
 // errorResponse builds a short text response for goproxy to send.
@@ -270,8 +271,28 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 		r.Body = cb
 		defer func() { x.up = cb.n.Load() }()
 	}
-	r = r.WithContext(context.WithValue(s.guarded(r.Context(), x), stateKey{}, &reqState{x: x, w: w, route: d.Via, target: t}))
+	st := &reqState{x: x, w: w, route: d.Via, target: t}
+	r = r.WithContext(context.WithValue(s.guarded(r.Context(), x), stateKey{}, st))
+	w.flushEach = true
 	s.gp.ServeHTTP(w, r)
+	if st.body != nil && st.body.err != nil {
+		abort(x, w, fmt.Errorf("proxy: response body from %s cut short: %w", t.addr(), st.body.err))
+	}
+	if w.err != nil {
+		abort(x, w, fmt.Errorf("proxy: writing the response: %w", w.err))
+	}
+}
+
+// abort ends a response whose body could not be relayed whole: what came
+// is flushed, then the connection is closed without the final chunk (see
+// ServeHTTP), so that the client sees a truncated response, never a
+// complete-looking one.
+func abort(x *exchange, w *countingWriter, err error) {
+	x.err = err
+	if w.err == nil {
+		http.NewResponseController(w.ResponseWriter).Flush()
+	}
+	panic(http.ErrAbortHandler)
 }
 
 // serveUpgrade forwards a WebSocket upgrade: it dials the route, writes the
@@ -321,7 +342,10 @@ func (s *Server) serveUpgrade(x *exchange, w *countingWriter, r *http.Request, t
 			w.Header()[k] = v
 		}
 		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
+		w.flushEach = true
+		if _, err := io.Copy(w, resp.Body); err != nil {
+			abort(x, w, fmt.Errorf("proxy: relaying the response of %s: %w", t.addr(), err))
+		}
 		return
 	}
 	removeHopByHop(resp.Header, true)
@@ -396,6 +420,22 @@ func hasToken(values []string, token string) bool {
 		}
 	}
 	return false
+}
+
+// cutBody is a response body that remembers its first read error other
+// than io.EOF: the origin cut the body short (or the round trip ended).
+// goproxy reads it on the handler's goroutine, servePlain looks after.
+type cutBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *cutBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
 }
 
 // countingBody counts the request body bytes the transport reads.

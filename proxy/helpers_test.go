@@ -182,19 +182,38 @@ func newFixture(t *testing.T, edit func(*Server)) *fixture {
 	}
 	f.addr = ln.Addr().String()
 	f.url = &url.URL{Scheme: "http", Host: f.addr}
-	done := make(chan error, 1)
-	go func() { done <- f.srv.Serve(ln) }()
+	_, stop := serve(f.srv, ln)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := f.srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
 	return f
+}
+
+// serve runs h on ln in an http.Server the way proxy/server does: the
+// server's BaseContext is the context of every request and tunnel. stop
+// cancels it (ending tunnels), closes the server and returns Serve's error
+// (nil when it was closed).
+func serve(h *Server, ln net.Listener) (*http.Server, func() error) {
+	base, cancel := context.WithCancel(context.Background())
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return WithBase(base) },
+	}
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ln) }()
+	return hs, func() error {
+		cancel()
+		hs.Close()
+		err := <-done
+		h.CloseIdleConnections()
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}
 }
 
 // client returns a net/http client that uses the proxy.

@@ -28,7 +28,7 @@ import (
 
 // Defaults for the zero values of Server's fields.
 const (
-	// DefaultHandshakeTimeout bounds reading a request's headers.
+	// DefaultHandshakeTimeout bounds the origin's answer to a WebSocket upgrade.
 	DefaultHandshakeTimeout = 30 * time.Second
 	// DefaultIdleTimeout closes tunnels and keep-alive connections that are idle.
 	DefaultIdleTimeout = 5 * time.Minute
@@ -48,8 +48,14 @@ type Authenticator interface {
 	Authenticate(client netip.Addr, user, password string) bool
 }
 
-// Server is the HTTP front end. Its zero value is usable and blocks every
-// request. Fields must not change once the Server serves.
+// Server is the HTTP front end, an http.Handler. Its zero value is usable
+// and blocks every request. Fields must not change once the Server serves.
+//
+// The http.Server that runs it owns the connections: its ReadHeaderTimeout
+// bounds a client's request headers, and its BaseContext is the context of
+// every request, tunnel and upgrade, so cancelling it ends them all.
+// Hijacked connections (tunnels) are not tracked by the http.Server; the
+// caller tracks them at its listener (as proxy/server does).
 type Server struct {
 	// Policy decides every request. If nil, every request is blocked.
 	Policy Policy
@@ -84,8 +90,8 @@ type Server struct {
 	// BlockPage configures the block page. The zero value is the built-in
 	// page without a contact line.
 	BlockPage BlockPage
-	// HandshakeTimeout bounds reading a request's headers (in Serve). Zero
-	// means 30s.
+	// HandshakeTimeout bounds the origin's answer to a WebSocket upgrade.
+	// Zero means 30s.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes tunnels, upgraded connections and keep-alive
 	// connections with no traffic for this long. Zero means 5m.
@@ -102,79 +108,14 @@ type Server struct {
 
 	initOnce sync.Once
 	gp       *goproxy.ProxyHttpServer
-	base     context.Context // cancelled by Shutdown once its ctx expires
-	cancel   context.CancelFunc
-	tunnels  tracker // hijacked connections in flight
 
 	mu         sync.Mutex
-	servers    []*http.Server
 	transports map[string]*http.Transport // the default per-route transports
-	closed     bool
 }
 
-// init builds the lazily initialized state: the goproxy server and the
-// base context of hijacked connections.
+// init builds the lazily initialized goproxy server.
 func (s *Server) init() {
-	s.initOnce.Do(func() {
-		s.base, s.cancel = context.WithCancel(context.Background())
-		s.gp = s.newGoproxy()
-	})
-}
-
-// Serve accepts connections on ln and serves them with an http.Server
-// using HandshakeTimeout and IdleTimeout, until Shutdown. It returns nil
-// after Shutdown, or the listener's error.
-func (s *Server) Serve(ln net.Listener) error {
-	s.init()
-	hs := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: s.handshakeTimeout(),
-		IdleTimeout:       s.idleTimeout(),
-		ErrorLog:          s.errorLog(),
-		BaseContext:       func(net.Listener) context.Context { return s.base },
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.servers = append(s.servers, hs)
-	s.mu.Unlock()
-	err := hs.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
-		return nil
-	}
-	return err
-}
-
-// Shutdown stops every Serve loop, waits for requests and tunnels in
-// flight until ctx is done, then closes those still open, closes idle
-// pooled connections and returns. It returns ctx's error when it had to
-// close connections in flight.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	s.mu.Lock()
-	s.closed = true
-	servers := s.servers
-	s.mu.Unlock()
-	var err error
-	for _, hs := range servers {
-		if e := hs.Shutdown(ctx); e != nil && err == nil {
-			err = e
-		}
-	}
-	select {
-	case <-s.tunnels.idle():
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	s.cancel() // ends tunnels and requests still running
-	for _, hs := range servers {
-		hs.Close()
-	}
-	<-s.tunnels.idle()
-	s.CloseIdleConnections()
-	return err
+	s.initOnce.Do(func() { s.gp = s.newGoproxy() })
 }
 
 // CloseIdleConnections closes the idle pooled connections of the default
@@ -191,9 +132,15 @@ func (s *Server) CloseIdleConnections() {
 // ServeHTTP serves one proxy request: CONNECT, an absolute-URI request or
 // a WebSocket upgrade. Any other request (to the proxy itself) gets 400.
 // It works with any http.Server; tunnels end when the request's context
-// is cancelled or Shutdown gives up waiting.
+// is cancelled. A response whose body cannot be relayed whole (the origin
+// cut it short) is aborted with panic(http.ErrAbortHandler), which the
+// http.Server turns into a closed connection without a final chunk, so
+// that the client sees the truncation.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
+	ctx, cancel := s.detach(r)
+	defer cancel()
+	r = r.WithContext(ctx)
 	x := &exchange{
 		s:      s,
 		id:     reqid.New(),
@@ -205,9 +152,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cw := &countingWriter{ResponseWriter: w}
 	defer func() {
-		if p := recover(); p != nil {
+		p := recover()
+		if p != nil {
 			if p == http.ErrAbortHandler {
-				x.err = errors.New("proxy: request aborted")
+				if x.err == nil {
+					x.err = errors.New("proxy: request aborted")
+				}
 			} else {
 				x.err = fmt.Errorf("proxy: panic: %v", p)
 				s.logger().Error("panic serving request", "client", x.remote, "method", x.method, "target", x.target, "panic", fmt.Sprint(p))
@@ -223,6 +173,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			x.down = cw.n
 		}
 		x.log()
+		if p == http.ErrAbortHandler {
+			panic(p) // the server closes the connection mid-response
+		}
 	}()
 	switch {
 	case r.Method == http.MethodConnect:
@@ -342,12 +295,40 @@ func (s *Server) dial(ctx context.Context, route, network, addr string) (net.Con
 	return d.DialContext(ctx, network, addr)
 }
 
-// lifetime returns a context for a hijacked connection: it ends with the
-// request's context or when Shutdown stops waiting.
-func (s *Server) lifetime(r *http.Request) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(r.Context())
-	stop := context.AfterFunc(s.base, cancel)
+// baseKey marks the context an http.Server gives its connections (see
+// WithBase).
+type baseKey struct{}
+
+// WithBase returns base carrying itself as the connections' lifetime, for
+// an http.Server's BaseContext: requests are detached from the client's
+// FIN (see detach) but still end when base is cancelled, as the server
+// does when its shutdown grace period is over.
+func WithBase(base context.Context) context.Context {
+	return context.WithValue(base, baseKey{}, base)
+}
+
+// detach returns the context a request is served with. net/http cancels
+// r.Context() as soon as the client's FIN arrives, but a client that
+// half-closes after sending its request still reads the answer (nc -q,
+// scripted clients; SOCKS serves them too): the dial and the round trip
+// must not end then. The context keeps r's values and ends when the
+// handler returns or when the server's base context (WithBase) ends. A
+// client that really went away cannot be told from a half-closed one
+// until Sluice writes to it: the write fails and the response is aborted.
+func (s *Server) detach(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	base, ok := r.Context().Value(baseKey{}).(context.Context)
+	if !ok {
+		return ctx, cancel
+	}
+	stop := context.AfterFunc(base, cancel)
 	return ctx, func() { stop(); cancel() }
+}
+
+// lifetime returns a context for a hijacked connection: it ends with the
+// request's context, which derives from the http.Server's BaseContext.
+func (s *Server) lifetime(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithCancel(r.Context())
 }
 
 func (s *Server) now() time.Time {
@@ -398,14 +379,15 @@ func clientAddr(remote string) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-// countingWriter counts response body bytes and remembers the status.
-// It passes Flush, Hijack and Unwrap through.
+// countingWriter counts response body bytes and remembers the status and
+// the first write error. It passes Flush, Hijack and Unwrap through.
 type countingWriter struct {
 	http.ResponseWriter
 	n           int64
 	status      int
 	wroteHeader bool
-	flushEach   bool // flush after every write: a response of unknown length
+	flushEach   bool  // flush after every write: relay bytes as they come
+	err         error // the first write or flush error: the client is gone
 }
 
 func (w *countingWriter) WriteHeader(code int) {
@@ -423,6 +405,9 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	w.n += int64(n)
 	if w.flushEach && err == nil {
 		err = http.NewResponseController(w.ResponseWriter).Flush()
+	}
+	if err != nil && w.err == nil {
+		w.err = err
 	}
 	return n, err
 }

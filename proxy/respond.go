@@ -62,10 +62,21 @@ func dialAnswer(x *exchange, addr string, err error) (code int, msg, block strin
 
 // dialFailure maps a failure to reach addr to a status and a short text
 // that never contains a password (dial.Error promises that) nor raw
-// internals: 403 for a loop or a blocked address, 400 for an unspecified
-// address, 504 on timeout, 502 otherwise.
+// internals: 403 for a loop, a blocked address or an upstream's own
+// refusal (with what it answered), 400 for an unspecified address, 504 on
+// timeout, 502 otherwise.
 func dialFailure(addr string, err error) (int, string) {
 	kind := dial.Classify(err)
+	if kind == dial.KindUpstreamRefused {
+		msg := "sluice: upstream refused " + addr
+		if de, ok := asDialError(err); ok {
+			msg = "sluice: upstream " + de.Upstream + " refused " + addr
+			if inner := innermost(de); inner != nil {
+				msg += ": " + printable(inner.Error())
+			}
+		}
+		return http.StatusForbidden, msg
+	}
 	var what string
 	switch kind {
 	case dial.KindLoop:
@@ -99,6 +110,29 @@ func dialFailure(addr string, err error) (int, string) {
 		return http.StatusGatewayTimeout, msg
 	}
 	return http.StatusBadGateway, msg
+}
+
+// innermost is the end of err's chain: what the upstream said.
+func innermost(err error) error {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err
+		}
+		err = next
+	}
+}
+
+// printable keeps printable ASCII (an upstream's status text is not ours
+// to trust) and replaces the rest with '?'.
+func printable(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c > '~' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
 }
 
 func asDialError(err error) (*dial.Error, bool) {

@@ -372,6 +372,15 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			err = p.parseAdmin(v, ctx)
 		case "admin_clients":
 			err = p.parseAdminClients(v, ctx)
+		case "limits":
+			err = p.parseLimits(v)
+		case "shutdown_grace":
+			c.ShutdownGrace, err = p.duration(v, ctx)
+		case "pid_file":
+			var s string
+			if s, err = p.str(v, ctx); err == nil {
+				c.PidFile = p.path(s)
+			}
 		default:
 			err = p.errf(k, "unknown key %q", k.Value)
 		}
@@ -653,14 +662,56 @@ func (p *cfgParser) parseTimeouts(n *yaml.Node) error {
 			t.Handshake, err = p.duration(kv.val, ctx)
 		case "idle":
 			t.Idle, err = p.duration(kv.val, ctx)
+		case "lifetime":
+			if v := resolveAlias(kv.val); v != nil && v.Kind == yaml.ScalarNode && v.Value == "0" {
+				t.Lifetime = 0 // unlimited, the default
+				continue
+			}
+			t.Lifetime, err = p.duration(kv.val, ctx)
 		default:
-			err = p.errf(kv.key, "timeouts: unknown key %q (want dial, handshake, idle)", kv.key.Value)
+			err = p.errf(kv.key, "timeouts: unknown key %q (want dial, handshake, idle, lifetime)", kv.key.Value)
 		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func (p *cfgParser) parseLimits(n *yaml.Node) error {
+	kvs, err := p.pairs(n, "limits: ")
+	if err != nil {
+		return err
+	}
+	l := &p.cfg.Limits
+	for _, kv := range kvs {
+		ctx := "limits: " + kv.key.Value + ": "
+		switch kv.key.Value {
+		case "max_conns":
+			l.MaxConns, err = p.count(kv.val, ctx)
+		case "per_client":
+			l.PerClient, err = p.count(kv.val, ctx)
+		default:
+			err = p.errf(kv.key, "limits: unknown key %q (want max_conns, per_client)", kv.key.Value)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// count returns a positive integer.
+func (p *cfgParser) count(n *yaml.Node, ctx string) (int, error) {
+	s, err := p.str(n, ctx)
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v <= 0 {
+		return 0, p.errf(n, "%sinvalid count %q (want a positive whole number such as 512)", ctx, s)
+	}
+	return v, nil
 }
 
 func (p *cfgParser) parseUpstreams(n *yaml.Node) error {
@@ -921,6 +972,29 @@ func (p *cfgParser) fillDefaults() {
 	if c.CacheDir == "" && c.File != "" {
 		c.CacheDir = filepath.Join(p.dir, "cache")
 	}
+	if c.Limits.MaxConns == 0 {
+		c.Limits.MaxConns = DefaultMaxConns
+	}
+	if c.Limits.PerClient == 0 {
+		c.Limits.PerClient = DefaultPerClient
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	if c.PidFile == "" {
+		c.PidFile = DefaultPidFile(c.File)
+	}
+}
+
+// DefaultPidFile returns the pid file of a config whose `pid_file` is not
+// set: NAME.pid beside the config file NAME.yaml, or "" (none) for the
+// embedded default config.
+func DefaultPidFile(configFile string) string {
+	if configFile == "" {
+		return ""
+	}
+	base := filepath.Base(configFile)
+	return filepath.Join(filepath.Dir(configFile), strings.TrimSuffix(base, filepath.Ext(base))+".pid")
 }
 
 func mapKeys[V any](m map[string]V) []string {

@@ -60,7 +60,7 @@ func TestParseFull(t *testing.T) {
 		  safe: {chain: [socks4a://127.0.0.1:1080], anonymize: true, tls_ca: ca.pem}
 		upstream: office
 		anonymize: true
-		timeouts: {dial: 5s, idle: 1m}
+		timeouts: {dial: 5s, idle: 1m, lifetime: 2h}
 		rules:
 		  - block: ["category:social", "*.tiktok.com"]
 		    clients: ["10.1.0.0/16"]
@@ -74,6 +74,9 @@ func TestParseFull(t *testing.T) {
 		  - allow:
 		    via: direct
 		    name: Everything else
+		limits: {max_conns: 100, per_client: 7}
+		shutdown_grace: 5s
+		pid_file: run/sluice.pid
 	`)
 	cfg, err := Parse(file, []byte(src))
 	if err != nil {
@@ -111,10 +114,13 @@ func TestParseFull(t *testing.T) {
 		},
 		Upstream:      "office",
 		Anonymize:     true,
-		Timeouts:      Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute},
+		Timeouts:      Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute, Lifetime: 2 * time.Hour},
 		CheckResolved: true,
 		Sniff:         SniffIP,
 		SniffUnnamed:  Allow,
+		Limits:        Limits{MaxConns: 100, PerClient: 7},
+		ShutdownGrace: 5 * time.Second,
+		PidFile:       filepath.Join(dir, "run/sluice.pid"),
 	}
 	rulesGot := cfg.Rules
 	cfg.Rules = nil
@@ -176,12 +182,16 @@ func TestParseDefaults(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		if !reflect.DeepEqual(cfg.Listen, []string{DefaultListen}) || cfg.Default != Allow || len(cfg.Rules) != 0 ||
-			cfg.Timeouts != (Timeouts{DefaultDialTimeout, DefaultHandshakeTimeout, DefaultIdleTimeout}) ||
+			cfg.Timeouts != (Timeouts{DefaultDialTimeout, DefaultHandshakeTimeout, DefaultIdleTimeout, 0}) ||
+			cfg.Limits != (Limits{DefaultMaxConns, DefaultPerClient}) || cfg.ShutdownGrace != DefaultShutdownGrace ||
 			cfg.Sniff != SniffIP || cfg.SniffUnnamed != Allow {
 			t.Errorf("%s: defaults not filled: %+v", name, cfg)
 		}
 		if wd, _ := os.Getwd(); cfg.CacheDir != filepath.Join(wd, "cache") {
 			t.Errorf("%s: CacheDir = %q", name, cfg.CacheDir)
+		}
+		if wd, _ := os.Getwd(); cfg.PidFile != filepath.Join(wd, "sluice.pid") {
+			t.Errorf("%s: PidFile = %q, want sluice.pid beside the config", name, cfg.PidFile)
 		}
 	}
 }
@@ -286,7 +296,13 @@ func TestParseErrors(t *testing.T) {
 		{"chain and failover", "upstreams:\n  a: http://h:1\n  x: {chain: [http://h:1], failover: [a]}\n", `sluice.yaml:3: upstream "x": needs exactly one of chain or failover`},
 		{"upstream named direct", "upstreams:\n  direct: http://h:1\n", `sluice.yaml:2: upstreams: invalid name "direct"`},
 		{"bad duration", "timeouts:\n  dial: 10\n", `sluice.yaml:2: timeouts: dial: invalid duration "10" (want a positive Go duration such as 30s, 5m, 24h)`},
-		{"unknown timeout", "timeouts:\n  connect: 10s\n", `sluice.yaml:2: timeouts: unknown key "connect" (want dial, handshake, idle)`},
+		{"unknown timeout", "timeouts:\n  connect: 10s\n", `sluice.yaml:2: timeouts: unknown key "connect" (want dial, handshake, idle, lifetime)`},
+		{"negative lifetime", "timeouts:\n  lifetime: -1s\n", `sluice.yaml:2: timeouts: lifetime: invalid duration "-1s" (want a positive Go duration such as 30s, 5m, 24h)`},
+		{"bad limit", "limits:\n  max_conns: 0\n", `sluice.yaml:2: limits: max_conns: invalid count "0" (want a positive whole number such as 512)`},
+		{"limit not a number", "limits: {per_client: many}\n", `sluice.yaml:1: limits: per_client: invalid count "many" (want a positive whole number such as 512)`},
+		{"unknown limit", "limits:\n  conns: 5\n", `sluice.yaml:2: limits: unknown key "conns" (want max_conns, per_client)`},
+		{"bad grace", "shutdown_grace: soon\n", `sluice.yaml:1: shutdown_grace: invalid duration "soon" (want a positive Go duration such as 30s, 5m, 24h)`},
+		{"bad pid file", "pid_file: [a]\n", `sluice.yaml:1: pid_file: must be a string`},
 		{"bad refresh", "categories:\n  ads:\n    - {url: https://x.test/l, refresh: daily}\n", `sluice.yaml:3: categories: ads: refresh: invalid duration "daily" (want a positive Go duration such as 30s, 5m, 24h)`},
 		{"bad list url", "categories:\n  ads: [\"ftp://x.test/l\"]\n", `sluice.yaml:2: categories: ads: invalid list URL "ftp://x.test/l" (want http:// or https://)`},
 		{"source with both", "categories:\n  ads:\n    - {url: https://x.test/l, file: a.txt}\n", `sluice.yaml:3: categories: ads: a source needs exactly one of file or url`},

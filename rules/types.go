@@ -103,6 +103,19 @@ type Config struct {
 	// Admin is the admin listener (health, readiness, profiles). Zero: none.
 	Admin Admin `yaml:"-"`
 
+	// Limits bounds the client connections served at once.
+	Limits Limits `yaml:"-"`
+
+	// ShutdownGrace is how long connections in flight (requests, tunnels,
+	// SOCKS) may run on after SIGTERM or SIGINT before they are closed.
+	// Zero means 30s.
+	ShutdownGrace time.Duration `yaml:"-"`
+
+	// PidFile is written with the server's process id at start and removed
+	// at exit; `sluice reload` reads it. Empty means NAME.pid beside the
+	// config file NAME.yaml, and no pid file for the embedded default config.
+	PidFile string `yaml:"-"`
+
 	// BlockPage configures what a blocked client is shown.
 	BlockPage BlockPage `yaml:"-"`
 }
@@ -138,6 +151,22 @@ const (
 	SniffOff SniffMode = "off"
 )
 
+// Limits bounds the client connections served at once. A connection beyond
+// a limit is answered 503 (HTTP) or general failure (SOCKS) and closed.
+type Limits struct {
+	// MaxConns bounds the client connections open at once. Default 20000.
+	MaxConns int
+	// PerClient bounds the connections of one client IP. Default 512.
+	PerClient int
+}
+
+// Defaults for Limits and ShutdownGrace.
+const (
+	DefaultMaxConns      = 20000
+	DefaultPerClient     = 512
+	DefaultShutdownGrace = 30 * time.Second
+)
+
 // Timeouts bounds the waits of a connection. Zero fields take the defaults.
 type Timeouts struct {
 	// Dial bounds one connection attempt to an origin or a hop. Default 10s.
@@ -146,6 +175,10 @@ type Timeouts struct {
 	Handshake time.Duration
 	// Idle closes a tunnel with no traffic either way for this long. Default 5m.
 	Idle time.Duration
+	// Lifetime closes a client connection (a tunnel, a SOCKS connection, a
+	// keep-alive connection) this long after it was accepted, whatever it
+	// is doing. Zero means unlimited.
+	Lifetime time.Duration
 }
 
 // Defaults for Timeouts.

@@ -26,7 +26,7 @@ func dialKind(err error) (replyCode, bool) {
 		return repConnectionRefused, true
 	case dial.KindTimeout:
 		return repTTLExpired, true
-	case dial.KindLoop, dial.KindBlocked:
+	case dial.KindLoop, dial.KindBlocked, dial.KindUpstreamRefused:
 		return repNotAllowed, true
 	case dial.KindUnspecified:
 		return repHostUnreachable, true

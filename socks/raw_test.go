@@ -116,6 +116,7 @@ func TestRawReplies(t *testing.T) {
 		{"raw i/o timeout 0x06", &Server{Policy: allowAll, Dial: dialErr(&net.OpError{Op: "dial", Err: os.ErrDeadlineExceeded})}, cat(greet(0), req5(cmdConnect, local, 80)), cat(ok5, fail5(0x06))},
 		{"kind upstream 0x01", &Server{Policy: allowAll, Dial: dialErr(&dial.Error{Kind: dial.KindUpstream, Err: syscall.ECONNREFUSED})}, cat(greet(0), req5(cmdConnect, local, 80)), cat(ok5, fail5(0x01))},
 		{"kind upstream auth 0x01", &Server{Policy: allowAll, Dial: dialErr(&dial.Error{Kind: dial.KindUpstreamAuth})}, cat(greet(0), req5(cmdConnect, local, 80)), cat(ok5, fail5(0x01))},
+		{"kind upstream refused 0x02", &Server{Policy: allowAll, Dial: dialErr(&dial.Error{Kind: dial.KindUpstreamRefused})}, cat(greet(0), req5(cmdConnect, local, 80)), cat(ok5, fail5(0x02))},
 		{"other error 0x01", &Server{Policy: allowAll, Dial: dialErr(errors.New("boom"))}, cat(greet(0), req5(cmdConnect, local, 80)), cat(ok5, fail5(0x01))},
 
 		// Commands and address types.

@@ -117,8 +117,15 @@ func startSluice(t *testing.T, config string, files map[string]string, args ...s
 // runSluice starts the binary with args and waits for "listening on".
 func runSluice(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
+	return runProgram(t, dir, sluiceBin, args...)
+}
+
+// runProgram starts prog with args (a wrapper that ends by exec-ing sluice,
+// such as sh setting a ulimit) and waits for "listening on".
+func runProgram(t *testing.T, dir, prog string, args ...string) *proc {
+	t.Helper()
 	p := &proc{dir: dir, done: make(chan struct{})}
-	p.cmd = exec.Command(sluiceBin, args...)
+	p.cmd = exec.Command(prog, args...)
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), "HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=", "ALL_PROXY=")
 	r, w := io.Pipe()

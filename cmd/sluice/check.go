@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -213,5 +212,3 @@ func printResolved(w io.Writer, req filter.Request, steps []server.ResolvedStep,
 		fmt.Fprintln(w, line)
 	}
 }
-
-var errNoServer = errors.New("no running 'sluice serve' found")

@@ -568,7 +568,7 @@ last good copy. Exit status 1 when any source failed.`,
 				}
 			}
 			if changed > 0 {
-				fmt.Fprintln(w, "run 'sluice reload' to apply new lists to a running proxy at once")
+				fmt.Fprintln(w, "run 'sluice reload -c CONFIG' to apply new lists to a running proxy at once")
 			}
 			if failed > 0 {
 				return &exitError{code: 1, err: fmt.Errorf("%d of %d remote sources failed", failed, len(jobs))}

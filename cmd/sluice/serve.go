@@ -22,9 +22,14 @@ func serveCmd() *cobra.Command {
 		Short: "Run the proxy",
 		Long: `Run the proxy. With no --config it serves the embedded default config
 (127.0.0.1:3128, allow everything). Every listener serves HTTP, SOCKS5 and
-SOCKS4a on the same port. SIGHUP, 'sluice reload' or any change to the config,
+SOCKS4a on the same port. SIGHUP, 'sluice reload -c FILE' or any change to the config,
 users or list files reloads the rules without a restart; a broken change keeps
-the running rules. SIGINT or SIGTERM stop it.`,
+the running rules. The process id is written to the config's pid_file.
+
+SIGINT or SIGTERM stop it gracefully: no new connection is accepted,
+requests, tunnels and SOCKS connections in flight may finish for up to
+shutdown_grace (default 30s), then the rest are closed and it exits 0. A
+second SIGINT or SIGTERM during that time kills it at once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level := slog.LevelInfo
@@ -37,29 +42,11 @@ the running rules. SIGINT or SIGTERM stop it.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			// The first SIGINT/SIGTERM starts the graceful shutdown; once it
+			// began, a second one kills the process at once.
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-hup:
-						log.Info("SIGHUP: reloading")
-						_ = srv.Reload()
-					}
-				}
-			}()
-			if opts.Config != "" {
-				go func() {
-					if err := srv.Watch(ctx); err != nil {
-						log.Warn("file watching disabled; use SIGHUP or 'sluice reload'", "err", err)
-					}
-				}()
-			}
+			context.AfterFunc(ctx, stop)
 			if err := srv.Run(ctx); err != nil {
 				return &exitError{code: 1, err: err}
 			}

@@ -4,8 +4,11 @@
 //
 // bcrypt costs tens of milliseconds per check, so successful verifications
 // are cached for a short time, keyed by a hash of user, password and stored
-// hash. Failed attempts are rate limited per client address: a limited
-// client is rejected without running bcrypt. Passwords are never logged.
+// hash. Failed attempts are rate limited per (client, user name), the
+// client being its IPv4 address or its IPv6 /64: a limited pair is rejected
+// without running bcrypt, and other users behind the same address (a NAT)
+// are not affected. At most one bcrypt comparison per CPU runs at once.
+// Passwords are never logged.
 //
 // The file helpers (SetPassword, RemoveUser) rewrite the file atomically
 // (temporary file and rename, mode 0600) and keep its other lines, comments
@@ -22,6 +25,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -36,9 +40,9 @@ import (
 const (
 	// DefaultCacheTTL is how long a successful verification is remembered.
 	DefaultCacheTTL = 5 * time.Minute
-	// DefaultFailureBurst is how many failures a client may make at once.
+	// DefaultFailureBurst is how many failures a (client, user) pair may make at once.
 	DefaultFailureBurst = 5
-	// DefaultFailureEvery is how often a limited client regains one attempt.
+	// DefaultFailureEvery is how often a limited pair regains one attempt.
 	DefaultFailureEvery = 10 * time.Second
 	// Cost is the bcrypt cost SetPassword uses, as `htpasswd -B` does.
 	Cost = 10
@@ -46,8 +50,14 @@ const (
 
 const (
 	maxCache    = 4096  // cached verifications
-	maxLimiters = 16384 // clients with a failure history
+	maxLimiters = 16384 // (client, user) pairs with a failure history
 )
+
+// bcryptSlots bounds the bcrypt comparisons running at once in the
+// process, whatever the number of Files: each costs tens of milliseconds
+// of one CPU, and a flood of attempts with ever new user names (each pair
+// has its own allowance) must queue rather than starve the proxy.
+var bcryptSlots = make(chan struct{}, runtime.NumCPU())
 
 var (
 	// ErrHashKind means a line holds a hash other than bcrypt.
@@ -84,10 +94,10 @@ type File struct {
 	Logger *slog.Logger
 	// CacheTTL is how long a successful verification is cached. Zero means 5 min.
 	CacheTTL time.Duration
-	// FailureBurst is how many failed attempts a client address may make
-	// before it is limited. Zero means 5.
+	// FailureBurst is how many failed attempts a (client, user) pair may
+	// make before it is limited. Zero means 5.
 	FailureBurst int
-	// FailureEvery is how often a limited client regains one attempt. Zero means 10 s.
+	// FailureEvery is how often a limited pair regains one attempt. Zero means 10 s.
 	FailureEvery time.Duration
 	// Now returns the current time. If nil, time.Now.
 	Now func() time.Time
@@ -102,7 +112,11 @@ type File struct {
 	cache   map[[sha256.Size]byte]time.Time // key → expiry
 
 	limMu    sync.Mutex
-	limiters map[netip.Addr]*rate.Limiter
+	limiters map[limitKey]*rate.Limiter
+
+	// compare checks a password against a bcrypt hash; nil means
+	// bcrypt.CompareHashAndPassword (tests count concurrent runs).
+	compare func(hash, password []byte) error
 
 	verifications, cacheHits, limited, failures atomic.Int64
 }
@@ -128,7 +142,7 @@ func Load(path string) (*File, error) {
 		return nil, err
 	}
 	return &File{path: path, users: users, order: order,
-		cache: make(map[[sha256.Size]byte]time.Time), limiters: make(map[netip.Addr]*rate.Limiter)}, nil
+		cache: make(map[[sha256.Size]byte]time.Time), limiters: make(map[limitKey]*rate.Limiter)}, nil
 }
 
 // Reload re-reads the file. On error the old users stay and the error is returned.
@@ -160,13 +174,16 @@ func (f *File) Stats() Stats {
 	}
 }
 
-// Authenticate reports whether password is user's. A client address that
-// failed too often is rejected without running bcrypt, even with the right
-// password, until it regains an attempt. An unknown user costs one bcrypt
-// run too, so that timing does not tell which users exist.
+// Authenticate reports whether password is user's. A (client, user) pair
+// that failed too often is rejected without running bcrypt, even with the
+// right password, until it regains an attempt; the same user from another
+// client, and other users from the same client, are not affected. Clients
+// are keyed by their IPv4 address or their IPv6 /64. An unknown user costs
+// one bcrypt run too, so that timing does not tell which users exist.
 func (f *File) Authenticate(client netip.Addr, user, password string) bool {
 	now := f.now()
-	if f.isLimited(client, now) {
+	key := keyOf(client, user)
+	if f.isLimited(key, now) {
 		f.limited.Add(1)
 		f.failures.Add(1)
 		f.logFailure(client, user, "rate limited")
@@ -176,28 +193,59 @@ func (f *File) Authenticate(client netip.Addr, user, password string) bool {
 	hash, ok := f.users[user]
 	f.mu.RUnlock()
 	if ok {
-		key := cacheKey(user, password, hash)
-		if f.cached(key, now) {
+		ck := cacheKey(user, password, hash)
+		if f.cached(ck, now) {
 			f.cacheHits.Add(1)
 			return true
 		}
-		f.verifications.Add(1)
-		if bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil {
-			f.store(key, now)
+		if f.check(hash, password) {
+			f.store(ck, now)
 			return true
 		}
 	} else {
-		f.verifications.Add(1)
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		f.check(dummyHash(), password)
 	}
 	f.failures.Add(1)
-	f.fail(client, now)
+	f.fail(key, now)
 	reason := "wrong password"
 	if !ok {
 		reason = "unknown user"
 	}
 	f.logFailure(client, user, reason)
 	return false
+}
+
+// check runs one bcrypt comparison, waiting for a free slot first.
+func (f *File) check(hash []byte, password string) bool {
+	bcryptSlots <- struct{}{}
+	defer func() { <-bcryptSlots }()
+	f.verifications.Add(1)
+	compare := f.compare
+	if compare == nil {
+		compare = bcrypt.CompareHashAndPassword
+	}
+	return compare(hash, []byte(password)) == nil
+}
+
+// limitKey is whose failures count together: one user name from one
+// client network. The name is hashed so that a key has a fixed size
+// whatever the client sends.
+type limitKey struct {
+	client netip.Prefix
+	user   [sha256.Size]byte
+}
+
+// keyOf keys an IPv4 client (or an IPv4-mapped IPv6 one) by its address
+// and an IPv6 client by its /64, which a single host or site usually holds
+// whole: keying by the address would give it 2^64 allowances.
+func keyOf(client netip.Addr, user string) limitKey {
+	client = client.Unmap()
+	bits := 32
+	if client.Is6() {
+		bits = 64
+	}
+	p, _ := client.Prefix(bits) // the zero Prefix for an invalid address
+	return limitKey{client: p, user: sha256.Sum256([]byte(user))}
 }
 
 func (f *File) now() time.Time {
@@ -269,15 +317,15 @@ func (f *File) burst() int {
 	return DefaultFailureBurst
 }
 
-func (f *File) isLimited(client netip.Addr, now time.Time) bool {
+func (f *File) isLimited(key limitKey, now time.Time) bool {
 	f.limMu.Lock()
 	defer f.limMu.Unlock()
-	l, ok := f.limiters[client]
+	l, ok := f.limiters[key]
 	return ok && l.TokensAt(now) < 1
 }
 
-// fail takes one attempt from client's allowance.
-func (f *File) fail(client netip.Addr, now time.Time) {
+// fail takes one attempt from the pair's allowance.
+func (f *File) fail(key limitKey, now time.Time) {
 	every := f.FailureEvery
 	if every <= 0 {
 		every = DefaultFailureEvery
@@ -285,22 +333,25 @@ func (f *File) fail(client netip.Addr, now time.Time) {
 	f.limMu.Lock()
 	defer f.limMu.Unlock()
 	if f.limiters == nil {
-		f.limiters = make(map[netip.Addr]*rate.Limiter)
+		f.limiters = make(map[limitKey]*rate.Limiter)
 	}
-	l, ok := f.limiters[client]
+	l, ok := f.limiters[key]
 	if !ok {
 		if len(f.limiters) >= maxLimiters {
-			for a, l := range f.limiters { // forget clients that have recovered
+			for k, l := range f.limiters { // forget pairs that have recovered
 				if l.TokensAt(now) >= float64(l.Burst()) {
-					delete(f.limiters, a)
+					delete(f.limiters, k)
 				}
 			}
-			if len(f.limiters) >= maxLimiters {
-				clear(f.limiters)
+			for k := range f.limiters { // still full: forget arbitrary pairs
+				if len(f.limiters) < maxLimiters {
+					break
+				}
+				delete(f.limiters, k)
 			}
 		}
 		l = rate.NewLimiter(rate.Every(every), f.burst())
-		f.limiters[client] = l
+		f.limiters[key] = l
 	}
 	l.AllowN(now, 1)
 }

@@ -40,9 +40,9 @@ const (
 	KindRefused
 	// KindTimeout means the dial timed out: SOCKS 0x06, HTTP 504.
 	KindTimeout
-	// KindUpstream means an upstream proxy failed or refused the request: SOCKS 0x01, HTTP 502.
+	// KindUpstream means an upstream proxy failed or could not serve the request: SOCKS 0x01, HTTP 502.
 	KindUpstream
-	// KindUpstreamAuth means an upstream proxy rejected our credentials: SOCKS 0x01, HTTP 502.
+	// KindUpstreamAuth means an upstream proxy rejected our credentials (407): SOCKS 0x01, HTTP 502.
 	KindUpstreamAuth
 	// KindLoop means the address is one of Sluice's own listeners: SOCKS
 	// 0x02, HTTP 403. Nothing was dialed.
@@ -55,10 +55,13 @@ const (
 	// unspecified address (0.0.0.0, ::), which Linux connects to the local
 	// host: SOCKS 0x04, HTTP 400. Nothing was dialed.
 	KindUnspecified
+	// KindUpstreamRefused means an upstream proxy's own policy refused the
+	// target (HTTP 403, SOCKS5 0x02): SOCKS 0x02, HTTP 403.
+	KindUpstreamRefused
 )
 
 var kindNames = [...]string{"other", "dns", "host unreachable", "network unreachable", "refused", "timeout", "upstream failed", "upstream auth failed",
-	"loop", "blocked", "unspecified address"}
+	"loop", "blocked", "unspecified address", "upstream refused"}
 
 // The refusals a Check returns, wrapped with the reason. Classify maps them
 // to KindLoop, KindBlocked and KindUnspecified.

@@ -216,8 +216,8 @@ func TestSOCKS5SendsNames(t *testing.T) {
 			})
 			var lookups countingLookup
 			_, err := dialVia(t, []*url.URL{mustURL(t, scheme+"://"+s.addr())}, nil, &lookups, leakName+":443")
-			if Classify(err) != KindUpstream {
-				t.Fatalf("err = %v, want KindUpstream", err)
+			if Classify(err) != KindUpstreamRefused { // its 0x02 is its policy's refusal
+				t.Fatalf("err = %v, want KindUpstreamRefused", err)
 			}
 			req := <-got
 			want := append([]byte{5, 1, 0, 3, byte(len(leakName))}, leakName...)
@@ -324,6 +324,10 @@ func TestUpstreamFailures(t *testing.T) {
 			s := startConnectProxy(t, &connectProxy{user: testUser, pass: testPass}, nil)
 			return []*url.URL{mustURL(t, "http://"+testUser+":topsecret@"+s.addr())}
 		}, "127.0.0.1:9", KindUpstreamAuth, 1, true},
+		{"go proxy 403 is a refusal, not an auth failure", func(t *testing.T) []*url.URL {
+			s := startConnectProxy(t, &connectProxy{deny: true, user: testUser, pass: testPass}, nil)
+			return []*url.URL{mustURL(t, "http://"+testUser+":"+testPass+"@"+s.addr())}
+		}, "127.0.0.1:9", KindUpstreamRefused, 1, false},
 		{"https unknown CA", func(t *testing.T) []*url.URL {
 			cert, _, _ := dialtest.SelfSigned(t)
 			s := startConnectProxy(t, &connectProxy{}, &cert)

@@ -68,7 +68,8 @@ func (hc *httpConnect) handshake(ctx context.Context, c net.Conn, _, addr string
 	case code == 407:
 		return nil, &hopError{kind: KindUpstreamAuth, fault: true, err: fmt.Errorf("upstream answered %s", status)}
 	case code == 403:
-		return nil, &hopError{kind: KindUpstreamAuth, err: fmt.Errorf("upstream answered %s", status)}
+		// The parent's own filtering refused the target; the hop works.
+		return nil, &hopError{kind: KindUpstreamRefused, err: fmt.Errorf("upstream answered %s", status)}
 	default:
 		return nil, &hopError{kind: KindUpstream, err: fmt.Errorf("upstream answered %s", status)}
 	}

@@ -141,7 +141,7 @@ func parseSOCKS5Failure(rec []byte) (f socksFailure, ok bool) {
 	case socks5GeneralFailure:
 		return socksFailure{KindUpstream, false, "general failure"}, true
 	case socks5NotAllowed:
-		return socksFailure{KindUpstream, false, "connection not allowed by ruleset"}, true
+		return socksFailure{KindUpstreamRefused, false, "connection not allowed by ruleset"}, true
 	case socks5CmdNotSupported:
 		return socksFailure{KindUpstream, false, "command not supported"}, true
 	case socks5AddrTypeNotSupport:

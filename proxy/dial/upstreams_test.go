@@ -135,6 +135,7 @@ func resolveTest(addr string) string {
 // With user set it demands Basic credentials.
 type connectProxy struct {
 	eager      bool
+	deny       bool // answer every CONNECT with its own 403
 	user, pass string
 	seen       chan string // CONNECT targets, if non-nil
 }
@@ -169,6 +170,10 @@ func (p *connectProxy) handle(c net.Conn) {
 	}
 	if p.user != "" && auth != basicAuth(url.UserPassword(p.user, p.pass)) {
 		io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"t\"\r\n\r\n")
+		return
+	}
+	if p.deny {
+		io.WriteString(c, "HTTP/1.1 403 Forbidden by policy\r\nContent-Length: 0\r\n\r\n")
 		return
 	}
 	up, err := net.Dial("tcp", resolveTest(f[1]))

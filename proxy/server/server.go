@@ -1,7 +1,7 @@
 // Package server is Sluice's composition root. It loads the configuration,
 // compiles the engine, builds the shared dialer, opens the listeners (each
 // one serves HTTP, SOCKS5 and SOCKS4a on the same port), reloads everything
-// atomically when the rules change, and shuts down cleanly.
+// atomically when the rules change, and shuts down by draining.
 //
 // Lifecycle of a configuration: rules.Load parses and validates it (and
 // reads the block page template), filter.Compile builds the indexes,
@@ -9,16 +9,21 @@
 // routes and auth.Load reads the users; only when every step succeeds is the new state
 // swapped in with one atomic store. A connection in flight keeps the state
 // it started with; a failed reload keeps the old state serving.
+//
+// Lifecycle of a connection (lifecycle.go, conns.go): every accepted
+// connection is tracked until it closes, whichever front end serves it;
+// `clients` and `limits` are checked at accept; the first byte chooses
+// SOCKS or HTTP. Run is the only serving path: the HTTP front end is an
+// http.Handler run by this package's http.Servers, the SOCKS one is given
+// connections with ServeConn and ended with Close; shutdown (see Run)
+// drains the tracked connections.
 package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"runtime/debug"
 	"sync"
@@ -29,7 +34,6 @@ import (
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/proxy/auth"
 	"github.com/sluiceproxy/sluice/proxy/dial"
-	"github.com/sluiceproxy/sluice/proxy/relay"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 	"github.com/sluiceproxy/sluice/rules"
 	"github.com/sluiceproxy/sluice/socks"
@@ -47,6 +51,9 @@ type Options struct {
 	AllowOpen bool
 	// Logger receives every log line. Nil means slog.Default().
 	Logger *slog.Logger
+	// NoSignals keeps Run from reloading on SIGHUP, for a process that
+	// runs several servers (tests). Default false: SIGHUP reloads.
+	NoSignals bool
 }
 
 // Server runs Sluice. Create it with New, then call Run.
@@ -60,6 +67,20 @@ type Server struct {
 	failures  atomic.Int64
 	lastError atomic.Pointer[string]
 	own       atomic.Pointer[[]netip.AddrPort] // the listeners' addresses, once Run listens
+
+	conns    *conns          // every accepted connection, until it closes
+	handlers inflight        // HTTP handlers running
+	base     context.Context // of every connection; cancelled when the grace period ends
+	stop     context.CancelFunc
+	wg       sync.WaitGroup // accept loops, connections, reload triggers, HTTP servers
+
+	addr      net.Addr // the first listener's, for the HTTP servers
+	mu        sync.Mutex
+	gen       *generation           // the HTTP server new connections go to
+	gens      []*generation         // every HTTP server that may still have connections
+	socksLive map[*socks.Server]int // SOCKS connections being served, per state's server
+	stopping  bool                  // shutdown began: the listeners are closed
+	closed    bool                  // the grace period is over: everything is closed
 }
 
 // state is everything one configuration produced. It is never modified
@@ -84,6 +105,8 @@ func New(opts Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.conns = newConns(s.log)
+	s.base, s.stop = context.WithCancel(context.Background())
 	st, err := s.first()
 	if err != nil {
 		return nil, err
@@ -330,141 +353,6 @@ func (s *Server) first() (*state, error) {
 		return nil, err
 	}
 	return st, nil
-}
-
-// Run opens the listeners and serves until ctx is cancelled, then shuts
-// down: listeners close at once, HTTP requests and SOCKS connections in
-// flight are given up to 5 seconds. Hijacked HTTP tunnels (CONNECT,
-// WebSocket) are not waited for: they end when the process exits.
-func (s *Server) Run(ctx context.Context) error {
-	st := s.state.Load()
-	var lns []net.Listener
-	closeAll := func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}
-	for _, a := range st.cfg.Listen {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("server: listen %s: %w", a, err)
-		}
-		lns = append(lns, ln)
-	}
-	adm, err := s.startAdmin(st.cfg.Admin)
-	if err != nil {
-		closeAll()
-		return err
-	}
-	defer adm.close()
-	own := listenAddrs(lns)
-	if adm != nil {
-		own = append(own, listenAddrs([]net.Listener{adm.ln})...)
-	}
-	s.own.Store(&own)
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	httpLn := newChanListener(lns[0].Addr())
-	hs := &http.Server{
-		Handler:           http.HandlerFunc(s.serveHTTP),
-		ReadHeaderTimeout: orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout),
-		IdleTimeout:       orDefault(st.cfg.Timeouts.Idle, rules.DefaultIdleTimeout),
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = hs.Serve(httpLn) })
-	for _, ln := range lns {
-		s.log.Info("listening on "+ln.Addr().String(), "addr", ln.Addr().String())
-		wg.Go(func() { s.accept(ctx, ln, httpLn, &wg) })
-	}
-	wg.Go(func() { s.RefreshLoop(ctx) })
-	adm.setReady(true)
-
-	<-ctx.Done()
-	adm.setReady(false)
-	closeAll()
-	httpLn.Close()
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	_ = hs.Shutdown(sctx)
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-sctx.Done():
-		s.log.Warn("shutdown: connections still open after 5s; closing")
-	}
-	s.log.Info("stopped")
-	return nil
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
-}
-
-// serveHTTP hands a request to the HTTP front end of the current state.
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	s.state.Load().http.ServeHTTP(w, r)
-}
-
-// accept runs one listener: it checks the client against `clients`, peeks
-// the first byte and gives the connection to the SOCKS or HTTP front end.
-func (s *Server) accept(ctx context.Context, ln net.Listener, httpLn *chanListener, wg *sync.WaitGroup) {
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
-				return
-			}
-			// Out of fds or similar: back off rather than spin.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Error("accept failed", "err", err, "retry_in", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
-		wg.Go(func() { s.handle(ctx, c, httpLn) })
-	}
-}
-
-func (s *Server) handle(ctx context.Context, c net.Conn, httpLn *chanListener) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error("panic serving connection", "client", c.RemoteAddr().String(), "panic", fmt.Sprint(p))
-			c.Close()
-		}
-	}()
-	st := s.state.Load()
-	client := remoteAddr(c)
-	if !allowedClient(st.clients, client) {
-		s.log.Warn("client not in `clients`; connection closed", "client", c.RemoteAddr().String())
-		c.Close()
-		return
-	}
-	hs := orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout)
-	c.SetReadDeadline(time.Now().Add(hs))
-	var b [1]byte
-	if _, err := io.ReadFull(c, b[:]); err != nil {
-		c.Close() // a client that said nothing in time
-		return
-	}
-	c.SetReadDeadline(time.Time{})
-	pc := relay.WithPrefix(c, b[:])
-	switch b[0] {
-	case 0x05, 0x04:
-		st.socks.ServeConn(ctx, pc)
-	default:
-		if !httpLn.push(ctx, pc) {
-			c.Close()
-		}
-	}
 }
 
 func remoteAddr(c net.Conn) netip.Addr {

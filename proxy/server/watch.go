@@ -14,11 +14,11 @@ import (
 // rewritten in several steps causes one reload, not five.
 const debounce = 300 * time.Millisecond
 
-// Watch reloads the rules whenever the config, the users file or a local
+// watch reloads the rules whenever the config, the users file or a local
 // list changes, until ctx is cancelled. It watches the parent folders, so
 // files that are replaced by rename (as editors and `sluice list add` do)
 // are still seen.
-func (s *Server) Watch(ctx context.Context) error {
+func (s *Server) watch(ctx context.Context) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err

@@ -27,6 +27,9 @@ type SquidOptions struct {
 	// TLS makes squid an https:// upstream (https_port) with a fresh
 	// self-signed certificate for 127.0.0.1, written to Proc.CA.
 	TLS bool
+	// Deny names domains that squid's own policy refuses (403,
+	// ERR_ACCESS_DENIED), for plain requests and CONNECT alike.
+	Deny []string
 }
 
 // StartSquid starts squid as an HTTP (or, with TLS, https) parent on
@@ -80,6 +83,9 @@ acl loop src 127.0.0.0/8
 		}
 		fmt.Fprintf(&conf, "auth_param basic program %s %s\nauth_param basic realm sluice-test\n", helper, pw)
 		conf.WriteString("acl authed proxy_auth REQUIRED\nhttp_access deny !authed\n")
+	}
+	if len(o.Deny) > 0 {
+		fmt.Fprintf(&conf, "acl denied dstdomain %s\nhttp_access deny denied\n", strings.Join(o.Deny, " "))
 	}
 	conf.WriteString("http_access allow loop\nhttp_access deny all\n")
 	cf := filepath.Join(d, "squid.conf")

@@ -1,0 +1,240 @@
+package server
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// conn is one accepted client connection, tracked from accept to Close
+// whatever serves it: the HTTP server (keep-alive requests, hijacked
+// CONNECT and WebSocket tunnels) or SOCKS. Shutdown waits for every conn
+// to close, and closes those still open when the grace period ends.
+type conn struct {
+	net.Conn
+	t       *conns
+	client  netip.Addr
+	counted bool                       // counted against the limits
+	refused bool                       // beyond a limit: answered 503 or 0x01
+	prefix  []byte                     // peeked bytes still to be read
+	http    atomic.Int32               // the http.ConnState while the HTTP server has it
+	life    atomic.Pointer[time.Timer] // timeouts.lifetime; nil when unlimited
+	closed  atomic.Bool
+	once    sync.Once
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// Unwrap implements relay.Unwrapper, so that tunnels splice the raw
+// socket; closing goes through the wrapper that was handed out.
+func (c *conn) Unwrap() (net.Conn, []byte) { return c.Conn, c.prefix }
+
+// CloseWrite half-closes the socket.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// Close closes the socket and stops tracking it.
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.closed.Store(true)
+		if t := c.life.Load(); t != nil {
+			t.Stop()
+		}
+		c.t.remove(c)
+	})
+	return err
+}
+
+// closeAfter closes c after d, whatever it is doing (timeouts.lifetime).
+func (c *conn) closeAfter(d time.Duration) {
+	c.life.Store(time.AfterFunc(d, func() { c.Close() }))
+	if c.closed.Load() { // closed meanwhile: Close may have missed the timer
+		c.life.Load().Stop()
+	}
+}
+
+// conns tracks the open client connections, enforces `limits` and rate
+// limits the log lines about refused clients.
+type conns struct {
+	log *slog.Logger
+
+	mu        sync.Mutex
+	all       map[*conn]struct{}
+	perClient map[netip.Addr]int
+	counted   int
+	zero      chan struct{} // closed when all becomes empty; nil when it is
+	draining  bool
+	refusals  map[netip.Addr]*refusal
+}
+
+// refusal is the log state of one client's refused connections.
+type refusal struct {
+	logged     time.Time
+	suppressed int
+}
+
+// refusalLogEvery is how often a refused client is logged at most.
+const refusalLogEvery = time.Minute
+
+func newConns(log *slog.Logger) *conns {
+	return &conns{log: log, all: map[*conn]struct{}{}, perClient: map[netip.Addr]int{}, refusals: map[netip.Addr]*refusal{}}
+}
+
+// add tracks c, accepted from client. Under the limits it is counted;
+// beyond one it is tracked but marked refused, and one line per client per
+// minute is logged.
+func (t *conns) add(c net.Conn, client netip.Addr, maxConns, perClient int) *conn {
+	tc := &conn{Conn: c, t: t, client: client}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.all) == 0 {
+		t.zero = make(chan struct{})
+	}
+	t.all[tc] = struct{}{}
+	limit := ""
+	switch {
+	case t.counted >= maxConns:
+		limit = "max_conns"
+	case t.perClient[client] >= perClient:
+		limit = "per_client"
+	}
+	if limit == "" {
+		tc.counted = true
+		t.counted++
+		t.perClient[client]++
+		return tc
+	}
+	tc.refused = true
+	t.logRefusal(client, limit, maxConns, perClient)
+	return tc
+}
+
+// logRefusal logs a refused connection at most once per client per
+// refusalLogEvery, with the number refused since the last line. t.mu is held.
+func (t *conns) logRefusal(client netip.Addr, limit string, maxConns, perClient int) {
+	now := time.Now()
+	r := t.refusals[client]
+	if r != nil && now.Sub(r.logged) < refusalLogEvery {
+		r.suppressed++
+		return
+	}
+	if len(t.refusals) >= 4096 { // forget clients not refused for a while
+		for a, old := range t.refusals {
+			if now.Sub(old.logged) >= refusalLogEvery {
+				delete(t.refusals, a)
+			}
+		}
+	}
+	suppressed := 0
+	if r != nil {
+		suppressed = r.suppressed
+	}
+	t.refusals[client] = &refusal{logged: now}
+	t.log.Warn("connection limit reached; refusing the client's new connections (logged once a minute per client)",
+		"client", client.String(), "limit", limit, "max_conns", maxConns, "per_client", perClient,
+		"open", t.counted, "client_open", t.perClient[client], "refused_since_last_line", suppressed)
+}
+
+func (t *conns) remove(c *conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.all[c]; !ok {
+		return
+	}
+	delete(t.all, c)
+	if c.counted {
+		t.counted--
+		if t.perClient[c.client]--; t.perClient[c.client] <= 0 {
+			delete(t.perClient, c.client)
+		}
+	}
+	if len(t.all) == 0 && t.zero != nil {
+		close(t.zero)
+		t.zero = nil
+	}
+}
+
+// idle returns a channel closed when no connection is open.
+func (t *conns) idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.zero == nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return t.zero
+}
+
+// len returns the number of open connections.
+func (t *conns) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.all)
+}
+
+// drain starts a shutdown: idle keep-alive connections are closed now,
+// and from now on each as soon as it becomes idle.
+func (t *conns) drain() {
+	t.mu.Lock()
+	t.draining = true
+	var idle []*conn
+	for c := range t.all {
+		if http.ConnState(c.http.Load()) == http.StateIdle {
+			idle = append(idle, c)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
+// closeAll closes every connection still open (the end of the grace period).
+func (t *conns) closeAll() int {
+	t.mu.Lock()
+	open := make([]*conn, 0, len(t.all))
+	for c := range t.all {
+		open = append(open, c)
+	}
+	t.mu.Unlock()
+	for _, c := range open {
+		c.Close()
+	}
+	return len(open)
+}
+
+// connState is the HTTP servers' ConnState hook: it records whether a
+// keep-alive connection is idle, and closes it at once when idle during a
+// shutdown.
+func (t *conns) connState(nc net.Conn, st http.ConnState) {
+	c, ok := nc.(*conn)
+	if !ok {
+		return
+	}
+	c.http.Store(int32(st))
+	if st == http.StateIdle {
+		t.mu.Lock()
+		draining := t.draining
+		t.mu.Unlock()
+		if draining {
+			c.Close()
+		}
+	}
+}

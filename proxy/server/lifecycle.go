@@ -1,0 +1,423 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/sluiceproxy/sluice/rules"
+	"github.com/sluiceproxy/sluice/socks"
+)
+
+// Run opens the listeners, writes the pid file, starts the reload triggers
+// (SIGHUP unless Options.NoSignals, the file watcher when a config file is
+// used, the remote list refresh) and serves until ctx is cancelled. Run may
+// be called once.
+//
+// Shutdown, when ctx is cancelled: the listeners close at once, so new
+// connections are refused; idle keep-alive connections are closed;
+// requests, CONNECT and WebSocket tunnels and SOCKS connections in flight
+// go on for up to `shutdown_grace` (default 30s); then every connection
+// still open is closed. Run removes the pid file and returns nil once every
+// connection has ended.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.stop()
+	st := s.state.Load()
+	raiseFDLimit(s.log)
+	var lns []net.Listener
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	for _, a := range st.cfg.Listen {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("server: listen %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	s.addr = lns[0].Addr()
+	adm, err := s.startAdmin(st.cfg.Admin)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	defer adm.close()
+	own := listenAddrs(lns)
+	if adm != nil {
+		own = append(own, listenAddrs([]net.Listener{adm.ln})...)
+	}
+	s.own.Store(&own)
+	pidFile := st.cfg.PidFile
+	if err := writePidFile(pidFile, s.opts.Config); err != nil {
+		if errors.Is(err, ErrAlreadyRunning) || pidFile != rules.DefaultPidFile(st.cfg.File) {
+			closeAll()
+			return err
+		}
+		// The default place may be read-only (the config under /etc).
+		s.log.Warn("no pid file; `sluice reload` needs --pid (set pid_file: to a writable path)", "err", err)
+		pidFile = ""
+	}
+	defer removePidFile(pidFile)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Before "listening on": whoever waits for that line may send SIGHUP.
+	defer s.startTriggers(ctx)()
+	for _, ln := range lns {
+		s.log.Info("listening on "+ln.Addr().String(), "addr", ln.Addr().String())
+		s.wg.Go(func() { s.accept(ctx, ln) })
+	}
+	adm.setReady(true)
+
+	<-ctx.Done()
+	adm.setReady(false)
+	closeAll()
+	s.shutdown()
+	s.log.Info("stopped")
+	return nil
+}
+
+// startTriggers starts what reloads the rules: SIGHUP, the file watcher and
+// the remote list refresh. They stop with ctx, but SIGHUP stays caught (and
+// is ignored during the shutdown, rather than killing the process) until
+// the returned function is called.
+func (s *Server) startTriggers(ctx context.Context) (release func()) {
+	release = func() {}
+	if !s.opts.NoSignals {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		release = func() { signal.Stop(hup) }
+		s.wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					s.log.Info("SIGHUP: reloading")
+					_ = s.Reload()
+				}
+			}
+		})
+	}
+	if s.opts.Config != "" {
+		s.wg.Go(func() {
+			if err := s.watch(ctx); err != nil {
+				s.log.Warn("file watching disabled; use SIGHUP or 'sluice reload -c FILE'", "err", err)
+			}
+		})
+	}
+	s.wg.Go(func() { s.RefreshLoop(ctx) })
+	return release
+}
+
+// shutdown drains the connections after the listeners closed: see Run.
+func (s *Server) shutdown() {
+	st := s.state.Load()
+	grace := orDefault(st.cfg.ShutdownGrace, rules.DefaultShutdownGrace)
+	s.mu.Lock()
+	s.stopping = true
+	gens := s.gens
+	s.mu.Unlock()
+	s.log.Info("shutting down: connections in flight may finish", "open", s.conns.len(), "grace", grace.String())
+
+	// Idle keep-alive connections close now, busy ones after their
+	// response. The HTTP servers still serve connections accepted before
+	// the listeners closed, so a client that connected just before is
+	// answered, as a SOCKS client is.
+	for _, g := range gens {
+		g.hs.SetKeepAlivesEnabled(false)
+	}
+	s.conns.drain()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-s.conns.idle():
+	case <-timer.C:
+		s.log.Warn("shutdown: grace period over; closing the connections still open", "open", s.conns.len(), "grace", grace.String())
+	}
+
+	s.stop() // tunnels and SOCKS connections see their context end
+	s.mu.Lock()
+	s.closed = true
+	gens = s.gens
+	var socksServers []*socks.Server
+	for so := range s.socksLive {
+		socksServers = append(socksServers, so)
+	}
+	s.mu.Unlock()
+	for _, g := range gens {
+		g.ln.Close()
+		g.hs.Close()
+	}
+	for _, so := range socksServers {
+		so.Close() // ends its connections and waits for them
+	}
+	s.conns.closeAll()
+	s.wg.Wait()
+	select { // handlers end once their connection is closed
+	case <-s.handlers.idle():
+	case <-time.After(5 * time.Second):
+		s.log.Warn("shutdown: HTTP handlers still running after their connections closed")
+	}
+	st = s.state.Load()
+	st.router.CloseIdleConnections()
+	st.http.CloseIdleConnections()
+}
+
+// accept runs one listener until it is closed. When accept fails (out of
+// file descriptors: EMFILE, ENFILE) it backs off, up to a second, and logs
+// once per episode rather than once per attempt.
+func (s *Server) accept(ctx context.Context, ln net.Listener) {
+	var delay time.Duration
+	failures := 0
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			if failures == 0 {
+				msg := "accept failed; retrying until it works again"
+				if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+					msg = "accept failed: out of file descriptors; retrying until connections close"
+				}
+				s.log.Error(msg, "addr", ln.Addr().String(), "err", err)
+			}
+			failures++
+			s.log.Debug("accept retry", "addr", ln.Addr().String(), "attempt", failures, "err", err)
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		if failures > 0 {
+			s.log.Info("accept works again", "addr", ln.Addr().String(), "failed_attempts", failures)
+			failures = 0
+		}
+		delay = 0
+		s.wg.Go(func() { s.handle(c) })
+	}
+}
+
+// handle checks the client against `clients` and `limits`, peeks at the
+// first byte and gives the connection to the SOCKS or HTTP front end of the
+// current state.
+func (s *Server) handle(nc net.Conn) {
+	st := s.state.Load()
+	client := remoteAddr(nc)
+	if !allowedClient(st.clients, client) {
+		s.log.Warn("client not in `clients`; connection closed", "client", nc.RemoteAddr().String())
+		nc.Close()
+		return
+	}
+	lim := st.cfg.Limits
+	c := s.conns.add(nc, client, orDefaultInt(lim.MaxConns, rules.DefaultMaxConns), orDefaultInt(lim.PerClient, rules.DefaultPerClient))
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic serving connection", "client", nc.RemoteAddr().String(), "panic", fmt.Sprint(p))
+			c.Close()
+		}
+	}()
+	if lt := st.cfg.Timeouts.Lifetime; lt > 0 && !c.refused {
+		c.closeAfter(lt)
+	}
+	hs := orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout)
+	c.SetReadDeadline(time.Now().Add(hs))
+	var b [1]byte
+	if _, err := io.ReadFull(c.Conn, b[:]); err != nil {
+		c.Close() // a client that said nothing in time
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	c.prefix = b[:]
+	switch b[0] {
+	case 0x05, 0x04:
+		if c.refused {
+			socks.Refuse(c, hs)
+			return
+		}
+		so := st.socks
+		s.socksUse(so, 1)
+		defer s.socksUse(so, -1)
+		so.ServeConn(s.base, c)
+	default:
+		for {
+			g := s.httpServer(st.cfg.Timeouts)
+			if g == nil { // the grace period is over
+				c.Close()
+				return
+			}
+			if g.ln.push(s.base, c) {
+				return
+			}
+		}
+	}
+}
+
+// socksUse counts the connections a state's SOCKS server serves, so that
+// shutdown can Close the servers of older states too; a server is
+// forgotten (and its state can be collected) with its last connection.
+func (s *Server) socksUse(so *socks.Server, delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.socksLive == nil {
+		s.socksLive = map[*socks.Server]int{}
+	}
+	if s.socksLive[so] += delta; s.socksLive[so] <= 0 {
+		delete(s.socksLive, so)
+	}
+}
+
+// connKey is the context key of a request's *conn.
+type connKey struct{}
+
+// serveHTTP hands a request to the HTTP front end of the current state,
+// or answers 503 on a connection beyond a limit.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handlers.add()
+	defer s.handlers.done()
+	if c, ok := r.Context().Value(connKey{}).(*conn); ok && c.refused {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "sluice: too many connections; try again later\n")
+		return
+	}
+	s.state.Load().http.ServeHTTP(w, r)
+}
+
+// generation is one HTTP server with the handshake and idle timeouts of the
+// config it was made for. A reload that changes them starts a new one for
+// new connections; the old one serves its connections until they end.
+type generation struct {
+	hs        *http.Server
+	ln        *chanListener
+	handshake time.Duration
+	idle      time.Duration
+	open      atomic.Int64 // its connections not yet closed or hijacked
+	retired   bool         // no longer given new connections; s.mu
+}
+
+// httpServer returns the HTTP server for new connections under timeouts
+// to, starting one when the timeouts changed. It returns nil once the
+// grace period is over.
+func (s *Server) httpServer(to rules.Timeouts) *generation {
+	handshake := orDefault(to.Handshake, rules.DefaultHandshakeTimeout)
+	idle := orDefault(to.Idle, rules.DefaultIdleTimeout)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	if g := s.gen; g != nil && (s.stopping || g.handshake == handshake && g.idle == idle) {
+		return g
+	}
+	g := &generation{ln: newChanListener(s.addr), handshake: handshake, idle: idle}
+	g.hs = &http.Server{
+		Handler:           http.HandlerFunc(s.serveHTTP),
+		ReadHeaderTimeout: handshake,
+		IdleTimeout:       idle,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return proxy.WithBase(s.base) },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+		ConnState: func(c net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				g.open.Add(1)
+			case http.StateHijacked, http.StateClosed:
+				g.open.Add(-1)
+			}
+			s.conns.connState(c, st)
+		},
+	}
+	if s.stopping {
+		g.hs.SetKeepAlivesEnabled(false)
+	}
+	if old := s.gen; old != nil {
+		old.retired = true
+		old.ln.Close() // its Serve returns; its connections go on
+	}
+	live := s.gens[:0]
+	for _, o := range s.gens {
+		if !o.retired || o.open.Load() > 0 {
+			live = append(live, o)
+		}
+	}
+	s.gens = append(live, g)
+	s.gen = g
+	s.wg.Go(func() { _ = g.hs.Serve(g.ln) })
+	return g
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func orDefaultInt(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
+
+// inflight counts running work; unlike a sync.WaitGroup it allows add
+// while someone waits.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0
+}
+
+func (f *inflight) add() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.zero = make(chan struct{})
+	}
+	f.n++
+}
+
+func (f *inflight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n--; f.n == 0 {
+		close(f.zero)
+	}
+}
+
+// idle returns a channel closed when nothing runs.
+func (f *inflight) idle() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return f.zero
+}
