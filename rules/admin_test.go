@@ -13,7 +13,7 @@ func TestParseAdmin(t *testing.T) {
 		addr      string
 		clients   []netip.Prefix
 	}{
-		{"off", "default: allow\n", "", nil},
+		{"off", "", "", nil},
 		{"loopback", "admin: 127.0.0.1:9090\n", "127.0.0.1:9090", nil},
 		{"loopback v6", "admin: \"[::1]:9090\"\n", "[::1]:9090", nil},
 		{"localhost", "admin: localhost:9090\n", "localhost:9090", nil},
@@ -24,7 +24,7 @@ func TestParseAdmin(t *testing.T) {
 			[]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := Parse("sluice.yaml", []byte(tt.src))
+			cfg, err := Parse("sluice.yaml", []byte(tt.src+"default: allow\n"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,7 +17,7 @@ func TestParseBlockPage(t *testing.T) {
 	if err != nil || cfg.BlockPage.Contact != "" || cfg.BlockPage.Template != nil || cfg.BlockPage.ShowRule {
 		t.Fatalf("default block page: %+v, %v", cfg.BlockPage, err)
 	}
-	cfg, err = Parse(cfgFile, []byte("block_page:\n  contact: \"helpdesk@school.example\"\n  template: page.html\n  show_rule: true\n"))
+	cfg, err = Parse(cfgFile, []byte("block_page:\n  contact: \"helpdesk@school.example\"\n  template: page.html\n  show_rule: true\ndefault: allow\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

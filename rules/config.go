@@ -91,6 +91,9 @@ func Parse(file string, data []byte) (cfg *Config, err error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
+	if err := p.checkNotEmpty(root); err != nil {
+		return nil, err
+	}
 	p.fillDefaults()
 	return p.cfg, nil
 }
@@ -321,7 +324,7 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 		case "users":
 			var s string
 			if s, err = p.str(v, ctx); err == nil {
-				c.Users = p.path(s)
+				c.Users, c.UsersLine = p.path(s), k.Line
 			}
 		case "groups":
 			err = p.parseGroups(v)
@@ -389,6 +392,23 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 		}
 	}
 	return nil
+}
+
+// checkNotEmpty refuses a config with none of the keys that say what the
+// proxy does (`rules`, `default`, `listen`): an empty or comments-only file
+// is what a truncating save or a full disk leaves behind, and read as "no
+// rules, default allow" it would open the filter.
+func (p *cfgParser) checkNotEmpty(root *yaml.Node) error {
+	if root != nil && root.Kind == yaml.MappingNode {
+		for i := 0; i < len(root.Content); i += 2 {
+			switch resolveAlias(root.Content[i]).Value {
+			case "rules", "default", "listen":
+				return nil
+			}
+		}
+	}
+	return p.errf(root, "no `rules`, `default` or `listen` key: an empty or comments-only config is refused "+
+		"(write `default: allow` if an unfiltered proxy is really meant)")
 }
 
 func (p *cfgParser) parseListen(n *yaml.Node, ctx string) error {
@@ -519,8 +539,12 @@ func (p *cfgParser) parseSource(n *yaml.Node, ctx string) (Source, error) {
 				if src.Refresh, err = p.duration(kv.val, ctx+"refresh: "); err != nil {
 					return src, err
 				}
+			case "optional":
+				if src.Optional, err = p.boolean(kv.val, ctx+"optional: "); err != nil {
+					return src, err
+				}
 			default:
-				return src, p.errf(kv.key, "%sunknown key %q (want file, or url and refresh)", ctx, kv.key.Value)
+				return src, p.errf(kv.key, "%sunknown key %q (want file, or url and refresh; optional)", ctx, kv.key.Value)
 			}
 		}
 		if (src.Path == "") == (src.URL == "") {
@@ -554,6 +578,7 @@ func (p *cfgParser) parseCategoryDirs(n *yaml.Node) error {
 	}
 	for _, it := range items {
 		cd := CategoryDir{Line: it.Line}
+		var onlyNodes []*yaml.Node
 		if it.Kind == yaml.ScalarNode {
 			if cd.Path, err = p.str(it, "category_dirs: "); err != nil {
 				return err
@@ -579,7 +604,7 @@ func (p *cfgParser) parseCategoryDirs(n *yaml.Node) error {
 							return p.errf(nodes[i], "category_dirs: only: %s", bare(err))
 						}
 					}
-					cd.Only = names
+					cd.Only, onlyNodes = names, nodes
 				default:
 					return p.errf(kv.key, "category_dirs: unknown key %q (want path, only)", kv.key.Value)
 				}
@@ -591,6 +616,11 @@ func (p *cfgParser) parseCategoryDirs(n *yaml.Node) error {
 		cd.Path = p.path(cd.Path)
 		if fi, err := os.Stat(cd.Path); err != nil || !fi.IsDir() {
 			return p.errf(it, "category_dirs: %s is not a folder", cd.Path)
+		}
+		for i, name := range cd.Only {
+			if fi, err := os.Stat(filepath.Join(cd.Path, name)); err != nil || !fi.IsDir() {
+				return p.errf(onlyNodes[i], "category_dirs: only: no category folder %q in %s", name, cd.Path)
+			}
 		}
 		p.cfg.CategoryDirs = append(p.cfg.CategoryDirs, cd)
 	}
@@ -767,7 +797,7 @@ func (p *cfgParser) parseUpstreams(n *yaml.Node) error {
 					if err != nil {
 						return err
 					}
-					u.TLSCA, tlsNode = p.path(s), skv.val
+					u.TLSCA, u.TLSCALine, tlsNode = p.path(s), skv.key.Line, skv.val
 				default:
 					return p.errf(skv.key, "%sunknown key %q (want chain, failover, anonymize, tls_ca)", ctx, skv.key.Value)
 				}

@@ -103,6 +103,7 @@ func TestParseFull(t *testing.T) {
 		CacheDir:     "/var/cache/sluice",
 		Clients:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")},
 		Users:        filepath.Join(dir, "users.htpasswd"),
+		UsersLine:    17,
 		Groups:       map[string][]string{"staff": {"alice", "bob"}},
 		Socks:        SocksConfig{UDP: true},
 		Upstreams: map[string]Upstream{
@@ -110,7 +111,7 @@ func TestParseFull(t *testing.T) {
 			"office": {Name: "office", Chain: []string{"http://user:secret@parent.corp:3128"}, Line: 23},
 			"vpn":    {Name: "vpn", Chain: []string{"https://edge.example:443", "socks5://u:p@exit.example:1080"}, Line: 24},
 			"pool":   {Name: "pool", Failover: []string{"office", "tor"}, Line: 25},
-			"safe":   {Name: "safe", Chain: []string{"socks4a://127.0.0.1:1080"}, Anonymize: &yes, TLSCA: filepath.Join(dir, "ca.pem"), Line: 26},
+			"safe":   {Name: "safe", Chain: []string{"socks4a://127.0.0.1:1080"}, Anonymize: &yes, TLSCA: filepath.Join(dir, "ca.pem"), TLSCALine: 26, Line: 26},
 		},
 		Upstream:      "office",
 		Anonymize:     true,
@@ -176,7 +177,17 @@ func TestParseFull(t *testing.T) {
 }
 
 func TestParseDefaults(t *testing.T) {
-	for name, src := range map[string]string{"empty": "", "comments only": "# nothing\n", "null": "~\n"} {
+	// A config that says nothing is refused: an empty file is what a
+	// truncating save leaves behind, and it must not mean "allow all".
+	for name, src := range map[string]string{"empty": "", "comments only": "# nothing\n", "null": "~\n",
+		"only categories": "categories:\n  ads: [a.txt]\n"} {
+		_, err := Parse("sluice.yaml", []byte(src))
+		var pe *ParseError
+		if !errors.As(err, &pe) || pe.File != "sluice.yaml" || !strings.Contains(err.Error(), "no `rules`, `default` or `listen` key") {
+			t.Errorf("%s: err = %v, want a ParseError refusing an empty config", name, err)
+		}
+	}
+	for name, src := range map[string]string{"default": "default: allow\n", "rules": "rules: []\n", "listen": "listen: 127.0.0.1:3128\n"} {
 		cfg, err := Parse("sluice.yaml", []byte(src))
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -236,6 +247,9 @@ func TestParseErrors(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "ut1", "adult"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.MkdirAll(filepath.Join(dir, "ut1", "porn"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	t.Chdir(dir)
 	tests := []struct {
 		name, src, want string
@@ -263,6 +277,8 @@ func TestParseErrors(t *testing.T) {
 		{"category without source", "categories:\n  social: []\nrules:\n  - block: category:social\n", `sluice.yaml:4: rule 1: category "social" has no source`},
 		{"category from dir", "category_dirs: [ut1]\nrules:\n  - block: category:adult\n  - block: category:gambling\n", `sluice.yaml:4: rule 2: unknown category "gambling"`},
 		{"category not in only", "category_dirs:\n  - {path: ut1, only: [porn]}\nrules:\n  - block: category:adult\n", `sluice.yaml:4: rule 1: unknown category "adult"`},
+		{"only names no folder", "category_dirs:\n  - path: ut1\n    only: [adult, gamblnig]\nrules: []\n", `sluice.yaml:3: category_dirs: only: no category folder "gamblnig" in ` + filepath.Join(dir, "ut1")},
+		{"optional not a bool", "categories:\n  a: {file: a.txt, optional: maybe}\nrules: []\n", `sluice.yaml:2: categories: a: optional: must be true or false`},
 		{"missing category dir", "category_dirs:\n  - path: nowhere\n", `sluice.yaml:2: category_dirs: ` + filepath.Join(dir, "nowhere") + ` is not a folder`},
 		{"bad pattern", "rules:\n  - block: [\"exa mple.com\"]\n", `sluice.yaml:2: rule 1: invalid pattern "exa mple.com": not a host, glob, category or CIDR`},
 		{"bad cidr", "rules:\n  - block: [10.0.0.0/33]\n", `sluice.yaml:2: rule 1: invalid CIDR "10.0.0.0/33"`},
@@ -346,7 +362,7 @@ func TestParseGuardKeys(t *testing.T) {
 		{"deny_private: true\n", true, true},
 		{"check_resolved: false\ndeny_private: true\n", false, true},
 	} {
-		cfg, err := Parse("sluice.yaml", []byte(tt.src))
+		cfg, err := Parse("sluice.yaml", []byte(tt.src+"default: allow\n"))
 		if err != nil {
 			t.Fatalf("%q: %v", tt.src, err)
 		}
@@ -362,7 +378,7 @@ func TestParseGuardKeys(t *testing.T) {
 func TestLoadConfig(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(path, []byte("categories:\n  social: [lists/social.txt]\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte("categories:\n  social: [lists/social.txt]\ndefault: allow\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := LoadConfig(path)

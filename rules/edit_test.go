@@ -189,7 +189,8 @@ func TestAddCategorySource(t *testing.T) {
 			if got := readString(t, path); got != tt.after {
 				t.Errorf("got\n%s\nwant\n%s", got, tt.after)
 			}
-			cfg, err := LoadConfig(path)
+			// A config needs rules, default or listen to load at all.
+			cfg, err := Parse(path, []byte(readString(t, path)+"\ndefault: allow\n"))
 			if err != nil {
 				t.Fatal(err)
 			}

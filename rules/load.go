@@ -36,13 +36,29 @@ func Load(path string) (*Set, error) {
 	return LoadSet(cfg)
 }
 
+// LoadOptions changes how LoadSet reads sources.
+type LoadOptions struct {
+	// LastGood reads the last good copy (see WriteLastGood) of a local
+	// source that is unusable now: missing, unreadable, empty or not a
+	// list. A running server reloads with it, so that a list being
+	// rewritten or deleted never empties its category. Default false: the
+	// source's entries are missing, as at start.
+	LastGood bool
+}
+
 // LoadSet reads every category source of cfg into a Set: the sources under
 // categories, each category of the category_dirs folders (all of them, or
 // those named by only), and the built-in lists that rules use. A source that cannot be read, or a remote source
 // not downloaded yet, is recorded in its SourceStats.Err and leaves its
-// category without those entries; it does not fail the load. Every category
-// named by a rule is present in the Set, possibly empty.
+// category without those entries; it does not fail the load (Set.SourceErrors
+// tells which of them make the Set unfit to serve). Every category named by
+// a rule is present in the Set, possibly empty.
 func LoadSet(cfg *Config) (*Set, error) {
+	return LoadSetWith(cfg, LoadOptions{})
+}
+
+// LoadSetWith is LoadSet with options.
+func LoadSetWith(cfg *Config, opts LoadOptions) (*Set, error) {
 	if cfg == nil {
 		return nil, errors.New("rules: nil config")
 	}
@@ -72,8 +88,9 @@ func LoadSet(cfg *Config) (*Set, error) {
 			add(name, func(cl *CategoryList) SourceStats { return readSource(cfg, cl, src) })
 		}
 	}
+	used := cfg.UsedCategories()
 	for _, cd := range cfg.CategoryDirs {
-		for _, cat := range ut1Categories(cd) {
+		for _, cat := range ut1Categories(cd, used) {
 			add(cat.name, func(cl *CategoryList) SourceStats { return readUT1Category(cl, cat.dir, cd.Line) })
 		}
 	}
@@ -92,20 +109,107 @@ func LoadSet(cfg *Config) (*Set, error) {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			for _, job := range jobs[name] {
-				cl.Sources = append(cl.Sources, job(cl))
+				nb, na := len(cl.Block), len(cl.Allow)
+				st := job(cl)
+				if opts.LastGood && st.Problem() != nil && st.Source.URL == "" {
+					readLastGood(cfg, cl, &st)
+				}
+				st.block, st.allow = [2]int{nb, len(cl.Block)}, [2]int{na, len(cl.Allow)}
+				cl.Sources = append(cl.Sources, st)
 			}
 		})
 	}
 	wg.Wait()
-	for _, r := range cfg.Rules {
-		for _, p := range r.Dests {
-			if p.Kind == Category {
-				get(p.Host)
-			}
-		}
+	for name := range used {
+		get(name)
 	}
 	return set, nil
 }
+
+// UsedCategories returns the names of the categories the rules refer to.
+func (c *Config) UsedCategories() map[string]bool {
+	used := map[string]bool{}
+	for _, r := range c.Rules {
+		for _, p := range r.Dests {
+			if p.Kind == Category {
+				used[p.Host] = true
+			}
+		}
+	}
+	return used
+}
+
+// ErrNotDownloaded means a remote source has no cached copy yet.
+var ErrNotDownloaded = errors.New("not downloaded yet")
+
+// Problem tells why a source is unfit to serve from: it could not be read
+// (missing, unreadable, not a list, a remote list not downloaded), or it
+// gave no entry at all. Nil when it is usable.
+func (st SourceStats) Problem() error {
+	if st.Err != nil {
+		return st.Err
+	}
+	if st.Entries == 0 {
+		return fmt.Errorf("no entry in %s (%d invalid lines)", strings.Join(st.Files, ", "), st.Invalid)
+	}
+	return nil
+}
+
+// SourceErrors returns one *ParseError, naming the config file and the
+// line that declared the source, for every source that a rule depends on
+// and that is unusable (SourceStats.Problem) with no last good copy in its
+// place, unless the source is marked optional. A category that a rule uses
+// and that has no source at all is one too. `serve` refuses to start on
+// them; a reload that has them keeps the running rules.
+func (s *Set) SourceErrors() []error {
+	cfg := s.Config
+	file := cfg.File
+	if file == "" {
+		file = "default.yaml"
+	}
+	var errs []error
+	used := cfg.UsedCategories()
+	for _, name := range mapKeys(used) {
+		cl := s.Categories[name]
+		if cl == nil || len(cl.Sources) == 0 {
+			line := 0
+			for _, r := range cfg.Rules {
+				if slices.ContainsFunc(r.Dests, func(p Pattern) bool { return p.Kind == Category && p.Host == name }) {
+					line = r.Line
+					break
+				}
+			}
+			errs = append(errs, &ParseError{File: file, Line: line, Err: fmt.Errorf("category %q: no source to read", name)})
+			continue
+		}
+		for _, st := range cl.Sources {
+			err := st.Problem()
+			if err == nil || st.LastGood != "" || st.Source.Optional {
+				continue
+			}
+			errs = append(errs, &ParseError{File: file, Line: st.Source.Line, Err: &SourceError{
+				Category: name, Source: st.Source, Err: err}})
+		}
+	}
+	return errs
+}
+
+// SourceError is an unusable source of a category a rule uses.
+type SourceError struct {
+	Category string
+	Source   Source
+	Err      error
+}
+
+func (e *SourceError) Error() string {
+	hint := "mark it {file: PATH, optional: true} if the rules may do without it"
+	if e.Source.URL != "" {
+		hint = "run 'sluice list update', or mark it {url: URL, optional: true}"
+	}
+	return fmt.Sprintf("category %s: source %s is unusable: %s (%s)", e.Category, e.Source, bare(e.Err), hint)
+}
+
+func (e *SourceError) Unwrap() error { return e.Err }
 
 // CachePath returns the file that holds the downloaded copy of a remote
 // source: a stable name derived from the URL (a hash prefix and the host)
@@ -115,14 +219,7 @@ func (c *Config) CachePath(src Source) string {
 	if src.URL == "" {
 		return src.Path
 	}
-	dir := c.CacheDir
-	if dir == "" {
-		base := "."
-		if c.File != "" {
-			base = filepath.Dir(c.File)
-		}
-		dir = filepath.Join(base, "cache")
-	}
+	dir := c.cacheDir()
 	sum := sha256.Sum256([]byte(src.URL))
 	host := "list"
 	if u, err := url.Parse(src.URL); err == nil && u.Hostname() != "" {
@@ -142,6 +239,18 @@ func (c *Config) CachePath(src Source) string {
 	return filepath.Join(dir, hex.EncodeToString(sum[:8])+"-"+b.String()+".list")
 }
 
+// cacheDir is CacheDir, or "cache" beside the config when it is empty.
+func (c *Config) cacheDir() string {
+	if c.CacheDir != "" {
+		return c.CacheDir
+	}
+	base := "."
+	if c.File != "" {
+		base = filepath.Dir(c.File)
+	}
+	return filepath.Join(base, "cache")
+}
+
 // String returns the source's URL or path.
 func (s Source) String() string {
 	if s.URL != "" {
@@ -157,20 +266,20 @@ func sourceFiles(cfg *Config, src Source) (files []string, skipped int, err erro
 	if src.URL != "" {
 		f := cfg.CachePath(src)
 		if _, err := os.Stat(f); err != nil {
-			return nil, 0, fmt.Errorf("rules: %s: not downloaded yet (no cache file %s)", src, f)
+			return nil, 0, fmt.Errorf("rules: %s: %w (no cache file %s)", src, ErrNotDownloaded, f)
 		}
 		return []string{f}, 0, nil
 	}
 	fi, err := os.Stat(src.Path)
 	if err != nil {
-		return nil, 0, fmt.Errorf("rules: source: %w", err)
+		return nil, 0, fmt.Errorf("rules: %w", err)
 	}
 	if !fi.IsDir() {
 		return []string{src.Path}, 0, nil
 	}
 	ents, err := os.ReadDir(src.Path)
 	if err != nil {
-		return nil, 0, fmt.Errorf("rules: source: %w", err)
+		return nil, 0, fmt.Errorf("rules: %w", err)
 	}
 	for _, e := range ents { // ReadDir sorts by name
 		name := e.Name()
@@ -212,7 +321,7 @@ func readFile(cl *CategoryList, file string, st *SourceStats) {
 	f, err := openList(file)
 	if err != nil {
 		if st.Err == nil {
-			st.Err = fmt.Errorf("rules: source: %w", err)
+			st.Err = fmt.Errorf("rules: %w", err)
 		}
 		return
 	}
@@ -248,8 +357,10 @@ type ut1Category struct{ name, dir string }
 
 // ut1Categories lists the categories of a UT1/squidGuard folder: every
 // sub-folder (or symbolic link to one, which aliases another category) that
-// holds a "domains" file, restricted to cd.Only when set.
-func ut1Categories(cd CategoryDir) []ut1Category {
+// holds a "domains" file, restricted to cd.Only when set. A sub-folder named
+// by cd.Only or by a rule (in used) is listed even without a "domains" file,
+// so that its absence is reported, not silently an empty category.
+func ut1Categories(cd CategoryDir, used map[string]bool) []ut1Category {
 	ents, err := os.ReadDir(cd.Path)
 	if err != nil {
 		return nil
@@ -267,7 +378,8 @@ func ut1Categories(cd CategoryDir) []ut1Category {
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() { // Stat follows symlinks
 			continue
 		}
-		if fi, err := os.Stat(filepath.Join(dir, UT1Domains)); err != nil || !fi.Mode().IsRegular() {
+		if fi, err := os.Stat(filepath.Join(dir, UT1Domains)); (err != nil || !fi.Mode().IsRegular()) &&
+			!used[name] && !slices.Contains(cd.Only, name) {
 			continue
 		}
 		out = append(out, ut1Category{name, dir})
@@ -283,7 +395,7 @@ func readUT1Category(cl *CategoryList, dir string, line int) SourceStats {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 			st.Skipped++
 		} else if !errors.Is(err, fs.ErrNotExist) && st.Err == nil {
-			st.Err = fmt.Errorf("rules: source: %w", err)
+			st.Err = fmt.Errorf("rules: %w", err)
 		}
 	}
 	readFile(cl, filepath.Join(dir, UT1Domains), &st)

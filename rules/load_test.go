@@ -131,7 +131,7 @@ func TestLoadOnlyAndMissingCategory(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "ut1", "adult", "domains"), "adult.example\n")
 	writeFile(t, filepath.Join(dir, "ut1", "games", "domains"), "game.example\n")
-	cfg, err := Parse(filepath.Join(dir, "sluice.yaml"), []byte("category_dirs:\n  - {path: ut1, only: [games]}\n"))
+	cfg, err := Parse(filepath.Join(dir, "sluice.yaml"), []byte("category_dirs:\n  - {path: ut1, only: [games]}\ndefault: allow\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,4 +48,12 @@ type SourceStats struct {
 	// Err is set when the source could not be read at all; its category
 	// then lacks these entries, and the rest of the Set is still good.
 	Err error
+	// LastGood is the last good copy read in place of the source, which is
+	// unusable now (see LoadOptions.LastGood); Entries then counts the
+	// copy's entries. Empty when the source itself was read.
+	LastGood string
+
+	// block and allow are the ranges of CategoryList.Block and .Allow
+	// that this source contributed.
+	block, allow [2]int
 }

@@ -57,6 +57,8 @@ type Config struct {
 
 	// Users is the path of an htpasswd file with bcrypt hashes. Empty: no authentication.
 	Users string `yaml:"-"`
+	// UsersLine is the config line of the users key, for errors about the file.
+	UsersLine int `yaml:"-"`
 
 	// Groups maps a group name to its member user names.
 	Groups map[string][]string `yaml:"-"`
@@ -202,6 +204,10 @@ type Source struct {
 	URL string
 	// Refresh is how often a URL is fetched again. Zero means 24h.
 	Refresh time.Duration
+	// Optional lets a rule use the source while it is missing, unreadable
+	// or empty: its category then lacks those entries, with a warning.
+	// Default false: such a source is an error at start (see Set.SourceErrors).
+	Optional bool
 	// Line is the config line that declared the source.
 	Line int
 }
@@ -229,6 +235,8 @@ type Upstream struct {
 	Anonymize *bool
 	// TLSCA is a PEM file of CA certificates that verify https:// hops. Empty: system roots.
 	TLSCA string
+	// TLSCALine is the config line of the tls_ca key, for errors about the file.
+	TLSCALine int
 	// Line is the config line that declared the upstream.
 	Line int
 }

@@ -10,9 +10,9 @@ import (
 	"testing"
 )
 
-// TestRemoteListFetchedByServe: a URL source with no cache starts empty
-// (with a warning), serve fetches it, and the running proxy then blocks
-// its entries; `sluice list` shows the source and its refresh.
+// TestRemoteListFetchedByServe: a URL source with no cache is fetched by
+// serve before it starts, and the running proxy then blocks its entries;
+// `sluice list` shows the source and its refresh.
 func TestRemoteListFetchedByServe(t *testing.T) {
 	o := newOrigin(t, false)
 	var fetches atomic.Int64

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -18,7 +20,15 @@ func configCmd() *cobra.Command {
 	validate := &cobra.Command{
 		Use:   "validate [--config FILE]",
 		Short: "Load and compile the config and every list; report errors with file and line",
-		Args:  cobra.NoArgs,
+		Long: `Load and compile the config and every list, as serve does before it
+listens. Exit status: 0 when serve would start (warnings, such as invalid
+list lines or an optional source that is missing, are printed); 1 when the
+config is valid but a list source that a rule uses is unusable (missing,
+unreadable, empty, not a list, or a remote list never downloaded): serve
+refuses to start on it, and a running server keeps that list's last good
+entries; 2 when the config itself is invalid (serve refuses to start, a
+reload keeps the running rules).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The same steps as serve: rules, lists, engine, routes, users.
 			set, err := server.Validate(server.Options{Config: cfgPath})
@@ -26,21 +36,47 @@ func configCmd() *cobra.Command {
 				return &exitError{code: 2, err: err}
 			}
 			w := cmd.OutOrStdout()
+			// A source that rules need and that is unusable is an error (exit
+			// 1); one never downloaded is a warning, since serve fetches it
+			// before starting (and refuses to start without it).
+			var failed []error
+			said := map[string]bool{} // category and source already reported
+			for _, e := range set.SourceErrors() {
+				var se *rules.SourceError
+				var pe *rules.ParseError
+				if errors.As(e, &se) {
+					said[se.Category+"\x00"+se.Source.String()] = true
+				}
+				if errors.Is(e, rules.ErrNotDownloaded) && se != nil && errors.As(e, &pe) {
+					fmt.Fprintf(w, "warning: %s:%d: category %s: %s; serve downloads it before it starts, and refuses to start without it\n",
+						pe.File, pe.Line, se.Category, strings.TrimPrefix(se.Err.Error(), "rules: "))
+					continue
+				}
+				failed = append(failed, e)
+			}
 			entries := 0
-			for _, c := range set.Categories {
+			for _, name := range sortedNames(set.Categories) {
+				c := set.Categories[name]
 				entries += len(c.Block) + len(c.Allow)
 				for _, src := range c.Sources {
-					if src.Err != nil {
-						fmt.Fprintf(w, "warning: category %s: %v\n", c.Name, src.Err)
+					if err := src.Problem(); err != nil && !said[c.Name+"\x00"+src.Source.String()] {
+						fmt.Fprintf(w, "warning: category %s: source %s: %v\n", c.Name, src.Source, err)
 					}
 					for _, e := range src.Errors {
 						fmt.Fprintf(w, "warning: category %s: %v\n", c.Name, e)
 					}
 				}
 			}
+			for _, e := range failed {
+				fmt.Fprintf(w, "error: %v\n", e)
+			}
 			name := cfgPath
 			if name == "" {
 				name = "embedded default config"
+			}
+			if len(failed) > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("%s: %d unusable %s that rules depend on: serve would refuse to start",
+					name, len(failed), plural(len(failed), "source", "sources"))}
 			}
 			fmt.Fprintf(w, "%s: ok: %d rules, %d categories, %d category entries\n", name, len(set.Config.Rules), len(set.Categories), entries)
 			return nil

@@ -39,7 +39,13 @@ sources, when each remote source was last refreshed, and any error.`,
   sluice list -c sluice.yaml update`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			set, err := loadSet(cfgPath)
+			cfg, err := loadConfig(cfgPath)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			// As a running server reloads: an unusable local source shows
+			// its error and the last good copy the server keeps serving.
+			set, err := rules.LoadSetWith(cfg, rules.LoadOptions{LastGood: true})
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -75,13 +81,32 @@ func printSummary(w io.Writer, set *rules.Set, now time.Time) {
 	if len(names) == 0 {
 		fmt.Fprintln(w, "no categories")
 	}
+	used := set.Config.UsedCategories()
+	failed := map[string]bool{}
+	for _, e := range set.SourceErrors() {
+		var se *rules.SourceError
+		if errors.As(e, &se) {
+			failed[se.Category] = true
+		}
+	}
 	for _, name := range names {
 		cl := set.Categories[name]
 		fmt.Fprintf(w, "%s: %s", name, entries(len(cl.Block)))
 		if len(cl.Allow) > 0 {
 			fmt.Fprintf(w, ", %s %s", thousands(len(cl.Allow)), plural(len(cl.Allow), "exception", "exceptions"))
 		}
-		fmt.Fprintf(w, ", %d %s\n", len(cl.Sources), plural(len(cl.Sources), "source", "sources"))
+		fmt.Fprintf(w, ", %d %s", len(cl.Sources), plural(len(cl.Sources), "source", "sources"))
+		switch {
+		case failed[name]:
+			fmt.Fprint(w, "  ERROR: a source the rules need is unusable; serve refuses to start")
+		case len(cl.Block)+len(cl.Allow) == 0 && used[name]:
+			fmt.Fprint(w, "  EMPTY: the rules use it, and it blocks nothing")
+		case len(cl.Block)+len(cl.Allow) == 0:
+			fmt.Fprint(w, "  EMPTY")
+		case slices.ContainsFunc(cl.Sources, func(st rules.SourceStats) bool { return st.Problem() != nil }):
+			fmt.Fprint(w, "  ERROR: a source is unusable")
+		}
+		fmt.Fprintln(w)
 		for _, st := range cl.Sources {
 			printSource(w, set.Config, st, now)
 		}
@@ -108,6 +133,9 @@ func printSource(w io.Writer, cfg *rules.Config, st rules.SourceStats, now time.
 		kind = "dir"
 	}
 	fmt.Fprintf(w, "  %s %s: %s", kind, src, entries(st.Entries))
+	if src.Optional {
+		fmt.Fprint(w, " (optional)")
+	}
 	if st.Format != "" {
 		fmt.Fprintf(w, " (%s)", st.Format)
 	}
@@ -140,8 +168,11 @@ func printSource(w io.Writer, cfg *rules.Config, st rules.SourceStats, now time.
 			}
 		}
 	}
-	if st.Err != nil && (src.URL == "" || !errors.Is(st.Err, fs.ErrNotExist) && !strings.Contains(st.Err.Error(), "not downloaded")) {
-		fmt.Fprintf(w, "      error: %v\n", st.Err)
+	if err := st.Problem(); err != nil && (src.URL == "" || !errors.Is(err, rules.ErrNotDownloaded)) {
+		fmt.Fprintf(w, "      ERROR: %v\n", err)
+	}
+	if st.LastGood != "" {
+		fmt.Fprintf(w, "      a running proxy keeps its last good copy: %s (%s)\n", entries(st.Entries), st.LastGood)
 	}
 	for _, e := range st.Errors {
 		fmt.Fprintf(w, "      invalid: %v\n", e)

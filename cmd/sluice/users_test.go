@@ -12,7 +12,7 @@ import (
 
 func TestUsersAddListRm(t *testing.T) {
 	dir := writeFiles(t, map[string]string{
-		"sluice.yaml": "users: users.htpasswd   # bcrypt only\n",
+		"sluice.yaml": "default: allow\nusers: users.htpasswd   # bcrypt only\n",
 	})
 	cfg := filepath.Join(dir, "sluice.yaml")
 	file := filepath.Join(dir, "users.htpasswd")

@@ -333,13 +333,14 @@ func TestReadFetchMetaMissing(t *testing.T) {
 }
 
 // TestRefreshDue runs one round of RefreshLoop's work on a server whose
-// config has a remote source: it is fetched, the rules reload, and the next
-// round asks nothing because the source is not due.
+// config has an optional remote source (New does not wait for it): it is
+// fetched, the rules reload, and the next round asks nothing because the
+// source is not due.
 func TestRefreshDue(t *testing.T) {
 	ls := newListServer(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "sluice.yaml")
-	conf := fmt.Sprintf("categories:\n  ads:\n    - url: %s/list.txt\n      refresh: 1h\nrules:\n  - block: category:ads\n", ls.URL)
+	conf := fmt.Sprintf("categories:\n  ads:\n    - url: %s/list.txt\n      refresh: 1h\n      optional: true\nrules:\n  - block: category:ads\n", ls.URL)
 	if err := os.WriteFile(cfgPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

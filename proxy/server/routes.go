@@ -30,7 +30,8 @@ func newRouter(cfg *rules.Config) (*dial.Router, error) {
 		if u.TLSCA != "" {
 			pem, err := os.ReadFile(u.TLSCA)
 			if err != nil {
-				return nil, fmt.Errorf("server: upstream %s: tls_ca: %w", name, err)
+				return nil, &rules.ParseError{File: configName(cfg), Line: u.TLSCALine,
+					Err: fmt.Errorf("upstream %q: tls_ca: %w", name, err)}
 			}
 			spec.TLSCA = pem
 		}

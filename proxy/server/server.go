@@ -66,6 +66,7 @@ type Server struct {
 	reloads   atomic.Int64
 	failures  atomic.Int64
 	lastError atomic.Pointer[string]
+	validate  bool // Validate's server: reads, never downloads or writes
 	own       atomic.Pointer[[]netip.AddrPort] // the listeners' addresses, once Run listens
 
 	conns    *conns          // every accepted connection, until it closes
@@ -144,12 +145,17 @@ func isLoopback(listen string) bool {
 	return err == nil && ip.IsLoopback()
 }
 
-// load reads the config the server was started with.
+// load reads the config the server was started with, and its lists: see
+// loadSources for the rules that keep a list problem from opening the filter.
 func (s *Server) load() (*rules.Set, error) {
 	if s.opts.Config == "" {
 		return rules.LoadSet(rules.Default())
 	}
-	return rules.Load(s.opts.Config)
+	cfg, err := rules.LoadConfig(s.opts.Config)
+	if err != nil {
+		return nil, err
+	}
+	return s.loadSources(cfg)
 }
 
 // build runs every step of a configuration's lifecycle and returns the
@@ -160,16 +166,6 @@ func (s *Server) build() (*state, error) {
 		return nil, err
 	}
 	cfg := set.Config
-	for _, c := range set.Categories {
-		for _, src := range c.Sources {
-			if src.Err != nil {
-				s.log.Warn("category source unavailable; the category lacks its entries", "category", c.Name, "err", src.Err)
-			}
-			for _, e := range src.Errors {
-				s.log.Warn("invalid list line skipped", "category", c.Name, "err", e)
-			}
-		}
-	}
 	eng, err := filter.Compile(set)
 	if err != nil {
 		return nil, err
@@ -189,13 +185,13 @@ func (s *Server) build() (*state, error) {
 			// Same file: re-read it in place, so that the verification cache
 			// and the failure limits survive the reload.
 			if err := old.users.Reload(); err != nil {
-				return nil, err
+				return nil, usersError(cfg, err)
 			}
 			st.users = old.users
 		} else {
 			st.users, err = auth.Load(cfg.Users)
 			if err != nil {
-				return nil, err
+				return nil, usersError(cfg, err)
 			}
 			st.users.Logger = s.log
 		}
@@ -326,9 +322,11 @@ func dialBudget(cfg *rules.Config) time.Duration {
 
 // Validate runs every step of loading the config at opts.Config (rules,
 // lists, engine, routes, users, access checks) without listening: what
-// `sluice config validate` reports is what `serve` would refuse.
+// `sluice config validate` reports is what `serve` would refuse. Unusable
+// sources are not an error here: the caller reads them from
+// Set.SourceErrors (remote sources are never downloaded by Validate).
 func Validate(opts Options) (*rules.Set, error) {
-	s := &Server{opts: opts, log: opts.Logger}
+	s := &Server{opts: opts, log: opts.Logger, validate: true}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -145,11 +145,14 @@ func TestReloadCannotOpenTheProxy(t *testing.T) {
 }
 
 // TestValidateChecksEverythingServeNeeds: a missing users file or tls_ca is
-// an error for Validate, as it is for serve.
+// an error for Validate, as it is for serve, naming the config file and the
+// line of the key that names the file.
 func TestValidateChecksEverythingServeNeeds(t *testing.T) {
 	for _, c := range []struct{ cfg, want string }{
-		{"users: nosuch.htpasswd\n", "nosuch.htpasswd"},
-		{"upstreams:\n  up: {chain: [\"https://127.0.0.1:8443\"], tls_ca: nosuch.pem}\n", "nosuch.pem"},
+		{"default: allow\nusers: nosuch.htpasswd\n", "sluice.yaml:2: users: "},
+		{"default: allow\nusers: nosuch.htpasswd\n", "nosuch.htpasswd"},
+		{"default: allow\nupstreams:\n  up:\n    chain: [\"https://127.0.0.1:8443\"]\n    tls_ca: nosuch.pem\n", "sluice.yaml:5: upstream \"up\": tls_ca: "},
+		{"default: allow\nupstreams:\n  up: {chain: [\"https://127.0.0.1:8443\"], tls_ca: nosuch.pem}\n", "nosuch.pem"},
 		{"rules:\n  - block: [ok.test]\n", ""},
 	} {
 		_, err := Validate(Options{Config: writeConfig(t, c.cfg, nil)})
@@ -168,7 +171,7 @@ func TestValidateChecksEverythingServeNeeds(t *testing.T) {
 // TestDialBudget: the HTTP front end's cap on one dial grows with the
 // longest route, so a configured dial timeout is never cut short.
 func TestDialBudget(t *testing.T) {
-	cfg := writeConfig(t, "timeouts: {dial: 30s}\nupstreams:\n  a: http://127.0.0.1:1\n  b: [\"http://127.0.0.1:2\", \"socks5://127.0.0.1:3\"]\n  pool: {failover: [a, b]}\n", nil)
+	cfg := writeConfig(t, "default: allow\ntimeouts: {dial: 30s}\nupstreams:\n  a: http://127.0.0.1:1\n  b: [\"http://127.0.0.1:2\", \"socks5://127.0.0.1:3\"]\n  pool: {failover: [a, b]}\n", nil)
 	set, err := Validate(Options{Config: cfg})
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +185,7 @@ func TestDialBudget(t *testing.T) {
 // TestReloadKeepsUsers: a reload with the same users file re-reads it in
 // place, so the verification cache and failure limits survive.
 func TestReloadKeepsUsers(t *testing.T) {
-	cfg := writeConfig(t, "users: users\n", map[string]string{"users": "# none yet\n"})
+	cfg := writeConfig(t, "default: allow\nusers: users\n", map[string]string{"users": "# none yet\n"})
 	s, err := New(Options{Config: cfg, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -9,9 +10,12 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// debounce is how long the watcher waits after the last change before it
-// reloads, so that an editor's write-rename-chmod sequence or a list being
-// rewritten in several steps causes one reload, not five.
+// debounce is how long a watched file must have been stable (no event, and
+// no modification time that recent) before the watcher reloads, so that an
+// editor's write-rename-chmod sequence or a list being rewritten in several
+// steps causes one reload, not five, and is not read half-way. A file read
+// between two steps of a slower rewrite is still safe: an empty config is
+// refused and an unusable list keeps its last good entries.
 const debounce = 300 * time.Millisecond
 
 // watch reloads the rules whenever the config, the users file or a local
@@ -85,10 +89,32 @@ func (s *Server) watch(ctx context.Context) error {
 			}
 			s.log.Warn("file watcher", "err", err)
 		case <-fire:
+			if wait := debounce - sinceLastWrite(watched); wait > 0 {
+				// A write whose event has not arrived (or was coalesced):
+				// the file is not stable yet.
+				timer.Reset(wait)
+				continue
+			}
 			fire = nil
 			if err := s.Reload(); err == nil {
 				rewatch()
 			}
 		}
 	}
+}
+
+// sinceLastWrite returns how long ago the most recently modified of files
+// was modified. A file that cannot be read, or whose time is in the future
+// (a clock set back), counts as stable, so that it never holds reloads off.
+func sinceLastWrite(files map[string]bool) time.Duration {
+	since := time.Duration(1<<63 - 1)
+	now := time.Now()
+	for f := range files {
+		if fi, err := os.Stat(f); err == nil && !fi.IsDir() {
+			if d := now.Sub(fi.ModTime()); d >= 0 {
+				since = min(since, d)
+			}
+		}
+	}
+	return since
 }
