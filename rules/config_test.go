@@ -213,10 +213,10 @@ func TestParseSniff(t *testing.T) {
 		mode    SniffMode
 		unnamed Action
 	}{
-		{"sniff: all\nsniff_unnamed: block\n", SniffAll, Block},
-		{"sniff: off\n", SniffOff, Allow},
-		{"sniff: ip\nsniff_unnamed: allow\n", SniffIP, Allow},
-		{"sniff_unnamed: block\n", SniffIP, Block},
+		{"default: allow\nsniff: all\nsniff_unnamed: block\n", SniffAll, Block},
+		{"default: allow\nsniff: off\n", SniffOff, Allow},
+		{"default: allow\nsniff: ip\nsniff_unnamed: allow\n", SniffIP, Allow},
+		{"default: allow\nsniff_unnamed: block\n", SniffIP, Block},
 	} {
 		cfg, err := Parse("sluice.yaml", []byte(tc.src))
 		if err != nil {
