@@ -171,7 +171,7 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 	origin, err := s.dial(guarded, o.Decision.Via, "tcp", addr)
 	if err != nil {
 		conn.Close()
-		x.err = err
+		x.err, x.dialErr = err, err
 		return
 	}
 	var originData []byte

@@ -132,6 +132,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 			if st != nil {
 				addr = st.target.addr()
 				st.x.err = pctx.Error
+				st.x.dialErr = pctx.Error
 				x = st.x
 			}
 			err := pctx.Error

@@ -22,6 +22,7 @@ import (
 	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/dial"
+	"github.com/sluiceproxy/sluice/proxy/observe"
 	"github.com/sluiceproxy/sluice/proxy/reqid"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 )
@@ -85,6 +86,10 @@ type Server struct {
 	// Logger gets one access line per request and per tunnel. If nil,
 	// nothing is logged.
 	Logger *slog.Logger
+	// Observe gets each request and tunnel once, when its access line is
+	// written (for metrics; see observe.go). It must not block. If nil,
+	// nothing is reported.
+	Observe func(observe.Access)
 	// Name is the proxy's name on the block page. Empty means "sluice".
 	Name string
 	// BlockPage configures the block page. The zero value is the built-in
@@ -173,6 +178,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			x.down = cw.n
 		}
 		x.log()
+		x.observe()
 		if p == http.ErrAbortHandler {
 			panic(p) // the server closes the connection mid-response
 		}
@@ -209,6 +215,7 @@ type exchange struct {
 	up, down int64
 	hijacked bool
 	err      error
+	dialErr  error // the dial (or round trip) that failed, for Observe
 }
 
 func (x *exchange) log() {

@@ -35,6 +35,7 @@ func requireAuth(w http.ResponseWriter) {
 
 // failDial answers a dial that failed or that the Guard refused.
 func (s *Server) failDial(w http.ResponseWriter, x *exchange, addr string, err error) {
+	x.dialErr = err
 	code, msg, block := dialAnswer(x, addr, err)
 	if block != "" {
 		w.Header().Set(HeaderBlock, block)

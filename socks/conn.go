@@ -36,6 +36,7 @@ type access struct {
 	udpBlock int64       // UDP datagrams dropped by the policy
 	udpDrop  int64       // UDP datagrams dropped for other reasons
 	err      error
+	dialErr  error  // the dial that failed, for Observe
 	pending  []byte // failure reply to send if the handler panics
 }
 
@@ -61,6 +62,7 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 		}
 		c.Close()
 		s.logAccess(ctx, c, a, start)
+		s.observe(a)
 	}()
 
 	c.SetDeadline(time.Now().Add(s.handshakeTimeout()))
@@ -217,6 +219,7 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 				return
 			}
 			s.stats.failed.Add(1)
+			a.dialErr = err
 			reply(replyFor(err), netip.AddrPort{})
 			return
 		}
@@ -236,6 +239,7 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 			return
 		}
 		s.stats.failed.Add(1)
+		a.dialErr = err
 		reply(replyFor(err), netip.AddrPort{})
 		return
 	}
@@ -303,6 +307,7 @@ func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req fi
 			return
 		}
 		s.stats.failed.Add(1)
+		a.dialErr = err
 		return
 	}
 	var originData []byte

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/dial"
+	"github.com/sluiceproxy/sluice/proxy/observe"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 )
 
@@ -72,6 +73,11 @@ type Server struct {
 	// authentication) is offered. If set, method 0x02 is required and
 	// SOCKS4/4a clients, which cannot send a password, are refused.
 	Auth Authenticator
+
+	// Observe gets each connection once, when its access line is written
+	// (for metrics; see observe.go). It must not block. If nil, nothing is
+	// reported.
+	Observe func(observe.Access)
 
 	// UDP allows UDP ASSOCIATE. Default false: the command is answered 0x07.
 	UDP bool

@@ -32,6 +32,8 @@ func TestImportDirection(t *testing.T) {
 		"../socks":       {mod + "/proxy", mod + "/proxy/server"},
 		// reqid hands out ids to both front ends: standard library only.
 		"../proxy/reqid": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial", mod + "/proxy/relay", mod + "/proxy/server"},
+		// observe is what front ends report for metrics: standard library only.
+		"../proxy/observe": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial", mod + "/proxy/relay", mod + "/proxy/server"},
 		// dialtest starts real upstreams for tests: standard library only.
 		"../proxy/dial/dialtest": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial", mod + "/proxy/relay"},
 	}

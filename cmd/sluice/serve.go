@@ -38,6 +38,7 @@ second SIGINT or SIGTERM during that time kills it at once.`,
 			}
 			log := newLogger(level)
 			opts.Logger = log
+			opts.Version = version
 			srv, err := server.New(opts)
 			if err != nil {
 				return &exitError{code: 2, err: err}

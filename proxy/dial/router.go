@@ -60,6 +60,10 @@ type Config struct {
 	HopTimeout time.Duration
 	// Backoff is how long a hop that failed is marked down. Zero means 30s.
 	Backoff time.Duration
+	// OnFailover, if set, is called with a failover route's name for each
+	// dial on it that did not go to its first member: that member was
+	// down, or failed and the next one was tried. It must not block.
+	OnFailover func(route string)
 }
 
 // Router holds every named route and is the one dialer every front end
@@ -72,6 +76,7 @@ type Router struct {
 	backoff time.Duration
 	routes  map[string]*route
 	direct0 *route // holds direct's Transport
+	onFail  func(route string)
 
 	mu   sync.Mutex
 	down map[string]time.Time // hop key -> down until
@@ -105,6 +110,7 @@ func NewRouter(cfg Config) (*Router, error) {
 		down:    map[string]time.Time{},
 		now:     time.Now,
 		direct0: &route{name: RouteDirect},
+		onFail:  cfg.OnFailover,
 	}
 	if r.direct == nil {
 		r.direct = &Direct{}
@@ -279,7 +285,12 @@ func (r *Router) dial(ctx context.Context, rt *route, network, addr string) (net
 		healthy = members
 	}
 	var last error
-	for _, m := range healthy {
+	failedOver := false
+	for i, m := range healthy {
+		if r.onFail != nil && !failedOver && (i > 0 || m != members[0]) {
+			failedOver = true // once per dial: the first member is skipped or failed
+			r.onFail(rt.name)
+		}
 		c, err := r.dial(ctx, m, network, addr)
 		if err == nil {
 			return c, nil

@@ -17,6 +17,8 @@ import (
 // adminServer is the admin listener (`admin: 127.0.0.1:9090`): operators'
 // endpoints on an address of their own, never on a proxy port.
 //
+//	/              the status page (status.go)
+//	/metrics       Prometheus metrics (metrics.go)
 //	/healthz       200 "ok" while the process serves
 //	/readyz        200 once the rules are loaded and the proxy listeners
 //	               are open; 503 before that and once shutdown has begun
@@ -35,9 +37,9 @@ type adminServer struct {
 	self    func(peer, local netip.AddrPort) (bool, error) // fromSelf
 	ln      net.Listener
 	hs      *http.Server
-	mux     *http.ServeMux // more endpoints (metrics, status page) go here
-	ready   atomic.Bool    // the proxy listeners are open and serving
-	stopped chan struct{}  // closed when Serve has returned
+	mux     *http.ServeMux
+	ready   atomic.Bool   // the proxy listeners are open and serving
+	stopped chan struct{} // closed when Serve has returned
 }
 
 // startAdmin opens the admin listener of cfg and serves it. It returns nil
@@ -59,6 +61,10 @@ func (s *Server) openAdmin(cfg rules.Admin, self func(peer, local netip.AddrPort
 	a := &adminServer{s: s, cfg: cfg, self: self, ln: ln, mux: http.NewServeMux(), stopped: make(chan struct{})}
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
+	if s.m != nil {
+		a.mux.Handle("GET /metrics", s.m.handler())
+		a.mux.HandleFunc("GET /{$}", a.status)
+	}
 	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
 	a.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -20,10 +20,12 @@ type conn struct {
 	client  netip.Addr
 	counted bool                       // counted against the limits
 	refused bool                       // beyond a limit: answered 503 or 0x01
+	limit   string                     // the limit it is beyond: "max_conns", "per_client"
 	prefix  []byte                     // peeked bytes still to be read
 	http    atomic.Int32               // the http.ConnState while the HTTP server has it
 	life    atomic.Pointer[time.Timer] // timeouts.lifetime; nil when unlimited
 	closed  atomic.Bool
+	onClose atomic.Pointer[func()] // counts its end in the metrics; see track
 	once    sync.Once
 }
 
@@ -56,9 +58,21 @@ func (c *conn) Close() error {
 		if t := c.life.Load(); t != nil {
 			t.Stop()
 		}
+		if f := c.onClose.Swap(nil); f != nil {
+			(*f)()
+		}
 		c.t.remove(c)
 	})
 	return err
+}
+
+// track runs done exactly once when c closes (at once if it already has),
+// whichever goroutine closes it.
+func (c *conn) track(done func()) {
+	c.onClose.Store(&done)
+	if c.closed.Load() && c.onClose.CompareAndSwap(&done, nil) {
+		done()
+	}
 }
 
 // closeAfter closes c after d, whatever it is doing (timeouts.lifetime).
@@ -120,7 +134,7 @@ func (t *conns) add(c net.Conn, client netip.Addr, maxConns, perClient int) *con
 		t.perClient[client]++
 		return tc
 	}
-	tc.refused = true
+	tc.refused, tc.limit = true, limit
 	t.logRefusal(client, limit, maxConns, perClient)
 	return tc
 }

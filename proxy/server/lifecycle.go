@@ -226,11 +226,15 @@ func (s *Server) handle(nc net.Conn) {
 	client := remoteAddr(nc)
 	if !allowedClient(st.clients, client) {
 		s.log.Warn("client not in `clients`; connection closed", "client", nc.RemoteAddr().String())
+		s.m.reject("clients")
 		nc.Close()
 		return
 	}
 	lim := st.cfg.Limits
 	c := s.conns.add(nc, client, orDefaultInt(lim.MaxConns, rules.DefaultMaxConns), orDefaultInt(lim.PerClient, rules.DefaultPerClient))
+	if c.refused {
+		s.m.reject(c.limit)
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("panic serving connection", "client", nc.RemoteAddr().String(), "panic", fmt.Sprint(p))
@@ -249,6 +253,7 @@ func (s *Server) handle(nc net.Conn) {
 	}
 	c.SetReadDeadline(time.Time{})
 	c.prefix = b[:]
+	s.count(c, b[0])
 	switch b[0] {
 	case 0x05, 0x04:
 		if c.refused {

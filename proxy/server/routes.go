@@ -11,8 +11,12 @@ import (
 
 // newRouter builds the shared dialer from the config's upstreams. A route
 // that cannot be built is an error: Sluice never falls back to direct.
-func newRouter(cfg *rules.Config) (*dial.Router, error) {
+func newRouter(cfg *rules.Config) (*dial.Router, error) { return newCountedRouter(cfg, nil) }
+
+// newCountedRouter is newRouter with a hook that counts failovers (nil: none).
+func newCountedRouter(cfg *rules.Config, onFailover func(route string)) (*dial.Router, error) {
 	dc := dial.Config{
+		OnFailover: onFailover,
 		Routes:     map[string]dial.RouteSpec{},
 		Default:    cfg.Upstream,
 		Direct:     &dial.Direct{Timeout: cfg.Timeouts.Dial, Hosts: cfg.Hosts},

@@ -34,6 +34,7 @@ import (
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/proxy/auth"
 	"github.com/sluiceproxy/sluice/proxy/dial"
+	"github.com/sluiceproxy/sluice/proxy/observe"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 	"github.com/sluiceproxy/sluice/rules"
 	"github.com/sluiceproxy/sluice/socks"
@@ -54,6 +55,9 @@ type Options struct {
 	// NoSignals keeps Run from reloading on SIGHUP, for a process that
 	// runs several servers (tests). Default false: SIGHUP reloads.
 	NoSignals bool
+	// Version is shown on the admin status page and in sluice_build_info.
+	// Empty means "dev".
+	Version string
 }
 
 // Server runs Sluice. Create it with New, then call Run.
@@ -66,8 +70,9 @@ type Server struct {
 	reloads   atomic.Int64
 	failures  atomic.Int64
 	lastError atomic.Pointer[string]
-	validate  bool // Validate's server: reads, never downloads or writes
+	validate  bool                             // Validate's server: reads, never downloads or writes
 	own       atomic.Pointer[[]netip.AddrPort] // the listeners' addresses, once Run listens
+	m         *metrics                         // /metrics and the status page; nil in Validate
 
 	conns    *conns          // every accepted connection, until it closes
 	handlers inflight        // HTTP handlers running
@@ -97,6 +102,9 @@ type state struct {
 	clients []netip.Prefix
 	watch   []string // files whose change triggers a reload
 	loaded  time.Time
+	// problems lists the sources that could not be read or had invalid
+	// lines, for the status page.
+	problems []sourceProblem
 }
 
 // New loads and compiles the configuration. It fails, naming file and line,
@@ -107,6 +115,7 @@ func New(opts Options) (*Server, error) {
 		s.log = slog.Default()
 	}
 	s.conns = newConns(s.log)
+	s.m = newMetrics(s, time.Now)
 	s.base, s.stop = context.WithCancel(context.Background())
 	st, err := s.first()
 	if err != nil {
@@ -175,11 +184,12 @@ func (s *Server) build() (*state, error) {
 			return nil, fmt.Errorf("server: block_page: template %s: %w", bp.TemplateFile, err)
 		}
 	}
-	router, err := newRouter(cfg)
+	router, err := newCountedRouter(cfg, s.m.failover)
 	if err != nil {
 		return nil, err
 	}
 	st := &state{cfg: cfg, set: set, engine: eng, router: router, clients: cfg.Clients, loaded: time.Now()}
+	st.problems = sourceProblems(set)
 	if cfg.Users != "" {
 		if old := s.state.Load(); old != nil && old.users != nil && old.cfg.Users == cfg.Users {
 			// Same file: re-read it in place, so that the verification cache
@@ -233,9 +243,10 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Sniff:            sniff,
 	}
 	if st.users != nil {
-		h.Auth = st.users
-		so.Auth = st.users
+		h.Auth = s.m.authenticator(st.users, observe.HTTP)
+		so.Auth = s.m.authenticator(st.users, observe.SOCKS5)
 	}
+	h.Observe, so.Observe = s.m.observe, s.m.observe
 	return h, so
 }
 
@@ -253,10 +264,11 @@ func anonymizer(cfg *rules.Config) func(route string) bool {
 
 // Reload rebuilds the state from the config and its files and swaps it in.
 // On any error the running state keeps serving and the error is returned.
-func (s *Server) Reload() error {
+func (s *Server) Reload() (err error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	start := time.Now()
+	defer func() { s.m.reloaded(start, err) }()
 	st, err := s.build()
 	if err != nil {
 		s.failures.Add(1)

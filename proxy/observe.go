@@ -1,0 +1,29 @@
+package proxy
+
+import (
+	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/observe"
+)
+
+// observe reports x to the Observe hook, with the final verdict: a
+// request the Guard refused at dial time counts as blocked, not as a
+// failed dial.
+func (x *exchange) observe() {
+	if x.s.Observe == nil {
+		return
+	}
+	a := observe.Access{Frontend: observe.HTTP, Verdict: observe.None, Up: x.up, Down: x.down}
+	if x.decided {
+		d := x.d
+		if rd := x.refused.Load(); rd != nil {
+			d = *rd
+		} else {
+			a.DialErr = x.dialErr
+		}
+		a.Verdict, a.Category, a.Host = observe.Allow, d.Category, x.req.Host
+		if d.Verdict != filter.Allow {
+			a.Verdict = observe.Block
+		}
+	}
+	x.s.Observe(a)
+}
