@@ -1,15 +1,28 @@
-# Sluice: build, run, test, benchmark.
+# Sluice: build, run, test, benchmark, install.
 GO      ?= go
 BIN     := bin/sluice
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
+# `make install` puts files under $(DESTDIR)$(PREFIX); packagers set DESTDIR.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+# The man pages' date: the last commit's, so that two builds are the same.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+export SOURCE_DATE_EPOCH
+
 # Programs the tests drive for real; `make test` installs the missing ones.
 TEST_TOOLS := curl:curl nc:netcat-openbsd squid:squid danted:dante-server \
               microsocks:microsocks htpasswd:apache2-utils \
-              chromium:chromium
+              chromium:chromium systemd-analyze:systemd man:man-db goaccess:goaccess
 
-.PHONY: all build run test deps-test vet unit bench fuzz clean
+.PHONY: all build run test deps-test vet unit bench fuzz clean install uninstall
 
 all: build
 
@@ -41,6 +54,31 @@ test: deps-test vet
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./filter/ ./rules/ ./proxy/relay/
 	$(GO) test -run '^TestLoad' -count=1 -v -tags bench ./test/
+
+# The binary, a man page per command, the systemd unit (pointing at
+# $(BINDIR)), the sysusers.d entry of its `sluice` user, and the bash, zsh
+# and fish completions.
+install: build
+	rm -rf $(BIN).d && mkdir -p $(BIN).d
+	$(abspath $(BIN)) man $(BIN).d/man >/dev/null
+	sed 's|/usr/local/bin/sluice|$(BINDIR)/sluice|g' contrib/sluice.service >$(BIN).d/sluice.service
+	$(abspath $(BIN)) completion bash >$(BIN).d/sluice.bash
+	$(abspath $(BIN)) completion zsh >$(BIN).d/_sluice
+	$(abspath $(BIN)) completion fish >$(BIN).d/sluice.fish
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	  $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/sluice
+	install -m 0644 $(BIN).d/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(BIN).d/sluice.service $(DESTDIR)$(UNITDIR)/sluice.service
+	install -m 0644 contrib/sluice.sysusers $(DESTDIR)$(SYSUSERSDIR)/sluice.conf
+	install -m 0644 $(BIN).d/sluice.bash $(DESTDIR)$(BASHCOMPDIR)/sluice
+	install -m 0644 $(BIN).d/_sluice $(DESTDIR)$(ZSHCOMPDIR)/_sluice
+	install -m 0644 $(BIN).d/sluice.fish $(DESTDIR)$(FISHCOMPDIR)/sluice.fish
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/sluice $(DESTDIR)$(MANDIR)/man1/sluice.1 $(DESTDIR)$(MANDIR)/man1/sluice-*.1 \
+	  $(DESTDIR)$(UNITDIR)/sluice.service $(DESTDIR)$(SYSUSERSDIR)/sluice.conf $(DESTDIR)$(BASHCOMPDIR)/sluice \
+	  $(DESTDIR)$(ZSHCOMPDIR)/_sluice $(DESTDIR)$(FISHCOMPDIR)/sluice.fish
 
 clean:
 	rm -rf bin

@@ -49,7 +49,7 @@ func getBlocked(t *testing.T, edit func(*Server)) (*http.Response, string, map[s
 // the access line, and nothing of the rule's patterns, subnets or line.
 func TestBlockPageDefault(t *testing.T) {
 	resp, body, line := getBlocked(t, func(s *Server) { s.BlockPage.Contact = "helpdesk@school.example" })
-	id, _ := line["id"].(string)
+	id, _ := line["request_id"].(string)
 	if id == "" || line["rule"] != `rule 4 "<i>Réseaux</i> & \"co\"" (sluice.yaml:31)` {
 		t.Fatalf("access line: %v", line)
 	}
@@ -103,7 +103,7 @@ func TestBlockPageTemplate(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, body, line := getBlocked(t, func(s *Server) { s.BlockPage = BlockPage{Template: tp, Contact: "desk"} })
-	want := `<p class=custom>named.test|social|&lt;i&gt;Réseaux&lt;/i&gt; &amp; &#34;co&#34;|` + line["id"].(string) + `|127.0.0.1|desk||||8080</p>`
+	want := `<p class=custom>named.test|social|&lt;i&gt;Réseaux&lt;/i&gt; &amp; &#34;co&#34;|` + line["request_id"].(string) + `|127.0.0.1|desk||||8080</p>`
 	if body != want {
 		t.Errorf("template page:\n got %s\nwant %s", body, want)
 	}
@@ -149,7 +149,7 @@ func TestBlockedConnectText(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	var line map[string]any
 	json.Unmarshal([]byte(strings.TrimSpace(f.log.String())), &line)
-	want := "sluice: named.test:443 is blocked by <i>R%C3%A9seaux</i> & \"co\" (request id " + line["id"].(string) + ")\n"
+	want := "sluice: named.test:443 is blocked by <i>R%C3%A9seaux</i> & \"co\" (request id " + line["request_id"].(string) + ")\n"
 	if resp.StatusCode != 403 || string(body) != want {
 		t.Errorf("CONNECT: %d %q, want %q", resp.StatusCode, body, want)
 	}

@@ -217,6 +217,7 @@ func (s *Server) transport(route string) http.RoundTripper {
 // WebSocket upgrade directly.
 func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 	x.target = r.URL.Host
+	x.scheme, x.path = strings.ToLower(r.URL.Scheme), r.URL.EscapedPath()
 	if !s.authenticate(x, w, r) {
 		return
 	}

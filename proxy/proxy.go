@@ -21,6 +21,7 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/accesslog"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/observe"
 	"github.com/sluiceproxy/sluice/proxy/reqid"
@@ -83,13 +84,21 @@ type Server struct {
 	// X-Forwarded-For, Forwarded, X-Real-IP, From and Proxy-* headers. If
 	// nil, no route is anonymized. Sluice never adds such headers itself.
 	Anonymize func(route string) bool
-	// Logger gets one access line per request and per tunnel. If nil,
-	// nothing is logged.
+	// Access gets the access record of every request and tunnel. If nil,
+	// the records go to Logger as JSON "access" lines.
+	Access func(*accesslog.Record)
+	// Logger gets the access lines when Access is nil, and the front end's
+	// own errors. If nil, nothing is logged.
 	Logger *slog.Logger
 	// Observe gets each request and tunnel once, when its access line is
 	// written (for metrics; see observe.go). It must not block. If nil,
 	// nothing is reported.
 	Observe func(observe.Access)
+	// Local serves origin-form requests to the proxy itself (GET
+	// /proxy.pac, ...) when it is not nil: it is asked first, and the 400
+	// "not a proxy request" is the answer only when it returns false.
+	// Their access line has the verdict "none" and the reason "local".
+	Local func(w http.ResponseWriter, r *http.Request) bool
 	// Name is the proxy's name on the block page. Empty means "sluice".
 	Name string
 	// BlockPage configures the block page. The zero value is the built-in
@@ -177,6 +186,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if x.down == 0 {
 			x.down = cw.n
 		}
+		x.ctype = cw.ctype
 		x.log()
 		x.observe()
 		if p == http.ErrAbortHandler {
@@ -188,6 +198,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveConnect(x, cw, r)
 	case r.URL.IsAbs():
 		s.servePlain(x, cw, r)
+	case s.Local != nil && s.Local(cw, r):
+		x.reason, x.target, x.scheme, x.path = "local", r.Host, "http", r.URL.EscapedPath()
 	default:
 		x.reason = "not a proxy request"
 		textError(cw, http.StatusBadRequest, "sluice: this is a proxy; send absolute-URI or CONNECT requests")
@@ -210,6 +222,10 @@ type exchange struct {
 	d        filter.Decision
 	sniffed  []slog.Attr                     // what sniffing found, for the log
 	refused  atomic.Pointer[filter.Decision] // set when Guard refused an address
+	peer     atomic.Pointer[netip.Addr]      // the last address Guard let a direct dial connect to
+	scheme   string                          // a plain request's URL scheme
+	path     string                          // a plain request's URL path
+	ctype    string                          // the response's Content-Type
 	reason   string                          // when refused before a decision
 	status   int
 	up, down int64
@@ -218,45 +234,39 @@ type exchange struct {
 	dialErr  error // the dial (or round trip) that failed, for Observe
 }
 
-func (x *exchange) log() {
-	l := x.s.Logger
-	if l == nil {
-		return
+// record returns x's access record.
+func (x *exchange) record() *accesslog.Record {
+	r := &accesslog.Record{
+		ID: x.id, Start: x.start, Duration: time.Since(x.start),
+		Client: x.remote, Proto: "http", Method: x.method, Target: x.target,
+		Scheme: x.scheme, Path: x.path, User: x.user, Reason: x.reason,
+		Status: x.status, Reply: -1, Up: x.up, Down: x.down,
+		ContentType: x.ctype, Err: x.err,
 	}
-	attrs := []slog.Attr{
-		slog.String("id", x.id),
-		slog.String("client", x.remote),
-		slog.String("proto", "http"),
-		slog.String("method", x.method),
-		slog.String("target", x.target),
-	}
-	if x.user != "" {
-		attrs = append(attrs, slog.String("user", x.user))
+	if p := x.peer.Load(); p != nil {
+		r.Peer = *p
 	}
 	if x.decided {
 		d := x.d
 		if rd := x.refused.Load(); rd != nil {
 			d = *rd
 		}
-		attrs = append(attrs,
-			slog.String("verdict", d.Verdict.String()),
-			slog.String("reason", d.Reason),
-			slog.String("rule", d.Rule.String()),
-			slog.String("category", d.Category),
-			slog.String("route", d.Route()))
-		attrs = append(attrs, x.sniffed...)
-	} else {
-		attrs = append(attrs, slog.String("verdict", "none"), slog.String("reason", x.reason))
+		r.Decided = true
+		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
+		r.Category, r.Route = d.Category, d.Route()
+		r.Sniffed = x.sniffed
 	}
-	attrs = append(attrs,
-		slog.Int("status", x.status),
-		slog.Int64("up", x.up),
-		slog.Int64("down", x.down),
-		slog.Duration("dur", time.Since(x.start)))
-	if x.err != nil {
-		attrs = append(attrs, slog.String("err", x.err.Error()))
+	return r
+}
+
+// log writes x's access line through Access, or as JSON to Logger.
+func (x *exchange) log() {
+	switch {
+	case x.s.Access != nil:
+		x.s.Access(x.record())
+	case x.s.Logger != nil:
+		accesslog.LogJSON(x.s.Logger, x.record())
 	}
-	l.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
 }
 
 // decide asks the policy about host:port. A nil Policy blocks.
@@ -285,6 +295,9 @@ func (s *Server) guarded(ctx context.Context, x *exchange) context.Context {
 		rd, err := s.Guard(req, d, ap)
 		if err != nil {
 			x.refused.CompareAndSwap(nil, &rd)
+		} else {
+			a := ap.Addr().Unmap()
+			x.peer.Store(&a)
 		}
 		return err
 	})
@@ -393,13 +406,15 @@ type countingWriter struct {
 	n           int64
 	status      int
 	wroteHeader bool
-	flushEach   bool  // flush after every write: relay bytes as they come
-	err         error // the first write or flush error: the client is gone
+	ctype       string // the Content-Type answered
+	flushEach   bool   // flush after every write: relay bytes as they come
+	err         error  // the first write or flush error: the client is gone
 }
 
 func (w *countingWriter) WriteHeader(code int) {
 	if !w.wroteHeader && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.status, w.wroteHeader = code, true
+		w.ctype = w.Header().Get("Content-Type")
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -407,6 +422,7 @@ func (w *countingWriter) WriteHeader(code int) {
 func (w *countingWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.status, w.wroteHeader = http.StatusOK, true
+		w.ctype = w.Header().Get("Content-Type")
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.n += int64(n)

@@ -672,7 +672,7 @@ func TestAccessLog(t *testing.T) {
 	if _, ok := a["client"]; !ok {
 		t.Error("no client in the log line")
 	}
-	if ida, idb := a["id"], b["id"]; ida == nil || idb == nil || ida == "" || ida == idb {
+	if ida, idb := a["request_id"], b["request_id"]; ida == nil || idb == nil || ida == "" || ida == idb {
 		t.Errorf("request ids %v and %v: want two different ids", ida, idb)
 	}
 	if _, ok := a["dur"]; !ok {

@@ -379,6 +379,12 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			err = p.parseLimits(v)
 		case "shutdown_grace":
 			c.ShutdownGrace, err = p.duration(v, ctx)
+		case "access_log":
+			err = p.parseAccessLog(v, ctx)
+		case "log_format":
+			err = p.parseLogFormat(v, ctx)
+		case "pac":
+			err = p.parsePAC(v)
 		case "pid_file":
 			var s string
 			if s, err = p.str(v, ctx); err == nil {

@@ -120,6 +120,18 @@ type Config struct {
 
 	// BlockPage configures what a blocked client is shown.
 	BlockPage BlockPage `yaml:"-"`
+
+	// AccessLog is where access lines go: "stderr" (or empty: the default, with the
+	// server's own messages) or a file path (created 0640, appended to,
+	// reopened on SIGUSR1). The server's messages stay on stderr.
+	AccessLog string `yaml:"-"`
+
+	// LogFormat is the access lines' format: "json" (or empty: the default) or
+	// "squid" (Squid's native access.log format).
+	LogFormat string `yaml:"-"`
+
+	// PAC configures the proxy auto-config file (/proxy.pac, /wpad.dat).
+	PAC PAC `yaml:"-"`
 }
 
 // BlockPage configures the page a blocked plain HTTP request gets (and the

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/accesslog"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/relay"
 	"github.com/sluiceproxy/sluice/proxy/reqid"
@@ -35,6 +36,8 @@ type access struct {
 	up, down int64       // bytes client→origin and origin→client
 	udpBlock int64       // UDP datagrams dropped by the policy
 	udpDrop  int64       // UDP datagrams dropped for other reasons
+	granted  bool        // the request was granted (reply "succeeded")
+	peer     netip.Addr  // the origin's address, for a direct connection
 	err      error
 	dialErr  error  // the dial that failed, for Observe
 	pending  []byte // failure reply to send if the handler panics
@@ -61,7 +64,7 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 			}
 		}
 		c.Close()
-		s.logAccess(ctx, c, a, start)
+		s.logAccess(c, a, start)
 		s.observe(a)
 	}()
 
@@ -244,6 +247,10 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		return
 	}
 	c.SetDeadline(time.Time{})
+	a.granted = true
+	if d.Route() == "direct" {
+		a.peer = addrPort(origin.RemoteAddr()).Addr().Unmap()
+	}
 	reply(repSucceeded, addrPort(origin.LocalAddr()))
 	a.pending = nil
 	st, err := relay.Splice(ctx, c, origin, s.idleTimeout())
@@ -340,45 +347,29 @@ func cmdName(cmd byte) string {
 }
 
 // logAccess writes the one access line of a connection. It never logs a password.
-func (s *Server) logAccess(ctx context.Context, c net.Conn, a *access, start time.Time) {
-	log := s.logger()
-	if !log.Enabled(ctx, slog.LevelInfo) {
+func (s *Server) logAccess(c net.Conn, a *access, start time.Time) {
+	if s.Access == nil && s.Logger == nil {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 20)
-	attrs = append(attrs,
-		slog.String("id", a.id),
-		slog.String("client", c.RemoteAddr().String()),
-		slog.String("proto", a.proto),
-		slog.String("cmd", a.cmd),
-		slog.String("user", a.user),
-		slog.String("target", a.target),
-	)
+	r := &accesslog.Record{
+		ID: a.id, Start: start, Duration: time.Since(start),
+		Client: c.RemoteAddr().String(), Proto: a.proto, Cmd: a.cmd,
+		Target: a.target, User: a.user, Reply: a.reply, Granted: a.granted,
+		Up: a.up, Down: a.down, UDPBlocked: a.udpBlock, UDPDropped: a.udpDrop,
+		Peer: a.peer, Err: a.err,
+	}
+	if errors.Is(a.err, ErrAuth) {
+		r.Status = 407
+	}
 	if d := a.decision; d != nil {
-		attrs = append(attrs,
-			slog.String("verdict", d.Verdict.String()),
-			slog.String("reason", d.Reason),
-			slog.String("rule", d.Rule.String()),
-			slog.String("category", d.Category),
-			slog.String("route", d.Route()),
-		)
-		attrs = append(attrs, a.sniffed...)
-	} else {
-		attrs = append(attrs, slog.String("verdict", "none"))
+		r.Decided = true
+		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
+		r.Category, r.Route = d.Category, d.Route()
+		r.Sniffed = a.sniffed
 	}
-	if a.reply >= 0 {
-		attrs = append(attrs, slog.String("reply", fmt.Sprintf("0x%02x", a.reply)))
+	if s.Access != nil {
+		s.Access(r)
+		return
 	}
-	attrs = append(attrs,
-		slog.Int64("up", a.up),
-		slog.Int64("down", a.down),
-		slog.Duration("dur", time.Since(start)),
-	)
-	if a.cmd == "udp" {
-		attrs = append(attrs, slog.Int64("udp_blocked", a.udpBlock), slog.Int64("udp_dropped", a.udpDrop))
-	}
-	if a.err != nil {
-		attrs = append(attrs, slog.String("err", a.err.Error()))
-	}
-	log.LogAttrs(ctx, slog.LevelInfo, "access", attrs...)
+	accesslog.LogJSON(s.Logger, r)
 }

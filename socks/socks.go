@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/accesslog"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/observe"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
@@ -86,7 +87,11 @@ type Server struct {
 	// once. Zero means 8.
 	MaxUDPPerClient int
 
-	// Logger gets one "access" line per connection. If nil, nothing is logged.
+	// Access gets the access record of every connection. If nil, the
+	// records go to Logger as JSON "access" lines.
+	Access func(*accesslog.Record)
+	// Logger gets the access lines when Access is nil, and the front
+	// end's own errors. If nil, nothing is logged.
 	Logger *slog.Logger
 
 	// HandshakeTimeout bounds the time from accept to a complete request.

@@ -61,6 +61,7 @@ func (s *Server) associate(ctx context.Context, c net.Conn, req request, a *acce
 	s.stats.udpAssoc.Add(1)
 	a.target = addrPort(pc.LocalAddr()).String()
 	c.SetDeadline(time.Time{})
+	a.granted = true
 	if err := s.reply5(c, a, repSucceeded, addrPort(pc.LocalAddr())); err != nil {
 		a.err = err
 		return

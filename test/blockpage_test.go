@@ -91,7 +91,7 @@ func TestBlockPageSaysWhy(t *testing.T) {
 		t.Fatalf("want 403, exit %d:\n%s", code, out)
 	}
 	line := accessLine(t, p, "social.test:"+o.port)
-	id, _ := line["id"].(string)
+	id, _ := line["request_id"].(string)
 	if id == "" || line["verdict"] != "block" || !strings.Contains(line["rule"].(string), `"Social media" (sluice.yaml:9)`) {
 		t.Fatalf("access line: %v", line)
 	}
@@ -127,7 +127,7 @@ func TestBlockPageSaysWhy(t *testing.T) {
 	}
 	body := make([]byte, 512)
 	n, _ := resp.Body.Read(body)
-	cid, _ := accessLine(t, p, "social.test:443")["id"].(string)
+	cid, _ := accessLine(t, p, "social.test:443")["request_id"].(string)
 	if want := "sluice: social.test:443 is blocked by Social media (request id " + cid + ")\n"; resp.StatusCode != 403 || string(body[:n]) != want {
 		t.Errorf("CONNECT: %d %q, want %q", resp.StatusCode, body[:n], want)
 	}
@@ -153,7 +153,7 @@ func TestBlockPageTemplateAndShowRule(t *testing.T) {
 	cfg = strings.Replace(cfg, "block_page:\n", "block_page:\n  template: page.html\n", 1)
 	p := startSluice(t, cfg, map[string]string{"lists/social.txt": "social.test\n", "page.html": page})
 	out, _ := curl(t, "-i", "-x", "http://"+p.addr, "http://social.test:"+o.port+"/")
-	id, _ := accessLine(t, p, "social.test:"+o.port)["id"].(string)
+	id, _ := accessLine(t, p, "social.test:"+o.port)["request_id"].(string)
 	want := "<p id=custom>social.test:" + o.port + " | social | Social media | blocked by rule | 127.0.0.1 |  | " + id + " | helpdesk@school.example | "
 	if !strings.HasPrefix(out, "HTTP/1.1 403") || !strings.Contains(out, want) || strings.Contains(out, "<pre>") {
 		t.Errorf("template page lacks %q (or shows the rule):\n%s", want, out)

@@ -85,7 +85,7 @@ upstream: trap
 		}
 	}
 	// The SOCKS access line has an id too, and names the list.
-	p.waitLog(t, `"msg":"access","id":"[^"]+".*"proto":"socks5".*"target":"8.8.8.8:853".*"category":"builtin:doh"`)
+	p.waitLog(t, `"msg":"access","request_id":"[^"]+".*"proto":"socks5".*"target":"8.8.8.8:853".*"category":"builtin:doh"`)
 	if n := trap.accepts.Load() + origin.accepts.Load(); n != 0 {
 		t.Fatalf("blocked DoH requests were dialed %d times", n)
 	}

@@ -91,18 +91,6 @@ func accessBytes(t *testing.T, p *proc) map[string][2]float64 {
 	return out
 }
 
-// closedPort returns a loopback port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	return port
-}
-
 const metricsConfig = `
 admin: 127.0.0.1:0
 default: allow
@@ -129,7 +117,7 @@ rules:
 func TestMetrics(t *testing.T) {
 	origin := newOrigin(t, false)
 	users := htpasswdFile(t, "alice", "wonderland")
-	p := startSluice(t, fmt.Sprintf(metricsConfig, users, closedPort(t)), map[string]string{"lists/games.txt": "games.test\n"})
+	p := startSluice(t, fmt.Sprintf(metricsConfig, users, atoi(closedPort(t))), map[string]string{"lists/games.txt": "games.test\n"})
 	admin := p.adminAddr(t)
 	proxy := "http://alice:wonderland@" + p.addr
 	web := func(host string) string { return "http://" + host + ":" + origin.port + "/" }
@@ -160,7 +148,7 @@ func TestMetrics(t *testing.T) {
 	if out, code := curl(t, "-p", "-x", proxy, web("allowed.test")); code != 0 || !strings.Contains(out, "hello from origin") {
 		t.Errorf("CONNECT: exit %d %q", code, out)
 	}
-	if out, _ := curl(t, "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy, "http://127.0.0.1:"+strconv.Itoa(closedPort(t))+"/"); out != "502" {
+	if out, _ := curl(t, "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy, "http://127.0.0.1:"+closedPort(t)+"/"); out != "502" {
 		t.Errorf("failed dial: %q, want 502", out)
 	}
 	if out, code := curl(t, "-x", proxy, web("pool.test")); code != 0 || !strings.Contains(out, "host=pool.test") {

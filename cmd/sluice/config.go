@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluiceproxy/sluice/proxy/auth"
 	"github.com/sluiceproxy/sluice/proxy/server"
 	"github.com/sluiceproxy/sluice/rules"
 )
@@ -65,6 +66,16 @@ reload keeps the running rules).`,
 					for _, e := range src.Errors {
 						fmt.Fprintf(w, "warning: category %s: %v\n", c.Name, e)
 					}
+				}
+			}
+			if users := set.Config.Users; users != "" {
+				// serve logs these at every load; the users of other lines work.
+				_, warnings, err := auth.ReadUsers(users)
+				if err != nil {
+					return &exitError{code: 2, err: err}
+				}
+				for _, e := range warnings {
+					fmt.Fprintf(w, "warning: users: %v\n", e)
 				}
 			}
 			for _, e := range failed {

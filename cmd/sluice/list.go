@@ -182,8 +182,9 @@ func printSource(w io.Writer, cfg *rules.Config, st rules.SourceStats, now time.
 func listShowCmd(cfgPath *string) *cobra.Command {
 	var grep string
 	cmd := &cobra.Command{
-		Use:   "show CATEGORY [--grep TEXT]",
-		Short: "Print the entries of a category, one a line (exceptions marked)",
+		Use:               "show CATEGORY [--grep TEXT]",
+		ValidArgsFunction: completeCategories(cfgPath),
+		Short:             "Print the entries of a category, one a line (exceptions marked)",
 		Long: `Print the entries of a category, one a line, as loaded (normalized, from
 every source). Exceptions are printed as "@@DOMAIN". With --grep, only the
 entries that contain TEXT, and exit status 1 when none does.`,
@@ -295,8 +296,9 @@ func normalizeArgs(args []string) ([]string, error) {
 
 func listAddCmd(cfgPath *string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "add CATEGORY DOMAIN...",
-		Short: "Add domains to a category's local list file (created when new)",
+		Use:               "add CATEGORY DOMAIN...",
+		ValidArgsFunction: completeCategories(cfgPath),
+		Short:             "Add domains to a category's local list file (created when new)",
 		Long: `Add domains to the first plain list file of the category. When the
 category has none (or does not exist yet), lists/CATEGORY.txt is created
 beside the config and added to its categories. The file is replaced
@@ -377,8 +379,9 @@ func createCategoryFile(w io.Writer, cfg *rules.Config, cat string) (localFile, 
 
 func listRmCmd(cfgPath *string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "rm CATEGORY DOMAIN...",
-		Short: "Remove domains from a category's local list files",
+		Use:               "rm CATEGORY DOMAIN...",
+		ValidArgsFunction: completeCategories(cfgPath),
+		Short:             "Remove domains from a category's local list files",
 		Long: `Remove the lines that list exactly these domains from every plain list
 file of the category, keeping every other line. A domain that comes from a
 remote source, a folder or a file in another format is reported, not removed.`,
@@ -452,7 +455,13 @@ func reportMissing(w io.Writer, cfg *rules.Config, cat string, missing []string)
 
 func listImportCmd(cfgPath *string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "import CATEGORY FILE|DIR|URL",
+		Use: "import CATEGORY FILE|DIR|URL",
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if len(args) == 1 {
+				return nil, cobra.ShellCompDirectiveDefault // FILE|DIR: the shell's file names
+			}
+			return completeCategories(cfgPath)(cmd, args, toComplete)
+		},
 		Short: "Add a source (a list file, a folder of lists, or a URL) to a category",
 		Long: `Add a source to the category in the config, creating the category when
 new; comments and order of the config are kept. A file or folder inside the
@@ -522,8 +531,9 @@ func importSource(cfg *rules.Config, arg string) (rules.Source, string, error) {
 
 func listUpdateCmd(cfgPath *string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "update [CATEGORY]",
-		Short: "Download the remote sources now (all, or one category's)",
+		Use:               "update [CATEGORY]",
+		ValidArgsFunction: completeCategories(cfgPath),
+		Short:             "Download the remote sources now (all, or one category's)",
 		Long: `Fetch every remote source (or those of one category) now, through the
 config's default route, with a conditional GET. A failed download keeps the
 last good copy. Exit status 1 when any source failed.`,

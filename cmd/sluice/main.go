@@ -48,8 +48,17 @@ func main() {
 
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "sluice",
-		Short:         "A forward proxy with content filtering",
+		Use:   "sluice",
+		Short: "A forward proxy with content filtering",
+		Long: `Sluice is a forward proxy with content filtering: an HTTP proxy (plain and
+CONNECT), SOCKS5 and SOCKS4a on the same port, that allows or blocks every
+destination by rules and category lists, can chain through upstream
+proxies, and reloads its rules without a restart.
+
+'sluice serve -c FILE' runs it; 'sluice check' says what the rules decide
+for a destination; 'sluice list' and 'sluice users' edit its lists and
+users; 'sluice config validate' checks a config. The README is the manual
+of every config key.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -26,7 +26,9 @@ func usersCmd() *cobra.Command {
 		Short: "Add, remove and list proxy users (the htpasswd file of `users:`)",
 		Long: `Manage the htpasswd file named by the config's users: entry (or --file).
 Passwords are stored as bcrypt hashes; the file is replaced atomically with
-mode 0600, and a running proxy picks the change up on its own.`,
+mode 0600, and a running proxy picks the change up on its own. Files written
+for Squid (htpasswd -m, -s, -d, -2, -5) are read as they are; 'list' marks
+the weak hashes (MD5, SHA-1, DES), which 'add' replaces with bcrypt.`,
 		Example: `  sluice users -c sluice.yaml add alice
   echo "$PASSWORD" | sluice users -c sluice.yaml add bob --password-stdin
   sluice users --file /etc/sluice/users list`,
@@ -38,8 +40,9 @@ mode 0600, and a running proxy picks the change up on its own.`,
 
 	var fromStdin bool
 	add := &cobra.Command{
-		Use:   "add NAME [--password-stdin]",
-		Short: "Add a user, or change a user's password",
+		Use:               "add NAME [--password-stdin]",
+		ValidArgsFunction: completeUsers(&cfgPath, &file),
+		Short:             "Add a user, or change a user's password",
 		Long: `Add a user, or change the password of an existing one. The password is
 asked twice on the terminal without echo, or read from the first line of
 standard input with --password-stdin.`,
@@ -77,9 +80,10 @@ standard input with --password-stdin.`,
 	add.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
 
 	rm := &cobra.Command{
-		Use:   "rm NAME",
-		Short: "Remove a user",
-		Args:  cobra.ExactArgs(1),
+		Use:               "rm NAME",
+		ValidArgsFunction: completeUsers(&cfgPath, &file),
+		Short:             "Remove a user",
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := path()
 			if err != nil {
@@ -99,19 +103,34 @@ standard input with --password-stdin.`,
 
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List the user names, one a line",
-		Args:  cobra.NoArgs,
+		Short: "List the user names, one a line; weak hashes are marked",
+		Long: `List the user names in file order, one a line. A user whose hash is weak
+(MD5 $apr1$ or $1$, SHA-1 {SHA}, crypt DES: fast to guess from a stolen
+file) is followed by its kind and "weak: re-set with sluice users add".
+Lines the proxy skips (malformed, or a kind it does not read) are reported
+on standard error with file and line.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := path()
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			users, err := listUsers(p)
+			users, warnings, err := auth.ReadUsers(p)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			for _, w := range warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
 			for _, u := range users {
-				fmt.Fprintln(cmd.OutOrStdout(), u)
+				if u.Kind.Weak() {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s, weak: re-set with sluice users add\n", u.Name, u.Kind)
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), u.Name)
 			}
 			return nil
 		},

@@ -1,14 +1,20 @@
-// Package auth checks proxy users against an htpasswd file with bcrypt
-// hashes, as written by `htpasswd -B`. Both front ends use it: HTTP with
-// Proxy-Authorization: Basic, SOCKS5 with RFC 1929.
+// Package auth checks proxy users against an htpasswd file as Squid's
+// basic_ncsa_auth reads it: bcrypt ($2y$, $2a$, $2b$), SHA-256/512 crypt
+// ($5$, $6$), Apache MD5 ($apr1$, and md5crypt $1$), SHA-1 ({SHA}) and
+// crypt(3) DES lines all verify (see Kind; the MD5, SHA-1 and DES kinds are
+// weak). A line that is malformed or of another kind is skipped and reported
+// (File.Warnings, with file and line); the other users keep working. Both
+// front ends use it: HTTP with Proxy-Authorization: Basic, SOCKS5 with RFC
+// 1929.
 //
 // bcrypt costs tens of milliseconds per check, so successful verifications
 // are cached for a short time, keyed by a hash of user, password and stored
-// hash. Failed attempts are rate limited per (client, user name), the
-// client being its IPv4 address or its IPv6 /64: a limited pair is rejected
-// without running bcrypt, and other users behind the same address (a NAT)
-// are not affected. At most one bcrypt comparison per CPU runs at once.
-// Passwords are never logged.
+// hash, whatever the kind. Failed attempts are rate limited per (client,
+// user name), the client being its IPv4 address or its IPv6 /64: a limited
+// pair is rejected without checking the password, whatever the kind, and
+// other users behind the same address (a NAT) are not affected. At most one
+// password check per CPU runs at once. Passwords are never logged, nor are
+// hashes.
 //
 // The file helpers (SetPassword, RemoveUser) rewrite the file atomically
 // (temporary file and rename, mode 0600) and keep its other lines, comments
@@ -53,19 +59,21 @@ const (
 	maxLimiters = 16384 // (client, user) pairs with a failure history
 )
 
-// bcryptSlots bounds the bcrypt comparisons running at once in the
-// process, whatever the number of Files: each costs tens of milliseconds
-// of one CPU, and a flood of attempts with ever new user names (each pair
-// has its own allowance) must queue rather than starve the proxy.
-var bcryptSlots = make(chan struct{}, runtime.NumCPU())
+// maxWarnings bounds the bad lines a File remembers.
+const maxWarnings = 100
+
+// checkSlots bounds the password checks running at once in the process,
+// whatever the number of Files and the hash kind: a bcrypt check costs tens
+// of milliseconds of one CPU, and a flood of attempts with ever new user
+// names (each pair has its own allowance) must queue rather than starve the
+// proxy.
+var checkSlots = make(chan struct{}, runtime.NumCPU())
 
 var (
-	// ErrHashKind means a line holds a hash other than bcrypt.
-	ErrHashKind = errors.New("auth: unsupported hash: only bcrypt ($2y$, $2a$, $2b$) is accepted; write it with `htpasswd -B`")
 	// ErrSyntax means a line is not "user:hash".
 	ErrSyntax = errors.New("auth: line is not user:hash")
-	// ErrDuplicate means a user appears on two lines.
-	ErrDuplicate = errors.New("auth: duplicate user")
+	// ErrDuplicate means a user appears on two lines; neither is used.
+	ErrDuplicate = errors.New("auth: duplicate user: none of its lines is used")
 	// ErrUserName means a user name is empty or holds ':', '#' at the start, or a control character.
 	ErrUserName = errors.New("auth: invalid user name")
 )
@@ -104,9 +112,8 @@ type File struct {
 
 	path string
 
-	mu    sync.RWMutex
-	users map[string][]byte
-	order []string
+	mu  sync.RWMutex
+	tab *table
 
 	cacheMu sync.Mutex
 	cache   map[[sha256.Size]byte]time.Time // key → expiry
@@ -114,54 +121,72 @@ type File struct {
 	limMu    sync.Mutex
 	limiters map[limitKey]*rate.Limiter
 
-	// compare checks a password against a bcrypt hash; nil means
-	// bcrypt.CompareHashAndPassword (tests count concurrent runs).
-	compare func(hash, password []byte) error
+	// compare checks a password against an entry; nil means the entry's
+	// own check (tests count concurrent runs).
+	compare func(e entry, password string) bool
 
 	verifications, cacheHits, limited, failures atomic.Int64
 }
 
 // Stats counts what a File did since it was loaded.
 type Stats struct {
-	// Verifications counts bcrypt comparisons run.
+	// Verifications counts password checks run (of any hash kind).
 	Verifications int64
 	// CacheHits counts attempts answered from the cache.
 	CacheHits int64
-	// Limited counts attempts rejected by the rate limit without bcrypt.
+	// Limited counts attempts rejected by the rate limit without a check.
 	Limited int64
 	// Failures counts rejected attempts, limited ones included.
 	Failures int64
 }
 
-// Load reads an htpasswd file with bcrypt hashes. A line with another hash
-// kind, a malformed line or a duplicate user is an error naming file:line.
-// Blank lines and lines starting with '#' are ignored.
+// Load reads an htpasswd file. A line with an unsupported hash kind, a
+// malformed line and both lines of a duplicate user are skipped and kept in
+// Warnings as *ParseError naming file:line; the other users work. Blank
+// lines and lines starting with '#' are ignored. Only a file that cannot be
+// read is an error.
 func Load(path string) (*File, error) {
-	users, order, err := readFile(path)
+	tab, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return &File{path: path, users: users, order: order,
+	return &File{path: path, tab: tab,
 		cache: make(map[[sha256.Size]byte]time.Time), limiters: make(map[limitKey]*rate.Limiter)}, nil
 }
 
-// Reload re-reads the file. On error the old users stay and the error is returned.
+// Reload re-reads the file. When it cannot be read, the old users stay and
+// the error is returned; bad lines are skipped as in Load.
 func (f *File) Reload() error {
-	users, order, err := readFile(f.path)
+	tab, err := readFile(f.path)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
-	f.users, f.order = users, order
+	f.tab = tab
 	f.mu.Unlock()
 	return nil
 }
 
 // Users returns the user names in file order.
 func (f *File) Users() []string {
+	return slices.Clone(f.table().order)
+}
+
+// table returns the users of the last reading; a File not made by Load has none.
+func (f *File) table() *table {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return slices.Clone(f.order)
+	if f.tab == nil {
+		return &table{common: Bcrypt}
+	}
+	return f.tab
+}
+
+// Warnings returns the lines skipped by the last Load or Reload, each a
+// *ParseError naming file and line (at most 100, then one saying how many
+// more). They hold neither hashes nor passwords.
+func (f *File) Warnings() []error {
+	return slices.Clone(f.table().warnings)
 }
 
 // Stats returns the counters.
@@ -175,11 +200,12 @@ func (f *File) Stats() Stats {
 }
 
 // Authenticate reports whether password is user's. A (client, user) pair
-// that failed too often is rejected without running bcrypt, even with the
-// right password, until it regains an attempt; the same user from another
+// that failed too often is rejected without checking the password, even
+// the right one, until it regains an attempt; the same user from another
 // client, and other users from the same client, are not affected. Clients
 // are keyed by their IPv4 address or their IPv6 /64. An unknown user costs
-// one bcrypt run too, so that timing does not tell which users exist.
+// one check too, of the file's most common hash kind, so that timing does
+// not tell which users exist.
 func (f *File) Authenticate(client netip.Addr, user, password string) bool {
 	now := f.now()
 	key := keyOf(client, user)
@@ -189,21 +215,20 @@ func (f *File) Authenticate(client netip.Addr, user, password string) bool {
 		f.logFailure(client, user, "rate limited")
 		return false
 	}
-	f.mu.RLock()
-	hash, ok := f.users[user]
-	f.mu.RUnlock()
+	tab := f.table()
+	e, ok := tab.users[user]
 	if ok {
-		ck := cacheKey(user, password, hash)
+		ck := cacheKey(user, password, e.hash)
 		if f.cached(ck, now) {
 			f.cacheHits.Add(1)
 			return true
 		}
-		if f.check(hash, password) {
+		if f.check(e, password) {
 			f.store(ck, now)
 			return true
 		}
 	} else {
-		f.check(dummyHash(), password)
+		f.check(dummyEntry(tab.common), password)
 	}
 	f.failures.Add(1)
 	f.fail(key, now)
@@ -215,16 +240,18 @@ func (f *File) Authenticate(client netip.Addr, user, password string) bool {
 	return false
 }
 
-// check runs one bcrypt comparison, waiting for a free slot first.
-func (f *File) check(hash []byte, password string) bool {
-	bcryptSlots <- struct{}{}
-	defer func() { <-bcryptSlots }()
+// check runs one password check, waiting for a free slot first.
+func (f *File) check(e entry, password string) bool {
+	checkSlots <- struct{}{}
+	defer func() { <-checkSlots }()
 	f.verifications.Add(1)
-	compare := f.compare
-	if compare == nil {
-		compare = bcrypt.CompareHashAndPassword
+	if f.compare != nil {
+		return f.compare(e, password)
 	}
-	return compare(hash, []byte(password)) == nil
+	if e.match != nil {
+		return e.match(password)
+	}
+	return bcrypt.CompareHashAndPassword([]byte(e.hash), []byte(password)) == nil
 }
 
 // limitKey is whose failures count together: one user name from one
@@ -261,13 +288,16 @@ func (f *File) logFailure(client netip.Addr, user, reason string) {
 	}
 }
 
-func cacheKey(user, password string, hash []byte) [sha256.Size]byte {
+// cacheKey keys a successful verification. It is as fast to guess from as
+// the weakest stored hashes, but it stays in memory and, holding the stored
+// hash, dies with a password change.
+func cacheKey(user, password, hash string) [sha256.Size]byte {
 	h := sha256.New()
 	io.WriteString(h, user)
 	h.Write([]byte{0})
 	io.WriteString(h, password)
 	h.Write([]byte{0})
-	h.Write(hash)
+	io.WriteString(h, hash)
 	return [sha256.Size]byte(h.Sum(nil))
 }
 
@@ -356,41 +386,69 @@ func (f *File) fail(key limitKey, now time.Time) {
 	l.AllowN(now, 1)
 }
 
+// dummyPassword is what the dummy entries hash; no password is compared
+// successfully against them on purpose, their result is ignored.
+const dummyPassword = "sluice: no such user"
+
 var (
-	dummyOnce sync.Once
-	dummy     []byte
+	dummyOnce    sync.Once
+	dummyEntries map[Kind]entry
 )
 
-// dummyHash is compared against for unknown users.
-func dummyHash() []byte {
+// dummyEntry is checked against for unknown users: an entry of kind k, so
+// that an unknown user costs what a known one of that kind does.
+func dummyEntry(k Kind) entry {
 	dummyOnce.Do(func() {
-		dummy, _ = bcrypt.GenerateFromPassword([]byte("sluice: no such user"), Cost)
+		b, _ := bcrypt.GenerateFromPassword([]byte(dummyPassword), Cost)
+		dummyEntries = make(map[Kind]entry)
+		for kind, h := range map[Kind]string{
+			Bcrypt:   string(b),
+			SHACrypt: "$6$sluicesalt$" + strings.Repeat("0", 86),
+			MD5:      "$apr1$sluice$" + strings.Repeat("0", 22),
+			SHA1:     "{SHA}AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+			DES:      "sl00000000000",
+		} {
+			e, err := parseHash(h)
+			if err != nil {
+				panic("auth: dummy " + kind.String() + ": " + err.Error())
+			}
+			dummyEntries[kind] = e
+		}
 	})
-	return dummy
+	if e, ok := dummyEntries[k]; ok {
+		return e
+	}
+	return dummyEntries[Bcrypt]
 }
 
-// parseLine parses one htpasswd line. entry is false for blank lines and comments.
-func parseLine(line string) (user string, hash []byte, entry bool, err error) {
+// table is what one reading of the file produced.
+type table struct {
+	users    map[string]entry
+	order    []string
+	warnings []error
+	common   Kind // the most common kind, for unknown users
+}
+
+// parseLine parses one htpasswd line. ok is false for blank lines and
+// comments. An error holds the user name, never the hash.
+func parseLine(line string) (user string, e entry, ok bool, err error) {
 	line = strings.TrimRight(line, "\r")
 	t := strings.TrimSpace(line)
 	if t == "" || strings.HasPrefix(t, "#") {
-		return "", nil, false, nil
+		return "", entry{}, false, nil
 	}
-	user, h, ok := strings.Cut(t, ":")
-	if !ok {
-		return "", nil, false, ErrSyntax
+	user, h, found := strings.Cut(t, ":")
+	if !found {
+		return "", entry{}, false, ErrSyntax
 	}
 	if err := checkUser(user); err != nil {
-		return "", nil, false, err
+		return "", entry{}, false, err
 	}
-	h = strings.TrimSpace(h)
-	if !strings.HasPrefix(h, "$2y$") && !strings.HasPrefix(h, "$2a$") && !strings.HasPrefix(h, "$2b$") {
-		return "", nil, false, ErrHashKind
+	e, err = parseHash(strings.TrimSpace(h))
+	if err != nil {
+		return "", entry{}, false, fmt.Errorf("user %s: %w", user, err)
 	}
-	if _, err := bcrypt.Cost([]byte(h)); err != nil {
-		return "", nil, false, fmt.Errorf("auth: malformed bcrypt hash: %w", err)
-	}
-	return user, []byte(h), true, nil
+	return user, e, true, nil
 }
 
 func checkUser(user string) error {
@@ -405,31 +463,60 @@ func checkUser(user string) error {
 	return nil
 }
 
-func readFile(path string) (map[string][]byte, []string, error) {
+// readFile reads path into a table. Only a file that cannot be read is an
+// error; bad lines are skipped and become warnings.
+func readFile(path string) (*table, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("auth: %w", err)
+		return nil, fmt.Errorf("auth: %w", err)
 	}
-	users := make(map[string][]byte)
-	var order []string
+	tab := &table{users: make(map[string]entry)}
+	dup := make(map[string]bool)
+	bad := 0
+	warn := func(n int, err error) {
+		if bad++; bad <= maxWarnings {
+			tab.warnings = append(tab.warnings, &ParseError{File: path, Line: n, Err: err})
+		}
+	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		user, hash, entry, err := parseLine(sc.Text())
-		if err != nil {
-			return nil, nil, &ParseError{File: path, Line: n, Err: err}
+	n := 1
+	for ; sc.Scan(); n++ {
+		user, e, ok, err := parseLine(sc.Text())
+		switch {
+		case err != nil:
+			warn(n, err)
+		case !ok:
+		case dup[user]:
+			warn(n, fmt.Errorf("user %s: %w", user, ErrDuplicate))
+		default:
+			if _, seen := tab.users[user]; seen {
+				warn(n, fmt.Errorf("user %s: %w", user, ErrDuplicate))
+				dup[user] = true
+				delete(tab.users, user)
+				continue
+			}
+			tab.users[user] = e
+			tab.order = append(tab.order, user)
 		}
-		if !entry {
-			continue
-		}
-		if _, dup := users[user]; dup {
-			return nil, nil, &ParseError{File: path, Line: n, Err: ErrDuplicate}
-		}
-		users[user] = hash
-		order = append(order, user)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, nil, fmt.Errorf("auth: %s: %w", path, err)
+	if err := sc.Err(); err != nil { // a line over 1 MiB: nothing after it is read
+		warn(n, fmt.Errorf("auth: %w; the rest of the file is skipped", err))
 	}
-	return users, order, nil
+	if bad > maxWarnings {
+		tab.warnings = append(tab.warnings, &ParseError{File: path, Line: n,
+			Err: fmt.Errorf("auth: %d more bad lines not listed", bad-maxWarnings)})
+	}
+	tab.order = slices.DeleteFunc(tab.order, func(u string) bool { return dup[u] })
+	count := make(map[Kind]int)
+	for _, e := range tab.users {
+		count[e.kind]++
+	}
+	tab.common = Bcrypt
+	for k := Bcrypt; k <= DES; k++ {
+		if count[k] > count[tab.common] {
+			tab.common = k
+		}
+	}
+	return tab, nil
 }

@@ -66,11 +66,37 @@ func RemoveUser(path, user string) (bool, error) {
 	return true, writeLines(path, kept)
 }
 
-// ListUsers returns the users of the htpasswd file at path, in file order.
-// A malformed file is an error naming file:line.
+// User is one user of an htpasswd file.
+type User struct {
+	// Name is the user name.
+	Name string
+	// Kind is the hash kind of the user's line.
+	Kind Kind
+}
+
+// ReadUsers returns the users of the htpasswd file at path, in file order,
+// and the lines it skipped (each a *ParseError naming file:line), as Load
+// would. Only a file that cannot be read is an error.
+func ReadUsers(path string) ([]User, []error, error) {
+	tab, err := readFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	users := make([]User, len(tab.order))
+	for i, u := range tab.order {
+		users[i] = User{Name: u, Kind: tab.users[u].kind}
+	}
+	return users, tab.warnings, nil
+}
+
+// ListUsers returns the names of the users of the htpasswd file at path,
+// in file order. Only a file that cannot be read is an error.
 func ListUsers(path string) ([]string, error) {
-	_, order, err := readFile(path)
-	return order, err
+	tab, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return tab.order, nil
 }
 
 // lineUser returns the user of an entry line, or "" for anything else.

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluiceproxy/sluice/proxy/pac"
 	"github.com/sluiceproxy/sluice/rules"
 )
 
@@ -23,6 +24,7 @@ import (
 //	/readyz        200 once the rules are loaded and the proxy listeners
 //	               are open; 503 before that and once shutdown has begun
 //	/debug/pprof/  net/http/pprof: goroutines, heap, CPU profiles
+//	/proxy.pac     the PAC file (also /wpad.dat), for the proxy port
 //
 // A request that this process itself carries to the admin listener (a
 // proxy client asking for http://127.0.0.1:9090/, or a tunnel to it) gets
@@ -64,6 +66,9 @@ func (s *Server) openAdmin(cfg rules.Admin, self func(peer, local netip.AddrPort
 	if s.m != nil {
 		a.mux.Handle("GET /metrics", s.m.handler())
 		a.mux.HandleFunc("GET /{$}", a.status)
+	}
+	for _, path := range pac.Paths {
+		a.mux.HandleFunc(path, a.pac)
 	}
 	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
 	a.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -117,6 +122,12 @@ func (a *adminServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	a.mux.ServeHTTP(w, r)
+}
+
+// pac serves the running config's PAC file, pointing at the proxy port.
+func (a *adminServer) pac(w http.ResponseWriter, r *http.Request) {
+	st := a.s.state.Load()
+	a.s.pacHandler(st.cfg.PAC).serveAdmin(w, r)
 }
 
 func (a *adminServer) healthz(w http.ResponseWriter, _ *http.Request) {

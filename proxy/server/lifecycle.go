@@ -22,7 +22,8 @@ import (
 
 // Run opens the listeners, writes the pid file, starts the reload triggers
 // (SIGHUP unless Options.NoSignals, the file watcher when a config file is
-// used, the remote list refresh) and serves until ctx is cancelled. Run may
+// used, the remote list refresh) and the access log's reopen on SIGUSR1
+// (unless Options.NoSignals), and serves until ctx is cancelled. Run may
 // be called once.
 //
 // Shutdown, when ctx is cancelled: the listeners close at once, so new
@@ -87,20 +88,24 @@ func (s *Server) Run(ctx context.Context) error {
 	adm.setReady(false)
 	closeAll()
 	s.shutdown()
+	s.alog.Close()
 	s.log.Info("stopped")
 	return nil
 }
 
 // startTriggers starts what reloads the rules: SIGHUP, the file watcher and
-// the remote list refresh. They stop with ctx, but SIGHUP stays caught (and
-// is ignored during the shutdown, rather than killing the process) until
-// the returned function is called.
+// the remote list refresh; and SIGUSR1, which reopens the access log. They
+// stop with ctx, but SIGHUP and SIGUSR1 stay caught (and are ignored during
+// the shutdown, rather than killing the process) until the returned
+// function is called.
 func (s *Server) startTriggers(ctx context.Context) (release func()) {
 	release = func() {}
 	if !s.opts.NoSignals {
 		hup := make(chan os.Signal, 1)
+		usr1 := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
-		release = func() { signal.Stop(hup) }
+		signal.Notify(usr1, syscall.SIGUSR1)
+		release = func() { signal.Stop(hup); signal.Stop(usr1) }
 		s.wg.Go(func() {
 			for {
 				select {
@@ -109,6 +114,8 @@ func (s *Server) startTriggers(ctx context.Context) (release func()) {
 				case <-hup:
 					s.log.Info("SIGHUP: reloading")
 					_ = s.Reload()
+				case <-usr1:
+					s.reopenAccessLog()
 				}
 			}
 		})

@@ -25,6 +25,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -32,6 +34,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/sluiceproxy/sluice/proxy/accesslog"
 	"github.com/sluiceproxy/sluice/proxy/auth"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/observe"
@@ -64,6 +67,7 @@ type Options struct {
 type Server struct {
 	opts Options
 	log  *slog.Logger
+	alog *accesslog.Log // the access log, reconfigured on reload
 
 	state     atomic.Pointer[state]
 	reloadMu  sync.Mutex // serializes reloads
@@ -114,12 +118,16 @@ func New(opts Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.alog = accesslog.New(s.log, os.Stderr)
 	s.conns = newConns(s.log)
 	s.m = newMetrics(s, time.Now)
 	s.base, s.stop = context.WithCancel(context.Background())
 	st, err := s.first()
 	if err != nil {
 		return nil, err
+	}
+	if err := s.alog.Configure(st.cfg.AccessLog, st.cfg.LogFormat); err != nil {
+		return nil, fmt.Errorf("server: access_log: %w", err)
 	}
 	st.set = nil // the engine has what it needs; the lists' strings can go
 	s.state.Store(st)
@@ -205,6 +213,9 @@ func (s *Server) build() (*state, error) {
 			}
 			st.users.Logger = s.log
 		}
+		for _, w := range st.users.Warnings() {
+			s.log.Warn("users: line skipped; the other users work", "err", w)
+		}
 	}
 	st.watch = watchList(set)
 	st.http, st.socks = s.frontEnds(st)
@@ -226,6 +237,8 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Transport:        st.router.Transport,
 		Anonymize:        anonymizer(st.cfg),
 		Logger:           s.log,
+		Access:           s.access,
+		Local:            s.pacHandler(st.cfg.PAC).serveProxyPort,
 		BlockPage:        proxy.BlockPage{Template: st.cfg.BlockPage.Template, Contact: st.cfg.BlockPage.Contact, ShowRule: st.cfg.BlockPage.ShowRule},
 		DialTimeout:      dialBudget(st.cfg),
 		HandshakeTimeout: to.Handshake,
@@ -238,6 +251,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Dial:             dialFn,
 		UDP:              st.cfg.Socks.UDP,
 		Logger:           s.log,
+		Access:           s.access,
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
 		Sniff:            sniff,
@@ -282,6 +296,16 @@ func (s *Server) Reload() (err error) {
 	if err := checkOpen(st.cfg, s.opts.AllowOpen); err != nil {
 		// Removing `clients` or `users` must not turn a gateway into an open proxy.
 		s.failures.Add(1)
+		msg := err.Error()
+		s.lastError.Store(&msg)
+		s.log.Error("reload failed; keeping the running rules", "err", err)
+		return err
+	}
+	if err := s.alog.Configure(st.cfg.AccessLog, st.cfg.LogFormat); err != nil {
+		// The access log cannot be written where the new config says:
+		// keep the running rules and the running log.
+		s.failures.Add(1)
+		err = fmt.Errorf("server: access_log: %w", err)
 		msg := err.Error()
 		s.lastError.Store(&msg)
 		s.log.Error("reload failed; keeping the running rules", "err", err)
@@ -346,7 +370,24 @@ func Validate(opts Options) (*rules.Set, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAccessLog(st.cfg.AccessLog); err != nil {
+		return nil, err
+	}
 	return st.set, nil
+}
+
+// checkAccessLog reports an access_log file whose folder does not exist
+// (which serve would refuse), without creating the file: validate may run
+// as another user than the service.
+func checkAccessLog(path string) error {
+	if path == "" || path == rules.AccessLogStderr {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("server: access_log %s: folder %s does not exist", path, dir)
+	}
+	return nil
 }
 
 // first builds the state a server starts with: the config's, with the

@@ -1,0 +1,175 @@
+package accesslog
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+)
+
+// Formats of the access log.
+const (
+	FormatJSON  = "json"
+	FormatSquid = "squid"
+)
+
+// Stderr is the access_log value that logs to the server's own log.
+const Stderr = "stderr"
+
+// FileMode is the mode of a log file Sluice creates.
+const FileMode = 0o640
+
+// Log writes access records in one format to stderr or a file. It is safe
+// for concurrent use; Reopen and Configure may be called while records
+// are written. The zero Log discards everything.
+type Log struct {
+	mu     sync.Mutex
+	path   string // "" or Stderr: the server's log
+	format string
+	f      *os.File
+	stderr *slog.Logger // the server's log, for JSON to stderr
+	raw    io.Writer    // stderr's writer, for Squid lines to stderr
+	json   *slog.Logger // JSON to the file
+}
+
+// Open returns a Log writing format ("json" or "squid"; "" is json) to
+// path ("" or "stderr": the server's log, else a file, created with mode
+// 0640 if missing and appended to). JSON access lines to stderr go
+// through server (the server's own logger, so they look like today's),
+// Squid lines straight to raw.
+func Open(path, format string, server *slog.Logger, raw io.Writer) (*Log, error) {
+	l := New(server, raw)
+	if err := l.Configure(path, format); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// New returns a Log writing JSON lines through server, until Configure
+// says otherwise.
+func New(server *slog.Logger, raw io.Writer) *Log {
+	return &Log{stderr: server, raw: raw, format: FormatJSON}
+}
+
+// Configure switches l to path and format (on reload). On error l keeps
+// writing where it did.
+func (l *Log) Configure(path, format string) error {
+	switch format {
+	case "", FormatJSON:
+		format = FormatJSON
+	case FormatSquid:
+	default:
+		return fmt.Errorf("accesslog: unknown format %q (json or squid)", format)
+	}
+	if path == Stderr {
+		path = ""
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if path == l.path && l.format != "" {
+		l.format = format
+		return nil
+	}
+	var f *os.File
+	if path != "" {
+		var err error
+		if f, err = openFile(path); err != nil {
+			return err
+		}
+	}
+	if l.f != nil {
+		l.f.Close()
+	}
+	l.path, l.format, l.f = path, format, f
+	l.json = nil
+	if f != nil {
+		l.json = slog.New(slog.NewJSONHandler(lockedFile{l}, nil))
+	}
+	return nil
+}
+
+func openFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, FileMode)
+	if err != nil {
+		return nil, fmt.Errorf("accesslog: %w", err)
+	}
+	return f, nil
+}
+
+// Reopen closes the log file and opens path again: after logrotate moved
+// it away, new lines go to a new file. Logging to stderr, it does nothing.
+// When the file cannot be opened, l keeps writing to the old one.
+func (l *Log) Reopen() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.path == "" {
+		return nil
+	}
+	f, err := openFile(l.path)
+	if err != nil {
+		return err
+	}
+	l.f.Close()
+	l.f = f
+	return nil
+}
+
+// Path returns the file written to, "" for stderr.
+func (l *Log) Path() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.path
+}
+
+// Close closes the file. Later records go nowhere.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var err error
+	if l.f != nil {
+		err = l.f.Close()
+		l.f = nil
+	}
+	l.path, l.format, l.json, l.stderr, l.raw = "", "", nil, nil, nil
+	return err
+}
+
+// Write logs r.
+func (l *Log) Write(r *Record) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	format, path, j, server, raw := l.format, l.path, l.json, l.stderr, l.raw
+	l.mu.Unlock()
+	switch {
+	case format == FormatJSON && path == "":
+		if server != nil {
+			LogJSON(server, r)
+		}
+	case format == FormatJSON:
+		LogJSON(j, r) // through lockedFile
+	case format == FormatSquid:
+		line := Squid(r) + "\n"
+		if path == "" {
+			if raw != nil {
+				io.WriteString(raw, line)
+			}
+			return
+		}
+		lockedFile{l}.Write([]byte(line))
+	}
+}
+
+// lockedFile writes whole lines to l's current file.
+type lockedFile struct{ l *Log }
+
+func (w lockedFile) Write(p []byte) (int, error) {
+	w.l.mu.Lock()
+	defer w.l.mu.Unlock()
+	if w.l.f == nil {
+		return len(p), nil
+	}
+	return w.l.f.Write(p)
+}

@@ -1,0 +1,319 @@
+// Package accesslog writes Sluice's access log: both front ends describe
+// each request, tunnel or SOCKS connection as one Record, and one Log
+// formats it, as JSON (the default) or in Squid's native access.log
+// format, to stderr or to a file that SIGUSR1 reopens (for logrotate).
+// It depends on the standard library only.
+package accesslog
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Record is what one access line reports. Front ends fill it; the Log
+// formats it. It never holds a password.
+type Record struct {
+	// ID is the request id (reqid): on the access line as request_id and
+	// on the block page.
+	ID string
+	// Start is when the request or connection began.
+	Start time.Time
+	// Duration is how long it was served.
+	Duration time.Duration
+	// Client is the client's address, host:port.
+	Client string
+	// Proto is "http", "socks5", "socks4", "socks4a" or "socks" (the
+	// version byte was never read).
+	Proto string
+	// Cmd is the SOCKS command ("connect", "udp", ...); empty for HTTP.
+	Cmd string
+	// Method is the HTTP method; empty for SOCKS.
+	Method string
+	// Target is the destination, host:port.
+	Target string
+	// Scheme and Path are a plain HTTP request's scheme and URL path
+	// (without the query); empty for tunnels.
+	Scheme, Path string
+	// User is the authenticated (or claimed) user name; empty for none.
+	User string
+	// Decided reports whether the policy decided; Verdict, Reason, Rule,
+	// Category and Route are the decision's. When not decided, Reason
+	// says why (e.g. "not a proxy request").
+	Decided                                bool
+	Verdict, Reason, Rule, Category, Route string
+	// Status is the HTTP status answered; 0 for none (the client went
+	// away first). SOCKS sets it only to 407, for a failed authentication.
+	Status int
+	// Reply is the SOCKS reply code sent; -1 for none (HTTP).
+	Reply int
+	// Granted reports whether a SOCKS connection was granted.
+	Granted bool
+	// Up and Down count bytes client→origin and origin→client.
+	Up, Down int64
+	// UDPBlocked and UDPDropped count a UDP association's datagrams
+	// dropped by the policy and for other reasons (Cmd "udp" only).
+	UDPBlocked, UDPDropped int64
+	// Peer is the origin address dialed directly, when known.
+	Peer netip.Addr
+	// ContentType is the response's Content-Type; empty for none.
+	ContentType string
+	// Err is what went wrong, if anything.
+	Err error
+	// Sniffed holds what a sniffed tunnel's first bytes carried
+	// (sniffpolicy.Outcome.LogAttrs: sniff, sniffed, sniff_err), written
+	// after the decision's fields of the JSON line; nil for none.
+	Sniffed []slog.Attr
+}
+
+// tunnel reports whether r is CONNECT-like: an HTTP CONNECT or a SOCKS
+// connection.
+func (r *Record) tunnel() bool { return r.Method == "CONNECT" || r.Method == "" }
+
+// attrs returns r as the JSON line's fields, in a fixed order.
+func (r *Record) attrs() []slog.Attr {
+	a := make([]slog.Attr, 0, 24)
+	a = append(a,
+		slog.String("request_id", r.ID),
+		slog.String("client", r.Client),
+		slog.String("proto", r.Proto))
+	if r.Proto == "http" {
+		a = append(a, slog.String("method", r.Method), slog.String("target", r.Target))
+		if r.Path != "" {
+			a = append(a, slog.String("path", r.Path))
+		}
+		if r.User != "" {
+			a = append(a, slog.String("user", r.User))
+		}
+	} else { // SOCKS lines always had cmd and user, in this order
+		a = append(a, slog.String("cmd", r.Cmd), slog.String("user", r.User), slog.String("target", r.Target))
+	}
+	if r.Decided {
+		a = append(a,
+			slog.String("verdict", r.Verdict),
+			slog.String("reason", r.Reason),
+			slog.String("rule", r.Rule),
+			slog.String("category", r.Category),
+			slog.String("route", r.Route))
+		a = append(a, r.Sniffed...)
+	} else {
+		a = append(a, slog.String("verdict", "none"))
+		if r.Reason != "" || r.Proto == "http" {
+			a = append(a, slog.String("reason", r.Reason))
+		}
+	}
+	if r.Proto == "http" {
+		a = append(a, slog.Int("status", r.Status))
+	}
+	if r.Reply >= 0 {
+		a = append(a, slog.String("reply", "0x"+hex2(r.Reply)))
+	}
+	if r.Peer.IsValid() {
+		a = append(a, slog.String("peer", r.Peer.String()))
+	}
+	a = append(a,
+		slog.Int64("up", r.Up),
+		slog.Int64("down", r.Down),
+		slog.Duration("dur", r.Duration))
+	if r.Cmd == "udp" {
+		a = append(a, slog.Int64("udp_blocked", r.UDPBlocked), slog.Int64("udp_dropped", r.UDPDropped))
+	}
+	if r.Err != nil {
+		a = append(a, slog.String("err", r.Err.Error()))
+	}
+	return a
+}
+
+func hex2(n int) string {
+	s := strconv.FormatInt(int64(n), 16)
+	if len(s) < 2 {
+		s = "0" + s
+	}
+	return s
+}
+
+// LogJSON writes r to l as one "access" line at level Info: the JSON
+// format (a text line when l's handler is a text handler).
+func LogJSON(l *slog.Logger, r *Record) {
+	l.LogAttrs(context.Background(), slog.LevelInfo, "access", r.attrs()...)
+}
+
+// Squid returns r in Squid's native access.log format, without the
+// newline:
+//
+//	time.ms elapsed client code/status bytes method URL user hierarchy/peer type
+//
+// time is the start in Unix seconds with milliseconds, elapsed is in
+// milliseconds, client is the client's IP, bytes is what was sent to the
+// client, URL is host:port for tunnels and scheme://host/path (no query)
+// for plain requests, type is the response's media type without
+// parameters, and user, peer and type are "-" when unknown. Fields
+// that carry client-supplied text never contain a space.
+func Squid(r *Record) string {
+	var b strings.Builder
+	ms := r.Start.UnixMilli()
+	b.WriteString(strconv.FormatInt(ms/1000, 10))
+	b.WriteByte('.')
+	frac := strconv.FormatInt(ms%1000, 10)
+	b.WriteString(strings.Repeat("0", 3-len(frac)) + frac)
+	el := strconv.FormatInt(r.Duration.Milliseconds(), 10)
+	b.WriteString(strings.Repeat(" ", max(1, 7-len(el))))
+	b.WriteString(el)
+	b.WriteByte(' ')
+	b.WriteString(field(clientIP(r.Client)))
+	b.WriteByte(' ')
+	code, status := r.squidCode()
+	b.WriteString(code)
+	b.WriteByte('/')
+	st := strconv.Itoa(status)
+	b.WriteString(strings.Repeat("0", max(0, 3-len(st))) + st)
+	b.WriteByte(' ')
+	b.WriteString(strconv.FormatInt(r.Down, 10))
+	b.WriteByte(' ')
+	b.WriteString(field(r.squidMethod()))
+	b.WriteByte(' ')
+	b.WriteString(field(r.squidURL()))
+	b.WriteByte(' ')
+	b.WriteString(field(r.User))
+	b.WriteByte(' ')
+	b.WriteString(r.hierarchy())
+	b.WriteByte(' ')
+	b.WriteString(field(mediaType(r.ContentType)))
+	return b.String()
+}
+
+// squidCode returns Squid's result code and the HTTP status: TCP_MISS for
+// a plain request served, TCP_TUNNEL for a tunnel, TCP_DENIED for a
+// block or an authentication failure, NONE for a request refused before
+// any decision.
+func (r *Record) squidCode() (string, int) {
+	status := r.Status
+	if r.Method == "" { // SOCKS: the reply as the HTTP status a CONNECT would get
+		switch {
+		case r.Granted:
+			status = 200
+		case r.Decided && r.Verdict != "allow":
+			status = 403
+		case r.Decided:
+			status = 503
+		case status == 407: // authentication failed
+		default:
+			status = 0
+		}
+	}
+	switch {
+	case r.Decided && r.Verdict != "allow", status == 407:
+		return "TCP_DENIED", status
+	case !r.Decided:
+		return "NONE", status
+	case r.tunnel():
+		return "TCP_TUNNEL", status
+	}
+	return "TCP_MISS", status
+}
+
+func (r *Record) squidMethod() string {
+	if r.Method != "" {
+		return r.Method
+	}
+	if r.Cmd == "" || r.Cmd == "connect" {
+		return "CONNECT"
+	}
+	if r.Cmd == "udp" {
+		return "UDP_ASSOCIATE"
+	}
+	return strings.ToUpper(r.Cmd)
+}
+
+func (r *Record) squidURL() string {
+	if r.Target == "" {
+		return ""
+	}
+	if r.tunnel() || r.Scheme == "" {
+		return r.Target
+	}
+	host := r.Target
+	if h, p, err := net.SplitHostPort(r.Target); err == nil && (r.Scheme == "http" && p == "80" || r.Scheme == "https" && p == "443") {
+		host = h
+		if strings.Contains(h, ":") {
+			host = "[" + h + "]"
+		}
+	}
+	path := r.Path
+	if path == "" {
+		path = "/"
+	}
+	return r.Scheme + "://" + host + path
+}
+
+// hierarchy is Squid's hierarchy/peer field: HIER_DIRECT/ip for a direct
+// dial, FIRSTUP_PARENT/name for a request allowed through an upstream,
+// HIER_NONE/- when nothing was dialed (refused, or a direct dial failed).
+func (r *Record) hierarchy() string {
+	direct := r.Route == "direct" || r.Route == ""
+	dialed := r.Decided && r.Verdict == "allow" &&
+		(!direct || r.Status != 0 && r.Status < 500 || r.Granted || r.Peer.IsValid())
+	switch {
+	case !dialed:
+		return "HIER_NONE/-"
+	case direct:
+		if r.Peer.IsValid() {
+			return "HIER_DIRECT/" + r.Peer.String()
+		}
+		host, _, err := net.SplitHostPort(r.Target)
+		if err != nil {
+			host = r.Target
+		}
+		return "HIER_DIRECT/" + field(host)
+	}
+	return "FIRSTUP_PARENT/" + field(r.Route)
+}
+
+// mediaType returns a Content-Type without its parameters ("text/html"
+// of "text/html; charset=utf-8"): one field, as report tools count it.
+func mediaType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.TrimSpace(ct)
+}
+
+func clientIP(addr string) string {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		return ap.Addr().Unmap().String()
+	}
+	return addr
+}
+
+// field makes s one whitespace-free field: "-" when empty, spaces and
+// control characters percent-encoded (as Squid does), so that a client's
+// text never shifts the fields after it.
+func field(s string) string {
+	if s == "" {
+		return "-"
+	}
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f || c == '%' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c == 0x7f || c == '%' {
+			b.WriteString("%" + strings.ToUpper(hex2(int(c))))
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
