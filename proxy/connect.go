@@ -7,10 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/relay"
+	"github.com/sluiceproxy/sluice/proxy/sniff"
+	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 )
 
 // authenticate checks Proxy-Authorization when Auth is set; on failure it
@@ -57,6 +61,15 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 	}
 	ctx, cancel := s.lifetime(r)
 	defer cancel()
+	if s.Sniff.Wants(t.host) {
+		if err := s.preflight(x, t.addr(), d); err != nil {
+			x.err = err
+			s.failDial(w, x, t.addr(), err)
+			return
+		}
+		s.sniffTunnel(ctx, x, w, t.addr())
+		return
+	}
 	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", t.addr())
 	if err != nil {
 		x.err = err
@@ -92,6 +105,86 @@ func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter,
 	}
 	x.status = status
 	st, err := relay.Splice(ctx, relay.WithPrefix(conn, pending), relay.WithPrefix(origin, originPending), s.idleTimeout())
+	x.up, x.down = st.Up, st.Down
+	if err != nil && !errors.Is(err, context.Canceled) {
+		x.err = err
+	}
+}
+
+// preflight refuses, before a sniffed tunnel is answered 200, what the dial
+// would refuse without connecting anywhere: an unspecified address, and on
+// the direct route an IP-literal target that the Guard refuses (one of
+// Sluice's own listeners, an address blocked under check_resolved or
+// deny_private). Such a CONNECT thus gets the same 400 or 403 as an
+// unsniffed one. A name is checked when it is dialed.
+func (s *Server) preflight(x *exchange, addr string, d filter.Decision) error {
+	if err := dial.Unspecified(addr); err != nil {
+		return err
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || s.Guard == nil || d.Route() != "direct" {
+		return nil
+	}
+	rd, err := s.Guard(x.req, d, ap)
+	if err != nil {
+		x.refused.CompareAndSwap(nil, &rd)
+	}
+	return err
+}
+
+// sniffTunnel serves a CONNECT that the first decision allowed and whose
+// first bytes are sniffed: it takes the connection over, answers 200,
+// reads the client's first bytes and decides again with the name they
+// carry (package sniffpolicy). A block closes the connection: nothing is
+// dialed and no byte is forwarded. Otherwise it dials addr, the address
+// the client asked for, on the final decision's route and splices,
+// forwarding the bytes read first. A dial that fails after the 200 can
+// only close the connection. A client that sent nothing within the wait is
+// sniffed late, once dialed (sniffpolicy.Late).
+func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWriter, addr string) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		x.err = err
+		textError(w, http.StatusInternalServerError, "sluice: cannot take over the connection")
+		return
+	}
+	x.hijacked = true
+	conn.SetDeadline(time.Time{})
+	pending := buffered(brw.Reader)
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		conn.Close()
+		x.err = err
+		return
+	}
+	x.status = http.StatusOK
+	// The dial-time guard checks the address against the first request
+	// and decision, never the sniffed name's: the client chose that name,
+	// and it must not lift deny_private for the address it asked for.
+	guarded := s.guarded(ctx, x)
+	client := relay.WithPrefix(conn, pending) // sniffing may leave some of pending unread
+	o := sniffpolicy.Check(client, s.Sniff, s.Policy, x.req, x.d)
+	x.d, x.sniffed = o.Decision, o.LogAttrs()
+	if o.Decision.Verdict != filter.Allow {
+		conn.Close()
+		return
+	}
+	origin, err := s.dial(guarded, o.Decision.Via, "tcp", addr)
+	if err != nil {
+		conn.Close()
+		x.err, x.dialErr = err, err
+		return
+	}
+	var originData []byte
+	if o.Result.Proto == sniff.None {
+		o, originData = sniffpolicy.Late(ctx, client, origin, s.Sniff, s.Policy, x.req, o, s.idleTimeout())
+		x.d, x.sniffed = o.Decision, o.LogAttrs()
+		if o.Decision.Verdict != filter.Allow {
+			conn.Close()
+			origin.Close()
+			return
+		}
+	}
+	st, err := relay.Splice(ctx, relay.WithPrefix(client, o.Result.Data), relay.WithPrefix(origin, originData), s.idleTimeout())
 	x.up, x.down = st.Up, st.Down
 	if err != nil && !errors.Is(err, context.Canceled) {
 		x.err = err

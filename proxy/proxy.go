@@ -25,6 +25,7 @@ import (
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/observe"
 	"github.com/sluiceproxy/sluice/proxy/reqid"
+	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 )
 
 // Defaults for the zero values of Server's fields.
@@ -114,6 +115,10 @@ type Server struct {
 	// Now returns the time of a request for filter.Request.Time. If nil,
 	// time.Now is used.
 	Now func() time.Time
+	// Sniff says which CONNECT tunnels are answered 200 before dialing so
+	// that their first bytes (TLS SNI, HTTP Host) are decided again. The
+	// zero value sniffs nothing.
+	Sniff sniffpolicy.Config
 
 	initOnce sync.Once
 	gp       *goproxy.ProxyHttpServer
@@ -213,8 +218,9 @@ type exchange struct {
 	user     string
 	target   string
 	decided  bool
-	req      filter.Request
+	req      filter.Request // what the first decision was asked
 	d        filter.Decision
+	sniffed  []slog.Attr                     // what sniffing found, for the log
 	refused  atomic.Pointer[filter.Decision] // set when Guard refused an address
 	peer     atomic.Pointer[netip.Addr]      // the last address Guard let a direct dial connect to
 	scheme   string                          // a plain request's URL scheme
@@ -248,6 +254,7 @@ func (x *exchange) record() *accesslog.Record {
 		r.Decided = true
 		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
 		r.Category, r.Route = d.Category, d.Route()
+		r.Sniffed = x.sniffed
 	}
 	return r
 }

@@ -349,6 +349,26 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			c.DenyPrivate, err = p.boolean(v, ctx)
 		case "timeouts":
 			err = p.parseTimeouts(v)
+		case "sniff":
+			var s string
+			if s, err = p.str(v, ctx); err == nil {
+				switch m := SniffMode(s); m {
+				case SniffIP, SniffAll, SniffOff:
+					c.Sniff = m
+				default:
+					err = p.errf(v, "%smust be ip, all or off, not %q", ctx, s)
+				}
+			}
+		case "sniff_unnamed":
+			var s string
+			if s, err = p.str(v, ctx); err == nil {
+				switch Action(s) {
+				case Allow, Block:
+					c.SniffUnnamed = Action(s)
+				default:
+					err = p.errf(v, "%smust be allow or block, not %q", ctx, s)
+				}
+			}
 		case "block_page":
 			err = p.parseBlockPage(v)
 		case "admin":
@@ -966,6 +986,12 @@ func (p *cfgParser) fillDefaults() {
 	}
 	if c.Default == "" {
 		c.Default = Allow
+	}
+	if c.Sniff == "" {
+		c.Sniff = SniffIP
+	}
+	if c.SniffUnnamed == "" {
+		c.SniffUnnamed = Allow
 	}
 	if !p.checkResolvedSet {
 		c.CheckResolved = true

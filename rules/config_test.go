@@ -117,6 +117,8 @@ func TestParseFull(t *testing.T) {
 		Anonymize:     true,
 		Timeouts:      Timeouts{Dial: 5 * time.Second, Handshake: DefaultHandshakeTimeout, Idle: time.Minute, Lifetime: 2 * time.Hour},
 		CheckResolved: true,
+		Sniff:         SniffIP,
+		SniffUnnamed:  Allow,
 		Limits:        Limits{MaxConns: 100, PerClient: 7},
 		ShutdownGrace: 5 * time.Second,
 		PidFile:       filepath.Join(dir, "run/sluice.pid"),
@@ -192,7 +194,8 @@ func TestParseDefaults(t *testing.T) {
 		}
 		if !reflect.DeepEqual(cfg.Listen, []string{DefaultListen}) || cfg.Default != Allow || len(cfg.Rules) != 0 ||
 			cfg.Timeouts != (Timeouts{DefaultDialTimeout, DefaultHandshakeTimeout, DefaultIdleTimeout, 0}) ||
-			cfg.Limits != (Limits{DefaultMaxConns, DefaultPerClient}) || cfg.ShutdownGrace != DefaultShutdownGrace {
+			cfg.Limits != (Limits{DefaultMaxConns, DefaultPerClient}) || cfg.ShutdownGrace != DefaultShutdownGrace ||
+			cfg.Sniff != SniffIP || cfg.SniffUnnamed != Allow {
 			t.Errorf("%s: defaults not filled: %+v", name, cfg)
 		}
 		if wd, _ := os.Getwd(); cfg.CacheDir != filepath.Join(wd, "cache") {
@@ -200,6 +203,27 @@ func TestParseDefaults(t *testing.T) {
 		}
 		if wd, _ := os.Getwd(); cfg.PidFile != filepath.Join(wd, "sluice.pid") {
 			t.Errorf("%s: PidFile = %q, want sluice.pid beside the config", name, cfg.PidFile)
+		}
+	}
+}
+
+func TestParseSniff(t *testing.T) {
+	for _, tc := range []struct {
+		src     string
+		mode    SniffMode
+		unnamed Action
+	}{
+		{"default: allow\nsniff: all\nsniff_unnamed: block\n", SniffAll, Block},
+		{"default: allow\nsniff: off\n", SniffOff, Allow},
+		{"default: allow\nsniff: ip\nsniff_unnamed: allow\n", SniffIP, Allow},
+		{"default: allow\nsniff_unnamed: block\n", SniffIP, Block},
+	} {
+		cfg, err := Parse("sluice.yaml", []byte(tc.src))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.src, err)
+		}
+		if cfg.Sniff != tc.mode || cfg.SniffUnnamed != tc.unnamed {
+			t.Errorf("%q: sniff %q, sniff_unnamed %q; want %q, %q", tc.src, cfg.Sniff, cfg.SniffUnnamed, tc.mode, tc.unnamed)
 		}
 	}
 }
@@ -303,6 +327,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad check_resolved", "default: block\ncheck_resolved: \"no\"\n", `sluice.yaml:2: check_resolved: must be true or false`},
 		{"bad deny_private", "deny_private: 1\n", `sluice.yaml:1: deny_private: must be true or false`},
 		{"socks key", "socks: {tcp: true}\n", `sluice.yaml:1: socks: unknown key "tcp" (want udp)`},
+		{"bad sniff", "default: allow\nsniff: always\n", `sluice.yaml:2: sniff: must be ip, all or off, not "always"`},
+		{"sniff not a string", "sniff: [ip]\n", `sluice.yaml:1: sniff: must be a string`},
+		{"sniff bool", "sniff: false\n", `sluice.yaml:1: sniff: must be ip, all or off, not "false"`},
+		{"bad sniff_unnamed", "\nsniff_unnamed: deny\n", `sluice.yaml:2: sniff_unnamed: must be allow or block, not "deny"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -80,6 +80,16 @@ type Config struct {
 	// Timeouts bounds every wait.
 	Timeouts Timeouts `yaml:"-"`
 
+	// Sniff says which CONNECT and SOCKS tunnels have their first bytes
+	// read for a name (TLS SNI, HTTP Host) that is decided again before
+	// dialing. Empty means SniffIP.
+	Sniff SniffMode `yaml:"-"`
+
+	// SniffUnnamed is the action for a sniffed tunnel to an IP literal
+	// whose TLS ClientHello names no usable host (no server_name, Encrypted
+	// Client Hello, malformed, too large, cut short). Empty means Allow.
+	SniffUnnamed Action `yaml:"-"`
+
 	// CheckResolved decides again, on the direct route, every address an
 	// allowed name resolves to, as an IP-literal destination with the same
 	// client, user, port and time: an address an IP or CIDR rule blocks is
@@ -141,6 +151,19 @@ type BlockPage struct {
 	// clients see the rule's name or number only.
 	ShowRule bool
 }
+
+// SniffMode says which tunnels are sniffed.
+type SniffMode string
+
+const (
+	// SniffIP sniffs tunnels whose destination is an IP literal.
+	SniffIP SniffMode = "ip"
+	// SniffAll sniffs every tunnel, so that a ClientHello naming another
+	// host than the CONNECT (domain fronting) is decided too.
+	SniffAll SniffMode = "all"
+	// SniffOff sniffs nothing: names are those of the requests only.
+	SniffOff SniffMode = "off"
+)
 
 // Limits bounds the client connections served at once. A connection beyond
 // a limit is answered 503 (HTTP) or general failure (SOCKS) and closed.

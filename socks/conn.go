@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -14,8 +15,11 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/accesslog"
+	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/relay"
 	"github.com/sluiceproxy/sluice/proxy/reqid"
+	"github.com/sluiceproxy/sluice/proxy/sniff"
+	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 	"github.com/sluiceproxy/sluice/rules"
 )
 
@@ -27,12 +31,13 @@ type access struct {
 	user     string
 	target   string
 	decision *filter.Decision
-	reply    int        // the reply code sent, -1 when none
-	up, down int64      // bytes client→origin and origin→client
-	udpBlock int64      // UDP datagrams dropped by the policy
-	udpDrop  int64      // UDP datagrams dropped for other reasons
-	granted  bool       // the request was granted (reply "succeeded")
-	peer     netip.Addr // the origin's address, for a direct connection
+	sniffed  []slog.Attr // what sniffing found
+	reply    int         // the reply code sent, -1 when none
+	up, down int64       // bytes client→origin and origin→client
+	udpBlock int64       // UDP datagrams dropped by the policy
+	udpDrop  int64       // UDP datagrams dropped for other reasons
+	granted  bool        // the request was granted (reply "succeeded")
+	peer     netip.Addr  // the origin's address, for a direct connection
 	err      error
 	dialErr  error  // the dial that failed, for Observe
 	pending  []byte // failure reply to send if the handler panics
@@ -207,6 +212,23 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		reply(repNotAllowed, netip.AddrPort{})
 		return
 	}
+	if s.Sniff.Wants(host) {
+		if rd, err := s.preflight(freq, d, a.target); err != nil {
+			a.err = err
+			if rd != nil { // the guard refused: a block
+				a.decision = rd
+				s.stats.blocked.Add(1)
+				reply(repNotAllowed, netip.AddrPort{})
+				return
+			}
+			s.stats.failed.Add(1)
+			a.dialErr = err
+			reply(replyFor(err), netip.AddrPort{})
+			return
+		}
+		s.sniffConnect(ctx, c, a, freq, d, reply)
+		return
+	}
 	var refused atomic.Pointer[filter.Decision]
 	origin, err := s.dial(s.guarded(ctx, freq, d, &refused), d.Via, "tcp", a.target)
 	if err != nil {
@@ -232,6 +254,80 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 	reply(repSucceeded, addrPort(origin.LocalAddr()))
 	a.pending = nil
 	st, err := relay.Splice(ctx, c, origin, s.idleTimeout())
+	a.up, a.down = st.Up, st.Down
+	if err != nil {
+		a.err = err
+	}
+}
+
+// preflight refuses, before a sniffed tunnel is answered success, what the
+// dial would refuse without connecting anywhere: an unspecified address,
+// and on the direct route an IP-literal target that the Guard refuses (one
+// of Sluice's own listeners, an address blocked under check_resolved or
+// deny_private), with the Guard's refusing decision. Such a request thus
+// gets the same reply (0x04, 0x02) as an unsniffed one. A name is checked
+// when it is dialed.
+func (s *Server) preflight(req filter.Request, d filter.Decision, addr string) (*filter.Decision, error) {
+	if err := dial.Unspecified(addr); err != nil {
+		return nil, err
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || s.Guard == nil || d.Route() != "direct" {
+		return nil, nil
+	}
+	rd, err := s.Guard(req, d, ap)
+	if err != nil {
+		return &rd, err
+	}
+	return nil, nil
+}
+
+// sniffConnect serves a CONNECT that the first decision d allowed and whose
+// first bytes are sniffed: it replies success (bound address 0.0.0.0:0,
+// since nothing is dialed yet), reads the client's first bytes and decides
+// again with the name they carry (package sniffpolicy). A block closes the
+// connection: nothing is dialed and no byte is forwarded. Otherwise it
+// dials the target the client asked for on the final decision's route and
+// splices, forwarding the bytes read first. A dial that fails after the
+// success reply can only close the connection. A client that sent nothing
+// within the wait is sniffed late, once dialed (sniffpolicy.Late).
+func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req filter.Request, d filter.Decision, reply func(replyCode, netip.AddrPort)) {
+	c.SetDeadline(time.Time{})
+	reply(repSucceeded, netip.AddrPort{})
+	a.pending = nil
+	o := sniffpolicy.Check(c, s.Sniff, s.Policy, req, d)
+	a.decision, a.sniffed = &o.Decision, o.LogAttrs()
+	if o.Decision.Verdict != filter.Allow {
+		s.stats.blocked.Add(1)
+		return
+	}
+	// The dial-time guard checks the address against the first request
+	// and decision, never the sniffed name's: the client chose that name,
+	// and it must not lift deny_private for the address it asked for.
+	var refused atomic.Pointer[filter.Decision]
+	origin, err := s.dial(s.guarded(ctx, req, d, &refused), o.Decision.Via, "tcp", a.target)
+	if err != nil {
+		a.err = err
+		if rd := refused.Load(); rd != nil {
+			a.decision = rd
+			s.stats.blocked.Add(1)
+			return
+		}
+		s.stats.failed.Add(1)
+		a.dialErr = err
+		return
+	}
+	var originData []byte
+	if o.Result.Proto == sniff.None {
+		o, originData = sniffpolicy.Late(ctx, c, origin, s.Sniff, s.Policy, req, o, s.idleTimeout())
+		a.decision, a.sniffed = &o.Decision, o.LogAttrs()
+		if o.Decision.Verdict != filter.Allow {
+			s.stats.blocked.Add(1)
+			origin.Close()
+			return
+		}
+	}
+	st, err := relay.Splice(ctx, relay.WithPrefix(c, o.Result.Data), relay.WithPrefix(origin, originData), s.idleTimeout())
 	a.up, a.down = st.Up, st.Down
 	if err != nil {
 		a.err = err
@@ -269,6 +365,7 @@ func (s *Server) logAccess(c net.Conn, a *access, start time.Time) {
 		r.Decided = true
 		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
 		r.Category, r.Route = d.Category, d.Route()
+		r.Sniffed = a.sniffed
 	}
 	if s.Access != nil {
 		s.Access(r)

@@ -23,6 +23,7 @@ import (
 	"github.com/sluiceproxy/sluice/proxy/accesslog"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/observe"
+	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 )
 
 // Policy decides whether a request may pass. *filter.Engine implements it.
@@ -103,6 +104,11 @@ type Server struct {
 
 	// Now returns the current time for filter.Request.Time. If nil, time.Now.
 	Now func() time.Time
+
+	// Sniff says which CONNECT tunnels are answered before dialing so that
+	// their first bytes (TLS SNI, HTTP Host) are decided again. The zero
+	// value sniffs nothing.
+	Sniff sniffpolicy.Config
 
 	once   sync.Once
 	ctx    context.Context // cancelled by Close

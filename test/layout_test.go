@@ -27,6 +27,8 @@ func TestImportDirection(t *testing.T) {
 		"../proxy/dial":  {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks"},
 		"../proxy/relay": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial"},
 		"../proxy":       {mod + "/socks", mod + "/proxy/server"},
+		// sniff reads a tunnel's first bytes for any front end: a leaf.
+		"../proxy/sniff": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial", mod + "/proxy/relay", mod + "/proxy/server"},
 		"../socks":       {mod + "/proxy", mod + "/proxy/server"},
 		// reqid hands out ids to both front ends: standard library only.
 		"../proxy/reqid": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial", mod + "/proxy/relay", mod + "/proxy/server"},

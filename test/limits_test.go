@@ -141,8 +141,11 @@ func TestLimitsMaxConns(t *testing.T) {
 	if _, r := limitSOCKS5(t, "127.0.0.3", p.addr, echo.port); r != 0x01 {
 		t.Fatalf("SOCKS5 beyond max_conns: reply 0x%02x, want 0x01", r)
 	}
+	// The tunnels go to an IP address and are sniffed (sniff: ip): each is
+	// dialed once its client has stayed silent for the first-byte wait.
+	eventually(t, "the two tunnels within max_conns are dialed", func() bool { return echo.accepts.Load() == 2 })
+	p.waitLog(t, `connection limit reached.*"limit":"max_conns"`)
 	if n := echo.accepts.Load(); n != 2 {
 		t.Fatalf("the origin accepted %d connections, want 2", n)
 	}
-	p.waitLog(t, `connection limit reached.*"limit":"max_conns"`)
 }

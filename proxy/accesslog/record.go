@@ -64,6 +64,10 @@ type Record struct {
 	ContentType string
 	// Err is what went wrong, if anything.
 	Err error
+	// Sniffed holds what a sniffed tunnel's first bytes carried
+	// (sniffpolicy.Outcome.LogAttrs: sniff, sniffed, sniff_err), written
+	// after the decision's fields of the JSON line; nil for none.
+	Sniffed []slog.Attr
 }
 
 // tunnel reports whether r is CONNECT-like: an HTTP CONNECT or a SOCKS
@@ -95,6 +99,7 @@ func (r *Record) attrs() []slog.Attr {
 			slog.String("rule", r.Rule),
 			slog.String("category", r.Category),
 			slog.String("route", r.Route))
+		a = append(a, r.Sniffed...)
 	} else {
 		a = append(a, slog.String("verdict", "none"))
 		if r.Reason != "" || r.Proto == "http" {

@@ -235,16 +235,18 @@ func (r *Router) Dial(ctx context.Context, route, network, addr string) (net.Con
 	if !ok {
 		return nil, &Error{Kind: KindOther, Addr: addr, Upstream: route, Err: fmt.Errorf("%w %q", ErrUnknownRoute, route)}
 	}
-	if err := unspecified(addr); err != nil {
+	if err := Unspecified(addr); err != nil {
 		return nil, err
 	}
 	return r.dial(ctx, rt, network, addr)
 }
 
-// unspecified refuses a target that is an unspecified IP literal (0.0.0.0,
+// Unspecified refuses a target that is an unspecified IP literal (0.0.0.0,
 // ::, ::ffff:0.0.0.0), on every route: Linux connects it to the local host,
-// and an upstream would connect it to its own.
-func unspecified(addr string) error {
+// and an upstream would connect it to its own. The Router applies it to
+// every dial; a front end that answers before dialing (a sniffed tunnel)
+// asks it first. It returns a *Error of KindUnspecified, or nil.
+func Unspecified(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil // the dialer reports it

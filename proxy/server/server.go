@@ -38,6 +38,7 @@ import (
 	"github.com/sluiceproxy/sluice/proxy/auth"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/observe"
+	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 	"github.com/sluiceproxy/sluice/rules"
 	"github.com/sluiceproxy/sluice/socks"
 )
@@ -216,6 +217,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 	g := newGuard(st, &s.own)
 	dialFn := st.router.Dial
 	to := st.cfg.Timeouts
+	sniff := sniffpolicy.Config{Mode: st.cfg.Sniff, Unnamed: st.cfg.SniffUnnamed}
 	h := &proxy.Server{
 		Policy:           policy,
 		Guard:            g.Check,
@@ -229,6 +231,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		DialTimeout:      dialBudget(st.cfg),
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
+		Sniff:            sniff,
 	}
 	so := &socks.Server{
 		Policy:           policy,
@@ -239,6 +242,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Access:           s.access,
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
+		Sniff:            sniff,
 	}
 	if st.users != nil {
 		h.Auth = s.m.authenticator(st.users, observe.HTTP)
