@@ -355,11 +355,9 @@ func (lp *listParser) adblock(l []byte) {
 	rest, anchored := bytes.CutPrefix(l, []byte("||"))
 	if !anchored {
 		l = bytes.TrimPrefix(l, []byte("*."))
-		if bytes.IndexByte(l, '.') > 0 && bytes.IndexAny(l, "|/*^:?=&") < 0 {
-			if _, err := NormalizeHost(string(bytes.TrimPrefix(l, []byte(".")))); err == nil {
-				lp.domain(l, allow) // a bare domain, as in AdGuard DNS lists
-				return
-			}
+		if bareDomain(l) {
+			lp.domain(l, allow) // a bare domain, as in AdGuard DNS lists
+			return
 		}
 		lp.st.Skipped++ // a URL or substring rule
 		return
@@ -372,6 +370,23 @@ func (lp *listParser) adblock(l []byte) {
 		return
 	}
 	lp.domain(rest, allow)
+}
+
+// bareDomain tells whether an unanchored Adblock rule is a domain name
+// rather than a substring such as "-ad-unit." or "_metrics.": at least two
+// labels, none empty or starting or ending with '-', and a valid host.
+func bareDomain(l []byte) bool {
+	l = bytes.TrimPrefix(l, []byte("."))
+	if bytes.IndexByte(l, '.') < 0 || bytes.IndexAny(l, "|/*^:?=&") >= 0 {
+		return false
+	}
+	for label := range bytes.SplitSeq(l, []byte(".")) {
+		if len(label) == 0 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+	}
+	_, err := NormalizeHost(string(l))
+	return err == nil
 }
 
 // wholeHostOptions are the Adblock options that leave a rule about every
