@@ -163,3 +163,28 @@ func TestLoadUT1Fixture(t *testing.T) {
 		t.Errorf("SourceErrors = %v", errs)
 	}
 }
+
+// A source's format: is the one its files are read in, by LoadSet and by
+// Explain alike.
+func TestLoadStatedFormat(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "mixed.txt"), "[Adblock Plus 2.0]\n||a.example^\naddress=/b.example/0.0.0.0\n")
+	cfg, err := Parse(filepath.Join(dir, "sluice.yaml"), []byte("categories:\n  d: {file: mixed.txt, format: dnsmasq}\n  a: mixed.txt\nrules:\n  - block: [category:d, category:a]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := LoadSet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := set.Categories["d"]; !slices.Equal(d.Block, []string{"b.example"}) || d.Sources[0].Format != FormatDnsmasq {
+		t.Errorf("d = %v (%s)", d.Block, d.Sources[0].Format)
+	}
+	if a := set.Categories["a"]; !slices.Equal(a.Block, []string{"a.example"}) || a.Sources[0].Format != FormatAdblock {
+		t.Errorf("a = %v (%s)", a.Block, a.Sources[0].Format)
+	}
+	m := Explain(set, "www.b.example")
+	if len(m) != 1 || m[0].Category != "d" || m[0].Line != 3 {
+		t.Errorf("Explain = %+v", m)
+	}
+}
