@@ -12,9 +12,9 @@ import (
 
 // List formats, as reported in ListStats.Format and SourceStats.Format.
 const (
-	FormatPlain   = "plain"   // one domain a line
-	FormatHosts   = "hosts"   // "0.0.0.0 a.com b.com"
-	FormatAdblock = "adblock" // "||a.com^", "@@||b.com^"
+	FormatPlain    = "plain"    // one domain a line
+	FormatHosts    = "hosts"    // "0.0.0.0 a.com b.com"
+	FormatAdblock  = "adblock"  // "||a.com^", "@@||b.com^"
 	FormatDnsmasq  = "dnsmasq"  // "address=/a.com/0.0.0.0", "server=/a.com/", "local=/a.com/"
 	FormatWildcard = "wildcard" // "*.a.com" a line, as HaGeZi and OISD publish
 )

@@ -489,4 +489,3 @@ Use 'sluice check' to see which rule decides.`,
 		},
 	}
 }
-
