@@ -223,15 +223,20 @@ func classify(l []byte) string {
 		bytes.HasPrefix(l, []byte("local=/")):
 		return FormatDnsmasq
 	}
-	f := bytes.Fields(stripComment(l))
+	l = stripComment(l)
+	if len(l) == 0 {
+		return ""
+	}
+	if i := bytes.IndexAny(l, " \t"); i >= 0 { // several fields: a hosts line or nothing
+		if isIP(l[:i]) {
+			return FormatHosts
+		}
+		return ""
+	}
 	switch {
-	case len(f) >= 2 && isIP(f[0]):
-		return FormatHosts
-	case len(f) != 1:
-		return "" // not a line of any format
-	case bytes.HasPrefix(f[0], []byte("*.")):
+	case bytes.HasPrefix(l, []byte("*.")):
 		return FormatWildcard
-	case bytes.ContainsAny(f[0], "|^$/*=?&"), f[0][0] == '-', f[0][0] == '_' && !bytes.Contains(f[0], []byte(".")):
+	case bytes.ContainsAny(l, "|^$/*=?&"), l[0] == '-', l[0] == '_' && !bytes.Contains(l, []byte(".")):
 		return FormatAdblock // a URL, path or substring rule: "/ads/", "-ad-banner-", "&ad_type="
 	}
 	return FormatPlain

@@ -153,6 +153,13 @@ func FuzzParseList(f *testing.F) {
 		}
 		f.Add(data)
 	}
+	for _, name := range []string{"easylist.txt", "adguard-dns.txt", "oisd-domainswild.txt"} {
+		data, err := os.ReadFile(filepath.Join("testdata", "lists", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data[:min(len(data), 4096)])
+	}
 	f.Add([]byte("\xef\xbb\xbf||a.example^$third-party\r\n@@||b.example^\r\n"))
 	f.Add([]byte("address=/a.example/b.example/0.0.0.0\nserver=/#/\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
