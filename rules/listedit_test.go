@@ -118,3 +118,18 @@ func TestImportAndRemoteSources(t *testing.T) {
 		t.Error("RemoteSources of an unknown category: no error")
 	}
 }
+
+func FuzzParseEntry(f *testing.F) {
+	for _, s := range []string{"example.com", "https://www.youtube.com/watch?v=x", "*.A.example", "||a.example^", "[::1]:80", "a.example:443/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := ParseEntry(s)
+		if err != nil {
+			return
+		}
+		if n, err := NormalizeHost(h); err != nil || n != h {
+			t.Fatalf("ParseEntry(%q) = %q, not normalized", s, h)
+		}
+	})
+}
