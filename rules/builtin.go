@@ -58,7 +58,7 @@ func openList(file string) (io.ReadCloser, error) {
 // the list's name.
 func readBuiltin(cl *CategoryList, name string) SourceStats {
 	st := SourceStats{Source: Source{Path: name}}
-	readFile(cl, name, &st)
+	readFile(cl, name, "", &st)
 	return st
 }
 

@@ -511,7 +511,8 @@ func (p *cfgParser) parseCategories(n *yaml.Node) error {
 	return nil
 }
 
-// parseSource parses "path", "https://url", {file: P} or {url: U, refresh: D}.
+// parseSource parses "path", "https://url", {file: P} or {url: U, refresh: D},
+// with format: and optional: in the mapping forms.
 func (p *cfgParser) parseSource(n *yaml.Node, ctx string) (Source, error) {
 	src := Source{Line: n.Line}
 	if n.Kind == yaml.ScalarNode {
@@ -545,12 +546,20 @@ func (p *cfgParser) parseSource(n *yaml.Node, ctx string) (Source, error) {
 				if src.Refresh, err = p.duration(kv.val, ctx+"refresh: "); err != nil {
 					return src, err
 				}
+			case "format":
+				s, err := p.str(kv.val, ctx+"format: ")
+				if err != nil {
+					return src, err
+				}
+				if src.Format, err = ParseFormat(s); err != nil {
+					return src, p.errf(kv.val, "%sformat: %s", ctx, err)
+				}
 			case "optional":
 				if src.Optional, err = p.boolean(kv.val, ctx+"optional: "); err != nil {
 					return src, err
 				}
 			default:
-				return src, p.errf(kv.key, "%sunknown key %q (want file, or url and refresh; optional)", ctx, kv.key.Value)
+				return src, p.errf(kv.key, "%sunknown key %q (want file, or url and refresh; format, optional)", ctx, kv.key.Value)
 			}
 		}
 		if (src.Path == "") == (src.URL == "") {

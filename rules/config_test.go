@@ -41,8 +41,8 @@ func TestParseFull(t *testing.T) {
 		  social: [lists/social.txt]
 		  ads:
 		    - https://example.org/hosts.txt
-		    - {url: "https://example.net/list", refresh: 1h}
-		    - {file: /srv/ads.txt}
+		    - {url: "https://example.net/list", refresh: 1h, format: Wildcard}
+		    - {file: /srv/ads.txt, format: domains}
 		category_dirs:
 		  - path: ut1
 		    only: [gambling]
@@ -95,8 +95,8 @@ func TestParseFull(t *testing.T) {
 			"social": {{Path: filepath.Join(dir, "lists/social.txt"), Line: 7}},
 			"ads": {
 				{URL: "https://example.org/hosts.txt", Refresh: 24 * time.Hour, Line: 9},
-				{URL: "https://example.net/list", Refresh: time.Hour, Line: 10},
-				{Path: "/srv/ads.txt", Line: 11},
+				{URL: "https://example.net/list", Refresh: time.Hour, Format: FormatWildcard, Line: 10},
+				{Path: "/srv/ads.txt", Format: FormatPlain, Line: 11},
 			},
 		},
 		CategoryDirs: []CategoryDir{{Path: ut1, Only: []string{"gambling"}, Line: 13}},
@@ -278,6 +278,8 @@ func TestParseErrors(t *testing.T) {
 		{"category from dir", "category_dirs: [ut1]\nrules:\n  - block: category:adult\n  - block: category:gambling\n", `sluice.yaml:4: rule 2: unknown category "gambling"`},
 		{"category not in only", "category_dirs:\n  - {path: ut1, only: [porn]}\nrules:\n  - block: category:adult\n", `sluice.yaml:4: rule 1: unknown category "adult"`},
 		{"only names no folder", "category_dirs:\n  - path: ut1\n    only: [adult, gamblnig]\nrules: []\n", `sluice.yaml:3: category_dirs: only: no category folder "gamblnig" in ` + filepath.Join(dir, "ut1")},
+		{"unknown list format", "categories:\n  a: {file: a.txt, format: abp}\nrules: []\n", `sluice.yaml:2: categories: a: format: unknown list format "abp" (want adblock, hosts, domains, wildcard or dnsmasq)`},
+		{"list format not a string", "categories:\n  a:\n    - file: a.txt\n      format: [adblock]\n", `sluice.yaml:4: categories: a: format: must be a string`},
 		{"optional not a bool", "categories:\n  a: {file: a.txt, optional: maybe}\nrules: []\n", `sluice.yaml:2: categories: a: optional: must be true or false`},
 		{"missing category dir", "category_dirs:\n  - path: nowhere\n", `sluice.yaml:2: category_dirs: ` + filepath.Join(dir, "nowhere") + ` is not a folder`},
 		{"bad pattern", "rules:\n  - block: [\"exa mple.com\"]\n", `sluice.yaml:2: rule 1: invalid pattern "exa mple.com": not a host, glob, category or CIDR`},

@@ -51,7 +51,7 @@ func Explain(set *Set, host string) []Match {
 				if err != nil {
 					continue
 				}
-				_, _ = ParseList(f, file, func(e Entry) {
+				_, _ = ParseListFormat(f, file, src.Source.Format, func(e Entry) {
 					if want[e.Domain] {
 						out = append(out, Match{Category: name, File: file, Line: e.Line, Entry: e.Domain, Allow: e.Allow})
 					}

@@ -148,7 +148,7 @@ func readLastGood(cfg *Config, cl *CategoryList, st *SourceStats) {
 	defer f.Close()
 	problem := st.Problem()
 	nb, na := len(cl.Block), len(cl.Allow)
-	ls, err := ParseList(f, path, func(e Entry) {
+	ls, err := ParseListFormat(f, path, FormatAdblock, func(e Entry) { // as writeLastGood writes it
 		if e.Allow {
 			cl.Allow = append(cl.Allow, e.Domain)
 		} else {

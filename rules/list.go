@@ -7,15 +7,33 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 )
 
 // List formats, as reported in ListStats.Format and SourceStats.Format.
 const (
-	FormatPlain   = "plain"   // one domain a line
-	FormatHosts   = "hosts"   // "0.0.0.0 a.com b.com"
-	FormatAdblock = "adblock" // "||a.com^", "@@||b.com^"
-	FormatDnsmasq = "dnsmasq" // "address=/a.com/0.0.0.0", "server=/a.com/"
+	FormatPlain    = "plain"    // one domain a line
+	FormatHosts    = "hosts"    // "0.0.0.0 a.com b.com"
+	FormatAdblock  = "adblock"  // "||a.com^", "@@||b.com^"
+	FormatDnsmasq  = "dnsmasq"  // "address=/a.com/0.0.0.0", "server=/a.com/", "local=/a.com/"
+	FormatWildcard = "wildcard" // "*.a.com" a line, as HaGeZi and OISD publish
 )
+
+// formatNames maps the names a source's format: accepts to the formats;
+// "domains" is what list authors call the plain format.
+var formatNames = map[string]string{
+	FormatPlain: FormatPlain, "domains": FormatPlain, FormatHosts: FormatHosts,
+	FormatAdblock: FormatAdblock, FormatDnsmasq: FormatDnsmasq, FormatWildcard: FormatWildcard,
+}
+
+// ParseFormat returns the format a name stands for: adblock, hosts,
+// domains (or plain), dnsmasq or wildcard, in any case.
+func ParseFormat(name string) (string, error) {
+	if f, ok := formatNames[strings.ToLower(strings.TrimSpace(name))]; ok {
+		return f, nil
+	}
+	return "", fmt.Errorf("unknown list format %q (want adblock, hosts, domains, wildcard or dnsmasq)", name)
+}
 
 // List parsing limits.
 const (
@@ -24,15 +42,13 @@ const (
 	// maxInvalidLines is the count of invalid lines after which a list that
 	// has more invalid lines than valid ones is abandoned.
 	maxInvalidLines = 1000
-	// detectLines is how many meaningful lines decide a file's format.
-	detectLines = 64
 	// maxLineLen is the longest line read; a longer one ends the parse.
 	maxLineLen = 1 << 20
 )
 
 // ErrNotAList means a file had so many invalid lines that it is probably not
 // a list in a format Sluice reads.
-var ErrNotAList = errors.New("too many invalid lines: not a list in a known format (plain, hosts, adblock, dnsmasq)")
+var ErrNotAList = errors.New("too many invalid lines: not a list in a known format (domains, wildcard, hosts, adblock, dnsmasq)")
 
 // Entry is one domain taken from a list file.
 type Entry struct {
@@ -47,7 +63,7 @@ type Entry struct {
 
 // ListStats reports what ParseList read.
 type ListStats struct {
-	// Format is the detected format: FormatPlain, FormatHosts, FormatAdblock or FormatDnsmasq.
+	// Format is the format read: the one given, or the one detected.
 	Format string
 	// Lines counts the lines read.
 	Lines int
@@ -73,54 +89,62 @@ var localNames = map[string]bool{
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
 // ParseList reads a list of domains from r, calling fn for every entry in
-// file order. file names the source in errors. The format is detected from
-// the first meaningful lines: plain domains, hosts file lines (localhost
-// names skipped), Adblock network rules ("||a.com^", "$options" ignored,
-// "@@" exceptions as Allow entries, cosmetic and URL rules skipped), or
-// dnsmasq "address=/a.com/…" and "server=/a.com/…". A BOM, CRLF line ends,
+// file order, in the format DetectFormat finds. See ParseListFormat.
+func ParseList(r io.Reader, file string, fn func(Entry)) (ListStats, error) {
+	return ParseListFormat(r, file, "", fn)
+}
+
+// ParseListFormat reads a list of domains in format from r, calling fn for
+// every entry in file order. file names the source in errors. An empty
+// format is detected over the whole of r (see DetectFormat), which is read
+// twice: once to decide, once to parse; r is buffered in memory when it
+// cannot seek. The formats: plain domains, "*.domain" wildcards, hosts
+// file lines (localhost names skipped), Adblock network rules ("||a.com^",
+// "@@" exceptions as Allow entries; cosmetic rules, URL and path rules and
+// rules whose options narrow them to some requests skipped), or dnsmasq
+// "address=/a.com/…", "server=/a.com/…" and "local=/a.com/". A BOM, CRLF line ends,
 // surrounding spaces and '#' comments (and '!' in Adblock lists) are ignored;
 // domains are normalized with NormalizeHost, and a leading "*." or "." is
 // dropped since every entry covers its subdomains anyway.
 //
 // Invalid lines are counted and the first few kept in ListStats.Errors; they
 // are never fatal. Only after 1000 invalid lines, when they outnumber the
-// valid ones, does ParseList stop, with an error wrapping ErrNotAList. A read
+// valid ones, does ParseListFormat stop, with an error wrapping ErrNotAList. A read
 // error also stops it. The entries passed to fn before an error stand.
-func ParseList(r io.Reader, file string, fn func(Entry)) (ListStats, error) {
+func ParseListFormat(r io.Reader, file, format string, fn func(Entry)) (ListStats, error) {
 	lp := &listParser{file: file, fn: fn}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxLineLen)
-
-	// Buffer the first meaningful lines to detect the format.
-	var pending [][]byte
-	meaningful := 0
-	votes := map[string]int{}
-	more := true // the scanner may hold more lines
-	for meaningful < detectLines {
-		if !sc.Scan() {
-			more = false
-			break
+	if format == "" {
+		rs, ok := r.(io.ReadSeeker)
+		var start int64
+		var err error
+		if ok {
+			start, err = rs.Seek(0, io.SeekCurrent)
 		}
-		line := bytes.Clone(sc.Bytes())
-		pending = append(pending, line)
-		if f := classify(clean(line, len(pending) == 1)); f != "" {
-			votes[f]++
-			meaningful++
+		if !ok || err != nil {
+			data, err := io.ReadAll(r)
+			if err != nil {
+				return lp.st, &ParseError{File: file, Line: 1, Err: fmt.Errorf("read: %w", err)}
+			}
+			rs, start = bytes.NewReader(data), 0
 		}
-	}
-	lp.st.Format = FormatPlain
-	best := 0
-	for _, f := range []string{FormatAdblock, FormatHosts, FormatDnsmasq, FormatPlain} {
-		if votes[f] > best {
-			lp.st.Format, best = f, votes[f]
-		}
-	}
-	for _, line := range pending {
-		if err := lp.line(line); err != nil {
+		if format, err = DetectFormat(rs, file); err != nil {
 			return lp.st, err
 		}
+		if _, err := rs.Seek(start, io.SeekStart); err != nil {
+			return lp.st, &ParseError{File: file, Line: 1, Err: fmt.Errorf("read: %w", err)}
+		}
+		r = rs
+	} else {
+		f, err := ParseFormat(format)
+		if err != nil {
+			return lp.st, &ParseError{File: file, Line: 1, Err: err}
+		}
+		format = f
 	}
-	for more && sc.Scan() {
+	lp.st.Format = format
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLineLen)
+	for sc.Scan() {
 		if err := lp.line(sc.Bytes()); err != nil {
 			return lp.st, err
 		}
@@ -129,6 +153,52 @@ func ParseList(r io.Reader, file string, fn func(Entry)) (ListStats, error) {
 		return lp.st, &ParseError{File: file, Line: lp.st.Lines + 1, Err: fmt.Errorf("read: %w", err)}
 	}
 	return lp.st, nil
+}
+
+// adblockHeaders start the first line of an Adblock-syntax filter list.
+var adblockHeaders = []string{"[adblock", "[ublock", "[adguard"}
+
+// DetectFormat reads r to its end and returns the format of the list it
+// holds. A "[Adblock Plus 2.0]" header (or uBlock's, AdGuard's) as the first
+// meaningful line decides at once; otherwise every line votes for the format
+// it is written in, and the most votes win (plain when nothing votes): the
+// head of a list alone misleads, since EasyList's first thousand lines are
+// comments, cosmetic and path rules. A read error is returned as a
+// *ParseError naming file.
+func DetectFormat(r io.Reader, file string) (string, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLineLen)
+	votes := map[string]int{}
+	n, first := 0, true
+	for sc.Scan() {
+		n++
+		l := clean(sc.Bytes(), n == 1)
+		if len(l) == 0 {
+			continue
+		}
+		if first {
+			first = false
+			low := bytes.ToLower(l)
+			for _, h := range adblockHeaders {
+				if bytes.HasPrefix(low, []byte(h)) {
+					return FormatAdblock, nil
+				}
+			}
+		}
+		if f := classify(l); f != "" {
+			votes[f]++
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", &ParseError{File: file, Line: n + 1, Err: fmt.Errorf("read: %w", err)}
+	}
+	format, best := FormatPlain, 0
+	for _, f := range []string{FormatAdblock, FormatHosts, FormatDnsmasq, FormatWildcard, FormatPlain} {
+		if votes[f] > best {
+			format, best = f, votes[f]
+		}
+	}
+	return format, nil
 }
 
 // clean trims a line: BOM on the first line, spaces, CR.
@@ -153,9 +223,21 @@ func classify(l []byte) string {
 		bytes.HasPrefix(l, []byte("local=/")):
 		return FormatDnsmasq
 	}
-	f := bytes.Fields(stripComment(l))
-	if len(f) >= 2 && isIP(f[0]) {
-		return FormatHosts
+	l = stripComment(l)
+	if len(l) == 0 {
+		return ""
+	}
+	if i := bytes.IndexAny(l, " \t"); i >= 0 { // several fields: a hosts line or nothing
+		if isIP(l[:i]) {
+			return FormatHosts
+		}
+		return ""
+	}
+	switch {
+	case bytes.HasPrefix(l, []byte("*.")):
+		return FormatWildcard
+	case bytes.ContainsAny(l, "|^$/*=?&"), l[0] == '-', l[0] == '_' && !bytes.Contains(l, []byte(".")):
+		return FormatAdblock // a URL, path or substring rule: "/ads/", "-ad-banner-", "&ad_type="
 	}
 	return FormatPlain
 }
@@ -269,15 +351,18 @@ func (lp *listParser) adblock(l []byte) {
 		allow, l = true, rest
 	}
 	if i := bytes.IndexByte(l, '$'); i >= 0 {
-		l = l[:i] // options are ignored
+		if !wholeHost(l[i+1:]) {
+			lp.st.Skipped++ // the rule applies to some requests only
+			return
+		}
+		l = l[:i]
 	}
 	rest, anchored := bytes.CutPrefix(l, []byte("||"))
 	if !anchored {
-		if bytes.IndexByte(l, '.') > 0 && bytes.IndexAny(l, "|/*^:?=&") < 0 {
-			if _, err := NormalizeHost(string(bytes.TrimPrefix(l, []byte(".")))); err == nil {
-				lp.domain(l, allow) // a bare domain, as in AdGuard DNS lists
-				return
-			}
+		l = bytes.TrimPrefix(l, []byte("*."))
+		if bareDomain(l) {
+			lp.domain(l, allow) // a bare domain, as in AdGuard DNS lists
+			return
 		}
 		lp.st.Skipped++ // a URL or substring rule
 		return
@@ -290,6 +375,43 @@ func (lp *listParser) adblock(l []byte) {
 		return
 	}
 	lp.domain(rest, allow)
+}
+
+// bareDomain tells whether an unanchored Adblock rule is a domain name
+// rather than a substring such as "-ad-unit." or "_metrics.": at least two
+// labels, none empty or starting or ending with '-', and a valid host.
+func bareDomain(l []byte) bool {
+	l = bytes.TrimPrefix(l, []byte("."))
+	if bytes.IndexByte(l, '.') < 0 || bytes.IndexAny(l, "|/*^:?=&") >= 0 {
+		return false
+	}
+	for label := range bytes.SplitSeq(l, []byte(".")) {
+		if len(label) == 0 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+	}
+	_, err := NormalizeHost(string(l))
+	return err == nil
+}
+
+// wholeHostOptions are the Adblock options that leave a rule about every
+// request to its host, as a DNS filter reads it; any other option ("script",
+// "domain=…", "generichide", "badfilter", "denyallow=…") narrows the rule,
+// and a domain filter cannot apply it without blocking or, for an "@@"
+// exception, allowing far more than the rule says.
+var wholeHostOptions = map[string]bool{
+	"third-party": true, "3p": true, "important": true, "all": true, "document": true, "doc": true, "match-case": true,
+}
+
+// wholeHost tells whether the options of an Adblock rule (the text after
+// '$') keep it a rule about whole hosts.
+func wholeHost(opts []byte) bool {
+	for o := range bytes.SplitSeq(opts, []byte(",")) {
+		if !wholeHostOptions[string(bytes.ToLower(bytes.TrimSpace(o)))] {
+			return false
+		}
+	}
+	return true
 }
 
 func (lp *listParser) dnsmasq(l []byte) {

@@ -308,14 +308,15 @@ func readSource(cfg *Config, cl *CategoryList, src Source) SourceStats {
 		return st
 	}
 	for _, f := range files {
-		readFile(cl, f, &st)
+		readFile(cl, f, src.Format, &st)
 	}
 	return st
 }
 
-// readFile parses one list file into cl and adds its figures to st. On
-// error, the file's entries are dropped and st.Err keeps the first error.
-func readFile(cl *CategoryList, file string, st *SourceStats) {
+// readFile parses one list file in format ("": detected) into cl and adds
+// its figures to st. On error, the file's entries are dropped and st.Err
+// keeps the first error.
+func readFile(cl *CategoryList, file, format string, st *SourceStats) {
 	st.File = file
 	st.Files = append(st.Files, file)
 	f, err := openList(file)
@@ -327,7 +328,7 @@ func readFile(cl *CategoryList, file string, st *SourceStats) {
 	}
 	defer f.Close()
 	nb, na := len(cl.Block), len(cl.Allow)
-	ls, err := ParseList(f, file, func(e Entry) {
+	ls, err := ParseListFormat(f, file, format, func(e Entry) {
 		if e.Allow {
 			cl.Allow = append(cl.Allow, e.Domain)
 		} else {
@@ -390,7 +391,7 @@ func ut1Categories(cd CategoryDir, used map[string]bool) []ut1Category {
 // readUT1Category reads the domains file of one UT1 category folder; its
 // urls and expressions files are counted in Skipped (one per file).
 func readUT1Category(cl *CategoryList, dir string, line int) SourceStats {
-	st := SourceStats{Source: Source{Path: dir, Line: line}}
+	st := SourceStats{Source: Source{Path: dir, Format: FormatPlain, Line: line}}
 	for _, name := range ut1Skipped[:2] {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 			st.Skipped++
@@ -398,6 +399,6 @@ func readUT1Category(cl *CategoryList, dir string, line int) SourceStats {
 			st.Err = fmt.Errorf("rules: %w", err)
 		}
 	}
-	readFile(cl, filepath.Join(dir, UT1Domains), &st)
+	readFile(cl, filepath.Join(dir, UT1Domains), st.Source.Format, &st)
 	return st
 }

@@ -216,6 +216,10 @@ type Source struct {
 	URL string
 	// Refresh is how often a URL is fetched again. Zero means 24h.
 	Refresh time.Duration
+	// Format is the list format the source is read in (see ParseFormat):
+	// FormatAdblock, FormatHosts, FormatPlain, FormatDnsmasq or
+	// FormatWildcard. Empty: detected from each file (see DetectFormat).
+	Format string
 	// Optional lets a rule use the source while it is missing, unreadable
 	// or empty: its category then lacks those entries, with a warning.
 	// Default false: such a source is an error at start (see Set.SourceErrors).

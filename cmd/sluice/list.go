@@ -5,26 +5,19 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/sluiceproxy/sluice/proxy/server"
 	"github.com/sluiceproxy/sluice/rules"
 )
 
 func init() { extraCommands = append(extraCommands, listCmd) }
-
-// listsDir is the folder beside the config where `list add` creates the
-// file of a new category.
-const listsDir = "lists"
 
 func listCmd() *cobra.Command {
 	var cfgPath string
@@ -233,67 +226,6 @@ func findCategory(set *rules.Set, name string) (*rules.CategoryList, error) {
 	return nil, fmt.Errorf("unknown category %q (known: %s)", name, strings.Join(sortedNames(set.Categories), ", "))
 }
 
-// localFile is a plain list file of a category that `list add` and
-// `list rm` may edit, with the domains it holds.
-type localFile struct {
-	path    string
-	domains map[string]bool
-}
-
-// localFiles returns the plain-format regular files among the category's
-// sources, in config order. Folders, URLs, and files in another format
-// (hosts, Adblock, dnsmasq) are not edited.
-func localFiles(cfg *rules.Config, cat string) ([]localFile, error) {
-	var out []localFile
-	for _, src := range cfg.Categories[cat] {
-		if src.URL != "" {
-			continue
-		}
-		fi, err := os.Stat(src.Path)
-		if err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		lf, format, err := readLocal(src.Path)
-		if err != nil {
-			return nil, err
-		}
-		if format == rules.FormatPlain || len(lf.domains) == 0 {
-			out = append(out, lf)
-		}
-	}
-	return out, nil
-}
-
-func readLocal(path string) (localFile, string, error) {
-	lf := localFile{path: path, domains: map[string]bool{}}
-	f, err := os.Open(path)
-	if err != nil {
-		return lf, "", err
-	}
-	defer f.Close()
-	ls, err := rules.ParseList(f, path, func(e rules.Entry) {
-		if !e.Allow {
-			lf.domains[e.Domain] = true
-		}
-	})
-	return lf, ls.Format, err
-}
-
-// normalizeArgs normalizes the domains given on the command line.
-func normalizeArgs(args []string) ([]string, error) {
-	var out []string
-	for _, a := range args {
-		h, err := rules.NormalizeHost(strings.TrimPrefix(strings.TrimSpace(a), "."))
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", a, err)
-		}
-		if !slices.Contains(out, h) {
-			out = append(out, h)
-		}
-	}
-	return out, nil
-}
-
 func listAddCmd(cfgPath *string) *cobra.Command {
 	return &cobra.Command{
 		Use:               "add CATEGORY DOMAIN...",
@@ -303,78 +235,36 @@ func listAddCmd(cfgPath *string) *cobra.Command {
 category has none (or does not exist yet), lists/CATEGORY.txt is created
 beside the config and added to its categories. The file is replaced
 atomically; comments, order and existing lines are kept. Each domain also
-covers its subdomains. A running proxy picks the change up on its own.`,
+covers its subdomains. A domain may be pasted as a URL (its host is taken),
+as *.domain, in any case. A running proxy picks the change up on its own.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, err := readEdit(*cfgPath, args, false)
+			cfg, domains, err := readEdit(*cfgPath, args)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cfg, cat, domains, files := e.cfg, e.cat, e.domains, e.files
-			w := cmd.OutOrStdout()
-			var lf localFile
-			if len(files) > 0 {
-				lf = files[0]
-			} else {
-				if lf, err = createCategoryFile(w, cfg, cat); err != nil {
-					return &exitError{code: 2, err: err}
-				}
+			cat, w := args[0], cmd.OutOrStdout()
+			res, err := rules.AddToCategory(cfg, cat, domains)
+			if res.Created {
+				fmt.Fprintf(w, "created %s\n", res.File)
 			}
-			var fresh []string
+			if res.Source != "" {
+				fmt.Fprintf(w, "added %s to category %s in %s\n", res.Source, cat, cfg.File)
+			}
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			for _, d := range domains {
-				if lf.domains[d] {
+				if slices.Contains(res.Listed, d) {
 					fmt.Fprintf(w, "  %s (already listed)\n", d)
 				} else {
 					fmt.Fprintf(w, "+ %s\n", d)
-					fresh = append(fresh, d)
 				}
 			}
-			n, err := rules.AddDomains(lf.path, fresh)
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			fmt.Fprintf(w, "%s: %d added to %s\n", cat, n, lf.path)
+			fmt.Fprintf(w, "%s: %d added to %s\n", cat, len(res.Added), res.File)
 			return nil
 		},
 	}
-}
-
-// createCategoryFile creates lists/CAT.txt beside the config when missing
-// and adds it to the category in the config.
-func createCategoryFile(w io.Writer, cfg *rules.Config, cat string) (localFile, error) {
-	if cfg.File == "" {
-		return localFile{}, errors.New("no config file to add the category to")
-	}
-	if _, err := rules.ParsePattern(rules.CategoryPrefix + cat); err != nil { // checks the name
-		return localFile{}, err
-	}
-	rel := listsDir + "/" + cat + ".txt"
-	path := filepath.Join(filepath.Dir(cfg.File), filepath.FromSlash(rel))
-	lf := localFile{path: path, domains: map[string]bool{}}
-	if _, err := os.Stat(path); err == nil {
-		got, format, err := readLocal(path)
-		if err != nil {
-			return lf, err
-		}
-		if format != rules.FormatPlain && len(got.domains) > 0 {
-			return lf, fmt.Errorf("%s exists and is a %s list, not plain; add it with 'sluice list import' or move it away", path, format)
-		}
-		lf = got
-	} else {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return lf, err
-		}
-		header := fmt.Sprintf("# Category %s: one domain a line; each also covers its subdomains.\n# Edited by 'sluice list add' and 'sluice list rm'; comments are kept.\n", cat)
-		if err := rules.WriteFileAtomic(path, []byte(header), 0o644); err != nil {
-			return lf, err
-		}
-		fmt.Fprintf(w, "created %s\n", path)
-	}
-	if err := rules.AddCategorySource(cfg.File, cat, rel); err != nil {
-		return lf, err
-	}
-	fmt.Fprintf(w, "added %s to category %s in %s\n", rel, cat, cfg.File)
-	return lf, nil
 }
 
 func listRmCmd(cfgPath *string) *cobra.Command {
@@ -387,70 +277,43 @@ file of the category, keeping every other line. A domain that comes from a
 remote source, a folder or a file in another format is reported, not removed.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, err := readEdit(*cfgPath, args, true)
+			cfg, domains, err := readEdit(*cfgPath, args)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cfg, cat, domains, files := e.cfg, e.cat, e.domains, e.files
-			w := cmd.OutOrStdout()
-			var missing []string
-			for _, d := range domains {
-				found := false
-				for _, lf := range files {
-					if lf.domains[d] {
-						fmt.Fprintf(w, "- %s (%s)\n", d, lf.path)
-						found = true
-					}
-				}
-				if !found {
-					missing = append(missing, d)
+			cat, w := args[0], cmd.OutOrStdout()
+			res, err := rules.RemoveFromCategory(cfg, cat, domains)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			for _, r := range res.Removed {
+				fmt.Fprintf(w, "- %s (%s)\n", r.Domain, r.File)
+			}
+			for _, m := range res.Missing {
+				if len(m.From) > 0 {
+					fmt.Fprintf(w, "  %s: not in a local file; it comes from %s\n", m.Domain, strings.Join(m.From, ", "))
+				} else {
+					fmt.Fprintf(w, "  %s: not listed in %s\n", m.Domain, cat)
 				}
 			}
-			total := 0
-			for _, lf := range files {
-				var drop []string
-				for _, d := range domains {
-					if lf.domains[d] {
-						drop = append(drop, d)
-					}
-				}
-				if len(drop) == 0 {
-					continue
-				}
-				n, err := rules.RemoveDomains(lf.path, drop)
-				if err != nil {
-					return &exitError{code: 2, err: err}
-				}
-				total += n
-			}
-			if len(missing) > 0 {
-				reportMissing(w, cfg, cat, missing)
-			}
-			fmt.Fprintf(w, "%s: %d removed\n", cat, total)
+			fmt.Fprintf(w, "%s: %d removed\n", cat, res.Lines)
 			return nil
 		},
 	}
 }
 
-// reportMissing says, for domains not in a local file, where the category
-// takes them from, if anywhere.
-func reportMissing(w io.Writer, cfg *rules.Config, cat string, missing []string) {
-	set, err := rules.LoadSet(cfg)
-	for _, d := range missing {
-		var where []string
-		if err == nil {
-			for _, m := range rules.Explain(set, d) {
-				if m.Category == cat && m.Entry == d && !m.Allow {
-					where = append(where, fmt.Sprintf("%s:%d", m.File, m.Line))
-				}
-			}
-		}
-		if len(where) > 0 {
-			fmt.Fprintf(w, "  %s: not in a local file; it comes from %s\n", d, strings.Join(where, ", "))
-		} else {
-			fmt.Fprintf(w, "  %s: not listed in %s\n", d, cat)
-		}
+// readEdit reads the config at cfgPath for an edit of category args[0]
+// with the domains args[1:], as pasted (see rules.ParseEntries).
+func readEdit(cfgPath string, args []string) (*rules.Config, []string, error) {
+	cfg, err := editConfig(cfgPath)
+	if err != nil {
+		return nil, nil, err
 	}
+	domains, err := rules.ParseEntries(args[1:])
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, domains, nil
 }
 
 func listImportCmd(cfgPath *string) *cobra.Command {
@@ -473,23 +336,14 @@ running proxy within a minute, or at once with 'sluice list update'.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cat, arg := args[0], args[1]
-			src, text, err := importSource(cfg, arg)
+			cat, w := args[0], cmd.OutOrStdout()
+			src, text, added, err := rules.ImportSource(cfg, cat, args[1])
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			w := cmd.OutOrStdout()
-			for _, s := range cfg.Categories[cat] {
-				if s.URL != "" && s.URL == src.URL || s.Path != "" && s.Path == src.Path {
-					fmt.Fprintf(w, "%s: %s is already a source\n", cat, src)
-					return nil
-				}
-			}
-			if err := rules.AddCategorySource(cfg.File, cat, text); err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			if _, err := rules.LoadConfig(cfg.File); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("source added, but the config no longer loads: %w", err)}
+			if !added {
+				fmt.Fprintf(w, "%s: %s is already a source\n", cat, src)
+				return nil
 			}
 			fmt.Fprintf(w, "%s: added source %s to %s\n", cat, text, cfg.File)
 			if src.URL != "" {
@@ -503,30 +357,6 @@ running proxy within a minute, or at once with 'sluice list update'.`,
 			return nil
 		},
 	}
-}
-
-// importSource checks the argument of `list import` and returns the source
-// and the text to write in the config.
-func importSource(cfg *rules.Config, arg string) (rules.Source, string, error) {
-	if strings.Contains(arg, "://") {
-		u, err := url.Parse(arg)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return rules.Source{}, "", fmt.Errorf("invalid list URL %q (want http:// or https://)", arg)
-		}
-		return rules.Source{URL: arg, Refresh: rules.DefaultRefresh}, arg, nil
-	}
-	abs, err := filepath.Abs(arg)
-	if err != nil {
-		return rules.Source{}, "", err
-	}
-	if _, err := os.Stat(abs); err != nil {
-		return rules.Source{}, "", err
-	}
-	text := abs
-	if rel, err := filepath.Rel(filepath.Dir(cfg.File), abs); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		text = filepath.ToSlash(rel)
-	}
-	return rules.Source{Path: abs}, text, nil
 }
 
 func listUpdateCmd(cfgPath *string) *cobra.Command {
@@ -543,27 +373,13 @@ last good copy. Exit status 1 when any source failed.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			type job struct {
-				cat string
-				src rules.Source
-			}
-			var jobs []job
-			seen := map[string]bool{}
+			cat := ""
 			if len(args) == 1 {
-				if _, ok := cfg.Categories[args[0]]; !ok {
-					return &exitError{code: 2, err: fmt.Errorf("category %q has no sources", args[0])}
-				}
+				cat = args[0]
 			}
-			for _, name := range sortedNames(cfg.Categories) {
-				if len(args) == 1 && name != args[0] {
-					continue
-				}
-				for _, src := range cfg.Categories[name] {
-					if src.URL != "" && !seen[src.URL] {
-						seen[src.URL] = true
-						jobs = append(jobs, job{name, src})
-					}
-				}
+			jobs, err := cfg.RemoteSources(cat)
+			if err != nil {
+				return &exitError{code: 2, err: err}
 			}
 			w := cmd.OutOrStdout()
 			if len(jobs) == 0 {
@@ -582,27 +398,27 @@ last good copy. Exit status 1 when any source failed.`,
 			for _, j := range jobs {
 				var bar *progressBar
 				if tty {
-					bar = &progressBar{w: w, label: j.cat}
+					bar = &progressBar{w: w, label: j.Category}
 				} else {
-					fmt.Fprintf(w, "%s: fetching %s\n", j.cat, j.src)
+					fmt.Fprintf(w, "%s: fetching %s\n", j.Category, j.Source)
 				}
 				var progress func(int64, int64)
 				if bar != nil {
 					progress = bar.update
 				}
-				res, err := f.Fetch(ctx, cfg, j.src, progress)
+				res, err := f.Fetch(ctx, cfg, j.Source, progress)
 				if bar != nil {
 					bar.clear()
 				}
 				switch {
 				case err != nil:
 					failed++
-					fmt.Fprintf(w, "%s: %s: %v; %s\n", j.cat, j.src, err, keptCopy(cfg, j.src))
+					fmt.Fprintf(w, "%s: %s: %v; %s\n", j.Category, j.Source, err, keptCopy(cfg, j.Source))
 				case res.Changed:
 					changed++
-					fmt.Fprintf(w, "%s: %s: updated, %s (%s), %s\n", j.cat, j.src, entries(res.Entries), res.Format, byteSize(res.Bytes))
+					fmt.Fprintf(w, "%s: %s: updated, %s (%s), %s\n", j.Category, j.Source, entries(res.Entries), res.Format, byteSize(res.Bytes))
 				default:
-					fmt.Fprintf(w, "%s: %s: not modified\n", j.cat, j.src)
+					fmt.Fprintf(w, "%s: %s: not modified\n", j.Category, j.Source)
 				}
 				if ctx.Err() != nil {
 					break
@@ -630,42 +446,14 @@ func keptCopy(cfg *rules.Config, src rules.Source) string {
 	return "no copy yet: the category lacks these entries"
 }
 
-// progressBar draws a one-line download bar on a terminal.
-type progressBar struct {
-	w     io.Writer
-	label string
-	last  time.Time
-}
-
-func (b *progressBar) update(read, total int64) {
-	now := time.Now()
-	if now.Sub(b.last) < 100*time.Millisecond && read != total {
-		return
-	}
-	b.last = now
-	if total <= 0 {
-		fmt.Fprintf(b.w, "\r\033[K%s: %s", b.label, byteSize(read))
-		return
-	}
-	const width = 30
-	done := int(min(read, total) * width / total)
-	fmt.Fprintf(b.w, "\r\033[K%s: [%s%s] %s / %s", b.label, strings.Repeat("=", done), strings.Repeat(" ", width-done), byteSize(read), byteSize(total))
-}
-
-func (b *progressBar) clear() { fmt.Fprint(b.w, "\r\033[K") }
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
-
 func listTestCmd(cfgPath *string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "test DOMAIN",
+		Use:   "test DOMAIN|URL",
 		Short: "Show every category and list line that covers a domain",
 		Long: `Show every category entry that covers DOMAIN: the domain itself or one of
 its parent domains, with the file and line it comes from ("why is this
-blocked?"). Exit status 0 when some entry covers it, 1 when none does.
+blocked?"). DOMAIN may be pasted as a URL or *.domain, in any case. Exit
+status 0 when some entry covers it, 1 when none does.
 Use 'sluice check' to see which rule decides.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -673,7 +461,7 @@ Use 'sluice check' to see which rule decides.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			host, err := rules.NormalizeHost(args[0])
+			host, err := rules.ParseEntry(args[0])
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -700,110 +488,4 @@ Use 'sluice check' to see which rule decides.`,
 			return nil
 		},
 	}
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
-}
-
-// entries writes "1 entry", "4,500,000 entries".
-func entries(n int) string { return thousands(n) + " " + plural(n, "entry", "entries") }
-
-// thousands writes n with thousands separators: 4,500,000.
-func thousands(n int) string {
-	s := fmt.Sprint(n)
-	if n < 0 {
-		return s
-	}
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
-
-// byteSize writes a byte count for people: 512 B, 1.2 KiB, 3.4 MiB.
-func byteSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
-
-func timeStamp(t time.Time) string { return t.Local().Format("2006-01-02 15:04") }
-
-// period writes a refresh period without zero units: 24h, 30m, 1h30m.
-func period(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
-// agoString writes a duration for people: 45s, 12m, 3h, 2d.
-func agoString(now, t time.Time) string {
-	d := now.Sub(t)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd", int(d.Hours()/24))
-}
-
-// listEdit is what `list add` and `list rm` work on.
-type listEdit struct {
-	cfg     *rules.Config
-	cat     string
-	domains []string    // normalized
-	files   []localFile // the category's local plain list files
-}
-
-// readEdit reads the config at cfgPath for an edit of category args[0]
-// with the domains args[1:]. With mustExist, a category without sources
-// is an error.
-func readEdit(cfgPath string, args []string, mustExist bool) (listEdit, error) {
-	cfg, err := editConfig(cfgPath)
-	if err != nil {
-		return listEdit{}, err
-	}
-	e := listEdit{cfg: cfg, cat: args[0]}
-	if _, ok := cfg.Categories[e.cat]; mustExist && !ok {
-		return listEdit{}, fmt.Errorf("category %q has no sources in %s", e.cat, cfg.File)
-	}
-	if e.domains, err = normalizeArgs(args[1:]); err != nil {
-		return listEdit{}, err
-	}
-	if e.files, err = localFiles(cfg, e.cat); err != nil {
-		return listEdit{}, err
-	}
-	return e, nil
 }

@@ -427,3 +427,32 @@ func TestProgressBar(t *testing.T) {
 		})
 	}
 }
+
+// list add and list test take what people paste: URLs, *.domain, upper case.
+func TestListPastedEntries(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"sluice.yaml": socialConfig, "social.txt": socialList})
+	cfg := filepath.Join(dir, "sluice.yaml")
+	list := filepath.Join(dir, "social.txt")
+	out := mustRun(t, "list", "-c", cfg, "add", "social", "https://www.YouTube.com/watch?v=dQw4w9WgXcQ", "*.Discord.com", "TIKTOK.COM", "www.reddit.com/r/golang/")
+	for _, want := range []string{"+ www.youtube.com\n", "+ discord.com\n", "  tiktok.com (already listed)\n", "+ www.reddit.com\n", "social: 3 added"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("add output lacks %q:\n%s", want, out)
+		}
+	}
+	if got, want := readText(t, list), socialList+"www.youtube.com\r\ndiscord.com\r\nwww.reddit.com\r\n"; got != want {
+		t.Errorf("list:\n%q\nwant\n%q", got, want)
+	}
+	for _, arg := range []string{"https://www.tiktok.com/@someone/video/1?lang=en", "*.TikTok.com", "M.TIKTOK.COM."} {
+		out, err := run(t, nil, "list", "-c", cfg, "test", arg)
+		if err != nil || !strings.Contains(out, "social: "+list+":5: entry tiktok.com\n") {
+			t.Errorf("test %q: %v\n%s", arg, err, out)
+		}
+	}
+	out = mustRun(t, "list", "-c", cfg, "rm", "social", "https://discord.com/channels/1")
+	if !strings.Contains(out, "- discord.com ("+list+")") {
+		t.Errorf("rm output:\n%s", out)
+	}
+	if _, err := run(t, nil, "list", "-c", cfg, "add", "social", "https://"); exitCode(err) != 2 {
+		t.Errorf("add of a URL without host: %v", err)
+	}
+}

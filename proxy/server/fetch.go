@@ -247,7 +247,7 @@ func (f *Fetcher) fetch(ctx context.Context, src rules.Source, file string, meta
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return res, fmt.Errorf("server: fetch: %w", err)
 	}
-	ls, err := rules.ParseList(tmp, src.String(), func(rules.Entry) {})
+	ls, err := rules.ParseListFormat(tmp, src.String(), src.Format, func(rules.Entry) {})
 	if err != nil {
 		return res, fmt.Errorf("server: fetch %s: not a usable list: %w", src, err)
 	}
