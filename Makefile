@@ -22,7 +22,7 @@ TEST_TOOLS := curl:curl nc:netcat-openbsd squid:squid danted:dante-server \
               microsocks:microsocks htpasswd:apache2-utils \
               chromium:chromium systemd-analyze:systemd man:man-db goaccess:goaccess
 
-.PHONY: all build run test deps-test vet unit bench fuzz clean install uninstall
+.PHONY: all build run test deps-test vet bench fuzz clean install uninstall
 
 all: build
 
@@ -49,6 +49,17 @@ vet:
 
 test: deps-test vet
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Every fuzz target for FUZZTIME each (go test runs their seeds already).
+FUZZTIME ?= 30s
+fuzz:
+	@for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+	  dir=$$(dirname $$f); \
+	  for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+	    echo "fuzz $$dir $$t"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$dir || exit 1; \
+	  done; \
+	done
 
 # Performance figures: Go benchmarks of the engine, then the load harness.
 bench: build
