@@ -1,0 +1,150 @@
+package test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// ldapConfig is a school's config: directory users, a local htpasswd user
+// shadowing a directory name, and a rule for the students group.
+func ldapConfig(t *testing.T, s *slapd, port string) (config string, files map[string]string) {
+	t.Helper()
+	users := htpasswdFile(t, "teacher", "local-pw")
+	pw := filepath.Join(t.TempDir(), "service.pw")
+	if err := os.WriteFile(pw, []byte(ldapServicePW+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return `default: allow
+users: ` + users + `
+auth:
+  ldap:
+    url: ` + s.url + `
+    bind_dn: ` + ldapServiceDN + `
+    bind_password_file: ` + pw + `
+    base_dn: ` + ldapPeopleDN + `
+    user_filter: "(uid={user})"
+    group_attribute: memberOf
+    groups:
+      students: "` + ldapStudentsDN + `"
+      teachers: "` + strings.ToUpper(ldapTeachersDN) + `"
+    cache: 5m
+hosts: {allowed.test: 127.0.0.1, games.test: 127.0.0.1}
+rules:
+  - block: [games.test]
+    groups: [students]
+  - block: [allowed.test]
+    groups: [teachers]
+    ports: [1]
+`, nil
+}
+
+// proxyCode fetches url through the HTTP proxy at addr as user:pass and
+// returns the status code curl saw.
+func proxyCode(t *testing.T, addr, userPass, url string) string {
+	t.Helper()
+	out, _ := curl(t, "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://"+addr, "--proxy-user", userPass, url)
+	return out
+}
+
+// TestLDAPUsersAndGroups runs a real slapd with users in groups: right
+// passwords pass over HTTP and SOCKS5, wrong and empty ones (an LDAP bind
+// with an empty password is anonymous, and succeeds) are refused, the
+// students' rule applies to the directory's students only, a name in the
+// htpasswd file is decided by the file, and with slapd stopped a user not
+// yet cached is refused (407, SOCKS failure) with a log line, reaching no
+// origin. No password reaches the log.
+func TestLDAPUsersAndGroups(t *testing.T) {
+	s := startSlapd(t)
+	o := newCountOrigin(t, "127.0.0.1:0")
+	config, files := ldapConfig(t, s, o.port)
+	p := startSluice(t, config, files)
+	allowed := "http://allowed.test:" + o.port + "/ok"
+	games := "http://games.test:" + o.port + "/games"
+	student := "student:" + ldapStudentPW
+
+	// Right password over HTTP and SOCKS5.
+	if out, code := curl(t, "-x", "http://"+p.addr, "--proxy-user", student, allowed); code != 0 || !strings.Contains(out, "/ok") {
+		t.Errorf("student over HTTP: curl exit %d: %s\nslapd:\n%s", code, out, s.Log())
+	}
+	if out, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", student, allowed); code != 0 || !strings.Contains(out, "/ok") {
+		t.Errorf("student over SOCKS5: curl exit %d: %s", code, out)
+	}
+
+	// The group rule: students are blocked from games.test, over both
+	// front ends, without the origin seeing a connection; teachers are not
+	// (the teachers group DN is configured in upper case: DNs compare
+	// case-insensitively).
+	before := o.accepts.Load()
+	if code := proxyCode(t, p.addr, student, games); code != "403" {
+		t.Errorf("student to games.test over HTTP: %s, want 403", code)
+	}
+	if out, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", student, games); code == 0 {
+		t.Errorf("student to games.test over SOCKS5 passed: %s", out)
+	}
+	if n := o.accepts.Load(); n != before {
+		t.Errorf("the origin accepted %d connections for a blocked student", n-before)
+	}
+	if out, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", "teacher:"+ldapTeacherPW, games); code == 0 {
+		// teacher is in the htpasswd file: the directory password is refused.
+		t.Errorf("teacher with the directory password passed although the htpasswd file has teacher: %s", out)
+	}
+	if out, code := curl(t, "-x", "http://"+p.addr, "--proxy-user", "teacher:local-pw", games); code != 0 || !strings.Contains(out, "/games") {
+		t.Errorf("teacher with the htpasswd password to games.test: curl exit %d: %s", code, out)
+	}
+	if out, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", "latecomer:"+ldapLatecomerPW, games); code == 0 {
+		t.Errorf("latecomer (a student) to games.test over SOCKS5 passed: %s", out)
+	}
+
+	// Wrong, empty and injected credentials.
+	before = o.accepts.Load()
+	for _, up := range []string{
+		"student:wrong", "student:", "nopass:", "nobody:" + ldapStudentPW,
+		"*:" + ldapStudentPW, "stud*:" + ldapStudentPW, "student)(uid=*:" + ldapStudentPW,
+	} {
+		if code := proxyCode(t, p.addr, up, allowed); code != "407" {
+			t.Errorf("%q over HTTP: %s, want 407", up, code)
+		}
+	}
+	for _, up := range []string{"student:wrong", "nopass:", "*:" + ldapStudentPW} {
+		if out, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", up, allowed); code == 0 {
+			t.Errorf("%q over SOCKS5 passed: %s", up, out)
+		}
+	}
+	if n := o.accepts.Load(); n != before {
+		t.Errorf("the origin accepted %d connections for refused credentials", n-before)
+	}
+	// An empty password is refused before any bind (not as an outage).
+	p.waitLog(t, `authentication failed.*"user":"nopass".*empty user name or password`)
+
+	// The directory goes away: newcomer's right password, never checked
+	// before, is refused over both front ends, with a log line; nothing
+	// reaches the origin. A password confirmed within `cache` still works.
+	s.stop()
+	before = o.accepts.Load()
+	newcomer := "newcomer:" + ldapNewcomerPW
+	if code := proxyCode(t, p.addr, newcomer, allowed); code != "407" {
+		t.Errorf("with slapd stopped, an unchecked password over HTTP: %s, want 407", code)
+	}
+	if out, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", newcomer, allowed); code == 0 {
+		t.Errorf("with slapd stopped, an unchecked password over SOCKS5 passed: %s", out)
+	}
+	if n := o.accepts.Load(); n != before {
+		t.Errorf("with slapd stopped, the origin accepted %d connections", n-before)
+	}
+	p.waitLog(t, `directory unavailable.*newcomer`)
+	if code := proxyCode(t, p.addr, student, allowed); code != "200" {
+		t.Errorf("with slapd stopped, the cached student: %s, want 200", code)
+	}
+	if code := proxyCode(t, p.addr, student, games); code != "403" {
+		t.Errorf("with slapd stopped, the cached student to games.test: %s, want 403 (groups are cached too)", code)
+	}
+
+	log := p.Log()
+	for _, secret := range []string{ldapStudentPW, ldapTeacherPW, ldapLatecomerPW, ldapServicePW, "local-pw", ldapNewcomerPW} {
+		if strings.Contains(log, secret) {
+			t.Errorf("password %q reached the log:\n%s", secret, log)
+		}
+	}
+}
