@@ -1,10 +1,13 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sluiceproxy/sluice/proxy/dial/dialtest"
 )
 
 // ldapConfig is a school's config: directory users, a local htpasswd user
@@ -146,5 +149,60 @@ func TestLDAPUsersAndGroups(t *testing.T) {
 		if strings.Contains(log, secret) {
 			t.Errorf("password %q reached the log:\n%s", secret, log)
 		}
+	}
+}
+
+// TestLDAPFailureLimit: after five wrong passwords from one client, a
+// directory user's right password is refused too (the pair is limited
+// before the directory is asked), while another user from the same client
+// still passes.
+func TestLDAPFailureLimit(t *testing.T) {
+	s := startSlapd(t)
+	o := newCountOrigin(t, "127.0.0.1:0")
+	config, files := ldapConfig(t, s, o.port)
+	p := startSluice(t, config, files)
+	allowed := "http://allowed.test:" + o.port + "/ok"
+	for i := range 5 {
+		if code := proxyCode(t, p.addr, "latecomer:wrong", allowed); code != "407" {
+			t.Fatalf("wrong password %d: %s, want 407", i+1, code)
+		}
+	}
+	if code := proxyCode(t, p.addr, "latecomer:"+ldapLatecomerPW, allowed); code != "407" {
+		t.Errorf("the right password of a limited pair: %s, want 407", code)
+	}
+	p.waitLog(t, `authentication failed.*"user":"latecomer".*rate limited`)
+	if code := proxyCode(t, p.addr, "student:"+ldapStudentPW, allowed); code != "200" {
+		t.Errorf("another user from the same client: %s, want 200", code)
+	}
+}
+
+// TestLDAPConfigFiles: the README's directory example validates beside
+// its password and CA files; without the password file, `config
+// validate` and `serve` fail naming the config's line of ldap:.
+func TestLDAPConfigFiles(t *testing.T) {
+	example := readmeBlock(t, "### Directory users (LDAP, Active Directory)")
+	_, caPEM, _ := dialtest.SelfSigned(t)
+	dir := t.TempDir()
+	example = strings.ReplaceAll(example, "/etc/sluice/", dir+"/")
+	example = "default: allow\n" + example
+	cfgDir, path := writeConfig(t, example, nil)
+	writeFiles(t, dir, map[string]string{"school-ca.pem": string(caPEM)})
+	ldapLine := 1 + strings.Count(example[:strings.Index(example, "\n  ldap:")+1], "\n")
+	out, code := runCLI(t, cfgDir, "config", "validate", "--config", path)
+	if code != 2 || !strings.Contains(out, fmt.Sprintf("%s:%d: auth: ldap: bind_password_file: ", path, ldapLine)) {
+		t.Errorf("without the password file: exit %d, want 2 naming %s:%d:\n%s", code, path, ldapLine, out)
+	}
+	writeFiles(t, dir, map[string]string{"ldap.pw": "service-secret\n"})
+	out, code = runCLI(t, cfgDir, "config", "validate", "--config", path)
+	if code != 0 || !strings.Contains(out, ": ok: 1 rules") {
+		t.Errorf("README example: exit %d:\n%s", code, out)
+	}
+	if strings.Contains(out, "service-secret") {
+		t.Errorf("the service password reached the output:\n%s", out)
+	}
+	writeFiles(t, dir, map[string]string{"school-ca.pem": "not a certificate\n"})
+	out, code = runCLI(t, cfgDir, "config", "validate", "--config", path)
+	if code != 2 || !strings.Contains(out, fmt.Sprintf("%s:%d: auth: ldap: tls_ca: ", path, ldapLine)) {
+		t.Errorf("with a bad CA file: exit %d, want 2 naming %s:%d:\n%s", code, path, ldapLine, out)
 	}
 }
