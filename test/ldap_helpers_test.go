@@ -29,13 +29,16 @@ const (
 	ldapTeacherPW   = "teacher-pw"
 	ldapLatecomerPW = "latecomer-pw"
 	ldapNewcomerPW  = "newcomer-pw"
+	ldapPrincipalPW = "principal-pw"
 )
 
 // slapd is a real OpenLDAP server on a loopback port with its own
 // database folder.
 type slapd struct {
-	url  string // ldap://127.0.0.1:PORT
-	addr string
+	url   string // ldap://127.0.0.1:PORT (StartTLS offered)
+	addr  string
+	ldaps string // ldaps://127.0.0.1:PORT
+	caPEM []byte // the CA that signed slapd's certificate, for tls_ca
 	cmd  *exec.Cmd
 	done chan struct{}
 	logf string // slapd's output
@@ -47,10 +50,11 @@ func (s *slapd) Log() string {
 	return string(b)
 }
 
-// startSlapd writes a slapd.conf (mdb database, memberof overlay) in a
-// temp folder, runs slapd on a free loopback port in the foreground and
-// loads the school's entries with the real ldapadd. It is stopped at the
-// end of the test.
+// startSlapd writes a slapd.conf (mdb database, memberof overlay, a
+// certificate for 127.0.0.1) in a temp folder, runs slapd in the
+// foreground on two free loopback ports (ldap:// with StartTLS, and
+// ldaps://) and loads the school's entries with the real ldapadd. It is
+// stopped at the end of the test.
 func startSlapd(t *testing.T) *slapd {
 	t.Helper()
 	bin := requireTool(t, "slapd")
@@ -60,6 +64,8 @@ func startSlapd(t *testing.T) *slapd {
 	if err := os.Mkdir(db, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	_, certPEM, keyPEM := dialtest.SelfSigned(t)
+	writeFiles(t, dir, map[string]string{"cert.pem": string(certPEM), "key.pem": string(keyPEM)})
 	conf := fmt.Sprintf(`include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
@@ -69,6 +75,8 @@ moduleload back_mdb
 moduleload memberof
 pidfile %[1]s/slapd.pid
 argsfile %[1]s/slapd.args
+TLSCertificateFile %[1]s/cert.pem
+TLSCertificateKeyFile %[1]s/key.pem
 database mdb
 maxsize 10485760
 suffix "%[2]s"
@@ -83,9 +91,10 @@ access to * by * read
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &slapd{addr: dialtest.FreeAddr(t), done: make(chan struct{})}
+	s := &slapd{addr: dialtest.FreeAddr(t), done: make(chan struct{}), caPEM: certPEM}
 	s.url = "ldap://" + s.addr
-	s.cmd = exec.Command(bin, "-h", s.url+"/", "-f", confPath, "-d", "0")
+	s.ldaps = "ldaps://" + dialtest.FreeAddr(t)
+	s.cmd = exec.Command(bin, "-h", s.url+"/ "+s.ldaps+"/", "-f", confPath, "-d", "0")
 	s.logf = filepath.Join(dir, "slapd.log")
 	lf, err := os.Create(s.logf)
 	if err != nil {
@@ -165,6 +174,13 @@ cn: A Newcomer
 sn: Newcomer
 userPassword: %[10]s
 
+dn: uid=principal,%[4]s
+objectClass: inetOrgPerson
+uid: principal
+cn: The Principal
+sn: Principal
+userPassword: %[11]s
+
 dn: uid=nopass,%[4]s
 objectClass: inetOrgPerson
 uid: nopass
@@ -181,8 +197,9 @@ dn: %[9]s
 objectClass: groupOfNames
 cn: teachers
 member: uid=teacher,%[4]s
+member: uid=principal,%[4]s
 `, ldapSuffix, ldapServiceDN, ldapServicePW, ldapPeopleDN, ldapStudentPW, ldapTeacherPW, ldapLatecomerPW,
-		ldapStudentsDN, ldapTeachersDN, ldapNewcomerPW)
+		ldapStudentsDN, ldapTeachersDN, ldapNewcomerPW, ldapPrincipalPW)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	add := exec.CommandContext(ctx, ldapadd, "-x", "-H", s.url, "-D", ldapRootDN, "-w", ldapRootPW)

@@ -11,10 +11,11 @@ import (
 )
 
 // ldapConfig is a school's config: directory users, a local htpasswd user
-// shadowing a directory name, and a rule for the students group.
-func ldapConfig(t *testing.T, s *slapd, port string) (config string, files map[string]string) {
+// (principal) shadowing a directory name, students kept from games.test
+// and teachers from allowed.test.
+func ldapConfig(t *testing.T, s *slapd) string {
 	t.Helper()
-	users := htpasswdFile(t, "teacher", "local-pw")
+	users := htpasswdFile(t, "principal", "local-pw")
 	pw := filepath.Join(t.TempDir(), "service.pw")
 	if err := os.WriteFile(pw, []byte(ldapServicePW+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -39,8 +40,7 @@ rules:
     groups: [students]
   - block: [allowed.test]
     groups: [teachers]
-    ports: [1]
-`, nil
+`
 }
 
 // proxyCode fetches url through the HTTP proxy at addr as user:pass and
@@ -61,8 +61,7 @@ func proxyCode(t *testing.T, addr, userPass, url string) string {
 func TestLDAPUsersAndGroups(t *testing.T) {
 	s := startSlapd(t)
 	o := newCountOrigin(t, "127.0.0.1:0")
-	config, files := ldapConfig(t, s, o.port)
-	p := startSluice(t, config, files)
+	p := startSluice(t, ldapConfig(t, s), nil)
 	allowed := "http://allowed.test:" + o.port + "/ok"
 	games := "http://games.test:" + o.port + "/games"
 	student := "student:" + ldapStudentPW
@@ -75,10 +74,10 @@ func TestLDAPUsersAndGroups(t *testing.T) {
 		t.Errorf("student over SOCKS5: curl exit %d: %s", code, out)
 	}
 
-	// The group rule: students are blocked from games.test, over both
-	// front ends, without the origin seeing a connection; teachers are not
-	// (the teachers group DN is configured in upper case: DNs compare
-	// case-insensitively).
+	// The group rules: students are blocked from games.test, over both
+	// front ends, without the origin seeing a connection; teachers from
+	// allowed.test but not games.test (the teachers group DN is configured
+	// in upper case: DNs compare case-insensitively).
 	before := o.accepts.Load()
 	if code := proxyCode(t, p.addr, student, games); code != "403" {
 		t.Errorf("student to games.test over HTTP: %s, want 403", code)
@@ -89,12 +88,21 @@ func TestLDAPUsersAndGroups(t *testing.T) {
 	if n := o.accepts.Load(); n != before {
 		t.Errorf("the origin accepted %d connections for a blocked student", n-before)
 	}
-	if out, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", "teacher:"+ldapTeacherPW, games); code == 0 {
-		// teacher is in the htpasswd file: the directory password is refused.
-		t.Errorf("teacher with the directory password passed although the htpasswd file has teacher: %s", out)
+	teacher := "teacher:" + ldapTeacherPW
+	if code := proxyCode(t, p.addr, teacher, allowed); code != "403" {
+		t.Errorf("teacher to allowed.test over HTTP: %s, want 403", code)
 	}
-	if out, code := curl(t, "-x", "http://"+p.addr, "--proxy-user", "teacher:local-pw", games); code != 0 || !strings.Contains(out, "/games") {
-		t.Errorf("teacher with the htpasswd password to games.test: curl exit %d: %s", code, out)
+	if out, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", teacher, games); code != 0 || !strings.Contains(out, "/games") {
+		t.Errorf("teacher to games.test over SOCKS5: curl exit %d: %s", code, out)
+	}
+	// principal is in the htpasswd file too: the file decides, so the
+	// directory password is refused and the local one passes, without the
+	// directory's teachers group.
+	if code := proxyCode(t, p.addr, "principal:"+ldapPrincipalPW, allowed); code != "407" {
+		t.Errorf("principal with the directory password: %s, want 407 (the htpasswd file decides)", code)
+	}
+	if out, code := curl(t, "-x", "http://"+p.addr, "--proxy-user", "principal:local-pw", allowed); code != 0 || !strings.Contains(out, "/ok") {
+		t.Errorf("principal with the htpasswd password to allowed.test: curl exit %d: %s", code, out)
 	}
 	if out, code := curl(t, "--socks5-hostname", p.addr, "--proxy-user", "latecomer:"+ldapLatecomerPW, games); code == 0 {
 		t.Errorf("latecomer (a student) to games.test over SOCKS5 passed: %s", out)
@@ -145,7 +153,7 @@ func TestLDAPUsersAndGroups(t *testing.T) {
 	}
 
 	log := p.Log()
-	for _, secret := range []string{ldapStudentPW, ldapTeacherPW, ldapLatecomerPW, ldapServicePW, "local-pw", ldapNewcomerPW} {
+	for _, secret := range []string{ldapStudentPW, ldapTeacherPW, ldapLatecomerPW, ldapServicePW, "local-pw", ldapNewcomerPW, ldapPrincipalPW} {
 		if strings.Contains(log, secret) {
 			t.Errorf("password %q reached the log:\n%s", secret, log)
 		}
@@ -159,8 +167,7 @@ func TestLDAPUsersAndGroups(t *testing.T) {
 func TestLDAPFailureLimit(t *testing.T) {
 	s := startSlapd(t)
 	o := newCountOrigin(t, "127.0.0.1:0")
-	config, files := ldapConfig(t, s, o.port)
-	p := startSluice(t, config, files)
+	p := startSluice(t, ldapConfig(t, s), nil)
 	allowed := "http://allowed.test:" + o.port + "/ok"
 	for i := range 5 {
 		if code := proxyCode(t, p.addr, "latecomer:wrong", allowed); code != "407" {
@@ -204,5 +211,38 @@ func TestLDAPConfigFiles(t *testing.T) {
 	out, code = runCLI(t, cfgDir, "config", "validate", "--config", path)
 	if code != 2 || !strings.Contains(out, fmt.Sprintf("%s:%d: auth: ldap: tls_ca: ", path, ldapLine)) {
 		t.Errorf("with a bad CA file: exit %d, want 2 naming %s:%d:\n%s", code, path, ldapLine, out)
+	}
+}
+
+// TestLDAPTLS: with tls_ca naming the CA of slapd's certificate, users
+// are checked over StartTLS on ldap:// and over ldaps://; with a CA that
+// did not sign it, nobody passes and the log says the directory was
+// unavailable.
+func TestLDAPTLS(t *testing.T) {
+	s := startSlapd(t)
+	o := newCountOrigin(t, "127.0.0.1:0")
+	_, otherCA, _ := dialtest.SelfSigned(t)
+	allowed := "http://allowed.test:" + o.port + "/ok"
+	for _, c := range []struct {
+		name, url, extra string
+		ca               []byte
+		want             string
+	}{
+		{"starttls", s.url, "    starttls: true\n", s.caPEM, "200"},
+		{"ldaps", s.ldaps, "", s.caPEM, "200"},
+		{"starttls, wrong CA", s.url, "    starttls: true\n", otherCA, "407"},
+		{"ldaps, wrong CA", s.ldaps, "", otherCA, "407"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			config := ldapConfig(t, s)
+			config = strings.Replace(config, "    url: "+s.url+"\n", "    url: "+c.url+"\n"+c.extra+"    tls_ca: ca.pem\n", 1)
+			p := startSluice(t, config, map[string]string{"ca.pem": string(c.ca)})
+			if code := proxyCode(t, p.addr, "student:"+ldapStudentPW, allowed); code != c.want {
+				t.Errorf("student: %s, want %s\n%s", code, c.want, p.Log())
+			}
+			if c.want == "407" {
+				p.waitLog(t, `directory unavailable.*certificate`)
+			}
+		})
 	}
 }
