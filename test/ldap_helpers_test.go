@@ -39,9 +39,9 @@ type slapd struct {
 	addr  string
 	ldaps string // ldaps://127.0.0.1:PORT
 	caPEM []byte // the CA that signed slapd's certificate, for tls_ca
-	cmd  *exec.Cmd
-	done chan struct{}
-	logf string // slapd's output
+	cmd   *exec.Cmd
+	done  chan struct{}
+	logf  string // slapd's output
 }
 
 // Log returns what slapd printed.
