@@ -246,3 +246,18 @@ func TestLDAPTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestLDAPAmbiguousFilter: a user_filter that matches several entries
+// refuses everybody (with the reason in the log) rather than binding as
+// whichever entry came first.
+func TestLDAPAmbiguousFilter(t *testing.T) {
+	s := startSlapd(t)
+	o := newCountOrigin(t, "127.0.0.1:0")
+	config := strings.Replace(ldapConfig(t, s), `user_filter: "(uid={user})"`,
+		`user_filter: "(|(uid={user})(objectClass=inetOrgPerson))"`, 1)
+	p := startSluice(t, config, nil)
+	if code := proxyCode(t, p.addr, "student:"+ldapStudentPW, "http://allowed.test:"+o.port+"/"); code != "407" {
+		t.Errorf("student with an ambiguous filter: %s, want 407", code)
+	}
+	p.waitLog(t, `authentication failed.*"user":"student".*matches several entries`)
+}
