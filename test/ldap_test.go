@@ -229,6 +229,7 @@ func TestLDAPTLS(t *testing.T) {
 		want             string
 	}{
 		{"starttls", s.url, "    starttls: true\n", s.caPEM, "200"},
+		{"starttls, URL with a slash", s.url + "/", "    starttls: true\n", s.caPEM, "200"},
 		{"ldaps", s.ldaps, "", s.caPEM, "200"},
 		{"starttls, wrong CA", s.url, "    starttls: true\n", otherCA, "407"},
 		{"ldaps, wrong CA", s.ldaps, "", otherCA, "407"},

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,8 +148,9 @@ func (d *Directory) Stats() DirectoryStats {
 }
 
 // Authenticate reports whether password is user's in the directory and,
-// if so, the user's groups (Sluice names, sorted as configured groups
-// match). A limited (client, user) pair is rejected without asking.
+// if so, the user's groups (the sorted Sluice names of the configured
+// groups the entry lists). A limited (client, user) pair is rejected
+// without asking.
 func (d *Directory) Authenticate(client netip.Addr, user, password string) ([]string, bool) {
 	now := d.now()
 	key := keyOf(client, user)
@@ -258,8 +261,8 @@ func (d *Directory) dial() (*ldap.Conn, error) {
 		}
 		tc = tc.Clone()
 		if tc.ServerName == "" {
-			if h, _, err := net.SplitHostPort(strings.TrimPrefix(d.cfg.URL, "ldap://")); err == nil {
-				tc.ServerName = h
+			if u, err := url.Parse(d.cfg.URL); err == nil {
+				tc.ServerName = u.Hostname()
 			}
 		}
 		if err := c.StartTLS(tc); err != nil {
@@ -284,7 +287,8 @@ func (d *Directory) mapGroups(dns []string) []string {
 			}
 		}
 	}
-	return out
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func (d *Directory) now() time.Time {
