@@ -20,7 +20,8 @@ export SOURCE_DATE_EPOCH
 # Programs the tests drive for real; `make test` installs the missing ones.
 TEST_TOOLS := curl:curl nc:netcat-openbsd squid:squid danted:dante-server \
               microsocks:microsocks htpasswd:apache2-utils \
-              chromium:chromium systemd-analyze:systemd man:man-db goaccess:goaccess
+              chromium:chromium systemd-analyze:systemd man:man-db goaccess:goaccess \
+              slapd:slapd ldapadd:ldap-utils
 
 .PHONY: all build run test deps-test vet bench fuzz clean install uninstall
 

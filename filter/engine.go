@@ -191,6 +191,7 @@ type rule struct {
 	ports     []rules.PortRange
 	users     map[string]struct{} // nil: any user
 	groups    map[string]struct{} // members of the rule's groups; nil: no group condition
+	groupSet  map[string]struct{} // the rule's group names, matched by Request.Groups
 	hasGroups bool
 	times     []rules.TimeWindow
 	hasConds  bool // any of the conditions above: else admits is true
@@ -658,7 +659,9 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 	if len(r.Groups) > 0 {
 		cr.hasGroups = true
 		cr.groups = map[string]struct{}{}
+		cr.groupSet = make(map[string]struct{}, len(r.Groups))
 		for _, g := range r.Groups {
+			cr.groupSet[g] = struct{}{}
 			for _, u := range cfg.Groups[g] {
 				if u != "" {
 					cr.groups[u] = struct{}{}
@@ -1003,15 +1006,27 @@ func (r *rule) conds(req *Request) bool {
 			return false
 		}
 	}
-	if r.hasGroups {
-		if _, ok := r.groups[req.User]; !ok {
-			return false
-		}
+	if r.hasGroups && !r.inGroups(req) {
+		return false
 	}
 	if len(r.times) > 0 && !inWindows(r.times, req.Time) {
 		return false
 	}
 	return true
+}
+
+// inGroups reports whether the request's user is listed in one of the
+// rule's groups or holds one of them as a directory group.
+func (r *rule) inGroups(req *Request) bool {
+	if _, ok := r.groups[req.User]; ok {
+		return true
+	}
+	for _, g := range req.Groups {
+		if _, ok := r.groupSet[g]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func containsAddr(ps []netip.Prefix, a netip.Addr) bool {

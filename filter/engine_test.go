@@ -370,6 +370,10 @@ func TestConditions(t *testing.T) {
 		{"users and groups both", filter.Request{Host: "other.test", User: "carol"}, want{allow, 5, "", ""}},
 		{"user but not in group", filter.Request{Host: "other.test", User: "dave"}, want{block, 0, "", ""}},
 		{"group but not user", filter.Request{Host: "other.test", User: "bob"}, want{block, 0, "", ""}},
+		{"directory group", filter.Request{Host: "a.example", User: "erin", Groups: []string{"other", "nobody-group"}}, want{allow, 4, ".example", ""}},
+		{"directory group, no listed member", filter.Request{Host: "other.test", User: "dave", Groups: []string{"staff"}}, want{allow, 5, "", ""}},
+		{"directory group of another rule", filter.Request{Host: "a.example", User: "erin", Groups: []string{"other"}}, want{block, 0, "", ""}},
+		{"directory group named like a user", filter.Request{Host: "a.example", User: "erin", Groups: []string{"bob"}}, want{block, 0, "", ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { check(t, e, tt.req, tt.want) })

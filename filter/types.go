@@ -36,6 +36,11 @@ type Request struct {
 	Client netip.Addr
 	// User is the authenticated user name, or "".
 	User string
+	// Groups are the user's directory groups (their Sluice names, from
+	// `auth: ldap: groups:`), as the authenticator established them; a
+	// rule's groups condition matches them as well as the members listed
+	// under `groups:`.
+	Groups []string
 	// Host is the destination: a name normalized by rules.NormalizeHost, or an IP literal.
 	Host string
 	// Port is the destination port.

@@ -26,13 +26,13 @@ func (s *Server) authenticate(x *exchange, w http.ResponseWriter, r *http.Reques
 	}
 	user, password, ok := parseBasic(r.Header.Get("Proxy-Authorization"))
 	x.user = user
-	switch {
-	case !ok:
+	if !ok {
 		x.reason = "proxy authentication required"
-	case !s.Auth.Authenticate(x.client, user, password):
-		x.reason = "bad proxy credentials"
-	default:
+	} else if groups, good := s.Auth.Authenticate(x.client, user, password); good {
+		x.groups = groups
 		return true
+	} else {
+		x.reason = "bad proxy credentials"
 	}
 	requireAuth(w)
 	return false

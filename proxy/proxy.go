@@ -47,7 +47,10 @@ type Policy interface {
 
 // Authenticator checks proxy credentials.
 type Authenticator interface {
-	Authenticate(client netip.Addr, user, password string) bool
+	// Authenticate reports whether password is user's and, when it is,
+	// the user's directory groups (Sluice group names; nil for users
+	// without any).
+	Authenticate(client netip.Addr, user, password string) (groups []string, ok bool)
 }
 
 // Server is the HTTP front end, an http.Handler. Its zero value is usable
@@ -216,6 +219,7 @@ type exchange struct {
 	client   netip.Addr
 	remote   string
 	user     string
+	groups   []string // the user's directory groups, from Auth
 	target   string
 	decided  bool
 	req      filter.Request // what the first decision was asked
@@ -271,7 +275,7 @@ func (x *exchange) log() {
 
 // decide asks the policy about host:port. A nil Policy blocks.
 func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
-	req := filter.Request{Client: x.client, User: x.user, Host: host, Port: port, Time: s.now()}
+	req := filter.Request{Client: x.client, User: x.user, Groups: x.groups, Host: host, Port: port, Time: s.now()}
 	x.at = req.Time
 	var d filter.Decision
 	if s.Policy == nil {

@@ -568,9 +568,9 @@ func TestAuth(t *testing.T) {
 
 type staticAuth map[string]string
 
-func (a staticAuth) Authenticate(_ netip.Addr, user, password string) bool {
+func (a staticAuth) Authenticate(_ netip.Addr, user, password string) ([]string, bool) {
 	p, ok := a[user]
-	return ok && p == password
+	return nil, ok && p == password
 }
 
 // TestCurl drives the proxy with the real curl: plain -x and CONNECT (-p)

@@ -328,6 +328,8 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			}
 		case "groups":
 			err = p.parseGroups(v)
+		case "auth":
+			err = p.parseAuth(v)
 		case "socks":
 			err = p.parseSocks(v)
 		case "upstreams":
@@ -904,8 +906,8 @@ func (p *cfgParser) validate() error {
 		}
 	}
 	for _, r := range p.groupRef {
-		if _, ok := c.Groups[r.name]; !ok {
-			return p.errf(r.node, "%sunknown group %q%s", r.ctx, r.name, suggest(r.name, mapKeys(c.Groups)))
+		if !c.hasGroup(r.name) {
+			return p.errf(r.node, "%sunknown group %q%s", r.ctx, r.name, suggest(r.name, c.groupNames()))
 		}
 	}
 	if err := p.checkAdmin(); err != nil {

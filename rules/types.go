@@ -63,6 +63,10 @@ type Config struct {
 	// Groups maps a group name to its member user names.
 	Groups map[string][]string `yaml:"-"`
 
+	// LDAP checks credentials against a directory (`auth: ldap:`), beside
+	// Users. Nil: no directory.
+	LDAP *LDAP `yaml:"-"`
+
 	// Socks configures the SOCKS front end.
 	Socks SocksConfig `yaml:"-"`
 

@@ -29,6 +29,7 @@ type access struct {
 	proto    string // "socks5", "socks4", "socks4a"
 	cmd      string // "connect", "udp", "bind", ...
 	user     string
+	groups   []string // the SOCKS5 user's directory groups, from Auth
 	target   string
 	decision *filter.Decision
 	sniffed  []slog.Attr // what sniffing found
@@ -113,11 +114,13 @@ func (s *Server) serve5(ctx context.Context, c net.Conn, r io.Reader, a *access)
 			return
 		}
 		a.user = user
-		if !s.Auth.Authenticate(clientAddr(c), user, password) {
+		groups, ok := s.Auth.Authenticate(clientAddr(c), user, password)
+		if !ok {
 			c.Write([]byte{authVersion, authFailure})
 			a.err = ErrAuth
 			return
 		}
+		a.groups = groups
 		if _, err := c.Write([]byte{authVersion, authSuccess}); err != nil {
 			a.err = fmt.Errorf("socks: auth: %w", err)
 			return
@@ -204,7 +207,7 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		return
 	}
 	a.target = net.JoinHostPort(host, strconv.Itoa(int(req.port)))
-	freq := filter.Request{Client: clientAddr(c), User: a.user, Host: host, Port: req.port, Time: s.now()}
+	freq := filter.Request{Client: clientAddr(c), User: a.user, Groups: a.groups, Host: host, Port: req.port, Time: s.now()}
 	d := s.decide(freq)
 	a.decision = &d
 	if d.Verdict != filter.Allow {

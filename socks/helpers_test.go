@@ -57,8 +57,8 @@ func (p *recordingPolicy) requests() []filter.Request {
 // staticAuth accepts one user and password.
 type staticAuth struct{ user, password string }
 
-func (a staticAuth) Authenticate(_ netip.Addr, u, p string) bool {
-	return u == a.user && p == a.password
+func (a staticAuth) Authenticate(_ netip.Addr, u, p string) ([]string, bool) {
+	return nil, u == a.user && p == a.password
 }
 
 // start serves s on a fresh loopback listener and returns its address.

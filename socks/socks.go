@@ -34,7 +34,10 @@ type Policy interface {
 // Authenticator checks a user name and password (RFC 1929). Implementations
 // must be safe for concurrent use.
 type Authenticator interface {
-	Authenticate(client netip.Addr, user, password string) bool
+	// Authenticate reports whether password is user's and, when it is,
+	// the user's directory groups (Sluice group names; nil for users
+	// without any).
+	Authenticate(client netip.Addr, user, password string) (groups []string, ok bool)
 }
 
 // Defaults for the zero fields of Server.

@@ -178,7 +178,7 @@ func (u *udpRelay) outbound(b []byte) {
 		u.drop()
 		return
 	}
-	req := filter.Request{Client: u.client, User: u.a.user, Host: host, Port: port, Time: u.s.now()}
+	req := filter.Request{Client: u.client, User: u.a.user, Groups: u.a.groups, Host: host, Port: port, Time: u.s.now()}
 	d := u.s.decide(req)
 	if d.Verdict != filter.Allow {
 		u.a.udpBlock++

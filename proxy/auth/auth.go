@@ -118,8 +118,7 @@ type File struct {
 	cacheMu sync.Mutex
 	cache   map[[sha256.Size]byte]time.Time // key → expiry
 
-	limMu    sync.Mutex
-	limiters map[limitKey]*rate.Limiter
+	lim limiters
 
 	// compare checks a password against an entry; nil means the entry's
 	// own check (tests count concurrent runs).
@@ -150,8 +149,7 @@ func Load(path string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &File{path: path, tab: tab,
-		cache: make(map[[sha256.Size]byte]time.Time), limiters: make(map[limitKey]*rate.Limiter)}, nil
+	return &File{path: path, tab: tab, cache: make(map[[sha256.Size]byte]time.Time)}, nil
 }
 
 // Reload re-reads the file. When it cannot be read, the old users stay and
@@ -165,6 +163,12 @@ func (f *File) Reload() error {
 	f.tab = tab
 	f.mu.Unlock()
 	return nil
+}
+
+// Has reports whether user is in the file.
+func (f *File) Has(user string) bool {
+	_, ok := f.table().users[user]
+	return ok
 }
 
 // Users returns the user names in file order.
@@ -348,40 +352,56 @@ func (f *File) burst() int {
 }
 
 func (f *File) isLimited(key limitKey, now time.Time) bool {
-	f.limMu.Lock()
-	defer f.limMu.Unlock()
-	l, ok := f.limiters[key]
-	return ok && l.TokensAt(now) < 1
+	return f.lim.isLimited(key, now)
 }
 
 // fail takes one attempt from the pair's allowance.
 func (f *File) fail(key limitKey, now time.Time) {
-	every := f.FailureEvery
+	f.lim.fail(key, now, f.burst(), f.FailureEvery)
+}
+
+// limiters holds the failure allowance of each (client, user) pair, at
+// most maxLimiters of them. Its zero value is ready to use.
+type limiters struct {
+	mu sync.Mutex
+	m  map[limitKey]*rate.Limiter
+}
+
+func (ls *limiters) isLimited(key limitKey, now time.Time) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l, ok := ls.m[key]
+	return ok && l.TokensAt(now) < 1
+}
+
+// fail takes one attempt from the pair's allowance of burst attempts, of
+// which one comes back every `every` (zero: DefaultFailureEvery).
+func (ls *limiters) fail(key limitKey, now time.Time, burst int, every time.Duration) {
 	if every <= 0 {
 		every = DefaultFailureEvery
 	}
-	f.limMu.Lock()
-	defer f.limMu.Unlock()
-	if f.limiters == nil {
-		f.limiters = make(map[limitKey]*rate.Limiter)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.m == nil {
+		ls.m = make(map[limitKey]*rate.Limiter)
 	}
-	l, ok := f.limiters[key]
+	l, ok := ls.m[key]
 	if !ok {
-		if len(f.limiters) >= maxLimiters {
-			for k, l := range f.limiters { // forget pairs that have recovered
+		if len(ls.m) >= maxLimiters {
+			for k, l := range ls.m { // forget pairs that have recovered
 				if l.TokensAt(now) >= float64(l.Burst()) {
-					delete(f.limiters, k)
+					delete(ls.m, k)
 				}
 			}
-			for k := range f.limiters { // still full: forget arbitrary pairs
-				if len(f.limiters) < maxLimiters {
+			for k := range ls.m { // still full: forget arbitrary pairs
+				if len(ls.m) < maxLimiters {
 					break
 				}
-				delete(f.limiters, k)
+				delete(ls.m, k)
 			}
 		}
-		l = rate.NewLimiter(rate.Every(every), f.burst())
-		f.limiters[key] = l
+		l = rate.NewLimiter(rate.Every(every), burst)
+		ls.m[key] = l
 	}
 	l.AllowN(now, 1)
 }

@@ -188,28 +188,38 @@ func (m *metrics) reloaded(at time.Time, err error) {
 	m.lastReload.Store(r)
 }
 
-// countingAuth counts the credentials a front end's Authenticator rejects.
+// countingAuth checks credentials with the users file and the directory
+// and counts the ones a front end rejects. A name in the users file is
+// decided by the file (checked first, its answer final); other names go
+// to the directory.
 type countingAuth struct {
-	users *auth.File
+	users *auth.File      // nil: none
+	dir   *auth.Directory // nil: none
 	fail  func()
 }
 
-// Authenticate checks the credentials with the users file.
-func (c countingAuth) Authenticate(client netip.Addr, user, password string) bool {
-	ok := c.users.Authenticate(client, user, password)
+// Authenticate checks the credentials.
+func (c countingAuth) Authenticate(client netip.Addr, user, password string) (groups []string, ok bool) {
+	switch {
+	case c.users != nil && (c.dir == nil || c.users.Has(user)):
+		ok = c.users.Authenticate(client, user, password)
+	case c.dir != nil:
+		groups, ok = c.dir.Authenticate(client, user, password)
+	}
 	if !ok {
 		c.fail()
 	}
-	return ok
+	return groups, ok
 }
 
-// authenticator wraps users to count failures on frontend.
-func (m *metrics) authenticator(users *auth.File, frontend string) countingAuth {
+// authenticator wraps the users file and the directory to count failures
+// on frontend.
+func (m *metrics) authenticator(users *auth.File, dir *auth.Directory, frontend string) countingAuth {
 	fail := func() {}
 	if m != nil {
 		fail = m.authFailures.WithLabelValues(frontend).Inc
 	}
-	return countingAuth{users: users, fail: fail}
+	return countingAuth{users: users, dir: dir, fail: fail}
 }
 
 // stateCollector reports what the running state holds: entries per

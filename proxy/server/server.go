@@ -21,6 +21,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"net"
@@ -100,7 +101,9 @@ type state struct {
 	set     *rules.Set // kept only by Validate; nil in a running state
 	engine  *filter.Engine
 	router  *dial.Router
-	users   *auth.File // nil: no authentication
+	users   *auth.File        // nil: no htpasswd users
+	dir     *auth.Directory   // nil: no directory users
+	dirKey  [sha256.Size]byte // what dir was built from, to keep it across reloads
 	http    *proxy.Server
 	socks   *socks.Server
 	clients []netip.Prefix
@@ -137,7 +140,7 @@ func New(opts Options) (*Server, error) {
 
 // checkOpen refuses to listen beyond loopback with no access control.
 func checkOpen(cfg *rules.Config, allowOpen bool) error {
-	if allowOpen || len(cfg.Clients) > 0 || cfg.Users != "" {
+	if allowOpen || len(cfg.Clients) > 0 || cfg.Users != "" || cfg.LDAP != nil {
 		return nil
 	}
 	for _, a := range cfg.Listen {
@@ -205,6 +208,11 @@ func (s *Server) build() (*state, error) {
 			s.log.Warn("users: line skipped; the other users work", "err", w)
 		}
 	}
+	if cfg.LDAP != nil {
+		if st.dir, st.dirKey, err = s.directory(cfg, s.state.Load()); err != nil {
+			return nil, err
+		}
+	}
 	st.watch = watchList(set)
 	st.http, st.socks = s.frontEnds(st)
 	return st, nil
@@ -244,9 +252,9 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		IdleTimeout:      to.Idle,
 		Sniff:            sniff,
 	}
-	if st.users != nil {
-		h.Auth = s.m.authenticator(st.users, observe.HTTP)
-		so.Auth = s.m.authenticator(st.users, observe.SOCKS5)
+	if st.users != nil || st.dir != nil {
+		h.Auth = s.m.authenticator(st.users, st.dir, observe.HTTP)
+		so.Auth = s.m.authenticator(st.users, st.dir, observe.SOCKS5)
 	}
 	h.Observe, so.Observe = s.m.observe, s.m.observe
 	return h, so
@@ -443,6 +451,9 @@ func watchList(set *rules.Set) []string {
 	}
 	if cfg.Users != "" {
 		files = append(files, cfg.Users)
+	}
+	if cfg.LDAP != nil && cfg.LDAP.BindPasswordFile != "" {
+		files = append(files, cfg.LDAP.BindPasswordFile)
 	}
 	if cfg.BlockPage.TemplateFile != "" {
 		files = append(files, cfg.BlockPage.TemplateFile)
