@@ -377,7 +377,10 @@ func FuzzParseLine(f *testing.F) {
 			}
 			if err != nil {
 				_, h, _ := strings.Cut(line, ":")
-				if h = strings.TrimSpace(h); len(h) > 4 && strings.Contains(err.Error(), h) {
+				// The fixed text of ErrHashKind names the kinds ("$apr1$"):
+				// only the rest of the message must not hold the hash.
+				msg := strings.ReplaceAll(err.Error(), ErrHashKind.Error(), "")
+				if h = strings.TrimSpace(h); len(h) > 4 && strings.Contains(msg, h) {
 					t.Fatalf("error %q holds the hash", err)
 				}
 			}
