@@ -11,6 +11,8 @@ const (
 	HTTP   = "http"
 	SOCKS5 = "socks5"
 	SOCKS4 = "socks4"
+	// Transparent is the transparent gateway listener's front end.
+	Transparent = "transparent"
 )
 
 // Verdicts, the values of Access.Verdict.

@@ -39,6 +39,7 @@ import (
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/observe"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
+	"github.com/sluiceproxy/sluice/proxy/transparent"
 	"github.com/sluiceproxy/sluice/rules"
 	"github.com/sluiceproxy/sluice/socks"
 )
@@ -103,6 +104,7 @@ type state struct {
 	users   *auth.File // nil: no authentication
 	http    *proxy.Server
 	socks   *socks.Server
+	transp  *transparent.Server // serves the transparent listeners
 	clients []netip.Prefix
 	watch   []string // files whose change triggers a reload
 	loaded  time.Time
@@ -140,7 +142,7 @@ func checkOpen(cfg *rules.Config, allowOpen bool) error {
 	if allowOpen || len(cfg.Clients) > 0 || cfg.Users != "" {
 		return nil
 	}
-	for _, a := range cfg.Listen {
+	for _, a := range append(cfg.Listen[:len(cfg.Listen):len(cfg.Listen)], cfg.Transparent.Listen...) {
 		if !rules.IsLoopbackAddr(a) {
 			return fmt.Errorf("server: refusing to listen on %s: neither `clients` nor `users` restricts who may use the proxy, "+
 				"and open proxies are found and abused within hours; add `clients: [YOUR/CIDR]` or `users: FILE` to the config, "+
@@ -207,6 +209,7 @@ func (s *Server) build() (*state, error) {
 	}
 	st.watch = watchList(set)
 	st.http, st.socks = s.frontEnds(st)
+	st.transp = s.transparentFrontEnd(st)
 	return st, nil
 }
 
@@ -281,6 +284,7 @@ func (s *Server) Reload() (err error) {
 	}
 	old := s.state.Load()
 	st.cfg.Listen = old.cfg.Listen // listeners are not reopened on reload
+	st.cfg.Transparent.Listen = old.cfg.Transparent.Listen
 	if err := checkOpen(st.cfg, s.opts.AllowOpen); err != nil {
 		// Removing `clients` or `users` must not turn a gateway into an open proxy.
 		s.failures.Add(1)
