@@ -20,7 +20,8 @@ export SOURCE_DATE_EPOCH
 # Programs the tests drive for real; `make test` installs the missing ones.
 TEST_TOOLS := curl:curl nc:netcat-openbsd squid:squid danted:dante-server \
               microsocks:microsocks htpasswd:apache2-utils \
-              chromium:chromium systemd-analyze:systemd man:man-db goaccess:goaccess
+              chromium:chromium systemd-analyze:systemd man:man-db goaccess:goaccess \
+              nft:nftables ip:iproute2
 
 .PHONY: all build run test deps-test vet unit bench fuzz clean install uninstall
 

@@ -19,6 +19,7 @@ func (s *Server) transparentFrontEnd(st *state) *transparent.Server {
 	t := &transparent.Server{
 		Policy:      policy{st.engine},
 		Guard:       g.Check,
+		Own:         g.isOwn,
 		Dial:        st.router.Dial,
 		Lookup:      direct.Lookup,
 		VerifyHost:  st.cfg.Transparent.VerifyHost,

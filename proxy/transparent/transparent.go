@@ -40,6 +40,9 @@ const (
 	// ReasonUnnamed refuses a connection whose first bytes carry no
 	// usable name, under `unnamed: block`.
 	ReasonUnnamed = "unnamed"
+	// ReasonLoop refuses a connection to one of Sluice's own listeners:
+	// not redirected, or redirected back to Sluice.
+	ReasonLoop = "loop"
 	// ReasonNoDestination refuses a connection whose original destination
 	// cannot be read: it was not redirected.
 	ReasonNoDestination = "no original destination"
@@ -55,6 +58,10 @@ type Server struct {
 	// check_resolved and deny_private checks. It returns the refusing
 	// decision with its error. Nil checks nothing.
 	Guard func(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error)
+	// Own reports whether addr is one of Sluice's own listening
+	// addresses: such a connection is refused with ReasonLoop before
+	// anything else is decided. Nil: none is.
+	Own func(addr netip.AddrPort) bool
 	// Dial connects to addr on route (a decision's Via; "" is the default
 	// route). Nil dials directly.
 	Dial func(ctx context.Context, route, network, addr string) (net.Conn, error)
@@ -118,6 +125,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, orig netip.AddrPort)
 	a.rec.Sniffed = o.LogAttrs()
 	d := o.Decision
 	switch {
+	case s.Own != nil && s.Own(orig):
+		d = filter.Decision{Verdict: filter.Block, Reason: ReasonLoop}
+		a.rec.Err = fmt.Errorf("transparent: %s is Sluice's own listener", orig)
 	case o.Name == "" && d.Verdict == filter.Allow:
 		d = s.unnamed(req)
 	case o.Name == req.Host:

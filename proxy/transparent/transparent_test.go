@@ -263,3 +263,17 @@ func (*lookup) resolve(_ context.Context, host string) ([]netip.Addr, error) {
 	}
 	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
+
+// TestOwnRefusedFirst: a connection to Sluice's own listener is refused
+// as a loop before its name is decided or verified.
+func TestOwnRefusedFirst(t *testing.T) {
+	o := newOrigin(t)
+	s := &Server{Policy: engine(t, testRules), VerifyHost: true, Lookup: (&lookup{}).resolve,
+		Own: func(ap netip.AddrPort) bool { return ap == o.addr() }}
+	c, recs := serve(t, s, o.addr())
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+	got, _ := io.ReadAll(c)
+	if r := record(t, recs); r.Verdict != "block" || r.Reason != ReasonLoop || o.accepts.Load() != 0 || !strings.HasPrefix(string(got), "HTTP/1.1 403") {
+		t.Errorf("record %+v, accepts %d, read %.40q", r, o.accepts.Load(), got)
+	}
+}
