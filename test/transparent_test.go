@@ -166,7 +166,7 @@ func selfSigned(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "origin.test"},
-		DNSNames: []string{"allowed.test", "blocked.test", "social.test", "pupils.test", "staff.test"},
+		DNSNames:  []string{"allowed.test", "blocked.test", "social.test", "pupils.test", "staff.test"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
