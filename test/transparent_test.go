@@ -89,18 +89,12 @@ func newGateway(t *testing.T) *gateway {
 		run(ip, args...)
 	}
 	// The README's rules, with this test's interface.
+	nftRules := strings.ReplaceAll(readmeCode(t, "### Redirecting with nftables"), `"lan0"`, `"`+vg+`"`)
+	if !strings.Contains(nftRules, "redirect to :"+transPort) || !strings.Contains(nftRules, `"`+vg+`"`) {
+		t.Fatalf("the README's nftables rules changed; adapt the test:\n%s", nftRules)
+	}
 	rules := filepath.Join(t.TempDir(), "gateway.nft")
-	os.WriteFile(rules, []byte(`table inet sluice {
-  chain prerouting {
-    type nat hook prerouting priority dstnat; policy accept;
-    iifname "`+vg+`" tcp dport { 80, 443 } redirect to :`+transPort+`
-  }
-  chain forward {
-    type filter hook forward priority filter; policy accept;
-    iifname "`+vg+`" udp dport 443 reject
-  }
-}
-`), 0o644)
+	writeFiles(t, filepath.Dir(rules), map[string]string{"gateway.nft": nftRules})
 	run(ip, "netns", "exec", g.gw, nft, "-f", rules)
 	return g
 }
@@ -334,6 +328,44 @@ func TestTransparentLoopRefused(t *testing.T) {
 	p.waitLog(t, `"reason":"loop"`)
 	if strings.Count(p.Log(), `"proto":"transparent"`) != 1 {
 		t.Errorf("one connection, not one access line:\n%s", p.Log())
+	}
+}
+
+// readmeCode returns the first plain code block (```) after heading in
+// the README.
+func readmeCode(t *testing.T, heading string) string {
+	t.Helper()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "\n"+heading+"\n")
+	if i < 0 {
+		t.Fatalf("README has no %q", heading)
+	}
+	s = s[i:]
+	i = strings.Index(s, "\n```\n")
+	if i < 0 {
+		t.Fatalf("no code block after %q", heading)
+	}
+	s = s[i+len("\n```\n"):]
+	return s[:strings.Index(s, "\n```")+1]
+}
+
+// TestREADMEGatewayValidates: the README's transparent gateway example
+// validates as written.
+func TestREADMEGatewayValidates(t *testing.T) {
+	example := readmeBlock(t, "## Transparent gateway")
+	dir, path := writeConfig(t, example, map[string]string{"lists/social.txt": "social.example\n"})
+	if out, code := runCLI(t, dir, "config", "validate", "--config", path); code != 0 {
+		t.Errorf("gateway example: exit %d:\n%s", code, out)
+	}
+	// Without clients: a transparent listener beyond loopback is an open proxy.
+	open := strings.Replace(example, "clients:", "# clients:", 1)
+	dir, path = writeConfig(t, open, map[string]string{"lists/social.txt": "social.example\n"})
+	if out, code := runCLI(t, dir, "config", "validate", "--config", path); code == 0 || !strings.Contains(out, "refusing to listen on 192.0.2.1:3129") {
+		t.Errorf("gateway example without clients: exit %d:\n%s", code, out)
 	}
 }
 
