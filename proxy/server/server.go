@@ -137,12 +137,23 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// checkOpen refuses to listen beyond loopback with no access control.
+// checkOpen refuses to listen beyond loopback with no access control. A
+// transparent listener asks for no password, so only `clients` restricts it.
 func checkOpen(cfg *rules.Config, allowOpen bool) error {
-	if allowOpen || len(cfg.Clients) > 0 || cfg.Users != "" {
+	if allowOpen || len(cfg.Clients) > 0 {
 		return nil
 	}
-	for _, a := range append(cfg.Listen[:len(cfg.Listen):len(cfg.Listen)], cfg.Transparent.Listen...) {
+	for _, a := range cfg.Transparent.Listen {
+		if !rules.IsLoopbackAddr(a) {
+			return fmt.Errorf("server: refusing to listen on %s: `clients` does not restrict who may use the transparent listener "+
+				"(it cannot ask for a password, so `users` does not), and open proxies are found and abused within hours; "+
+				"add `clients: [YOUR/CIDR]` to the config, or pass --allow-open if you really mean it", a)
+		}
+	}
+	if cfg.Users != "" {
+		return nil
+	}
+	for _, a := range cfg.Listen {
 		if !rules.IsLoopbackAddr(a) {
 			return fmt.Errorf("server: refusing to listen on %s: neither `clients` nor `users` restricts who may use the proxy, "+
 				"and open proxies are found and abused within hours; add `clients: [YOUR/CIDR]` or `users: FILE` to the config, "+
