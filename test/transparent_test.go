@@ -378,3 +378,32 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestTransparentClientsRefused: the transparent listener obeys
+// `clients:` like any listener: a device outside it is closed and its
+// origin never connected to.
+func TestTransparentClientsRefused(t *testing.T) {
+	g := newGateway(t)
+	counts := g.startOrigins(t, okOrigin4, okOrigin6)
+	dir := t.TempDir()
+	config := strings.Replace(transparentConfig, `clients: ["192.0.2.0/24", "2001:db8:1::/64", "127.0.0.0/8"]`,
+		`clients: ["192.0.2.100/32", "2001:db8:1::100/128", "127.0.0.0/8"]`, 1)
+	writeFiles(t, dir, map[string]string{"sluice.yaml": config, "social.txt": "social.test\n"})
+	p := runProgram(t, dir, "ip", "netns", "exec", g.gw, sluiceBin, "serve", "--config", filepath.Join(dir, "sluice.yaml"))
+	p.waitLog(t, `transparent: listening on \[`+regexp.QuoteMeta(gwAddr6))
+	for _, addr := range []string{okOrigin4, "[" + okOrigin6 + "]"} {
+		for _, scheme := range []string{"http", "https"} {
+			port := map[string]string{"http": "80", "https": "443"}[scheme]
+			out, code := g.curlClient(t, "--resolve", "allowed.test:"+port+":"+addr, scheme+"://allowed.test/")
+			if code == 0 || strings.Contains(out, "origin ") {
+				t.Errorf("%s to %s from outside clients: curl exit %d\n%s", scheme, addr, code, out)
+			}
+		}
+	}
+	if n := counts[okOrigin4].Load() + counts[okOrigin6].Load(); n != 0 {
+		t.Errorf("origins accepted %d connections from a client outside clients:", n)
+	}
+	if c := strings.Count(p.Log(), "client not in `clients`; connection closed"); c != 4 {
+		t.Errorf("%d refusals logged, want 4:\n%s", c, p.Log())
+	}
+}

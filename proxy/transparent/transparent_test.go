@@ -277,3 +277,24 @@ func TestOwnRefusedFirst(t *testing.T) {
 		t.Errorf("record %+v, accepts %d, read %.40q", r, o.accepts.Load(), got)
 	}
 }
+
+// TestRoute: an allowed connection is dialed to the original destination
+// address, never the name, on the deciding rule's route.
+func TestRoute(t *testing.T) {
+	o := newOrigin(t)
+	var route, addr string
+	s := &Server{Policy: engine(t, "default: allow\nupstreams:\n  up: socks5://127.0.0.1:1\nrules:\n  - allow: [allowed.test]\n    via: up\n"),
+		VerifyHost: true, Lookup: (&lookup{}).resolve,
+		Dial: func(ctx context.Context, r, network, a string) (net.Conn, error) {
+			route, addr = r, a
+			var d net.Dialer
+			return d.DialContext(ctx, network, a)
+		}}
+	c, recs := serve(t, s, o.addr())
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+	io.ReadAll(c)
+	c.Close()
+	if r := record(t, recs); r.Verdict != "allow" || r.Route != "up" || route != "up" || addr != o.addr().String() {
+		t.Errorf("record %+v; dialed %q on route %q", r, addr, route)
+	}
+}
