@@ -16,7 +16,9 @@
 // SOCKS or HTTP. Run is the only serving path: the HTTP front end is an
 // http.Handler run by this package's http.Servers, the SOCKS one is given
 // connections with ServeConn and ended with Close; shutdown (see Run)
-// drains the tracked connections.
+// drains the tracked connections. Connections accepted by a transparent
+// listener (`transparent: listen`) skip the first-byte choice: they go to
+// the transparent front end with their original destination.
 package server
 
 import (
