@@ -138,18 +138,29 @@ func (s *Server) pageData(x *exchange, t target, d filter.Decision) *BlockPageDa
 // refusePlain answers a blocked plain request: 403, X-Sluice-Block and the
 // block page (the configured template, else the built-in page).
 func (s *Server) refusePlain(w http.ResponseWriter, x *exchange, t target, d filter.Decision) {
-	pd := s.pageData(x, t, d)
+	body, err := s.BlockPage.render(w.Header(), s.pageData(x, t, d), d)
+	if err != nil {
+		x.err = err
+	}
+	w.WriteHeader(http.StatusForbidden)
+	w.Write(body)
+}
+
+// render executes the block page for pd (the template, else the built-in
+// page) and sets its headers in h. A template that fails falls back to
+// the built-in page, and its error is returned with the page.
+func (bp BlockPage) render(h http.Header, pd *BlockPageData, d filter.Decision) ([]byte, error) {
 	var b bytes.Buffer
+	var err error
 	builtin := true
-	if tp := s.BlockPage.Template; tp != nil {
-		if err := tp.Execute(&b, pd); err != nil {
-			x.err = fmt.Errorf("proxy: block page template: %w", err)
+	if tp := bp.Template; tp != nil {
+		if terr := tp.Execute(&b, pd); terr != nil {
+			err = fmt.Errorf("proxy: block page template: %w", terr)
 			b.Reset()
 		} else {
 			builtin = false
 		}
 	}
-	h := w.Header()
 	if builtin {
 		builtinPage.Execute(&b, pd)
 		// The built-in page needs nothing from outside; say so, so that
@@ -161,8 +172,39 @@ func (s *Server) refusePlain(w http.ResponseWriter, x *exchange, t target, d fil
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Length", strconv.Itoa(b.Len()))
-	w.WriteHeader(http.StatusForbidden)
-	w.Write(b.Bytes())
+	return b.Bytes(), err
+}
+
+// Response returns a whole HTTP/1.1 403 response carrying the block page
+// for pd (see BlockPageData; Name "" means DefaultName), with
+// "Connection: close", for a front end without an http.ResponseWriter:
+// the transparent listener answers a blocked plain HTTP request with it.
+// A template that fails falls back to the built-in page; its error is
+// returned with the response.
+func (bp BlockPage) Response(pd *BlockPageData, d filter.Decision) ([]byte, error) {
+	if pd.Name == "" {
+		pd.Name = DefaultName
+	}
+	pd.Contact = bp.Contact
+	if !bp.ShowRule {
+		pd.RuleText, pd.Pattern, pd.Where = "", "", ""
+	} else if d.Rule.Index > 0 && pd.Where == "" {
+		pd.RuleText, pd.Pattern = d.Rule.Text, d.Rule.Pattern
+		file := d.Rule.File[strings.LastIndexByte(d.Rule.File, '/')+1:]
+		pd.Where = cmp.Or(file, "config") + ":" + strconv.Itoa(d.Rule.Line)
+	}
+	if pd.Rule == "" {
+		pd.Rule = d.Rule.Label()
+	}
+	h := http.Header{}
+	body, err := bp.render(h, pd, d)
+	h.Set("Connection", "close")
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 403 Forbidden\r\n")
+	h.Write(&b)
+	b.WriteString("\r\n")
+	b.Write(body)
+	return b.Bytes(), err
 }
 
 // refuseConnect answers a blocked CONNECT: 403, X-Sluice-Block and a short

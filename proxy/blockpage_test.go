@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"html/template"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
 )
@@ -152,5 +154,34 @@ func TestBlockedConnectText(t *testing.T) {
 	want := "sluice: named.test:443 is blocked by <i>R%C3%A9seaux</i> & \"co\" (request id " + line["request_id"].(string) + ")\n"
 	if resp.StatusCode != 403 || string(body) != want {
 		t.Errorf("CONNECT: %d %q, want %q", resp.StatusCode, body, want)
+	}
+}
+
+// TestBlockPageResponse reads BlockPage.Response as a client would: one
+// complete 403 whose body is the page and whose connection closes.
+func TestBlockPageResponse(t *testing.T) {
+	d := filter.Decision{Verdict: filter.Block, Reason: filter.ReasonBlocked, Category: "social",
+		Rule: filter.RuleRef{Index: 2, Name: "no social", Text: "block: [social.example]", Pattern: "social.example", File: "/etc/sluice/sluice.yaml", Line: 7}}
+	for _, showRule := range []bool{false, true} {
+		raw, err := BlockPage{Contact: "help@school.example", ShowRule: showRule}.Response(&BlockPageData{Host: "social.example", Port: 80, ID: "id-1", Client: "192.0.2.2", Time: time.Now()}, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), nil)
+		if err != nil {
+			t.Fatalf("not an HTTP response: %v\n%s", err, raw)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 403 || !resp.Close || resp.Header.Get(HeaderBlock) != "no social" ||
+			!strings.Contains(string(body), "social.example") || !strings.Contains(string(body), "help@school.example") ||
+			!strings.Contains(string(body), "id-1") || int64(len(body)) != resp.ContentLength {
+			t.Errorf("show_rule %v: status %d close %v headers %v\n%s", showRule, resp.StatusCode, resp.Close, resp.Header, body)
+		}
+		if got := strings.Contains(string(body), "sluice.yaml:7"); got != showRule {
+			t.Errorf("show_rule %v: page shows the rule's place: %v", showRule, got)
+		}
 	}
 }

@@ -109,6 +109,7 @@ type cfgParser struct {
 	groupRef []nameRef // groups: in rules
 
 	checkResolvedSet bool // check_resolved was given
+	verifyHostSet    bool // transparent: verify_host was given
 }
 
 // nameRef is a name used somewhere, with the context for its error.
@@ -371,6 +372,8 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 					err = p.errf(v, "%smust be allow or block, not %q", ctx, s)
 				}
 			}
+		case "transparent":
+			err = p.parseTransparent(v)
 		case "block_page":
 			err = p.parseBlockPage(v)
 		case "admin":
@@ -420,9 +423,19 @@ func (p *cfgParser) checkNotEmpty(root *yaml.Node) error {
 }
 
 func (p *cfgParser) parseListen(n *yaml.Node, ctx string) error {
-	addrs, items, err := p.strs(n, ctx)
+	addrs, err := p.listenAddrs(n, ctx)
 	if err != nil {
 		return err
+	}
+	p.cfg.Listen = addrs
+	return nil
+}
+
+// listenAddrs reads a list of host:port listen addresses.
+func (p *cfgParser) listenAddrs(n *yaml.Node, ctx string) ([]string, error) {
+	addrs, items, err := p.strs(n, ctx)
+	if err != nil {
+		return nil, err
 	}
 	for i, a := range addrs {
 		host, port, err := net.SplitHostPort(a)
@@ -441,11 +454,10 @@ func (p *cfgParser) parseListen(n *yaml.Node, ctx string) error {
 			}
 		}
 		if err != nil {
-			return p.errf(items[i], "%sinvalid address %q (want host:port, such as 127.0.0.1:3128)", ctx, a)
+			return nil, p.errf(items[i], "%sinvalid address %q (want host:port, such as 127.0.0.1:3128)", ctx, a)
 		}
 	}
-	p.cfg.Listen = addrs
-	return nil
+	return addrs, nil
 }
 
 func (p *cfgParser) parseHosts(n *yaml.Node) error {
@@ -1003,6 +1015,12 @@ func (p *cfgParser) fillDefaults() {
 	}
 	if c.SniffUnnamed == "" {
 		c.SniffUnnamed = Allow
+	}
+	if c.Transparent.Unnamed == "" {
+		c.Transparent.Unnamed = Block
+	}
+	if !p.verifyHostSet {
+		c.Transparent.VerifyHost = true
 	}
 	if !p.checkResolvedSet {
 		c.CheckResolved = true

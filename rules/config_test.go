@@ -119,6 +119,7 @@ func TestParseFull(t *testing.T) {
 		CheckResolved: true,
 		Sniff:         SniffIP,
 		SniffUnnamed:  Allow,
+		Transparent:   Transparent{VerifyHost: true, Unnamed: Block},
 		Limits:        Limits{MaxConns: 100, PerClient: 7},
 		ShutdownGrace: 5 * time.Second,
 		PidFile:       filepath.Join(dir, "run/sluice.pid"),

@@ -89,6 +89,9 @@ type Config struct {
 	// dialing. Empty means SniffIP.
 	Sniff SniffMode `yaml:"-"`
 
+	// Transparent configures the transparent gateway listeners.
+	Transparent Transparent `yaml:"-"`
+
 	// SniffUnnamed is the action for a sniffed tunnel to an IP literal
 	// whose TLS ClientHello names no usable host (no server_name, Encrypted
 	// Client Hello, malformed, too large, cut short). Empty means Allow.

@@ -30,6 +30,8 @@ func TestImportDirection(t *testing.T) {
 		// sniff reads a tunnel's first bytes for any front end: a leaf.
 		"../proxy/sniff": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial", mod + "/proxy/relay", mod + "/proxy/server"},
 		"../socks":       {mod + "/proxy", mod + "/proxy/server"},
+		// the transparent front end sits beside socks: below the composition root.
+		"../proxy/transparent": {mod + "/socks", mod + "/proxy/server"},
 		// reqid hands out ids to both front ends: standard library only.
 		"../proxy/reqid": {mod + "/filter", mod + "/rules", mod + "/proxy", mod + "/socks", mod + "/proxy/dial", mod + "/proxy/relay", mod + "/proxy/server"},
 		// observe is what front ends report for metrics: standard library only.

@@ -27,8 +27,9 @@ type Record struct {
 	Duration time.Duration
 	// Client is the client's address, host:port.
 	Client string
-	// Proto is "http", "socks5", "socks4", "socks4a" or "socks" (the
-	// version byte was never read).
+	// Proto is "http", "socks5", "socks4", "socks4a", "socks" (the
+	// version byte was never read) or "transparent" (a redirected
+	// connection; Target is its original destination).
 	Proto string
 	// Cmd is the SOCKS command ("connect", "udp", ...); empty for HTTP.
 	Cmd string
@@ -89,6 +90,8 @@ func (r *Record) attrs() []slog.Attr {
 		if r.User != "" {
 			a = append(a, slog.String("user", r.User))
 		}
+	} else if r.Proto == "transparent" { // no proxy request: the original destination
+		a = append(a, slog.String("target", r.Target))
 	} else { // SOCKS lines always had cmd and user, in this order
 		a = append(a, slog.String("cmd", r.Cmd), slog.String("user", r.User), slog.String("target", r.Target))
 	}
@@ -106,7 +109,7 @@ func (r *Record) attrs() []slog.Attr {
 			a = append(a, slog.String("reason", r.Reason))
 		}
 	}
-	if r.Proto == "http" {
+	if r.Proto == "http" || r.Proto == "transparent" && r.Status != 0 {
 		a = append(a, slog.Int("status", r.Status))
 	}
 	if r.Reply >= 0 {

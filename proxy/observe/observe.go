@@ -11,6 +11,8 @@ const (
 	HTTP   = "http"
 	SOCKS5 = "socks5"
 	SOCKS4 = "socks4"
+	// Transparent is the transparent gateway listener's front end.
+	Transparent = "transparent"
 )
 
 // Verdicts, the values of Access.Verdict.
@@ -25,7 +27,7 @@ const (
 // Access is one request (HTTP) or connection (SOCKS), as its access line
 // reports it.
 type Access struct {
-	// Frontend is HTTP, SOCKS5 or SOCKS4 (SOCKS4a included).
+	// Frontend is HTTP, SOCKS5, SOCKS4 (SOCKS4a included) or Transparent.
 	Frontend string
 	// Verdict is the final one: Block when the dial-time guard refused an
 	// address of an allowed request.

@@ -50,6 +50,16 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		lns = append(lns, ln)
 	}
+	var tlns []net.Listener // transparent
+	for _, a := range st.cfg.Transparent.Listen {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("server: transparent: listen %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+		tlns = append(tlns, ln)
+	}
 	s.addr = lns[0].Addr()
 	adm, err := s.startAdmin(st.cfg.Admin)
 	if err != nil {
@@ -78,9 +88,13 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	// Before "listening on": whoever waits for that line may send SIGHUP.
 	defer s.startTriggers(ctx)()
-	for _, ln := range lns {
+	for _, ln := range lns[:len(lns)-len(tlns)] {
 		s.log.Info("listening on "+ln.Addr().String(), "addr", ln.Addr().String())
-		s.wg.Go(func() { s.accept(ctx, ln) })
+		s.wg.Go(func() { s.accept(ctx, ln, s.handle) })
+	}
+	for _, ln := range tlns {
+		s.log.Info("transparent: listening on "+ln.Addr().String()+" for redirected connections", "addr", ln.Addr().String())
+		s.wg.Go(func() { s.accept(ctx, ln, s.handleTransparent) })
 	}
 	adm.setReady(true)
 
@@ -185,10 +199,11 @@ func (s *Server) shutdown() {
 	st.http.CloseIdleConnections()
 }
 
-// accept runs one listener until it is closed. When accept fails (out of
+// accept runs one listener until it is closed, giving each connection to
+// handle. When accept fails (out of
 // file descriptors: EMFILE, ENFILE) it backs off, up to a second, and logs
 // once per episode rather than once per attempt.
-func (s *Server) accept(ctx context.Context, ln net.Listener) {
+func (s *Server) accept(ctx context.Context, ln net.Listener, handle func(net.Conn)) {
 	var delay time.Duration
 	failures := 0
 	for {
@@ -221,7 +236,7 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) {
 			failures = 0
 		}
 		delay = 0
-		s.wg.Go(func() { s.handle(c) })
+		s.wg.Go(func() { handle(c) })
 	}
 }
 

@@ -52,7 +52,7 @@ type reloadResult struct {
 }
 
 // frontends are the values of the frontend label.
-var frontends = []string{observe.HTTP, observe.SOCKS5, observe.SOCKS4}
+var frontends = []string{observe.HTTP, observe.SOCKS5, observe.SOCKS4, observe.Transparent}
 
 // topKeys is how many keys each ten-minute sketch of the status page keeps.
 const topKeys = 64

@@ -16,7 +16,9 @@
 // SOCKS or HTTP. Run is the only serving path: the HTTP front end is an
 // http.Handler run by this package's http.Servers, the SOCKS one is given
 // connections with ServeConn and ended with Close; shutdown (see Run)
-// drains the tracked connections.
+// drains the tracked connections. Connections accepted by a transparent
+// listener (`transparent: listen`) skip the first-byte choice: they go to
+// the transparent front end with their original destination.
 package server
 
 import (
@@ -40,6 +42,7 @@ import (
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/observe"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
+	"github.com/sluiceproxy/sluice/proxy/transparent"
 	"github.com/sluiceproxy/sluice/rules"
 	"github.com/sluiceproxy/sluice/socks"
 )
@@ -106,6 +109,7 @@ type state struct {
 	dirKey  [sha256.Size]byte // what dir was built from, to keep it across reloads
 	http    *proxy.Server
 	socks   *socks.Server
+	transp  *transparent.Server // serves the transparent listeners
 	clients []netip.Prefix
 	watch   []string // files whose change triggers a reload
 	loaded  time.Time
@@ -138,9 +142,20 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// checkOpen refuses to listen beyond loopback with no access control.
+// checkOpen refuses to listen beyond loopback with no access control. A
+// transparent listener asks for no password, so only `clients` restricts it.
 func checkOpen(cfg *rules.Config, allowOpen bool) error {
-	if allowOpen || len(cfg.Clients) > 0 || cfg.Users != "" || cfg.LDAP != nil {
+	if allowOpen || len(cfg.Clients) > 0 {
+		return nil
+	}
+	for _, a := range cfg.Transparent.Listen {
+		if !rules.IsLoopbackAddr(a) {
+			return fmt.Errorf("server: refusing to listen on %s: `clients` does not restrict who may use the transparent listener "+
+				"(it cannot ask for a password, so `users` does not), and open proxies are found and abused within hours; "+
+				"add `clients: [YOUR/CIDR]` to the config, or pass --allow-open if you really mean it", a)
+		}
+	}
+	if cfg.Users != "" || cfg.LDAP != nil {
 		return nil
 	}
 	for _, a := range cfg.Listen {
@@ -215,6 +230,7 @@ func (s *Server) build() (*state, error) {
 	}
 	st.watch = watchList(set)
 	st.http, st.socks = s.frontEnds(st)
+	st.transp = s.transparentFrontEnd(st)
 	return st, nil
 }
 
@@ -289,6 +305,7 @@ func (s *Server) Reload() (err error) {
 	}
 	old := s.state.Load()
 	st.cfg.Listen = old.cfg.Listen // listeners are not reopened on reload
+	st.cfg.Transparent.Listen = old.cfg.Transparent.Listen
 	if err := checkOpen(st.cfg, s.opts.AllowOpen); err != nil {
 		// Removing `clients` or `users` must not turn a gateway into an open proxy.
 		s.failures.Add(1)
