@@ -63,6 +63,12 @@ type Engine struct {
 	fallback Verdict
 	dflt     Decision // the decision when no rule matches, made once
 	via      string   // the default route: Config.Upstream
+
+	// report decides as if the report-only rules enforced: a request this
+	// engine allows and report blocks by one of the reported rules (by
+	// index) would be blocked. Nil when no rule is report-only.
+	report   *Engine
+	reported map[int]bool
 }
 
 // atom names one destination pattern: rule position and pattern position,
@@ -186,6 +192,7 @@ type rule struct {
 	ref     RuleRef // Pattern left empty
 	via     string  // route when allowed: Rule.Via, else Config.Upstream
 	pats    []patInfo
+	enforce map[string]string // pattern text -> enforcement host (safesearch); nil for other rules
 
 	clients   []netip.Prefix
 	ports     []rules.PortRange
@@ -214,10 +221,56 @@ var errCollision = errors.New("filter: hash collision")
 // that does not compile, an invalid CIDR, or a default that is neither
 // allow nor block. A category named by a rule but absent from the set is
 // treated as empty.
+//
+// Report-only rules (mode: report) take no part in the decision: the
+// engine decides without them, and, for a request it allows, asks a second
+// engine compiled with them enforcing whether one of them would block.
+// So a report-only rule never opens what a rule below it blocks.
 func Compile(set *rules.Set) (*Engine, error) {
 	if set == nil || set.Config == nil {
 		return nil, errors.New("filter: nil rule set")
 	}
+	enforced, reporting, reported := splitReport(set)
+	e, err := compileSeeded(enforced)
+	if err != nil || reporting == nil {
+		return e, err
+	}
+	if e.report, err = compileSeeded(reporting); err != nil {
+		return nil, err
+	}
+	e.reported = reported
+	return e, nil
+}
+
+// splitReport returns set without its report-only rules, and, when it has
+// any, set with them enforcing and their indexes.
+func splitReport(set *rules.Set) (enforced, reporting *rules.Set, reported map[int]bool) {
+	cfg := set.Config
+	if !slices.ContainsFunc(cfg.Rules, func(r rules.Rule) bool { return r.Report }) {
+		return set, nil, nil
+	}
+	reported = map[int]bool{}
+	var keep, all []rules.Rule
+	for i, r := range cfg.Rules {
+		if r.Index == 0 {
+			r.Index = i + 1
+		}
+		if r.Report {
+			reported[r.Index] = true
+			r.Report = false
+		} else {
+			keep = append(keep, r)
+		}
+		all = append(all, r)
+	}
+	ec, rc := *cfg, *cfg
+	ec.Rules, rc.Rules = keep, all
+	es, rs := *set, *set
+	es.Config, rs.Config = &ec, &rc
+	return &es, &rs, reported
+}
+
+func compileSeeded(set *rules.Set) (*Engine, error) {
 	var err error
 	for range maxCompileTries {
 		var e *Engine
@@ -643,6 +696,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 	default:
 		return fmt.Errorf("filter: %s: action %q is neither allow nor block", name, r.Action)
 	}
+	cr.enforce = r.Enforce
 	cr.via = r.Via
 	if cr.via == "" {
 		cr.via = cfg.Upstream
@@ -786,6 +840,17 @@ const noRule = ^uint32(0)
 // ReasonInvalid. The Via of an allowed decision is the rule's route, else
 // the configured default route; a blocked decision has none.
 func (e *Engine) Decide(req Request) Decision {
+	d := e.decide(req)
+	if e.report != nil && d.Verdict == Allow {
+		if rd := e.report.decide(req); rd.Verdict == Block && !rd.Default && e.reported[rd.Rule.Index] {
+			d.WouldBlock, d.Report = true, rd.Rule
+		}
+	}
+	return d
+}
+
+// decide is Decide without the report-only rules.
+func (e *Engine) decide(req Request) Decision {
 	host := req.Host
 	if host == "" {
 		return Decision{Verdict: Block, Reason: ReasonInvalid}
@@ -978,6 +1043,9 @@ func (r *rule) decision(pat int) Decision {
 	}
 	if d.Verdict == Allow {
 		d.Via = r.via
+		if r.enforce != nil && pat >= 0 {
+			d.Enforce = r.enforce[r.pats[pat].text]
+		}
 	}
 	return d
 }

@@ -57,7 +57,7 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 	}
 	ctx, cancel := s.lifetime(r)
 	defer cancel()
-	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", t.addr())
+	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", dialAddr(t, d))
 	if err != nil {
 		x.err = err
 		s.failDial(w, x, t.addr(), err)

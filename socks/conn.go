@@ -208,7 +208,7 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		return
 	}
 	var refused atomic.Pointer[filter.Decision]
-	origin, err := s.dial(s.guarded(ctx, freq, d, &refused), d.Via, "tcp", a.target)
+	origin, err := s.dial(s.guarded(ctx, freq, d, &refused), d.Via, "tcp", dialAddr(a.target, d))
 	if err != nil {
 		a.err = err
 		if rd := refused.Load(); rd != nil {
