@@ -249,6 +249,10 @@ func (x *exchange) record() *accesslog.Record {
 		r.Decided = true
 		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
 		r.Category, r.Route = d.Category, d.Route()
+		r.SafeSearch = d.Enforce
+		if d.WouldBlock {
+			r.WouldBlock, r.WouldBlockRule = true, d.Report.String()
+		}
 	}
 	return r
 }

@@ -269,6 +269,10 @@ func (s *Server) logAccess(c net.Conn, a *access, start time.Time) {
 		r.Decided = true
 		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
 		r.Category, r.Route = d.Category, d.Route()
+		r.SafeSearch = d.Enforce
+		if d.WouldBlock {
+			r.WouldBlock, r.WouldBlockRule = true, d.Report.String()
+		}
 	}
 	if s.Access != nil {
 		s.Access(r)

@@ -218,7 +218,11 @@ func ExplainResolved(ctx context.Context, cfg *rules.Config, eng *filter.Engine,
 		return nil, nil
 	}
 	direct := &dial.Direct{Timeout: timeout, Hosts: cfg.Hosts}
-	addrs, err := direct.Lookup(ctx, req.Host)
+	dialed := req.Host
+	if d.Enforce != "" {
+		dialed = d.Enforce // safesearch: the enforcement host is what is dialed
+	}
+	addrs, err := direct.Lookup(ctx, dialed)
 	if err != nil {
 		return nil, err
 	}
