@@ -70,6 +70,9 @@ type RuleRef struct {
 // Label instead: a config line tells them nothing they should know.
 func (r RuleRef) String() string {
 	if r.Index == 0 {
+		if r.Text != "" { // a temporary exception
+			return r.Text
+		}
 		return "default"
 	}
 	s := "rule " + strconv.Itoa(r.Index)

@@ -85,7 +85,11 @@ allowed, 1 when blocked and 2 on error.`,
 				}
 				req.Time = t
 			}
-			d := server.Decide(eng, req)
+			exc, err := rules.LoadExceptions(set.Config.ExceptionsPath())
+			if err != nil && set.Config.ExceptionsPath() != "" {
+				return &exitError{code: 2, err: err}
+			}
+			d := server.DecideExcept(eng, filter.NewExceptions(exc), set.Config.Upstream, req)
 			named := d // the decision on the name, before any dial-time refusal
 			var steps []server.ResolvedStep
 			var rerr error

@@ -174,7 +174,15 @@ func listenAddrs(lns []net.Listener) []netip.AddrPort {
 // literal (0.0.0.0, ::) is matched as the loopback address Linux connects
 // it to, so that `block: ["127.0.0.0/8"]` covers it too. The dialer never
 // dials it anyway.
-type policy struct{ *filter.Engine }
+//
+// The temporary exceptions (`sluice allow`) are consulted before every
+// rule: the server keeps them beside the pure engine and swaps them when
+// the state file changes.
+type policy struct {
+	*filter.Engine
+	exc *atomic.Pointer[filter.Exceptions] // nil: none
+	via string                             // the default route, for an exception
+}
 
 // Decide decides req with the unspecified address read as loopback.
 func (p policy) Decide(req filter.Request) filter.Decision {
@@ -183,6 +191,11 @@ func (p policy) Decide(req filter.Request) filter.Decision {
 		req.Host = "127.0.0.1"
 	case "::":
 		req.Host = "::1"
+	}
+	if p.exc != nil {
+		if d, ok := p.exc.Load().Decide(req, p.via); ok {
+			return d
+		}
 	}
 	return p.Engine.Decide(req)
 }
@@ -200,7 +213,17 @@ type ResolvedStep struct {
 
 // Decide decides req as a running server's front ends do: an unspecified
 // IP literal is matched as the loopback address it reaches.
-func Decide(eng *filter.Engine, req filter.Request) filter.Decision { return policy{eng}.Decide(req) }
+func Decide(eng *filter.Engine, req filter.Request) filter.Decision {
+	return policy{Engine: eng}.Decide(req)
+}
+
+// DecideExcept is Decide with the temporary exceptions x consulted first,
+// an exception routed by via (the default route).
+func DecideExcept(eng *filter.Engine, x *filter.Exceptions, via string, req filter.Request) filter.Decision {
+	var p atomic.Pointer[filter.Exceptions]
+	p.Store(x)
+	return policy{Engine: eng, exc: &p, via: via}.Decide(req)
+}
 
 // ExplainResolved resolves req.Host as the direct route would (hosts:,
 // then Go's own resolver, bounded by timeout) and tells what the guard

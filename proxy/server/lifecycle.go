@@ -128,6 +128,7 @@ func (s *Server) startTriggers(ctx context.Context) (release func()) {
 		})
 	}
 	s.wg.Go(func() { s.RefreshLoop(ctx) })
+	s.wg.Go(func() { s.exceptionsLoop(ctx) })
 	return release
 }
 
