@@ -812,8 +812,8 @@ func literalSuffix(g string) string {
 	return rest[j+1:]
 }
 
-// Rules returns the number of rules.
-func (e *Engine) Rules() int { return len(e.rules) }
+// Rules returns the number of rules, report-only ones included.
+func (e *Engine) Rules() int { return len(e.rules) + len(e.reported) }
 
 // Categories returns the number of entries (domains and exceptions) of each
 // category in the compiled set, for status output. The map is a copy.
