@@ -63,8 +63,10 @@ func (s *Server) refreshExceptions(now time.Time) {
 		}
 		live, _ := filter.NewExceptions(list).Live(now)
 		s.exc.Store(live)
+		if fi != nil || f.fi != nil { // not at start without a file
+			s.log.Info("exceptions loaded", "file", path, "exceptions", live.Len())
+		}
 		f.path, f.fi, f.bad = path, fi, false
-		s.log.Info("exceptions loaded", "file", path, "exceptions", live.Len())
 		return
 	}
 	cur := s.exc.Load()
