@@ -243,11 +243,19 @@ func Compile(set *rules.Set) (*Engine, error) {
 }
 
 // splitReport returns set without its report-only rules, and, when it has
-// any, set with them enforcing and their indexes.
+// any, set with them enforcing and their indexes. The second set stops at
+// the last report-only rule: the rules after it cannot change whether one
+// of them is the first match, and their categories need no second copy.
 func splitReport(set *rules.Set) (enforced, reporting *rules.Set, reported map[int]bool) {
 	cfg := set.Config
-	if !slices.ContainsFunc(cfg.Rules, func(r rules.Rule) bool { return r.Report }) {
+	last := slices.IndexFunc(cfg.Rules, func(r rules.Rule) bool { return r.Report })
+	if last < 0 {
 		return set, nil, nil
+	}
+	for i, r := range cfg.Rules {
+		if r.Report {
+			last = i
+		}
 	}
 	reported = map[int]bool{}
 	var keep, all []rules.Rule
@@ -261,7 +269,9 @@ func splitReport(set *rules.Set) (enforced, reporting *rules.Set, reported map[i
 		} else {
 			keep = append(keep, r)
 		}
-		all = append(all, r)
+		if i <= last {
+			all = append(all, r)
+		}
 	}
 	ec, rc := *cfg, *cfg
 	ec.Rules, rc.Rules = keep, all
