@@ -78,9 +78,11 @@ func (g *guard) Check(req filter.Request, d filter.Decision, addr netip.AddrPort
 }
 
 // explicitAllow reports whether d allows by a rule whose destination list
-// matched: not the default, not a rule without destinations.
+// matched: not the default, not a rule without destinations. A safesearch
+// decision does not count: the address dialed is the enforcement host's,
+// a name no rule named.
 func explicitAllow(d filter.Decision) bool {
-	return d.Verdict == filter.Allow && !d.Default && d.Rule.Pattern != ""
+	return d.Verdict == filter.Allow && !d.Default && d.Rule.Pattern != "" && d.Enforce == ""
 }
 
 // isOwn reports whether ap is one of Sluice's listening addresses: a
