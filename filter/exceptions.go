@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"slices"
 	"time"
 
 	"github.com/sluiceproxy/sluice/rules"
@@ -27,6 +28,14 @@ func (x *Exceptions) Len() int {
 		return 0
 	}
 	return len(x.list)
+}
+
+// List returns a copy of the exceptions, in order.
+func (x *Exceptions) List() []rules.Exception {
+	if x == nil {
+		return nil
+	}
+	return slices.Clone(x.list)
 }
 
 // Decide returns the allowing decision of the first exception that covers

@@ -16,6 +16,7 @@ import (
 func TestTemporaryExceptions(t *testing.T) {
 	o := newCountOrigin(t, "127.0.0.1:0")
 	p := startSluice(t, `
+admin: 127.0.0.1:0
 hosts: {site.test: 127.0.0.1, www.site.test: 127.0.0.1, brief.test: 127.0.0.1}
 rules:
   - block: [.site.test, brief.test]
@@ -56,6 +57,9 @@ rules:
 	}
 	if n := o.accepts.Load() - before; n != 0 {
 		t.Errorf("student: origin accepted %d", n)
+	}
+	if code, page := httpGet(t, "http://"+p.adminAddr(t)+"/"); code != 200 || !strings.Contains(page, "<td>site.test</td>") || !strings.Contains(page, "<td>127.0.0.1/32</td>") {
+		t.Errorf("status page: %d, no row for the exception:\n%.3000s", code, page)
 	}
 	out, _ = runCLI(t, p.dir, "allow", "-c", cfg, "--list")
 	if !strings.Contains(out, "site.test until ") || !strings.Contains(out, "left)") {
