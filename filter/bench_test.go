@@ -235,3 +235,21 @@ func heapPerDomain(tb testing.TB, set *rules.Set, domains int) float64 {
 	runtime.KeepAlive(set) // the caller's set is not the engine's cost
 	return float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(domains)
 }
+
+// BenchmarkDecide100kReport is BenchmarkDecide100k's mix with the first
+// rule made report-only: every allowed request is decided a second time,
+// by the engine with the report-only rule enforcing.
+func BenchmarkDecide100kReport(b *testing.B) {
+	set := benchSet(opts100k)
+	cfg := *set.Config
+	cfg.Rules = slices.Clone(cfg.Rules)
+	for i := range cfg.Rules {
+		if cfg.Rules[i].Action == rules.Block {
+			cfg.Rules[i].Report = true
+			break
+		}
+	}
+	rs := *set
+	rs.Config = &cfg
+	benchDecideHosts(b, &rs, filtertest.Hosts(set, 1<<16, 7), false)
+}

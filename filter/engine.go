@@ -63,6 +63,12 @@ type Engine struct {
 	fallback Verdict
 	dflt     Decision // the decision when no rule matches, made once
 	via      string   // the default route: Config.Upstream
+
+	// report decides as if the report-only rules enforced: a request this
+	// engine allows and report blocks by one of the reported rules (by
+	// index) would be blocked. Nil when no rule is report-only.
+	report   *Engine
+	reported map[int]bool
 }
 
 // atom names one destination pattern: rule position and pattern position,
@@ -186,6 +192,7 @@ type rule struct {
 	ref     RuleRef // Pattern left empty
 	via     string  // route when allowed: Rule.Via, else Config.Upstream
 	pats    []patInfo
+	enforce map[string]string // pattern text -> enforcement host (safesearch); nil for other rules
 
 	clients   []netip.Prefix
 	ports     []rules.PortRange
@@ -215,10 +222,66 @@ var errCollision = errors.New("filter: hash collision")
 // that does not compile, an invalid CIDR, or a default that is neither
 // allow nor block. A category named by a rule but absent from the set is
 // treated as empty.
+//
+// Report-only rules (mode: report) take no part in the decision: the
+// engine decides without them, and, for a request it allows, asks a second
+// engine compiled with them enforcing whether one of them would block.
+// So a report-only rule never opens what a rule below it blocks.
 func Compile(set *rules.Set) (*Engine, error) {
 	if set == nil || set.Config == nil {
 		return nil, errors.New("filter: nil rule set")
 	}
+	enforced, reporting, reported := splitReport(set)
+	e, err := compileSeeded(enforced)
+	if err != nil || reporting == nil {
+		return e, err
+	}
+	if e.report, err = compileSeeded(reporting); err != nil {
+		return nil, err
+	}
+	e.reported = reported
+	return e, nil
+}
+
+// splitReport returns set without its report-only rules, and, when it has
+// any, set with them enforcing and their indexes. The second set stops at
+// the last report-only rule: the rules after it cannot change whether one
+// of them is the first match, and their categories need no second copy.
+func splitReport(set *rules.Set) (enforced, reporting *rules.Set, reported map[int]bool) {
+	cfg := set.Config
+	last := slices.IndexFunc(cfg.Rules, func(r rules.Rule) bool { return r.Report })
+	if last < 0 {
+		return set, nil, nil
+	}
+	for i, r := range cfg.Rules {
+		if r.Report {
+			last = i
+		}
+	}
+	reported = map[int]bool{}
+	var keep, all []rules.Rule
+	for i, r := range cfg.Rules {
+		if r.Index == 0 {
+			r.Index = i + 1
+		}
+		if r.Report {
+			reported[r.Index] = true
+			r.Report = false
+		} else {
+			keep = append(keep, r)
+		}
+		if i <= last {
+			all = append(all, r)
+		}
+	}
+	ec, rc := *cfg, *cfg
+	ec.Rules, rc.Rules = keep, all
+	es, rs := *set, *set
+	es.Config, rs.Config = &ec, &rc
+	return &es, &rs, reported
+}
+
+func compileSeeded(set *rules.Set) (*Engine, error) {
 	var err error
 	for range maxCompileTries {
 		var e *Engine
@@ -644,6 +707,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 	default:
 		return fmt.Errorf("filter: %s: action %q is neither allow nor block", name, r.Action)
 	}
+	cr.enforce = r.Enforce
 	cr.via = r.Via
 	if cr.via == "" {
 		cr.via = cfg.Upstream
@@ -761,8 +825,8 @@ func literalSuffix(g string) string {
 	return rest[j+1:]
 }
 
-// Rules returns the number of rules.
-func (e *Engine) Rules() int { return len(e.rules) }
+// Rules returns the number of rules, report-only ones included.
+func (e *Engine) Rules() int { return len(e.rules) + len(e.reported) }
 
 // Categories returns the number of entries (domains and exceptions) of each
 // category in the compiled set, for status output. The map is a copy.
@@ -789,6 +853,17 @@ const noRule = ^uint32(0)
 // ReasonInvalid. The Via of an allowed decision is the rule's route, else
 // the configured default route; a blocked decision has none.
 func (e *Engine) Decide(req Request) Decision {
+	d := e.decide(req)
+	if e.report != nil && d.Verdict == Allow {
+		if rd := e.report.decide(req); rd.Verdict == Block && !rd.Default && e.reported[rd.Rule.Index] {
+			d.WouldBlock, d.Report = true, rd.Rule
+		}
+	}
+	return d
+}
+
+// decide is Decide without the report-only rules.
+func (e *Engine) decide(req Request) Decision {
 	host := req.Host
 	if host == "" {
 		return Decision{Verdict: Block, Reason: ReasonInvalid}
@@ -981,6 +1056,9 @@ func (r *rule) decision(pat int) Decision {
 	}
 	if d.Verdict == Allow {
 		d.Via = r.via
+		if r.enforce != nil && pat >= 0 {
+			d.Enforce = r.enforce[r.pats[pat].text]
+		}
 	}
 	return d
 }

@@ -75,6 +75,9 @@ type RuleRef struct {
 // Label instead: a config line tells them nothing they should know.
 func (r RuleRef) String() string {
 	if r.Index == 0 {
+		if r.Text != "" { // a temporary exception
+			return r.Text
+		}
 		return "default"
 	}
 	s := "rule " + strconv.Itoa(r.Index)
@@ -123,6 +126,15 @@ type Decision struct {
 	// configured default route (Config.Upstream): an upstream name,
 	// "direct", or "" when none is configured. It is "" for a block.
 	Via string
+	// Enforce is, for a request a `safesearch:` rule allowed, the engine's
+	// enforcement host (forcesafesearch.google.com, ...): the front ends
+	// dial it instead of Host, and send the client's bytes unchanged.
+	// "" otherwise.
+	Enforce string
+	// WouldBlock is set on an allowed request that a report-only rule
+	// (mode: report) would have blocked; Report is that rule.
+	WouldBlock bool
+	Report     RuleRef
 }
 
 // Route names the route of an allowed request for logs: Via, or "direct"

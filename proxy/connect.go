@@ -70,7 +70,7 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 		s.sniffTunnel(ctx, x, w, t.addr())
 		return
 	}
-	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", t.addr())
+	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", dialAddr(t, d))
 	if err != nil {
 		x.err = err
 		s.failDial(w, x, t.addr(), err)
@@ -167,6 +167,10 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 	if o.Decision.Verdict != filter.Allow {
 		conn.Close()
 		return
+	}
+	if e := o.Decision.Enforce; e != "" { // the sniffed name is a search engine's: SafeSearch
+		_, port, _ := net.SplitHostPort(addr)
+		addr = net.JoinHostPort(e, port)
 	}
 	origin, err := s.dial(guarded, o.Decision.Via, "tcp", addr)
 	if err != nil {

@@ -256,6 +256,11 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 		host += ":" + strconv.Itoa(int(t.port))
 	}
 	r.URL.Host, r.URL.User, r.Host = host, nil, ""
+	if d.Enforce != "" {
+		// SafeSearch: the connection (and the pool it is kept in) is the
+		// enforcement host's; the Host header stays the client's.
+		r.URL.Host, r.Host = dialAddr(t, d), host
+	}
 	ws := isWebSocket(r.Header)
 	removeHopByHop(r.Header, ws)
 	if s.anonymize(d.Via) {
@@ -302,7 +307,7 @@ func abort(x *exchange, w *countingWriter, err error) {
 func (s *Server) serveUpgrade(x *exchange, w *countingWriter, r *http.Request, t target, d filter.Decision) {
 	ctx, cancel := s.lifetime(r)
 	defer cancel()
-	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", t.addr())
+	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", dialAddr(t, d))
 	if err != nil {
 		x.err = err
 		s.failDial(w, x, t.addr(), err)

@@ -21,6 +21,9 @@ func (x *exchange) observe() {
 			a.DialErr = x.dialErr
 		}
 		a.Verdict, a.Category, a.Host = observe.Allow, d.Category, x.req.Host
+		if d.WouldBlock {
+			a.WouldBlock = d.Report.Label()
+		}
 		if d.Verdict != filter.Allow {
 			a.Verdict = observe.Block
 		}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -259,6 +260,10 @@ func (x *exchange) record() *accesslog.Record {
 		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
 		r.Category, r.Route = d.Category, d.Route()
 		r.Sniffed = x.sniffed
+		r.SafeSearch = d.Enforce
+		if d.WouldBlock {
+			r.WouldBlock, r.WouldBlockRule = true, d.Report.String()
+		}
 	}
 	return r
 }
@@ -305,6 +310,17 @@ func (s *Server) guarded(ctx context.Context, x *exchange) context.Context {
 		}
 		return err
 	})
+}
+
+// dialAddr is the address to dial for t, which d allowed: t itself, or
+// for a SafeSearch rule the engine's enforcement host on t's port (an
+// upstream route is asked for that host, too). The client's bytes are
+// never changed: its TLS server name and Host header still name t.
+func dialAddr(t target, d filter.Decision) string {
+	if d.Enforce == "" {
+		return t.addr()
+	}
+	return net.JoinHostPort(d.Enforce, strconv.Itoa(int(t.port)))
 }
 
 // dial opens a connection on route through the Dial hook, bounded by

@@ -164,6 +164,25 @@ func (p *cfgParser) parseRule(n *yaml.Node, index int) (Rule, error) {
 				return r, err
 			}
 			p.routeRef = append(p.routeRef, nameRef{v, ctx + "via: ", r.Via})
+		case "safesearch":
+			if r.Enforce != nil {
+				return r, p.errf(k, "%ssafesearch given twice", ctx)
+			}
+			if err := p.parseSafeSearch(&r, v, kctx); err != nil {
+				return r, err
+			}
+		case "mode":
+			mode, err := p.str(v, kctx)
+			if err != nil {
+				return r, err
+			}
+			switch mode {
+			case "report":
+				r.Report = true
+			case "enforce":
+			default:
+				return r, p.errf(v, "%sunknown mode %q (want enforce or report)", kctx, mode)
+			}
 		case "name":
 			if r.Name, err = p.str(v, kctx); err != nil {
 				return r, err
@@ -173,12 +192,20 @@ func (p *cfgParser) parseRule(n *yaml.Node, index int) (Rule, error) {
 			}
 			continue // the name is not part of the rule's text
 		default:
-			return r, p.errf(k, "%sunknown key %q (want block or allow, name, clients, ports, users, groups, time, via)", ctx, k.Value)
+			return r, p.errf(k, "%sunknown key %q (want block, allow or safesearch, name, mode, clients, ports, users, groups, time, via)", ctx, k.Value)
 		}
 		text = append(text, k.Value+": "+render(v))
 	}
-	if r.Action == "" {
-		return r, p.errf(n, "%sneeds block: or allow:", ctx)
+	switch {
+	case r.Enforce != nil && r.Action != "":
+		return r, p.errf(n, "%ssafesearch: allows the engines' hosts itself; it takes no block: or allow:", ctx)
+	case r.Enforce != nil:
+		r.Action = Allow
+	case r.Action == "":
+		return r, p.errf(n, "%sneeds block:, allow: or safesearch:", ctx)
+	}
+	if r.Report && r.Action != Block {
+		return r, p.errf(n, "%smode: report is for block rules (a rule with block:)", ctx)
 	}
 	r.Text = strings.Join(text, ", ")
 	return r, nil

@@ -292,6 +292,14 @@ type Rule struct {
 	// Via is the route for allowed traffic: an upstream name or "direct".
 	// Empty means the default route (Config.Upstream).
 	Via string
+	// Enforce maps each destination host of a `safesearch:` rule (an Exact
+	// pattern's Host) to the enforcement host dialed instead. Nil for
+	// other rules.
+	Enforce map[string]string
+	// Report makes a block rule report-only (`mode: report`): a request
+	// it would block is allowed, logged with would_block and counted.
+	// Default false: the rule enforces.
+	Report bool
 }
 
 // PortRange is an inclusive range of ports; a single port has Lo == Hi.

@@ -233,7 +233,7 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		return
 	}
 	var refused atomic.Pointer[filter.Decision]
-	origin, err := s.dial(s.guarded(ctx, freq, d, &refused), d.Via, "tcp", a.target)
+	origin, err := s.dial(s.guarded(ctx, freq, d, &refused), d.Via, "tcp", dialAddr(a.target, d))
 	if err != nil {
 		a.err = err
 		if rd := refused.Load(); rd != nil {
@@ -308,7 +308,12 @@ func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req fi
 	// and decision, never the sniffed name's: the client chose that name,
 	// and it must not lift deny_private for the address it asked for.
 	var refused atomic.Pointer[filter.Decision]
-	origin, err := s.dial(s.guarded(ctx, req, d, &refused), o.Decision.Via, "tcp", a.target)
+	target := a.target
+	if e := o.Decision.Enforce; e != "" { // the sniffed name is a search engine's: SafeSearch
+		_, port, _ := net.SplitHostPort(target)
+		target = net.JoinHostPort(e, port)
+	}
+	origin, err := s.dial(s.guarded(ctx, req, d, &refused), o.Decision.Via, "tcp", target)
 	if err != nil {
 		a.err = err
 		if rd := refused.Load(); rd != nil {
@@ -369,6 +374,10 @@ func (s *Server) logAccess(c net.Conn, a *access, start time.Time) {
 		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
 		r.Category, r.Route = d.Category, d.Route()
 		r.Sniffed = a.sniffed
+		r.SafeSearch = d.Enforce
+		if d.WouldBlock {
+			r.WouldBlock, r.WouldBlockRule = true, d.Report.String()
+		}
 	}
 	if s.Access != nil {
 		s.Access(r)

@@ -20,6 +20,9 @@ func (s *Server) observe(a *access) {
 	}
 	if d := a.decision; d != nil {
 		o.Verdict, o.Category = observe.Allow, d.Category
+		if d.WouldBlock {
+			o.WouldBlock = d.Report.Label()
+		}
 		if d.Verdict != filter.Allow {
 			o.Verdict = observe.Block
 		}

@@ -301,6 +301,21 @@ func (s *Server) dial(ctx context.Context, route, network, addr string) (net.Con
 	return d.DialContext(ctx, network, addr)
 }
 
+// dialAddr is the address to dial for target ("host:port"), which d
+// allowed: target itself, or for a SafeSearch rule the engine's
+// enforcement host on the same port. The client's bytes (TLS server name,
+// Host header, QUIC) are never changed.
+func dialAddr(target string, d filter.Decision) string {
+	if d.Enforce == "" {
+		return target
+	}
+	_, port, err := net.SplitHostPort(target)
+	if err != nil {
+		return target
+	}
+	return net.JoinHostPort(d.Enforce, port)
+}
+
 // guarded returns ctx carrying the dial-time check of an allowed request;
 // the first refusing decision is stored in refused.
 func (s *Server) guarded(ctx context.Context, req filter.Request, d filter.Decision, refused *atomic.Pointer[filter.Decision]) context.Context {

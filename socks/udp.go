@@ -193,7 +193,7 @@ func (u *udpRelay) outbound(b []byte) {
 			return
 		}
 		var refused atomic.Pointer[filter.Decision]
-		if dst, ok = u.resolve(u.s.guarded(u.ctx, req, d, &refused), d.Via, key); !ok {
+		if dst, ok = u.resolve(u.s.guarded(u.ctx, req, d, &refused), d.Via, dialAddr(key, d)); !ok {
 			if refused.Load() != nil {
 				u.a.udpBlock++
 				u.s.stats.udpBlocked.Add(1)

@@ -85,7 +85,12 @@ allowed, 1 when blocked and 2 on error.`,
 				}
 				req.Time = t
 			}
-			d := server.Decide(eng, req)
+			exc, err := rules.LoadExceptions(set.Config.ExceptionsPath())
+			if err != nil && set.Config.ExceptionsPath() != "" {
+				return &exitError{code: 2, err: err}
+			}
+			d := server.DecideExcept(eng, filter.NewExceptions(exc), set.Config.Upstream, req)
+			named := d // the decision on the name, before any dial-time refusal
 			var steps []server.ResolvedStep
 			var rerr error
 			if d.Verdict == filter.Allow && !noResolve {
@@ -96,7 +101,7 @@ allowed, 1 when blocked and 2 on error.`,
 				}
 			}
 			printDecision(cmd.OutOrStdout(), set, req, d)
-			printResolved(cmd.OutOrStdout(), req, steps, rerr)
+			printResolved(cmd.OutOrStdout(), req, named, steps, rerr)
 			if d.Verdict != filter.Allow {
 				return &exitError{code: 1}
 			}
@@ -167,6 +172,12 @@ func printDecision(w io.Writer, set *rules.Set, req filter.Request, d filter.Dec
 			fmt.Fprintf(w, "  %s:%d: %s %s\n", m.File, m.Line, kind, m.Entry)
 		}
 	}
+	if d.WouldBlock {
+		fmt.Fprintf(w, "would block: %s: %s (report only: mode: report)\n", d.Report, d.Report.Text)
+	}
+	if d.Enforce != "" {
+		fmt.Fprintf(w, "safesearch: connects to %s instead, the client's TLS and Host unchanged\n", d.Enforce)
+	}
 	if d.Verdict == filter.Allow {
 		if desc, err := server.DescribeRoute(set.Config, d.Via); err == nil {
 			fmt.Fprintf(w, "route: %s\n", desc)
@@ -188,15 +199,19 @@ func allRefused(steps []server.ResolvedStep) bool {
 
 // printResolved prints the resolved-address step: each address and what
 // the dial-time guard decides about it.
-func printResolved(w io.Writer, req filter.Request, steps []server.ResolvedStep, err error) {
+func printResolved(w io.Writer, req filter.Request, d filter.Decision, steps []server.ResolvedStep, err error) {
+	host := req.Host
+	if d.Enforce != "" {
+		host = d.Enforce
+	}
 	if err != nil {
-		fmt.Fprintf(w, "resolved: %s: %v\n", req.Host, err)
+		fmt.Fprintf(w, "resolved: %s: %v\n", host, err)
 		return
 	}
 	if len(steps) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "resolved: %s (each address decided again at dial time)\n", req.Host)
+	fmt.Fprintf(w, "resolved: %s (each address decided again at dial time)\n", host)
 	for _, s := range steps {
 		if s.Err == nil {
 			fmt.Fprintf(w, "  %s: allow\n", s.Addr)

@@ -47,6 +47,13 @@ type Record struct {
 	// says why (e.g. "not a proxy request").
 	Decided                                bool
 	Verdict, Reason, Rule, Category, Route string
+	// WouldBlock is set when a report-only rule (mode: report) would
+	// have blocked the allowed request; WouldBlockRule names that rule.
+	WouldBlock     bool
+	WouldBlockRule string
+	// SafeSearch is the enforcement host dialed instead of the target's
+	// host under a safesearch rule; "" otherwise.
+	SafeSearch string
 	// Status is the HTTP status answered; 0 for none (the client went
 	// away first). SOCKS sets it only to 407, for a failed authentication.
 	Status int
@@ -103,6 +110,12 @@ func (r *Record) attrs() []slog.Attr {
 			slog.String("category", r.Category),
 			slog.String("route", r.Route))
 		a = append(a, r.Sniffed...)
+		if r.WouldBlock {
+			a = append(a, slog.Bool("would_block", true), slog.String("would_block_rule", r.WouldBlockRule))
+		}
+		if r.SafeSearch != "" {
+			a = append(a, slog.String("safesearch", r.SafeSearch))
+		}
 	} else {
 		a = append(a, slog.String("verdict", "none"))
 		if r.Reason != "" || r.Proto == "http" {

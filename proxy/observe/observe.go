@@ -40,4 +40,7 @@ type Access struct {
 	Up, Down int64
 	// DialErr is the error of a dial that failed, nil otherwise.
 	DialErr error
+	// WouldBlock names the report-only rule (its Label) that would have
+	// blocked this allowed request; "" when none.
+	WouldBlock string
 }

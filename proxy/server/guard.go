@@ -78,9 +78,11 @@ func (g *guard) Check(req filter.Request, d filter.Decision, addr netip.AddrPort
 }
 
 // explicitAllow reports whether d allows by a rule whose destination list
-// matched: not the default, not a rule without destinations.
+// matched: not the default, not a rule without destinations. A safesearch
+// decision does not count: the address dialed is the enforcement host's,
+// a name no rule named.
 func explicitAllow(d filter.Decision) bool {
-	return d.Verdict == filter.Allow && !d.Default && d.Rule.Pattern != ""
+	return d.Verdict == filter.Allow && !d.Default && d.Rule.Pattern != "" && d.Enforce == ""
 }
 
 // isOwn reports whether ap is one of Sluice's listening addresses: a
@@ -174,7 +176,15 @@ func listenAddrs(lns []net.Listener) []netip.AddrPort {
 // literal (0.0.0.0, ::) is matched as the loopback address Linux connects
 // it to, so that `block: ["127.0.0.0/8"]` covers it too. The dialer never
 // dials it anyway.
-type policy struct{ *filter.Engine }
+//
+// The temporary exceptions (`sluice allow`) are consulted before every
+// rule: the server keeps them beside the pure engine and swaps them when
+// the state file changes.
+type policy struct {
+	*filter.Engine
+	exc *atomic.Pointer[filter.Exceptions] // nil: none
+	via string                             // the default route, for an exception
+}
 
 // Decide decides req with the unspecified address read as loopback.
 func (p policy) Decide(req filter.Request) filter.Decision {
@@ -183,6 +193,11 @@ func (p policy) Decide(req filter.Request) filter.Decision {
 		req.Host = "127.0.0.1"
 	case "::":
 		req.Host = "::1"
+	}
+	if p.exc != nil {
+		if d, ok := p.exc.Load().Decide(req, p.via); ok {
+			return d
+		}
 	}
 	return p.Engine.Decide(req)
 }
@@ -200,7 +215,17 @@ type ResolvedStep struct {
 
 // Decide decides req as a running server's front ends do: an unspecified
 // IP literal is matched as the loopback address it reaches.
-func Decide(eng *filter.Engine, req filter.Request) filter.Decision { return policy{eng}.Decide(req) }
+func Decide(eng *filter.Engine, req filter.Request) filter.Decision {
+	return policy{Engine: eng}.Decide(req)
+}
+
+// DecideExcept is Decide with the temporary exceptions x consulted first,
+// an exception routed by via (the default route).
+func DecideExcept(eng *filter.Engine, x *filter.Exceptions, via string, req filter.Request) filter.Decision {
+	var p atomic.Pointer[filter.Exceptions]
+	p.Store(x)
+	return policy{Engine: eng, exc: &p, via: via}.Decide(req)
+}
 
 // ExplainResolved resolves req.Host as the direct route would (hosts:,
 // then Go's own resolver, bounded by timeout) and tells what the guard
@@ -218,7 +243,11 @@ func ExplainResolved(ctx context.Context, cfg *rules.Config, eng *filter.Engine,
 		return nil, nil
 	}
 	direct := &dial.Direct{Timeout: timeout, Hosts: cfg.Hosts}
-	addrs, err := direct.Lookup(ctx, req.Host)
+	dialed := req.Host
+	if d.Enforce != "" {
+		dialed = d.Enforce // safesearch: the enforcement host is what is dialed
+	}
+	addrs, err := direct.Lookup(ctx, dialed)
 	if err != nil {
 		return nil, err
 	}

@@ -165,3 +165,25 @@ func TestPolicyUnspecifiedIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestGuardDenyPrivateSafeSearch: under deny_private, a safesearch rule
+// does not lift the refusal of a private address for the enforcement host
+// it dials (no rule named that host), while an allow rule naming the host
+// does.
+func TestGuardDenyPrivateSafeSearch(t *testing.T) {
+	g := compileGuard(t, "deny_private: true\nrules:\n  - allow: [www.bing.com]\n    clients: [192.0.2.1]\n  - safesearch: {bing: strict}\n")
+	priv := netip.MustParseAddrPort("10.1.2.3:443")
+	req := filter.Request{Host: "www.bing.com", Port: 443, Client: netip.MustParseAddr("198.51.100.1")}
+	d := g.engine.Decide(req)
+	if d.Enforce != "strict.bing.com" {
+		t.Fatalf("decision %+v, want the safesearch rule", d)
+	}
+	if _, err := g.Check(req, d, priv); !errors.Is(err, dial.ErrBlocked) {
+		t.Errorf("safesearch to a private address: %v, want ErrBlocked", err)
+	}
+	req.Client = netip.MustParseAddr("192.0.2.1")
+	d = g.engine.Decide(req)
+	if _, err := g.Check(req, d, priv); err != nil {
+		t.Errorf("explicit allow of www.bing.com to a private address: %v", err)
+	}
+}

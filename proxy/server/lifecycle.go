@@ -142,6 +142,7 @@ func (s *Server) startTriggers(ctx context.Context) (release func()) {
 		})
 	}
 	s.wg.Go(func() { s.RefreshLoop(ctx) })
+	s.wg.Go(func() { s.exceptionsLoop(ctx) })
 	return release
 }
 

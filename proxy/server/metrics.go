@@ -34,6 +34,7 @@ type metrics struct {
 	dialErrors   *prometheus.CounterVec        // kind
 	failovers    *prometheus.CounterVec        // route
 	authFailures *prometheus.CounterVec        // frontend
+	wouldBlock   *prometheus.CounterVec        // frontend, rule
 	up, down     map[string]prometheus.Counter // bytes per front end, resolved once
 
 	// For the status page.
@@ -77,6 +78,9 @@ func newMetrics(s *Server, now func() time.Time) *metrics {
 			Help: "Failed dials of allowed requests, by kind (dial.Classify)."}, []string{"kind"}),
 		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_upstream_failovers_total",
 			Help: "Dials on a failover route that did not go to its first member (down, or failed), by route."}, []string{"route"}),
+		wouldBlock: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_would_block_total",
+			Help: "Allowed requests a report-only rule (mode: report) would have blocked, by front end and rule (its name, else \"rule N\")."},
+			[]string{"frontend", "rule"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_auth_failures_total",
 			Help: "Proxy credentials rejected (wrong user or password, or locked out), by front end."}, []string{"frontend"}),
 		now:          now,
@@ -104,7 +108,7 @@ func newMetrics(s *Server, now func() time.Time) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connsActive, m.connsTotal, m.rejected, m.requests, m.bytes, m.dialErrors, m.failovers, m.authFailures,
+		m.connsActive, m.connsTotal, m.rejected, m.requests, m.bytes, m.dialErrors, m.failovers, m.authFailures, m.wouldBlock,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_reloads_total",
 			Help: "Successful reloads of the config and its files."}, func() float64 { return float64(s.reloads.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_reload_failures_total",
@@ -129,6 +133,9 @@ func (m *metrics) observe(a observe.Access) {
 		return
 	}
 	m.requests.WithLabelValues(a.Frontend, a.Verdict, a.Category).Inc()
+	if a.WouldBlock != "" {
+		m.wouldBlock.WithLabelValues(a.Frontend, a.WouldBlock).Inc()
+	}
 	if up, ok := m.up[a.Frontend]; ok {
 		up.Add(float64(max(a.Up, 0)))
 		m.down[a.Frontend].Add(float64(max(a.Down, 0)))

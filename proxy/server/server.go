@@ -78,9 +78,11 @@ type Server struct {
 	reloads   atomic.Int64
 	failures  atomic.Int64
 	lastError atomic.Pointer[string]
-	validate  bool                             // Validate's server: reads, never downloads or writes
-	own       atomic.Pointer[[]netip.AddrPort] // the listeners' addresses, once Run listens
-	m         *metrics                         // /metrics and the status page; nil in Validate
+	validate  bool                              // Validate's server: reads, never downloads or writes
+	own       atomic.Pointer[[]netip.AddrPort]  // the listeners' addresses, once Run listens
+	m         *metrics                          // /metrics and the status page; nil in Validate
+	exc       atomic.Pointer[filter.Exceptions] // the temporary exceptions (`sluice allow`), before every rule
+	excFile   exceptionsFile                    // what refreshExceptions last read; its goroutine's only
 
 	conns    *conns          // every accepted connection, until it closes
 	handlers inflight        // HTTP handlers running
@@ -138,6 +140,7 @@ func New(opts Options) (*Server, error) {
 	}
 	st.set = nil // the engine has what it needs; the lists' strings can go
 	s.state.Store(st)
+	s.refreshExceptions(time.Now())
 	releaseMemory()
 	return s, nil
 }
@@ -237,7 +240,7 @@ func (s *Server) build() (*state, error) {
 // frontEnds builds the two front ends of a state. They share the state's
 // engine, router and users, so one atomic swap changes all of them.
 func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
-	policy := policy{st.engine}
+	policy := policy{Engine: st.engine, exc: &s.exc, via: st.cfg.Upstream}
 	g := newGuard(st, &s.own)
 	dialFn := st.router.Dial
 	to := st.cfg.Timeouts

@@ -74,6 +74,7 @@ type statusPage struct {
 	Hosts      []topCount
 	Upstreams  []upstreamHealth
 	Problems   []sourceProblem
+	Exceptions []rules.Exception // the temporary exceptions in force
 }
 
 type upstreamHealth struct {
@@ -158,6 +159,8 @@ func (a *adminServer) status(w http.ResponseWriter, _ *http.Request) {
 		Hosts:      m.blockedHosts.top(10),
 		Problems:   st.problems,
 	}
+	live, _ := s.exc.Load().Live(now)
+	p.Exceptions = live.List()
 	for i := range req {
 		p.Requests += req[i]
 		p.Blocks += blk[i]
@@ -255,6 +258,11 @@ svg { background: #fff; border: 1px solid #ddd; max-width: 100%; height: auto; }
 <h2>Rules and reloads</h2>
 <p id="reload">Rules loaded {{ts .Loaded}}. {{.Reloads}} reloads, {{.Failures}} failed.
 {{with .Reload}}Last reload {{ts .At}}: {{if .Err}}<span class="err">failed: {{.Err}}</span> (the previous rules keep serving){{else}}<span class="up">succeeded</span>{{end}}.{{else}}No reload since the start ({{ts $.Started}}).{{end}}</p>
+
+<h2>Temporary exceptions</h2>
+{{if .Exceptions}}<table id="exceptions"><tr><th>domain</th><th>until</th><th>client</th><th>user</th></tr>
+{{range .Exceptions}}<tr><td>{{.Domain}}</td><td>{{ts .Until}}</td><td>{{if .Client.IsValid}}{{.Client}}{{else}}any{{end}}</td><td>{{or .User "any"}}</td></tr>
+{{end}}</table>{{else}}<p class="muted">None (sluice allow adds them).</p>{{end}}
 
 <h2>List sources with errors</h2>
 {{if .Problems}}<table id="problems"><tr><th>category</th><th>source</th><th>problem</th></tr>

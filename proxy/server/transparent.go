@@ -17,7 +17,7 @@ func (s *Server) transparentFrontEnd(st *state) *transparent.Server {
 	direct := &dial.Direct{Timeout: st.cfg.Timeouts.Dial, Hosts: st.cfg.Hosts}
 	g := newGuard(st, &s.own)
 	t := &transparent.Server{
-		Policy:      policy{st.engine},
+		Policy:      policy{Engine: st.engine, exc: &s.exc, via: st.cfg.Upstream},
 		Guard:       g.Check,
 		Own:         g.isOwn,
 		Dial:        st.router.Dial,
