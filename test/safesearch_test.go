@@ -90,6 +90,26 @@ rules:
 	sc.Close()
 	expect("SOCKS5 www.youtube.com", string(inner), ytMod, "www.youtube.com")
 
+	// IP-literal tunnels are sniffed (sniff: ip): a CONNECT or SOCKS5
+	// CONNECT to the real host's address whose first bytes name
+	// www.google.com reaches the enforcement host, not the address asked for.
+	resp, body, c, br = connectFrom(t, student, p.addr, real+":"+port)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT %s: %s %s", real, resp.Status, body)
+	}
+	fmt.Fprintf(c, "GET /search HTTP/1.1\r\nHost: www.google.com\r\nConnection: close\r\n\r\n")
+	inner, _ = io.ReadAll(br)
+	c.Close()
+	expect("CONNECT "+real+" sniffed www.google.com", string(inner), google, "www.google.com")
+	code, sc, sbr = socks5From(t, student, p.addr, real, portOf("x:"+port))
+	if code != 0 {
+		t.Fatalf("SOCKS5 %s: reply 0x%02x", real, code)
+	}
+	fmt.Fprintf(sc, "GET / HTTP/1.1\r\nHost: www.google.com\r\nConnection: close\r\n\r\n")
+	inner, _ = io.ReadAll(sbr)
+	sc.Close()
+	expect("SOCKS5 "+real+" sniffed www.google.com", string(inner), google, "www.google.com")
+
 	// Not the rule's: another engine (bing is not listed), a Google host
 	// that is no search, and a client outside the rule's network.
 	_, _, body = get(t, cl, "http://www.bing.com:"+port+"/")
