@@ -37,6 +37,9 @@ const Direct = "direct"
 // upstreamSchemes are the URL schemes an upstream hop may use.
 var upstreamSchemes = []string{"http", "https", "socks5", "socks5h", "socks4a"}
 
+// IsolationModes are the values of an upstream's isolate: key.
+var IsolationModes = []string{"none", "client", "user", "destination"}
+
 // Default returns the embedded default configuration, freshly parsed.
 func Default() *Config {
 	cfg, err := Parse("", DefaultYAML)
@@ -754,7 +757,7 @@ func (p *cfgParser) parseUpstreams(n *yaml.Node) error {
 			if err != nil {
 				return err
 			}
-			var tlsNode *yaml.Node
+			var tlsNode, isoNode, urlNode *yaml.Node
 			for _, skv := range sub {
 				switch skv.key.Value {
 				case "failover":
@@ -768,10 +771,23 @@ func (p *cfgParser) parseUpstreams(n *yaml.Node) error {
 					for i, m := range u.Failover {
 						p.routeRef = append(p.routeRef, nameRef{nodes[i], ctx + "failover: ", m})
 					}
-				case "chain":
-					if u.Chain, err = p.chain(skv.val, ctx+"chain: "); err != nil {
+				case "chain", "url":
+					if urlNode != nil {
+						return p.errf(skv.key, "%sgive one of chain or url, once", ctx)
+					}
+					urlNode = skv.val
+					if u.Chain, err = p.chain(skv.val, ctx+skv.key.Value+": "); err != nil {
 						return err
 					}
+				case "isolate":
+					s, err := p.str(skv.val, ctx+"isolate: ")
+					if err != nil {
+						return err
+					}
+					if !slices.Contains(IsolationModes, s) {
+						return p.errf(skv.val, "%sisolate: unknown mode %q (want %s)", ctx, s, strings.Join(IsolationModes, ", "))
+					}
+					u.Isolate, isoNode = s, skv.val
 				case "anonymize":
 					b, err := p.boolean(skv.val, ctx+"anonymize: ")
 					if err != nil {
@@ -785,7 +801,7 @@ func (p *cfgParser) parseUpstreams(n *yaml.Node) error {
 					}
 					u.TLSCA, u.TLSCALine, tlsNode = p.path(s), skv.key.Line, skv.val
 				default:
-					return p.errf(skv.key, "%sunknown key %q (want chain, failover, anonymize, tls_ca)", ctx, skv.key.Value)
+					return p.errf(skv.key, "%sunknown key %q (want url, chain, failover, anonymize, tls_ca, isolate)", ctx, skv.key.Value)
 				}
 			}
 			if (len(u.Chain) == 0) == (len(u.Failover) == 0) {
@@ -793,6 +809,11 @@ func (p *cfgParser) parseUpstreams(n *yaml.Node) error {
 			}
 			if tlsNode != nil && len(u.Chain) == 0 {
 				return p.errf(tlsNode, "%stls_ca applies to a chain only", ctx)
+			}
+			if isoNode != nil {
+				if err := checkIsolate(u); err != nil {
+					return p.errf(isoNode, "%sisolate: %v", ctx, err)
+				}
 			}
 		default:
 			return p.errf(v, "%smust be a URL, a list of URLs, or a mapping", ctx)
@@ -817,6 +838,30 @@ func (p *cfgParser) chain(n *yaml.Node, ctx string) ([]string, error) {
 		}
 	}
 	return urls, nil
+}
+
+// checkIsolate refuses isolation where it cannot work: on a failover list
+// (each member isolates on its own), or when the chain's last hop, the one
+// that gets the isolation credentials, is socks4a or needs real
+// credentials of its own.
+func checkIsolate(u Upstream) error {
+	if u.Isolate == "" || u.Isolate == "none" {
+		return nil
+	}
+	if len(u.Chain) == 0 {
+		return errors.New("applies to a chain only (set it on the failover members)")
+	}
+	last, err := url.Parse(u.Chain[len(u.Chain)-1])
+	if err != nil {
+		return errors.New("invalid last hop")
+	}
+	switch {
+	case last.Scheme == "socks4a":
+		return fmt.Errorf("the last hop %s is socks4a; isolation needs socks5, socks5h, http or https", last.Redacted())
+	case last.User != nil:
+		return fmt.Errorf("the last hop %s has credentials of its own; isolation sends a derived user name instead, so it cannot keep them (drop isolate, or the credentials)", last.Redacted())
+	}
+	return nil
 }
 
 // checkUpstreamURL validates one hop; its errors never contain a password.

@@ -226,6 +226,9 @@ type Upstream struct {
 	TLSCA string
 	// TLSCALine is the config line of the tls_ca key, for errors about the file.
 	TLSCALine int
+	// Isolate is the circuit isolation of the chain's last hop: "" or
+	// "none", "client", "user" or "destination" (IsolationModes).
+	Isolate string
 	// Line is the config line that declared the upstream.
 	Line int
 }

@@ -45,6 +45,14 @@ type RouteSpec struct {
 	// TLSCA is PEM with the CA certificates that https upstreams of this
 	// chain must chain to. Nil means the system roots.
 	TLSCA []byte
+	// Isolate gives each identity (see Isolation) its own credentials at
+	// the chain's LAST hop, the one that talks to the origin's network
+	// (Tor is normally last). That hop must be socks5, socks5h, http or
+	// https without user info. Plain HTTP on an isolating route goes
+	// through CONNECT, never in absolute form to a parent, and its
+	// connections are never pooled, so no stream rides another
+	// identity's connection.
+	Isolate Isolation
 }
 
 // Config holds every route of a Router.
@@ -60,6 +68,9 @@ type Config struct {
 	HopTimeout time.Duration
 	// Backoff is how long a hop that failed is marked down. Zero means 30s.
 	Backoff time.Duration
+	// IsolationKey keys the isolation user names (LoadIsolationKey). It
+	// is needed when any route isolates.
+	IsolationKey []byte
 	// OnFailover, if set, is called with a failover route's name for each
 	// dial on it that did not go to its first member: that member was
 	// down, or failed and the next one was tried. It must not block.
@@ -77,6 +88,7 @@ type Router struct {
 	routes  map[string]*route
 	direct0 *route // holds direct's Transport
 	onFail  func(route string)
+	key     []byte // isolation key
 
 	mu   sync.Mutex
 	down map[string]time.Time // hop key -> down until
@@ -94,6 +106,7 @@ type route struct {
 	last     *url.URL // the last hop, when it is http(s)
 	tls      *tls.Config
 	failover []string
+	isolate  Isolation
 
 	tmu sync.Mutex
 	tr  *http.Transport
@@ -111,6 +124,7 @@ func NewRouter(cfg Config) (*Router, error) {
 		now:     time.Now,
 		direct0: &route{name: RouteDirect},
 		onFail:  cfg.OnFailover,
+		key:     slices.Clone(cfg.IsolationKey),
 	}
 	if r.direct == nil {
 		r.direct = &Direct{}
@@ -129,12 +143,18 @@ func NewRouter(cfg Config) (*Router, error) {
 		case len(spec.Chain) > 0 && len(spec.Failover) > 0:
 			return nil, fmt.Errorf("%w %q: both a chain and a failover list", ErrRouteConfig, name)
 		case len(spec.Failover) > 0:
+			if spec.Isolate != IsolateNone {
+				return nil, fmt.Errorf("%w %q: isolate belongs on a chain, not a failover list", ErrRouteConfig, name)
+			}
 			if spec.TLSCA != nil {
 				return nil, fmt.Errorf("%w %q: tls_ca belongs on a chain, not a failover list", ErrRouteConfig, name)
 			}
 			rt.failover = slices.Clone(spec.Failover)
 		case len(spec.Chain) > 0:
-			if err := rt.build(spec, r.direct, cfg.HopTimeout); err != nil {
+			if spec.Isolate != IsolateNone && len(cfg.IsolationKey) < 16 {
+				return nil, fmt.Errorf("%w %q: isolate needs an isolation key", ErrRouteConfig, name)
+			}
+			if err := rt.build(spec, r.direct, cfg.HopTimeout, cfg.IsolationKey); err != nil {
 				return nil, err
 			}
 		default:
@@ -180,7 +200,7 @@ func (r *Router) checkCycle(name string, path []string) error {
 }
 
 // build folds a chain into its dialer.
-func (rt *route) build(spec RouteSpec, direct *Direct, hopTimeout time.Duration) error {
+func (rt *route) build(spec RouteSpec, direct *Direct, hopTimeout time.Duration, key []byte) error {
 	opts := Options{Timeout: hopTimeout, Route: rt.name}
 	if spec.TLSCA != nil {
 		pool := x509.NewCertPool()
@@ -197,13 +217,17 @@ func (rt *route) build(spec RouteSpec, direct *Direct, hopTimeout time.Duration)
 			return fmt.Errorf("%w %q: hop %d: no url", ErrRouteConfig, rt.name, i+1)
 		}
 		prev := d
+		hopOpts := opts
+		if i == len(spec.Chain)-1 {
+			hopOpts.isolate = newIsolator(key, spec.Isolate)
+		}
 		var err error
-		if d, err = FromURL(u, d, opts); err != nil {
+		if d, err = FromURL(u, d, hopOpts); err != nil {
 			return fmt.Errorf("%w %q: hop %d: %w", ErrRouteConfig, rt.name, i+1, err)
 		}
 		keys = append(keys, u.Redacted())
 		rt.hopKeys = append(rt.hopKeys, strings.Join(keys, " -> "))
-		if i == len(spec.Chain)-1 {
+		if i == len(spec.Chain)-1 && spec.Isolate == IsolateNone {
 			switch strings.ToLower(u.Scheme) {
 			case "http", "https":
 				rt.proxyHop, rt.last = prev, u
@@ -212,6 +236,7 @@ func (rt *route) build(spec RouteSpec, direct *Direct, hopTimeout time.Duration)
 	}
 	rt.chain = slices.Clone(spec.Chain)
 	rt.dialer = d
+	rt.isolate = spec.Isolate
 	return nil
 }
 
@@ -444,6 +469,9 @@ func (r *Router) newTransport(rt *route) *http.Transport {
 		TLSHandshakeTimeout:    10 * time.Second,
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: 1 << 20,
+		// A pooled connection would carry one identity's stream on
+		// another's circuit.
+		DisableKeepAlives: r.isolates(rt, 0),
 	}
 	switch {
 	case rt.name == RouteDirect:
@@ -561,7 +589,11 @@ func (r *Router) Describe(name string) string {
 	for i, u := range rt.chain {
 		hops[i] = describeHop(u)
 	}
-	return rt.name + ": " + strings.Join(hops, " -> ")
+	s := rt.name + ": " + strings.Join(hops, " -> ")
+	if rt.isolate != IsolateNone {
+		s += " (isolate " + rt.isolate.String() + ")"
+	}
+	return s
 }
 
 // describeHop prints scheme://host:port, and the user with the password

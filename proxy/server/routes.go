@@ -2,8 +2,10 @@ package server
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/rules"
@@ -24,6 +26,18 @@ func newCountedRouter(cfg *rules.Config, onFailover func(route string)) (*dial.R
 	}
 	for name, u := range cfg.Upstreams {
 		spec := dial.RouteSpec{Failover: u.Failover}
+		if u.Isolate != "" {
+			iso, err := dial.ParseIsolation(u.Isolate)
+			if err != nil {
+				return nil, &rules.ParseError{File: configName(cfg), Line: u.Line, Err: fmt.Errorf("upstream %q: %w", name, err)}
+			}
+			spec.Isolate = iso
+			if iso != dial.IsolateNone && dc.IsolationKey == nil {
+				if dc.IsolationKey, err = loadIsolationKey(cfg); err != nil {
+					return nil, &rules.ParseError{File: configName(cfg), Line: u.Line, Err: fmt.Errorf("upstream %q: isolate: %w", name, err)}
+				}
+			}
+		}
 		for _, raw := range u.Chain {
 			pu, err := url.Parse(raw)
 			if err != nil {
@@ -42,6 +56,31 @@ func newCountedRouter(cfg *rules.Config, onFailover func(route string)) (*dial.R
 		dc.Routes[name] = spec
 	}
 	return dial.NewRouter(dc)
+}
+
+// IsolationKeyFile is the name of the circuit isolation key in cache_dir.
+const IsolationKeyFile = "isolation.key"
+
+// loadIsolationKey reads, or creates once, the isolation key beside the
+// list cache, so that identities survive restarts.
+func loadIsolationKey(cfg *rules.Config) ([]byte, error) {
+	if cfg.CacheDir == "" {
+		return nil, fmt.Errorf("needs cache_dir (where the isolation key is kept)")
+	}
+	return dial.LoadIsolationKey(filepath.Join(cfg.CacheDir, IsolationKeyFile))
+}
+
+// IsolationIdentity tells, for `sluice check`, the isolation mode of route
+// and the user name its last hop would send for client and user dialing
+// target. It creates the key as the server would. Mode "none" means the
+// route does not isolate.
+func IsolationIdentity(cfg *rules.Config, route string, client netip.Addr, user, target string) (mode, name string, err error) {
+	r, err := newRouter(cfg)
+	if err != nil {
+		return "", "", err
+	}
+	iso, name := r.Isolation(route, dial.Identity{Client: client, User: user}, target)
+	return iso.String(), name, nil
 }
 
 // DescribeRoute tells, for `sluice check`, how traffic on route leaves:
