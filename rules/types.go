@@ -140,6 +140,10 @@ type BlockPage struct {
 	// conditions and its config line), for personal use. Default false:
 	// clients see the rule's name or number only.
 	ShowRule bool
+	// ShowVersion puts Sluice's version on the block page. Default false:
+	// no page or error body Sluice writes names its version, so a client
+	// or a site probing through it cannot tell which build it is.
+	ShowVersion bool
 }
 
 // Limits bounds the client connections served at once. A connection beyond

@@ -1,12 +1,14 @@
 package server
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 
+	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/rules"
 )
@@ -92,4 +94,14 @@ func DescribeRoute(cfg *rules.Config, route string) (string, error) {
 		return "", err
 	}
 	return r.Describe(route), nil
+}
+
+// blockPage is what the proxy front end shows blocked clients: Sluice's
+// version only with block_page.show_version.
+func (s *Server) blockPage(cfg *rules.Config) proxy.BlockPage {
+	bp := proxy.BlockPage{Template: cfg.BlockPage.Template, Contact: cfg.BlockPage.Contact, ShowRule: cfg.BlockPage.ShowRule}
+	if cfg.BlockPage.ShowVersion {
+		bp.Version = cmp.Or(s.opts.Version, "dev")
+	}
+	return bp
 }

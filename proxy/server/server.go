@@ -237,7 +237,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Logger:           s.log,
 		Access:           s.access,
 		Local:            s.pacHandler(st.cfg.PAC).serveProxyPort,
-		BlockPage:        proxy.BlockPage{Template: st.cfg.BlockPage.Template, Contact: st.cfg.BlockPage.Contact, ShowRule: st.cfg.BlockPage.ShowRule},
+		BlockPage:        s.blockPage(st.cfg),
 		DialTimeout:      dialBudget(st.cfg),
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,
