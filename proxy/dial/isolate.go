@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -234,4 +235,42 @@ func (r *Router) Isolation(route string, id Identity, target string) (Isolation,
 		return IsolateNone, ""
 	}
 	return rt.isolate, IsolationUser(r.key, rt.isolate, id, target)
+}
+
+// maxIdentityTransports bounds the per-identity Transports of one route;
+// past it, one is dropped (its idle connections closed) for each new one.
+const maxIdentityTransports = 256
+
+// isoTransport is an isolating route's RoundTripper: each identity gets
+// its own *http.Transport, so a pooled connection, dialed with one
+// identity's credentials, never carries another identity's request. (A
+// Transport with keep-alives off would do too, but it adds "Connection:
+// close" to every request: a header the client did not send.)
+type isoTransport struct {
+	r  *Router
+	rt *route
+}
+
+// RoundTrip sends req on the Transport of the identity in its context.
+func (t isoTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	id := IdentityFrom(req.Context())
+	rt := t.rt
+	rt.tmu.Lock()
+	tr, ok := rt.itr[id]
+	if !ok {
+		if rt.itr == nil {
+			rt.itr = map[Identity]*http.Transport{}
+		}
+		if len(rt.itr) >= maxIdentityTransports {
+			for k, old := range rt.itr {
+				old.CloseIdleConnections()
+				delete(rt.itr, k)
+				break
+			}
+		}
+		tr = t.r.newTransport(rt)
+		rt.itr[id] = tr
+	}
+	rt.tmu.Unlock()
+	return tr.RoundTrip(req)
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -109,9 +108,8 @@ func TestIsolateRouteConfig(t *testing.T) {
 		t.Errorf("Describe: %q", d)
 	}
 	for _, name := range []string{"tor", "pool"} {
-		tr, ok := r.Transport(name).(*http.Transport)
-		if !ok || !tr.DisableKeepAlives {
-			t.Errorf("route %s: an isolating route's Transport pools connections", name)
+		if _, ok := r.Transport(name).(isoTransport); !ok {
+			t.Errorf("route %s: an isolating route's Transport is shared by every identity", name)
 		}
 	}
 }

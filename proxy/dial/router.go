@@ -50,7 +50,7 @@ type RouteSpec struct {
 	// (Tor is normally last). That hop must be socks5, socks5h, http or
 	// https without user info. Plain HTTP on an isolating route goes
 	// through CONNECT, never in absolute form to a parent, and its
-	// connections are never pooled, so no stream rides another
+	// connections are pooled per identity, so no request rides another
 	// identity's connection.
 	Isolate Isolation
 }
@@ -110,6 +110,7 @@ type route struct {
 
 	tmu sync.Mutex
 	tr  *http.Transport
+	itr map[Identity]*http.Transport // isolating routes: one per identity
 }
 
 // NewRouter builds every route of cfg. Unknown route names, cycles of
@@ -405,6 +406,9 @@ func (r *Router) Transport(name string) http.RoundTripper {
 	if rt.last != nil {
 		return parentTransport{r: r, rt: rt}
 	}
+	if r.isolates(rt, 0) {
+		return isoTransport{r: r, rt: rt}
+	}
 	if rt == r.direct0 {
 		return checkedTransport{rt.tr}
 	}
@@ -469,9 +473,6 @@ func (r *Router) newTransport(rt *route) *http.Transport {
 		TLSHandshakeTimeout:    10 * time.Second,
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: 1 << 20,
-		// A pooled connection would carry one identity's stream on
-		// another's circuit.
-		DisableKeepAlives: r.isolates(rt, 0),
 	}
 	switch {
 	case rt.name == RouteDirect:
@@ -539,6 +540,9 @@ func (r *Router) CloseIdleConnections() {
 		rt.tmu.Lock()
 		if rt.tr != nil {
 			rt.tr.CloseIdleConnections()
+		}
+		for _, tr := range rt.itr {
+			tr.CloseIdleConnections()
 		}
 		rt.tmu.Unlock()
 	}
