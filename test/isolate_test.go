@@ -332,3 +332,18 @@ func TestIsolateConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestIsolateCheckCreatesNoKey: `sluice check` (often run as another user
+// than the server) never creates the key; it says the name is not known yet.
+func TestIsolateCheckCreatesNoKey(t *testing.T) {
+	t.Parallel()
+	cache := t.TempDir()
+	dir, path := writeConfig(t, fmt.Sprintf("default: allow\ncache_dir: %s/c\nupstreams:\n  tor: {url: \"socks5h://127.0.0.1:9\", isolate: user}\nupstream: tor\n", cache), nil)
+	out, code := runCLI(t, dir, "check", "--config", path, "--user", "alice", "example.test")
+	if code != 0 || !strings.Contains(out, "isolation: user, upstream user unknown until sluice serve creates") {
+		t.Errorf("check before serve: exit %d:\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "c", "isolation.key")); !os.IsNotExist(err) {
+		t.Errorf("check created the key: %v", err)
+	}
+}

@@ -188,6 +188,12 @@ func LoadIsolationKey(path string) ([]byte, error) {
 	return key, nil
 }
 
+// ReadIsolationKey reads the isolation key at path as LoadIsolationKey
+// does, but never creates it: a missing file is an error wrapping
+// fs.ErrNotExist. It is for commands that must not leave a key behind
+// (one owned by the wrong user would stop the server).
+func ReadIsolationKey(path string) ([]byte, error) { return readKey(path) }
+
 func readKey(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
