@@ -141,7 +141,10 @@ func (s *recSOCKS) all() []recConn {
 // address src (127.0.0.1 or 127.0.0.2: two clients), without keep-alive.
 func isoGetFrom(t *testing.T, proxy, src, target string) string {
 	t.Helper()
-	pu, _ := url.Parse("http://" + proxy)
+	if !strings.Contains(proxy, "://") {
+		proxy = "http://" + proxy
+	}
+	pu, _ := url.Parse(proxy)
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
 	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 		Proxy: http.ProxyURL(pu), DialContext: d.DialContext, DisableKeepAlives: true,
@@ -345,5 +348,31 @@ func TestIsolateCheckCreatesNoKey(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cache, "c", "isolation.key")); !os.IsNotExist(err) {
 		t.Errorf("check created the key: %v", err)
+	}
+}
+
+func TestIsolateUser(t *testing.T) {
+	t.Parallel()
+	origin := newEchoOrigin(t)
+	up := newRecSOCKS(t, origin.Listener.Addr().String())
+	users := htpasswdFile(t, "alice", "wonderland", "bob", "builder")
+	cfg := fmt.Sprintf(`default: allow
+users: %s
+cache_dir: %s
+upstreams:
+  tor: {url: "socks5h://%s", isolate: user}
+upstream: tor
+`, users, t.TempDir(), up.addr())
+	p := startSluice(t, cfg, nil)
+	port := origin.port
+	isoGetFrom(t, "http://alice:wonderland@"+p.addr, "127.0.0.1", "http://a.test:"+port+"/")
+	isoGetFrom(t, "http://alice:wonderland@"+p.addr, "127.0.0.2", "http://b.test:"+port+"/")
+	isoGetFrom(t, "http://bob:builder@"+p.addr, "127.0.0.1", "http://c.test:"+port+"/")
+	a := oneUser(t, "alice", up.users("a.test"))
+	if got := oneUser(t, "alice from another address", up.users("b.test")); got != a {
+		t.Errorf("alice from two addresses: %s and %s, want one identity", a, got)
+	}
+	if got := oneUser(t, "bob", up.users("c.test")); got == a {
+		t.Errorf("alice and bob share the identity %s", a)
 	}
 }
