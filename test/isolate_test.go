@@ -336,8 +336,9 @@ func TestIsolateConfigErrors(t *testing.T) {
 	}
 }
 
-// TestIsolateCheckCreatesNoKey: `sluice check` (often run as another user
-// than the server) never creates the key; it says the name is not known yet.
+// TestIsolateCheckCreatesNoKey: `sluice check` and `config validate` (often
+// run as another user than the server) never create the key; check says
+// the name is not known yet.
 func TestIsolateCheckCreatesNoKey(t *testing.T) {
 	t.Parallel()
 	cache := t.TempDir()
@@ -346,8 +347,11 @@ func TestIsolateCheckCreatesNoKey(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "isolation: user, upstream user unknown until sluice serve creates") {
 		t.Errorf("check before serve: exit %d:\n%s", code, out)
 	}
+	if out, code := runCLI(t, dir, "config", "validate", "--config", path); code != 0 {
+		t.Errorf("validate: exit %d:\n%s", code, out)
+	}
 	if _, err := os.Stat(filepath.Join(cache, "c", "isolation.key")); !os.IsNotExist(err) {
-		t.Errorf("check created the key: %v", err)
+		t.Errorf("check or validate created the key: %v", err)
 	}
 }
 

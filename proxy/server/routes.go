@@ -25,16 +25,10 @@ func newRouter(cfg *rules.Config) (*dial.Router, error) {
 	return r, err
 }
 
-// newCountedRouter is the server's router: newRouter with a hook that
-// counts failovers (nil: none), creating the isolation key when a route
-// isolates and it does not exist yet.
-func newCountedRouter(cfg *rules.Config, onFailover func(route string)) (*dial.Router, error) {
-	r, _, err := buildRouter(cfg, onFailover, true)
-	return r, err
-}
-
-// buildRouter builds the router; throwaway tells that an isolating route
-// got a throwaway key because none exists and create is false.
+// buildRouter builds the router, with a hook that counts failovers (nil:
+// none). With create (the server), it makes the isolation key when a route
+// isolates and there is none yet; without, such a route gets a throwaway
+// key, and throwaway says so.
 func buildRouter(cfg *rules.Config, onFailover func(route string), create bool) (r *dial.Router, throwaway bool, err error) {
 	dc := dial.Config{
 		OnFailover: onFailover,

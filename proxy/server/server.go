@@ -191,7 +191,9 @@ func (s *Server) build() (*state, error) {
 			return nil, fmt.Errorf("server: block_page: template %s: %w", bp.TemplateFile, err)
 		}
 	}
-	router, err := newCountedRouter(cfg, s.m.failover)
+	// validate may run as another user than the service: it must not
+	// create the isolation key (serve does).
+	router, _, err := buildRouter(cfg, s.m.failover, !s.validate)
 	if err != nil {
 		return nil, err
 	}
