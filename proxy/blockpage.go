@@ -31,6 +31,10 @@ type BlockPage struct {
 	// name or number (filter.RuleRef.Label) and nothing of its patterns,
 	// client subnets or config line.
 	ShowRule bool
+	// Version is shown on the page (BlockPageData.Version) when not
+	// empty; set it only with block_page.show_version. No other answer
+	// of Sluice names its version.
+	Version string
 }
 
 // BlockPageData is what the block page (built-in or a template) shows.
@@ -64,6 +68,8 @@ type BlockPageData struct {
 	RuleText string
 	Pattern  string
 	Where    string
+	// Version is Sluice's version, only with show_version; else "".
+	Version string
 }
 
 // builtinPage is the default block page: self-contained (no external
@@ -105,6 +111,9 @@ code{font-size:1.05em;overflow-wrap:anywhere}
 {{- end}}
 </dl>
 <p>If you think this is a mistake, contact {{if .Contact}}<strong>{{.Contact}}</strong>{{else}}the administrator of this network{{end}} and give the request id <code class="id">{{.ID}}</code>.</p>
+{{- if .Version}}
+<p><small>{{.Name}} {{.Version}}</small></p>
+{{- end}}
 </main></body></html>
 `))
 
@@ -122,7 +131,7 @@ func CheckBlockTemplate(t *template.Template) error {
 func (s *Server) pageData(x *exchange, t target, d filter.Decision) *BlockPageData {
 	pd := &BlockPageData{
 		Name: s.name(), Host: t.host, Port: t.port, Category: d.Category, Rule: d.Rule.Label(), Reason: d.Reason,
-		Time: x.at, User: x.user, ID: x.id, Contact: s.BlockPage.Contact,
+		Time: x.at, User: x.user, ID: x.id, Contact: s.BlockPage.Contact, Version: s.BlockPage.Version,
 	}
 	if x.client.IsValid() {
 		pd.Client = x.client.String()

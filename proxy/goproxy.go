@@ -113,6 +113,11 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 		}
 		rt := s.transport(st.route)
 		pctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+			// Whether the client's connection closes is hop-by-hop: an
+			// HTTP/1.0 client (or "Connection: close") must not make the
+			// Transport add a "Connection: close" the client never sent
+			// to the origin. The client's own connection still closes.
+			req.Close = false
 			resp, err := rt.RoundTrip(req)
 			if resp != nil && resp.Body != nil {
 				// Wrapped before goproxy keeps it as the original body,

@@ -292,14 +292,16 @@ func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
 	return d
 }
 
-// guarded returns ctx carrying the dial-time check of x's allowed request:
+// guarded returns ctx carrying the client's dial.Identity (for circuit
+// isolation) and the dial-time check of x's allowed request:
 // each address the direct dialer is about to connect to goes to Guard, and
 // the first refusal is kept for the answer and the access line.
 func (s *Server) guarded(ctx context.Context, x *exchange) context.Context {
+	req, d := x.req, x.d
+	ctx = dial.WithIdentity(ctx, dial.Identity{Client: req.Client, User: req.User})
 	if s.Guard == nil {
 		return ctx
 	}
-	req, d := x.req, x.d
 	return dial.WithCheck(ctx, func(ap netip.AddrPort) error {
 		rd, err := s.Guard(req, d, ap)
 		if err != nil {

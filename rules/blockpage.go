@@ -22,6 +22,7 @@ const maxContact = 200
 //	  contact: "helpdesk@school.example"
 //	  template: page.html
 //	  show_rule: false
+//	  show_version: false
 //
 // The template is read and parsed here, so that a missing file or a syntax
 // error fails the load (and keeps the running rules on reload) instead of
@@ -55,8 +56,12 @@ func (p *cfgParser) parseBlockPage(n *yaml.Node) error {
 			if bp.ShowRule, err = p.boolean(kv.val, ctx); err != nil {
 				return err
 			}
+		case "show_version":
+			if bp.ShowVersion, err = p.boolean(kv.val, ctx); err != nil {
+				return err
+			}
 		default:
-			return p.errf(kv.key, "block_page: unknown key %q (want contact, template, show_rule)", kv.key.Value)
+			return p.errf(kv.key, "block_page: unknown key %q (want contact, template, show_rule, show_version)", kv.key.Value)
 		}
 	}
 	return nil

@@ -31,7 +31,7 @@ func TestParseBlockPage(t *testing.T) {
 	}
 
 	for _, c := range []struct{ name, src, want string }{
-		{"unknown key", "block_page:\n  contakt: x\n", `sluice.yaml:2: block_page: unknown key "contakt" (want contact, template, show_rule)`},
+		{"unknown key", "block_page:\n  contakt: x\n", `sluice.yaml:2: block_page: unknown key "contakt" (want contact, template, show_rule, show_version)`},
 		{"not a mapping", "block_page: yes\n", `sluice.yaml:1: block_page: must be a mapping`},
 		{"empty contact", "block_page: {contact: \"\"}\n", `sluice.yaml:1: block_page: contact: want a line of 1 to 200 bytes`},
 		{"contact with newline", "block_page:\n  contact: \"a\\nb\"\n", `sluice.yaml:2: block_page: contact: "a\nb" has a control or invisible character`},

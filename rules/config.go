@@ -797,7 +797,7 @@ func (p *cfgParser) parseUpstreams(n *yaml.Node) error {
 			if err != nil {
 				return err
 			}
-			var tlsNode *yaml.Node
+			var tlsNode, isoNode, urlNode *yaml.Node
 			for _, skv := range sub {
 				switch skv.key.Value {
 				case "failover":
@@ -811,10 +811,23 @@ func (p *cfgParser) parseUpstreams(n *yaml.Node) error {
 					for i, m := range u.Failover {
 						p.routeRef = append(p.routeRef, nameRef{nodes[i], ctx + "failover: ", m})
 					}
-				case "chain":
-					if u.Chain, err = p.chain(skv.val, ctx+"chain: "); err != nil {
+				case "chain", "url":
+					if urlNode != nil {
+						return p.errf(skv.key, "%sgive one of chain or url, once", ctx)
+					}
+					urlNode = skv.val
+					if u.Chain, err = p.chain(skv.val, ctx+skv.key.Value+": "); err != nil {
 						return err
 					}
+				case "isolate":
+					s, err := p.str(skv.val, ctx+"isolate: ")
+					if err != nil {
+						return err
+					}
+					if !slices.Contains(IsolationModes, s) {
+						return p.errf(skv.val, "%sisolate: unknown mode %q (want %s)", ctx, s, strings.Join(IsolationModes, ", "))
+					}
+					u.Isolate, isoNode = s, skv.val
 				case "anonymize":
 					b, err := p.boolean(skv.val, ctx+"anonymize: ")
 					if err != nil {
@@ -828,7 +841,7 @@ func (p *cfgParser) parseUpstreams(n *yaml.Node) error {
 					}
 					u.TLSCA, u.TLSCALine, tlsNode = p.path(s), skv.key.Line, skv.val
 				default:
-					return p.errf(skv.key, "%sunknown key %q (want chain, failover, anonymize, tls_ca)", ctx, skv.key.Value)
+					return p.errf(skv.key, "%sunknown key %q (want url, chain, failover, anonymize, tls_ca, isolate)", ctx, skv.key.Value)
 				}
 			}
 			if (len(u.Chain) == 0) == (len(u.Failover) == 0) {
@@ -836,6 +849,11 @@ func (p *cfgParser) parseUpstreams(n *yaml.Node) error {
 			}
 			if tlsNode != nil && len(u.Chain) == 0 {
 				return p.errf(tlsNode, "%stls_ca applies to a chain only", ctx)
+			}
+			if isoNode != nil {
+				if err := checkIsolate(u); err != nil {
+					return p.errf(isoNode, "%sisolate: %v", ctx, err)
+				}
 			}
 		default:
 			return p.errf(v, "%smust be a URL, a list of URLs, or a mapping", ctx)

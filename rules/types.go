@@ -157,6 +157,10 @@ type BlockPage struct {
 	// conditions and its config line), for personal use. Default false:
 	// clients see the rule's name or number only.
 	ShowRule bool
+	// ShowVersion puts Sluice's version on the block page. Default false:
+	// no page or error body Sluice writes names its version, so a client
+	// or a site probing through it cannot tell which build it is.
+	ShowVersion bool
 }
 
 // SniffMode says which tunnels are sniffed.
@@ -260,6 +264,9 @@ type Upstream struct {
 	TLSCA string
 	// TLSCALine is the config line of the tls_ca key, for errors about the file.
 	TLSCALine int
+	// Isolate is the circuit isolation of the chain's last hop: "" or
+	// "none", "client", "user" or "destination" (IsolationModes).
+	Isolate string
 	// Line is the config line that declared the upstream.
 	Line int
 }

@@ -316,9 +316,11 @@ func dialAddr(target string, d filter.Decision) string {
 	return net.JoinHostPort(d.Enforce, port)
 }
 
-// guarded returns ctx carrying the dial-time check of an allowed request;
+// guarded returns ctx carrying the client's dial.Identity (for circuit
+// isolation) and the dial-time check of an allowed request;
 // the first refusing decision is stored in refused.
 func (s *Server) guarded(ctx context.Context, req filter.Request, d filter.Decision, refused *atomic.Pointer[filter.Decision]) context.Context {
+	ctx = dial.WithIdentity(ctx, dial.Identity{Client: req.Client, User: req.User})
 	if s.Guard == nil {
 		return ctx
 	}

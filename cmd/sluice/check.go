@@ -182,6 +182,13 @@ func printDecision(w io.Writer, set *rules.Set, req filter.Request, d filter.Dec
 		if desc, err := server.DescribeRoute(set.Config, d.Via); err == nil {
 			fmt.Fprintf(w, "route: %s\n", desc)
 		}
+		mode, name, err := server.IsolationIdentity(set.Config, d.Via, req.Client, req.User, target)
+		switch {
+		case err != nil:
+			fmt.Fprintf(w, "isolation: %v\n", err)
+		case name != "":
+			fmt.Fprintf(w, "isolation: %s, upstream user %s\n", mode, name)
+		}
 	}
 }
 

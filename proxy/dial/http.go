@@ -27,6 +27,7 @@ var errConnectResponse = errors.New("dial: malformed CONNECT response")
 type httpConnect struct {
 	tls  *tls.Config // nil for http
 	auth string      // "Basic ..." or ""
+	iso  isolator    // per-dial credentials instead of auth, or nil
 }
 
 func basicAuth(u *url.Userinfo) string {
@@ -48,8 +49,12 @@ func (hc *httpConnect) handshake(ctx context.Context, c net.Conn, _, addr string
 	}
 	var req bytes.Buffer
 	req.WriteString("CONNECT " + addr + " HTTP/1.1\r\nHost: " + addr + "\r\n")
-	if hc.auth != "" {
-		req.WriteString("Proxy-Authorization: " + hc.auth + "\r\n")
+	auth := hc.auth
+	if hc.iso != nil {
+		auth = basicAuth(hc.iso(ctx, addr))
+	}
+	if auth != "" {
+		req.WriteString("Proxy-Authorization: " + auth + "\r\n")
 	}
 	req.WriteString("\r\n")
 	if _, err := c.Write(req.Bytes()); err != nil {

@@ -45,6 +45,14 @@ type RouteSpec struct {
 	// TLSCA is PEM with the CA certificates that https upstreams of this
 	// chain must chain to. Nil means the system roots.
 	TLSCA []byte
+	// Isolate gives each identity (see Isolation) its own credentials at
+	// the chain's LAST hop, the one that talks to the origin's network
+	// (Tor is normally last). That hop must be socks5, socks5h, http or
+	// https without user info. Plain HTTP on an isolating route goes
+	// through CONNECT, never in absolute form to a parent, and its
+	// connections are pooled per identity, so no request rides another
+	// identity's connection.
+	Isolate Isolation
 }
 
 // Config holds every route of a Router.
@@ -60,6 +68,9 @@ type Config struct {
 	HopTimeout time.Duration
 	// Backoff is how long a hop that failed is marked down. Zero means 30s.
 	Backoff time.Duration
+	// IsolationKey keys the isolation user names (LoadIsolationKey). It
+	// is needed when any route isolates.
+	IsolationKey []byte
 	// OnFailover, if set, is called with a failover route's name for each
 	// dial on it that did not go to its first member: that member was
 	// down, or failed and the next one was tried. It must not block.
@@ -77,6 +88,7 @@ type Router struct {
 	routes  map[string]*route
 	direct0 *route // holds direct's Transport
 	onFail  func(route string)
+	key     []byte // isolation key
 
 	mu   sync.Mutex
 	down map[string]time.Time // hop key -> down until
@@ -94,9 +106,11 @@ type route struct {
 	last     *url.URL // the last hop, when it is http(s)
 	tls      *tls.Config
 	failover []string
+	isolate  Isolation
 
 	tmu sync.Mutex
 	tr  *http.Transport
+	itr map[Identity]*http.Transport // isolating routes: one per identity
 }
 
 // NewRouter builds every route of cfg. Unknown route names, cycles of
@@ -111,6 +125,7 @@ func NewRouter(cfg Config) (*Router, error) {
 		now:     time.Now,
 		direct0: &route{name: RouteDirect},
 		onFail:  cfg.OnFailover,
+		key:     slices.Clone(cfg.IsolationKey),
 	}
 	if r.direct == nil {
 		r.direct = &Direct{}
@@ -129,12 +144,18 @@ func NewRouter(cfg Config) (*Router, error) {
 		case len(spec.Chain) > 0 && len(spec.Failover) > 0:
 			return nil, fmt.Errorf("%w %q: both a chain and a failover list", ErrRouteConfig, name)
 		case len(spec.Failover) > 0:
+			if spec.Isolate != IsolateNone {
+				return nil, fmt.Errorf("%w %q: isolate belongs on a chain, not a failover list", ErrRouteConfig, name)
+			}
 			if spec.TLSCA != nil {
 				return nil, fmt.Errorf("%w %q: tls_ca belongs on a chain, not a failover list", ErrRouteConfig, name)
 			}
 			rt.failover = slices.Clone(spec.Failover)
 		case len(spec.Chain) > 0:
-			if err := rt.build(spec, r.direct, cfg.HopTimeout); err != nil {
+			if spec.Isolate != IsolateNone && len(cfg.IsolationKey) < 16 {
+				return nil, fmt.Errorf("%w %q: isolate needs an isolation key", ErrRouteConfig, name)
+			}
+			if err := rt.build(spec, r.direct, cfg.HopTimeout, cfg.IsolationKey); err != nil {
 				return nil, err
 			}
 		default:
@@ -180,7 +201,7 @@ func (r *Router) checkCycle(name string, path []string) error {
 }
 
 // build folds a chain into its dialer.
-func (rt *route) build(spec RouteSpec, direct *Direct, hopTimeout time.Duration) error {
+func (rt *route) build(spec RouteSpec, direct *Direct, hopTimeout time.Duration, key []byte) error {
 	opts := Options{Timeout: hopTimeout, Route: rt.name}
 	if spec.TLSCA != nil {
 		pool := x509.NewCertPool()
@@ -197,13 +218,17 @@ func (rt *route) build(spec RouteSpec, direct *Direct, hopTimeout time.Duration)
 			return fmt.Errorf("%w %q: hop %d: no url", ErrRouteConfig, rt.name, i+1)
 		}
 		prev := d
+		hopOpts := opts
+		if i == len(spec.Chain)-1 {
+			hopOpts.isolate = newIsolator(key, spec.Isolate)
+		}
 		var err error
-		if d, err = FromURL(u, d, opts); err != nil {
+		if d, err = FromURL(u, d, hopOpts); err != nil {
 			return fmt.Errorf("%w %q: hop %d: %w", ErrRouteConfig, rt.name, i+1, err)
 		}
 		keys = append(keys, u.Redacted())
 		rt.hopKeys = append(rt.hopKeys, strings.Join(keys, " -> "))
-		if i == len(spec.Chain)-1 {
+		if i == len(spec.Chain)-1 && spec.Isolate == IsolateNone {
 			switch strings.ToLower(u.Scheme) {
 			case "http", "https":
 				rt.proxyHop, rt.last = prev, u
@@ -212,6 +237,7 @@ func (rt *route) build(spec RouteSpec, direct *Direct, hopTimeout time.Duration)
 	}
 	rt.chain = slices.Clone(spec.Chain)
 	rt.dialer = d
+	rt.isolate = spec.Isolate
 	return nil
 }
 
@@ -382,6 +408,9 @@ func (r *Router) Transport(name string) http.RoundTripper {
 	if rt.last != nil {
 		return parentTransport{r: r, rt: rt}
 	}
+	if r.isolates(rt, 0) {
+		return isoTransport{r: r, rt: rt}
+	}
 	if rt == r.direct0 {
 		return checkedTransport{rt.tr}
 	}
@@ -514,6 +543,9 @@ func (r *Router) CloseIdleConnections() {
 		if rt.tr != nil {
 			rt.tr.CloseIdleConnections()
 		}
+		for _, tr := range rt.itr {
+			tr.CloseIdleConnections()
+		}
 		rt.tmu.Unlock()
 	}
 }
@@ -539,54 +571,4 @@ func (r *Router) Resolves(name string) bool {
 		}
 	}
 	return true
-}
-
-// Describe tells, for people, how traffic on route leaves: "direct", or
-// the route's name and its hops with passwords redacted:
-//
-//	office: http://parent.corp:3128 (user:*** redacted)
-//	vpn: https://edge.example:443 -> socks5://exit.example:1080 (u:*** redacted)
-//	pool: failover office, tor
-//
-// Route "" describes the default route.
-func (r *Router) Describe(name string) string {
-	rt, ok := r.lookup(name)
-	switch {
-	case !ok:
-		return name + ": unknown route"
-	case rt == nil:
-		return RouteDirect
-	case rt.dialer == nil:
-		return rt.name + ": failover " + strings.Join(rt.failover, ", ")
-	}
-	hops := make([]string, len(rt.chain))
-	for i, u := range rt.chain {
-		hops[i] = describeHop(u)
-	}
-	return rt.name + ": " + strings.Join(hops, " -> ")
-}
-
-// describeHop prints scheme://host:port, and the user with the password
-// masked.
-func describeHop(u *url.URL) string {
-	port := u.Port()
-	if port == "" {
-		switch strings.ToLower(u.Scheme) {
-		case "http":
-			port = "80"
-		case "https":
-			port = "443"
-		default:
-			port = "1080"
-		}
-	}
-	s := strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(u.Hostname(), port)
-	if u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			s += " (" + u.User.Username() + ":*** redacted)"
-		} else {
-			s += " (user " + u.User.Username() + ")"
-		}
-	}
-	return s
 }

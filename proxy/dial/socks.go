@@ -26,6 +26,8 @@ type withConnDialer interface {
 type socks5 struct {
 	d    withConnDialer
 	auth bool
+	iso  isolator // per-dial credentials, or nil
+	addr string   // the upstream's host:port
 }
 
 func newSOCKS5(addr string, user *url.Userinfo) (*socks5, error) {
@@ -46,8 +48,16 @@ func newSOCKS5(addr string, user *url.Userinfo) (*socks5, error) {
 }
 
 func (s *socks5) handshake(ctx context.Context, c net.Conn, network, addr string) (net.Conn, error) {
+	d := s.d
+	if s.iso != nil {
+		per, err := newSOCKS5(s.addr, s.iso(ctx, addr))
+		if err != nil {
+			return nil, &hopError{kind: KindOther, err: err}
+		}
+		d = per.d
+	}
 	rc := &recordConn{Conn: c}
-	if _, err := s.d.DialWithConn(ctx, rc, network, addr); err != nil {
+	if _, err := d.DialWithConn(ctx, rc, network, addr); err != nil {
 		// x/net reports reply codes as text only: read them from the
 		// bytes the upstream sent instead.
 		if f, ok := parseSOCKS5Failure(rc.rec); ok {

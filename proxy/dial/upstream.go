@@ -38,6 +38,10 @@ type Options struct {
 	Timeout time.Duration
 	// Route names the route for errors ("office"). Empty means unnamed.
 	Route string
+
+	// isolate, when set, gives this hop per-dial credentials (circuit
+	// isolation); the URL must then carry none.
+	isolate isolator
 }
 
 // FromURL wraps forward: the returned dialer reaches targets through the
@@ -102,12 +106,20 @@ func FromURL(u *url.URL, forward Dialer, opts Options) (Dialer, error) {
 	if h.timeout <= 0 {
 		h.timeout = DefaultTimeout
 	}
+	if opts.isolate != nil {
+		switch {
+		case scheme == "socks4a":
+			return nil, fmt.Errorf("%w: %s: isolation needs socks5, socks5h, http or https", ErrUpstreamURL, u.Redacted())
+		case u.User != nil:
+			return nil, fmt.Errorf("%w: %s: isolation sends its own credentials; this hop has a user", ErrUpstreamURL, u.Redacted())
+		}
+	}
 	if fh, ok := forward.(*hop); ok {
 		h.n = fh.n + 1
 	}
 	switch scheme {
 	case "http", "https":
-		hc := &httpConnect{}
+		hc := &httpConnect{iso: opts.isolate}
 		if u.User != nil {
 			hc.auth = basicAuth(u.User)
 		}
@@ -120,6 +132,7 @@ func FromURL(u *url.URL, forward Dialer, opts Options) (Dialer, error) {
 		if err != nil {
 			return nil, err
 		}
+		sc.iso, sc.addr = opts.isolate, h.addr
 		h.proto = sc
 	case "socks4a":
 		s4 := &socks4a{}

@@ -201,7 +201,9 @@ func (s *Server) build() (*state, error) {
 			return nil, fmt.Errorf("server: block_page: template %s: %w", bp.TemplateFile, err)
 		}
 	}
-	router, err := newCountedRouter(cfg, s.m.failover)
+	// validate may run as another user than the service: it must not
+	// create the isolation key (serve does).
+	router, _, err := buildRouter(cfg, s.m.failover, !s.validate)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +256,7 @@ func (s *Server) frontEnds(st *state) (*proxy.Server, *socks.Server) {
 		Logger:           s.log,
 		Access:           s.access,
 		Local:            s.pacHandler(st.cfg.PAC).serveProxyPort,
-		BlockPage:        proxy.BlockPage{Template: st.cfg.BlockPage.Template, Contact: st.cfg.BlockPage.Contact, ShowRule: st.cfg.BlockPage.ShowRule},
+		BlockPage:        s.blockPage(st.cfg),
 		DialTimeout:      dialBudget(st.cfg),
 		HandshakeTimeout: to.Handshake,
 		IdleTimeout:      to.Idle,

@@ -21,6 +21,7 @@ import (
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/proxy/accesslog"
+	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/observe"
 	"github.com/sluiceproxy/sluice/proxy/relay"
 	"github.com/sluiceproxy/sluice/proxy/reqid"
@@ -158,7 +159,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, orig netip.AddrPort)
 		// certificate could carry a page. Other bytes are closed as well.
 		return
 	}
-	origin, err := s.dial(ctx, d.Via, orig.String())
+	// The client's identity, for circuit isolation on an isolating route.
+	ictx := dial.WithIdentity(ctx, dial.Identity{Client: req.Client})
+	origin, err := s.dial(ictx, d.Via, orig.String())
 	if err != nil {
 		a.rec.Err, a.dialErr = err, err
 		return
