@@ -1,0 +1,627 @@
+package filter
+
+// Compiling a rules.Set into an Engine: the hashed index of names, the
+// category entries, the globs and the rules.
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/gobwas/glob"
+
+	"github.com/sluiceproxy/sluice/rules"
+)
+
+// Compile builds an Engine from a rule set. The set is not kept and may be
+// dropped afterwards; only the hashes of category domains are. An error
+// names the rule and the problem: an unknown action or pattern kind, a glob
+// that does not compile, an invalid CIDR, or a default that is neither
+// allow nor block. A category named by a rule but absent from the set is
+// treated as empty.
+//
+// Report-only rules (mode: report) take no part in the decision: the
+// engine decides without them, and, for a request it allows, asks a second
+// engine compiled with them enforcing whether one of them would block.
+// So a report-only rule never opens what a rule below it blocks.
+func Compile(set *rules.Set) (*Engine, error) {
+	if set == nil || set.Config == nil {
+		return nil, errors.New("filter: nil rule set")
+	}
+	enforced, reporting, reported := splitReport(set)
+	e, err := compileSeeded(enforced)
+	if err != nil || reporting == nil {
+		return e, err
+	}
+	if e.report, err = compileSeeded(reporting); err != nil {
+		return nil, err
+	}
+	e.reported = reported
+	return e, nil
+}
+
+// splitReport returns set without its report-only rules, and, when it has
+// any, set with them enforcing and their indexes. The second set stops at
+// the last report-only rule: the rules after it cannot change whether one
+// of them is the first match, and their categories need no second copy.
+func splitReport(set *rules.Set) (enforced, reporting *rules.Set, reported map[int]bool) {
+	cfg := set.Config
+	last := slices.IndexFunc(cfg.Rules, func(r rules.Rule) bool { return r.Report })
+	if last < 0 {
+		return set, nil, nil
+	}
+	for i, r := range cfg.Rules {
+		if r.Report {
+			last = i
+		}
+	}
+	reported = map[int]bool{}
+	var keep, all []rules.Rule
+	for i, r := range cfg.Rules {
+		if r.Index == 0 {
+			r.Index = i + 1
+		}
+		if r.Report {
+			reported[r.Index] = true
+			r.Report = false
+		} else {
+			keep = append(keep, r)
+		}
+		if i <= last {
+			all = append(all, r)
+		}
+	}
+	ec, rc := *cfg, *cfg
+	ec.Rules, rc.Rules = keep, all
+	es, rs := *set, *set
+	es.Config, rs.Config = &ec, &rc
+	return &es, &rs, reported
+}
+
+func compileSeeded(set *rules.Set) (*Engine, error) {
+	var err error
+	for range maxCompileTries {
+		var e *Engine
+		e, err = compile(set, maphash.MakeSeed())
+		if !errors.Is(err, errCollision) {
+			return e, err
+		}
+	}
+	return nil, err
+}
+
+// builder holds the state of one compilation.
+type builder struct {
+	e      *Engine
+	set    *rules.Set
+	catID  map[string]uint16
+	single []uint32            // category id -> node holding only that category, or 0
+	merged map[mergeKey]uint32 // node + category -> node with it too
+	table  *buildTable
+	names  []string // the names of exact, suffix and glob patterns
+}
+
+type mergeKey struct {
+	node  uint32
+	cat   uint16
+	allow bool
+}
+
+func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
+	cfg := set.Config
+	e := &Engine{hk: newHashKey(seed), seed2: maphash.MakeSeed(), via: cfg.Upstream, counts: map[string]int{}}
+	switch cfg.Default {
+	case "", rules.Allow:
+		e.fallback = Allow
+	case rules.Block:
+		e.fallback = Block
+	default:
+		return nil, fmt.Errorf("filter: default %q is neither allow nor block", cfg.Default)
+	}
+	e.dflt = Decision{Verdict: e.fallback, Reason: ReasonDefault, Default: true}
+	if e.fallback == Allow {
+		e.dflt.Via = e.via
+	}
+	b := &builder{e: e, set: set, catID: map[string]uint16{}, merged: map[mergeKey]uint32{}}
+	e.nodes = []node{{}} // node 0: the empty node of a fresh slot
+
+	// Pass 1: the categories in use and the size of the index.
+	keys := 0
+	for _, r := range cfg.Rules {
+		for _, p := range r.Dests {
+			switch p.Kind {
+			case rules.Category:
+				if _, ok := b.catID[p.Host]; ok {
+					continue
+				}
+				if len(e.catNames) == math.MaxUint16 {
+					return nil, fmt.Errorf("filter: %s: more than %d categories", ruleName(cfg, r), math.MaxUint16)
+				}
+				b.catID[p.Host] = uint16(len(e.catNames))
+				e.catNames = append(e.catNames, p.Host)
+				if l := set.Categories[p.Host]; l != nil {
+					keys += len(l.Block) + len(l.Allow)
+				}
+			case rules.Exact, rules.Suffix:
+				keys++
+				b.names = append(b.names, p.Host)
+			case rules.Glob:
+				keys++
+				if lit := literalSuffix(p.Host); lit != "" {
+					b.names = append(b.names, lit)
+				}
+			}
+		}
+	}
+	for name, l := range set.Categories {
+		if l != nil {
+			e.counts[name] = len(l.Block) + len(l.Allow)
+		}
+	}
+	e.catRefs = make([][]atom, len(e.catNames))
+	b.single = make([]uint32, len(e.catNames))
+	cats := make([]nameHash, 0, keys)
+	b.forEachDomain(func(d string, _ uint16, _ bool) { cats = append(cats, e.hashName(d)) })
+	b.findHeavy(cats)
+	b.table = newBuildTable(keys)
+	e.pre = newPrefilter(keys)
+
+	// Category domains first, so that rule names can take their node over.
+	k := 0
+	b.forEachDomain(func(d string, id uint16, allow bool) {
+		if n := cats[k]; n.labels > 0 {
+			b.addCategory(n.key, e.base(n, d), id, allow)
+		}
+		k++
+	})
+
+	// Pass 2: the rules.
+	for ri, r := range cfg.Rules {
+		if err := b.addRule(ri, r); err != nil {
+			return nil, err
+		}
+	}
+	x, err := b.table.pack(len(e.nodes), b.merge)
+	if err != nil {
+		return nil, err
+	}
+	e.index = x
+	b.packGlobs()
+	return e, nil
+}
+
+// packGlobs moves the globs of all nodes into one array and their texts
+// into one string: a few hundred kilobytes for ten thousand globs, that
+// stay in cache, where Decide would otherwise follow a pointer to memory
+// of its own for each node's globs and each glob's texts. It also notes
+// the first bytes of the loose globs' literal prefixes (all bytes when one
+// has none) in e.looseAt.
+func (b *builder) packGlobs() {
+	e := b.e
+	n := len(e.loose)
+	var text strings.Builder
+	for i := range e.nodes {
+		for _, g := range e.nodes[i].globs {
+			n++
+			text.WriteString(g.prefix)
+			text.WriteString(g.suffix)
+		}
+	}
+	for _, g := range e.loose {
+		text.WriteString(g.prefix)
+		text.WriteString(g.suffix)
+	}
+	all, off := text.String(), 0
+	intern := func(g *globAtom) {
+		g.prefix = all[off : off+len(g.prefix)]
+		off += len(g.prefix)
+		g.suffix = all[off : off+len(g.suffix)]
+		off += len(g.suffix)
+	}
+	pool := make([]globAtom, 0, n)
+	for i := range e.nodes {
+		nd := &e.nodes[i]
+		if len(nd.globs) == 0 {
+			continue
+		}
+		start := len(pool)
+		for _, g := range nd.globs {
+			intern(&g)
+			pool = append(pool, g)
+		}
+		nd.globs = pool[start:len(pool):len(pool)]
+	}
+	start := len(pool)
+	for _, g := range e.loose {
+		intern(&g)
+		pool = append(pool, g)
+	}
+	e.loose = pool[start:len(pool):len(pool)]
+	for _, g := range e.loose {
+		if g.prefix == "" {
+			e.looseAt = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+			break
+		}
+		c := g.prefix[0]
+		e.looseAt[c>>6] |= 1 << (c & 63)
+	}
+}
+
+// nameHash is what Compile computes of a category domain in one reading of
+// the string (the domains are scattered in memory: each reading is a cache
+// miss): its key and the hashes of its suffixes of two and three labels.
+type nameHash struct {
+	key, h2, h3 uint64
+	labels      int // 0 for the empty name
+}
+
+func (e *Engine) hashName(d string) nameHash {
+	if d == "" {
+		return nameHash{}
+	}
+	var n nameHash
+	h, end := uint64(0), len(d)
+	for {
+		i := strings.LastIndexByte(d[:end], '.')
+		h = step(&e.hk, h, d[i+1:end])
+		n.labels++
+		switch n.labels {
+		case 2:
+			n.h2 = h
+		case 3:
+			n.h3 = h
+		}
+		if i < 0 {
+			n.key = h
+			return n
+		}
+		end = i
+	}
+}
+
+// base returns the hash of the base of the domain d whose hashes are n, as
+// Engine.keyBase does, reading d only for the rare domains below two heavy
+// suffixes.
+func (e *Engine) base(n nameHash, d string) uint64 {
+	switch {
+	case n.labels <= 2:
+		return n.key
+	case !e.heavy.has(n.h2):
+		return n.h2
+	case n.labels == 3 || !e.heavy.has(n.h3):
+		return n.h3
+	}
+	_, b := e.keyBase(d)
+	return b
+}
+
+// findHeavy finds the heavy suffixes of the keys of the index (see
+// Engine.keyBase) and puts them in e.heavy, a level at a time: the
+// suffixes of two labels with more than heavyMin keys below them, then,
+// below those, the suffixes of three labels, and so on. cats are the
+// hashes of the category domains, in the order of b.forEachDomain.
+func (b *builder) findHeavy(cats []nameHash) {
+	e := b.e
+	var heavy []uint64
+	hs := make([]uint64, 0, len(cats)+len(b.names))
+	for level := 2; ; level++ {
+		hs = hs[:0]
+		// below adds the hash of the suffix of d with level labels, if d
+		// has as many and its shorter suffixes (but the last label) are
+		// heavy.
+		below := func(d string) {
+			h, j, end := uint64(0), 0, len(d)
+			for {
+				i := strings.LastIndexByte(d[:end], '.')
+				h = step(&e.hk, h, d[i+1:end])
+				j++
+				if j == level {
+					hs = append(hs, h)
+					return
+				}
+				if i < 0 || j >= 2 && !e.heavy.has(h) {
+					return
+				}
+				end = i
+			}
+		}
+		switch level {
+		case 2:
+			for _, n := range cats {
+				if n.labels >= 2 {
+					hs = append(hs, n.h2)
+				}
+			}
+		case 3:
+			for _, n := range cats {
+				if n.labels >= 3 && e.heavy.has(n.h2) {
+					hs = append(hs, n.h3)
+				}
+			}
+		default:
+			k := 0
+			b.forEachDomain(func(d string, _ uint16, _ bool) {
+				if n := cats[k]; n.labels >= level && e.heavy.has(n.h2) && e.heavy.has(n.h3) {
+					below(d)
+				}
+				k++
+			})
+		}
+		for _, d := range b.names {
+			below(d)
+		}
+		slices.Sort(hs)
+		found := false
+		for i := 0; i < len(hs); {
+			j := i + 1
+			for j < len(hs) && hs[j] == hs[i] {
+				j++
+			}
+			if j-i > heavyMin {
+				heavy = append(heavy, hs[i])
+				found = true
+			}
+			i = j
+		}
+		if !found {
+			return
+		}
+		e.heavy = newHashSet(heavy)
+	}
+}
+
+// forEachDomain calls f with every category domain and exception, in a
+// fixed order.
+func (b *builder) forEachDomain(f func(d string, cat uint16, allow bool)) {
+	for id, name := range b.e.catNames {
+		l := b.set.Categories[name]
+		if l == nil {
+			continue
+		}
+		for _, d := range l.Block {
+			f(d, uint16(id), false)
+		}
+		for _, d := range l.Allow {
+			f(d, uint16(id), true)
+		}
+	}
+}
+
+// checkHash returns the second hash of a rule name, for node.check: never 0.
+func checkHash(seed maphash.Seed, name string) uint64 {
+	return maphash.String(seed, name) | 1
+}
+
+// merge returns a node for two domains whose hashes the index cannot tell
+// apart: one that has both their categories. Rule patterns cannot be
+// merged (their names differ); a new seed will part them.
+func (b *builder) merge(x, y uint32) (uint32, error) {
+	e := b.e
+	n, m := &e.nodes[x], &e.nodes[y]
+	if n.name != "" && m.name != "" {
+		return 0, errCollision
+	}
+	if m.name != "" {
+		n, m = m, n
+	}
+	u := *n
+	u.cats, u.allows = union(n.cats, m.cats), union(n.allows, m.allows)
+	v := uint32(len(e.nodes))
+	e.nodes = append(e.nodes, u)
+	return v, nil
+}
+
+// ruleName names a rule in errors: "rule 3 (sluice.yaml:12)".
+func ruleName(cfg *rules.Config, r rules.Rule) string {
+	return RuleRef{Index: r.Index, File: cfg.File, Line: r.Line}.String()
+}
+
+// addCategory records that the domain of key and base is in category id
+// (as an exception when allow).
+func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
+	e := b.e
+	s, fresh := b.slot(key, base)
+	if fresh {
+		if !allow {
+			if b.single[id] == 0 {
+				b.single[id] = uint32(len(e.nodes))
+				e.nodes = append(e.nodes, node{cats: []uint16{id}})
+			}
+			s.val = b.single[id]
+			return
+		}
+	}
+	n := &e.nodes[s.val]
+	list := n.cats
+	if allow {
+		list = n.allows
+	}
+	if slices.Contains(list, id) {
+		return
+	}
+	k := mergeKey{node: s.val, cat: id, allow: allow}
+	if v, ok := b.merged[k]; ok {
+		s.val = v
+		return
+	}
+	m := node{cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)}
+	if allow {
+		m.allows = append(m.allows, id)
+	} else {
+		m.cats = append(m.cats, id)
+	}
+	v := uint32(len(e.nodes))
+	e.nodes = append(e.nodes, m)
+	b.merged[k] = v
+	s.val = v
+}
+
+// slot returns the index slot for key (see buildTable.slot) and adds key
+// to the prefilter.
+func (b *builder) slot(key, base uint64) (s *buildSlot, fresh bool) {
+	b.e.pre.add(key, base)
+	return b.table.slot(key, base)
+}
+
+// own returns the id of the node that holds rule patterns for name, making
+// it from the (shared) category node of the same hash when needed.
+func (b *builder) own(name string) (uint32, error) {
+	e := b.e
+	s, _ := b.slot(e.keyBase(name))
+	n := &e.nodes[s.val]
+	switch n.name {
+	case name:
+		return s.val, nil
+	case "":
+	default:
+		return 0, errCollision
+	}
+	v := uint32(len(e.nodes))
+	e.nodes = append(e.nodes, node{name: name, check: checkHash(e.seed2, name),
+		cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)})
+	s.val = v
+	return v, nil
+}
+
+// addRule compiles rule number ri (from 0).
+func (b *builder) addRule(ri int, r rules.Rule) error {
+	e, cfg := b.e, b.set.Config
+	index := r.Index
+	if index == 0 {
+		index = ri + 1
+	}
+	cr := rule{
+		ref:   RuleRef{Index: index, Name: r.Name, File: cfg.File, Line: r.Line, Text: r.Text},
+		ports: r.Ports,
+		times: r.Times,
+	}
+	name := cr.ref.String()
+	switch r.Action {
+	case rules.Allow:
+		cr.verdict, cr.reason = Allow, ReasonAllowed
+	case rules.Block:
+		cr.verdict, cr.reason = Block, ReasonBlocked
+	default:
+		return fmt.Errorf("filter: %s: action %q is neither allow nor block", name, r.Action)
+	}
+	cr.enforce = r.Enforce
+	cr.via = r.Via
+	if cr.via == "" {
+		cr.via = cfg.Upstream
+	}
+	if len(r.Users) > 0 {
+		cr.users = make(map[string]struct{}, len(r.Users))
+		for _, u := range r.Users {
+			if u != "" {
+				cr.users[u] = struct{}{}
+			}
+		}
+	}
+	if len(r.Groups) > 0 {
+		cr.hasGroups = true
+		cr.groups = map[string]struct{}{}
+		cr.groupSet = make(map[string]struct{}, len(r.Groups))
+		for _, g := range r.Groups {
+			cr.groupSet[g] = struct{}{}
+			for _, u := range cfg.Groups[g] {
+				if u != "" {
+					cr.groups[u] = struct{}{}
+				}
+			}
+		}
+	}
+	for i, p := range r.Clients {
+		if i == 0 {
+			cr.clients = make([]netip.Prefix, len(r.Clients))
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		cr.clients[i] = p.Masked()
+	}
+	cr.hasConds = len(cr.clients) > 0 || len(cr.ports) > 0 || cr.users != nil || cr.hasGroups || len(cr.times) > 0
+	if len(r.Dests) == 0 {
+		e.anyDest = append(e.anyDest, uint32(ri))
+	}
+	for pi, p := range r.Dests {
+		at := atom{rule: uint32(ri), pat: uint32(pi)}
+		info := patInfo{text: p.Text}
+		switch p.Kind {
+		case rules.Exact, rules.Suffix:
+			if p.Host == "" {
+				return fmt.Errorf("filter: %s: empty host in pattern %q", name, p.Text)
+			}
+			id, err := b.own(p.Host)
+			if err != nil {
+				return err
+			}
+			n := &e.nodes[id]
+			if p.Kind == rules.Exact {
+				n.exact = append(n.exact, at)
+			} else {
+				n.suffix = append(n.suffix, at)
+			}
+		case rules.Glob:
+			g, err := glob.Compile(p.Host, '.')
+			if err != nil || p.Host == "" {
+				return fmt.Errorf("filter: %s: invalid glob %q: %v", name, p.Text, err)
+			}
+			lit := literalSuffix(p.Host)
+			ga := newGlobAtom(p.Host, g, lit)
+			ga.at = at
+			if lit == "" {
+				e.loose = append(e.loose, ga)
+				break
+			}
+			id, err := b.own(lit)
+			if err != nil {
+				return err
+			}
+			e.nodes[id].globs = append(e.nodes[id].globs, ga)
+		case rules.Category:
+			id := b.catID[p.Host]
+			e.catRefs[id] = append(e.catRefs[id], at)
+			info.category = p.Host
+		case rules.CIDR:
+			if !p.Prefix.IsValid() {
+				return fmt.Errorf("filter: %s: invalid CIDR in pattern %q", name, p.Text)
+			}
+			pfx := p.Prefix
+			if a := pfx.Addr(); a.Is4In6() && pfx.Bits() >= 96 {
+				pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+			}
+			e.cidrs = append(e.cidrs, cidrAtom{prefix: pfx.Masked(), at: at})
+		default:
+			return fmt.Errorf("filter: %s: pattern %q has unknown kind %v", name, p.Text, p.Kind)
+		}
+		cr.pats = append(cr.pats, info)
+	}
+	e.rules = append(e.rules, cr)
+	return nil
+}
+
+// globMeta are the characters that are not literal in a glob.
+const globMeta = `*?[]{}\`
+
+// literalSuffix returns the labels of glob g after its last label with a
+// wildcard: "*.ads.example.com" -> "ads.example.com", "ad*.x.com" -> "x.com",
+// "ads.*" -> "". Every host that g matches ends with "." and that suffix,
+// so the glob need only be tried on hosts that have it as a label suffix.
+// Everything after the last meta character is literal; the cut at the
+// first '.' after it keeps the suffix on a label boundary.
+func literalSuffix(g string) string {
+	k := strings.LastIndexAny(g, globMeta)
+	if k < 0 {
+		return g // no wildcard at all: the host itself
+	}
+	rest := g[k+1:]
+	j := strings.IndexByte(rest, '.')
+	if j < 0 {
+		return ""
+	}
+	return rest[j+1:]
+}

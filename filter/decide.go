@@ -1,0 +1,322 @@
+package filter
+
+// Deciding a request: the index walk over a host's suffixes, the IP
+// patterns, and each rule's conditions.
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sluiceproxy/sluice/rules"
+)
+
+// Decide returns the decision for req. It is pure: no I/O, no clock (it
+// reads req.Time), no allocation. An empty host is blocked with
+// ReasonInvalid. The Via of an allowed decision is the rule's route, else
+// the configured default route; a blocked decision has none.
+func (e *Engine) Decide(req Request) Decision {
+	d := e.decide(req)
+	if e.report != nil && d.Verdict == Allow {
+		if rd := e.report.decide(req); rd.Verdict == Block && !rd.Default && e.reported[rd.Rule.Index] {
+			d.WouldBlock, d.Report = true, rd.Rule
+		}
+	}
+	return d
+}
+
+// decide is Decide without the report-only rules.
+func (e *Engine) decide(req Request) Decision {
+	host := req.Host
+	if host == "" {
+		return Decision{Verdict: Block, Reason: ReasonInvalid}
+	}
+	// The best candidate so far: the first (rule, pattern) in order whose
+	// destination matched and whose rule's conditions hold. Candidates are
+	// offered as they are found, in no order, so none need be kept; one
+	// that comes after the best is not even matched.
+	d := decider{e: e, req: &req, best: atom{rule: noRule}}
+	var bb, ab [catBuf]uint16
+	blocked, excepted := bb[:0], ab[:0]
+
+	// An IP literal is parsed only when its last label could be one: a
+	// domain's starts with a letter (or is punycode "xn--"), an IPv4
+	// address's with a digit, and an IPv6 address has colons.
+	i := strings.LastIndexByte(host, '.')
+	var ip netip.Addr
+	isIP := false
+	if tld := host[i+1:]; tld != "" && (tld[0]-'0' <= 9 || host[0] == '[' || strings.IndexByte(tld, ':') >= 0) {
+		ip, isIP = parseIP(host)
+	}
+
+	// The suffix walk: the label suffixes of the host, right to left
+	// ("com", "example.com", "b.example.com", ...), hashed incrementally
+	// (see step). The suffixes below the first one that is not heavy share
+	// their base (see keyBase), so one block of the prefilter and one home
+	// slot in the index: the first lookup there pays the cache miss, the
+	// others find the line in cache. A suffix that the prefilter says is
+	// not a key is not looked up: most hosts read only the prefilter.
+	words := e.index.words
+	h, labels, end := uint64(0), 0, len(host)
+	heavy := true // every suffix so far (but the top label) is heavy
+	var base uint64
+	var blk *bloomBlock
+	for {
+		h = step(&e.hk, h, host[i+1:end])
+		labels++
+		if heavy {
+			base, blk = h, e.pre.block(h)
+			if labels >= 2 && !e.heavy.has(h) {
+				heavy = false
+			}
+		}
+		// Not the empty suffix after a final dot, and maybe a key.
+		if off := i + 1; off < len(host) &&
+			// blk.has(h), written out: it is too big to be inlined.
+			blk[0]>>(h&63)&(blk[1]>>(h>>6&63))&(blk[2]>>(h>>12&63))&(blk[3]>>(h>>18&63))&
+				(blk[4]>>(h>>24&63))&(blk[5]>>(h>>30&63))&(blk[6]>>(h>>36&63))&(blk[7]>>(h>>42&63))&1 != 0 {
+			pos := e.index.start(base)
+			if v, ok := e.index.getFrom(h, pos, words[pos]); ok {
+				n := &e.nodes[v]
+				if off == 0 || !isIP { // an IP literal has no parent domains
+					if len(n.cats) > 0 {
+						blocked = append(blocked, n.cats...)
+					}
+					if len(n.allows) > 0 {
+						excepted = append(excepted, n.allows...)
+					}
+				}
+				if n.check != 0 {
+					d.patterns(n, host, off, isIP)
+				}
+			}
+		}
+		if i < 0 {
+			break
+		}
+		end = i
+		i = strings.LastIndexByte(host[:end], '.')
+	}
+	// A glob matches only hosts that start with its literal prefix: most
+	// hosts can skip the loose ones at once.
+	if c := host[0]; e.looseAt[c>>6]>>(c&63)&1 != 0 {
+		for gi := range e.loose {
+			if g := &e.loose[gi]; less(g.at, d.best) && g.match(host, -1) {
+				d.offer(g.at)
+			}
+		}
+	}
+	if isIP {
+		for i := range e.cidrs {
+			if c := &e.cidrs[i]; less(c.at, d.best) && c.prefix.Contains(ip) {
+				d.offer(c.at)
+			}
+		}
+	}
+	for k, c := range blocked {
+		if slices.Contains(excepted, c) || slices.Contains(blocked[:k], c) {
+			continue
+		}
+		for _, at := range e.catRefs[c] {
+			d.offer(at)
+		}
+	}
+	// The rules without destinations compete by their order alone.
+	for _, ri := range e.anyDest {
+		if ri >= d.best.rule {
+			break
+		}
+		if r := &e.rules[ri]; r.admits(&req) {
+			return r.decision(-1)
+		}
+	}
+	if d.best.rule == noRule {
+		return e.dflt
+	}
+	return e.rules[d.best.rule].decision(int(d.best.pat))
+}
+
+// decider is the state of one decision that its helpers share; it lives on
+// Decide's stack.
+type decider struct {
+	e    *Engine
+	req  *Request
+	best atom // the first candidate whose conditions hold; rule noRule: none
+}
+
+// offer makes at the best candidate if it comes before it and its rule's
+// conditions hold.
+func (d *decider) offer(at atom) {
+	if less(at, d.best) && d.e.rules[at.rule].admits(d.req) {
+		d.best = at
+	}
+}
+
+// patterns offers the rule patterns of node n, the node of host[off:],
+// that match host. The node's second hash is compared, so that a collision
+// of the index's cannot fake a pattern, only once a pattern would be
+// offered.
+func (d *decider) patterns(n *node, host string, off int, isIP bool) {
+	verified := false
+	genuine := func() bool {
+		if !verified {
+			if checkHash(d.e.seed2, host[off:]) != n.check {
+				return false
+			}
+			verified = true
+		}
+		return true
+	}
+	if off == 0 {
+		for _, at := range n.exact {
+			if less(at, d.best) {
+				if !genuine() {
+					return
+				}
+				d.offer(at)
+			}
+		}
+	}
+	if off == 0 || !isIP {
+		for _, at := range n.suffix {
+			if less(at, d.best) {
+				if !genuine() {
+					return
+				}
+				d.offer(at)
+			}
+		}
+	}
+	for gi := range n.globs {
+		if g := &n.globs[gi]; less(g.at, d.best) && g.match(host, off) {
+			if !genuine() {
+				return
+			}
+			d.offer(g.at)
+		}
+	}
+}
+
+func less(x, y atom) bool { return x.rule < y.rule || x.rule == y.rule && x.pat < y.pat }
+
+// parseIP returns the address of an IP literal host, unmapped, brackets
+// and all.
+func parseIP(h string) (netip.Addr, bool) {
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	a, err := netip.ParseAddr(h)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// decision is the rule's answer; pat is the matching pattern, or -1.
+func (r *rule) decision(pat int) Decision {
+	d := Decision{Verdict: r.verdict, Reason: r.reason, Rule: r.ref}
+	if pat >= 0 {
+		d.Rule.Pattern = r.pats[pat].text
+		d.Category = r.pats[pat].category
+	}
+	if d.Verdict == Allow {
+		d.Via = r.via
+		if r.enforce != nil && pat >= 0 {
+			d.Enforce = r.enforce[r.pats[pat].text]
+		}
+	}
+	return d
+}
+
+// admits reports whether every condition of the rule holds for req.
+func (r *rule) admits(req *Request) bool {
+	return !r.hasConds || r.conds(req)
+}
+
+// conds is admits for a rule with conditions.
+func (r *rule) conds(req *Request) bool {
+	if len(r.clients) > 0 {
+		client := req.Client.Unmap()
+		if !client.IsValid() || !containsAddr(r.clients, client) {
+			return false
+		}
+	}
+	if len(r.ports) > 0 && !containsPort(r.ports, req.Port) {
+		return false
+	}
+	if r.users != nil {
+		if _, ok := r.users[req.User]; !ok {
+			return false
+		}
+	}
+	if r.hasGroups && !r.inGroups(req) {
+		return false
+	}
+	if len(r.times) > 0 && !inWindows(r.times, req.Time) {
+		return false
+	}
+	return true
+}
+
+// inGroups reports whether the request's user is listed in one of the
+// rule's groups or holds one of them as a directory group.
+func (r *rule) inGroups(req *Request) bool {
+	if _, ok := r.groups[req.User]; ok {
+		return true
+	}
+	for _, g := range req.Groups {
+		if _, ok := r.groupSet[g]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsPort(rs []rules.PortRange, p uint16) bool {
+	for _, r := range rs {
+		if r.Lo <= p && p <= r.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+// inWindows reports whether t falls in one of the weekly windows, in t's
+// own location. The zero time is in none. A window is [From, To) in
+// minutes; one with To < From wraps past midnight and belongs to the day
+// it starts on (as rules.TimeWindow.Contains has it).
+func inWindows(ws []rules.TimeWindow, t time.Time) bool {
+	if t.IsZero() {
+		return false
+	}
+	hh, mm, _ := t.Clock()
+	m := hh*60 + mm
+	day := t.Weekday()
+	for _, w := range ws {
+		switch {
+		case w.From <= w.To:
+			if hasDay(w, day) && w.From <= m && m < w.To {
+				return true
+			}
+		case m >= w.From:
+			if hasDay(w, day) {
+				return true
+			}
+		case m < w.To:
+			if hasDay(w, (day+6)%7) { // started the day before
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hasDay(w rules.TimeWindow, d time.Weekday) bool { return w.Days == 0 || w.Days&(1<<d) != 0 }
