@@ -81,17 +81,17 @@ func serve(t *testing.T, s *Server, orig netip.AddrPort) (net.Conn, <-chan *acce
 	defer ln.Close()
 	recs := make(chan *accesslog.Record, 1)
 	s.Access = func(r *accesslog.Record) { recs <- r }
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		s.ServeConn(context.Background(), c, orig)
-	}()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Accept before the deferred Close: a listener closed with the
+	// connection still in its queue resets it.
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.ServeConn(context.Background(), sc, orig)
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	return c, recs
