@@ -566,3 +566,21 @@ func TestDecisionRoute(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleName: the access log names a rule, the default, or nothing when
+// neither decided (a loop or a sniffed tunnel refused by the front end).
+func TestRuleName(t *testing.T) {
+	for _, tt := range []struct {
+		d    filter.Decision
+		want string
+	}{
+		{filter.Decision{Rule: filter.RuleRef{Index: 2, File: "/etc/sluice.yaml", Line: 9}}, "rule 2 (sluice.yaml:9)"},
+		{filter.Decision{Default: true}, "default"},
+		{filter.Decision{Rule: filter.RuleRef{Text: "sluice allow x.test until 12:00"}}, "sluice allow x.test until 12:00"},
+		{filter.Decision{Verdict: filter.Block, Reason: "loop"}, ""},
+	} {
+		if got := tt.d.RuleName(); got != tt.want {
+			t.Errorf("%+v: RuleName() = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}

@@ -137,6 +137,21 @@ type Decision struct {
 	Report     RuleRef
 }
 
+// RuleName names the deciding rule for logs: the rule or the temporary
+// exception (RuleRef.String),
+// "default" when the configured default decided, or "" when no rule and no
+// default did (a refusal of the front end or the dial-time guard, such as
+// a loop or a sniffed tunnel with no name).
+func (d Decision) RuleName() string {
+	switch {
+	case d.Rule.Index > 0 || d.Rule.Text != "": // a rule, or a temporary exception
+		return d.Rule.String()
+	case d.Default:
+		return "default"
+	}
+	return ""
+}
+
 // Route names the route of an allowed request for logs: Via, or "direct"
 // when Via is empty. A blocked request took no route: "".
 func (d Decision) Route() string {

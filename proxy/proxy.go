@@ -257,7 +257,7 @@ func (x *exchange) record() *accesslog.Record {
 			d = *rd
 		}
 		r.Decided = true
-		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
+		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.RuleName()
 		r.Category, r.Route = d.Category, d.Route()
 		r.Sniffed = x.sniffed
 		r.SafeSearch = d.Enforce

@@ -371,7 +371,7 @@ func (s *Server) logAccess(c net.Conn, a *access, start time.Time) {
 	}
 	if d := a.decision; d != nil {
 		r.Decided = true
-		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
+		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.RuleName()
 		r.Category, r.Route = d.Category, d.Route()
 		r.Sniffed = a.sniffed
 		r.SafeSearch = d.Enforce

@@ -289,7 +289,7 @@ func (s *Server) logAccess(a *access) {
 	o := observe.Access{Frontend: Proto, Verdict: observe.None, Up: r.Up, Down: r.Down, DialErr: a.dialErr}
 	if d := a.decision; d != nil {
 		r.Decided = true
-		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.Rule.String()
+		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.RuleName()
 		r.Category, r.Route = d.Category, d.Route()
 		o.Verdict, o.Category = observe.Allow, d.Category
 		if d.Verdict != filter.Allow {
