@@ -245,7 +245,7 @@ func TestLoadUT1(t *testing.T) {
 		t.Skipf("no UT1 snapshot at %s: optional input", root)
 	}
 	dir := t.TempDir()
-	cfg := "listen: [\"127.0.0.1:0\"]\ncategory_dirs:\n  - path: " + root + "\nrules:\n  - block: [\"category:gambling\", \"category:adult\"]\n"
+	cfg := "listen: [\"127.0.0.1:0\"]\ncategory_dirs:\n  - path: " + root + "\nrules:\n  - block: [\"category:gambling\", \"category:social_networks\"]\n"
 	os.WriteFile(filepath.Join(dir, "sluice.yaml"), []byte(cfg), 0o644)
 	start := time.Now()
 	p := runSluice(t, dir, "serve", "--config", filepath.Join(dir, "sluice.yaml"))
