@@ -70,7 +70,7 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 		s.sniffTunnel(ctx, x, w, t.addr())
 		return
 	}
-	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", dialAddr(t, d))
+	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", dial.Redirect(t.addr(), d.Enforce))
 	if err != nil {
 		x.err = err
 		s.failDial(w, x, t.addr(), err)
@@ -168,11 +168,8 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 		conn.Close()
 		return
 	}
-	if e := o.Decision.Enforce; e != "" { // the sniffed name is a search engine's: SafeSearch
-		_, port, _ := net.SplitHostPort(addr)
-		addr = net.JoinHostPort(e, port)
-	}
-	origin, err := s.dial(guarded, o.Decision.Via, "tcp", addr)
+	// A search engine's sniffed name dials its SafeSearch enforcement host.
+	origin, err := s.dial(guarded, o.Decision.Via, "tcp", dial.Redirect(addr, o.Decision.Enforce))
 	if err != nil {
 		conn.Close()
 		x.err, x.dialErr = err, err

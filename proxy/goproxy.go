@@ -50,6 +50,7 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/dial"
 )
 
 // errNoTransport is returned by goproxy's own transport, which must never
@@ -264,7 +265,7 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 	if d.Enforce != "" {
 		// SafeSearch: the connection (and the pool it is kept in) is the
 		// enforcement host's; the Host header stays the client's.
-		r.URL.Host, r.Host = dialAddr(t, d), host
+		r.URL.Host, r.Host = dial.Redirect(t.addr(), d.Enforce), host
 	}
 	ws := isWebSocket(r.Header)
 	removeHopByHop(r.Header, ws)
@@ -312,7 +313,7 @@ func abort(x *exchange, w *countingWriter, err error) {
 func (s *Server) serveUpgrade(x *exchange, w *countingWriter, r *http.Request, t target, d filter.Decision) {
 	ctx, cancel := s.lifetime(r)
 	defer cancel()
-	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", dialAddr(t, d))
+	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", dial.Redirect(t.addr(), d.Enforce))
 	if err != nil {
 		x.err = err
 		s.failDial(w, x, t.addr(), err)

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -312,17 +311,6 @@ func (s *Server) guarded(ctx context.Context, x *exchange) context.Context {
 		}
 		return err
 	})
-}
-
-// dialAddr is the address to dial for t, which d allowed: t itself, or
-// for a SafeSearch rule the engine's enforcement host on t's port (an
-// upstream route is asked for that host, too). The client's bytes are
-// never changed: its TLS server name and Host header still name t.
-func dialAddr(t target, d filter.Decision) string {
-	if d.Enforce == "" {
-		return t.addr()
-	}
-	return net.JoinHostPort(d.Enforce, strconv.Itoa(int(t.port)))
 }
 
 // dial opens a connection on route through the Dial hook, bounded by

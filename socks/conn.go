@@ -233,7 +233,7 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		return
 	}
 	var refused atomic.Pointer[filter.Decision]
-	origin, err := s.dial(s.guarded(ctx, freq, d, &refused), d.Via, "tcp", dialAddr(a.target, d))
+	origin, err := s.dial(s.guarded(ctx, freq, d, &refused), d.Via, "tcp", dial.Redirect(a.target, d.Enforce))
 	if err != nil {
 		a.err = err
 		if rd := refused.Load(); rd != nil {
@@ -308,12 +308,8 @@ func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req fi
 	// and decision, never the sniffed name's: the client chose that name,
 	// and it must not lift deny_private for the address it asked for.
 	var refused atomic.Pointer[filter.Decision]
-	target := a.target
-	if e := o.Decision.Enforce; e != "" { // the sniffed name is a search engine's: SafeSearch
-		_, port, _ := net.SplitHostPort(target)
-		target = net.JoinHostPort(e, port)
-	}
-	origin, err := s.dial(s.guarded(ctx, req, d, &refused), o.Decision.Via, "tcp", target)
+	// A search engine's sniffed name dials its SafeSearch enforcement host.
+	origin, err := s.dial(s.guarded(ctx, req, d, &refused), o.Decision.Via, "tcp", dial.Redirect(a.target, o.Decision.Enforce))
 	if err != nil {
 		a.err = err
 		if rd := refused.Load(); rd != nil {

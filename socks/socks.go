@@ -301,21 +301,6 @@ func (s *Server) dial(ctx context.Context, route, network, addr string) (net.Con
 	return d.DialContext(ctx, network, addr)
 }
 
-// dialAddr is the address to dial for target ("host:port"), which d
-// allowed: target itself, or for a SafeSearch rule the engine's
-// enforcement host on the same port. The client's bytes (TLS server name,
-// Host header, QUIC) are never changed.
-func dialAddr(target string, d filter.Decision) string {
-	if d.Enforce == "" {
-		return target
-	}
-	_, port, err := net.SplitHostPort(target)
-	if err != nil {
-		return target
-	}
-	return net.JoinHostPort(d.Enforce, port)
-}
-
 // guarded returns ctx carrying the client's dial.Identity (for circuit
 // isolation) and the dial-time check of an allowed request;
 // the first refusing decision is stored in refused.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/rules"
 )
 
@@ -193,7 +194,7 @@ func (u *udpRelay) outbound(b []byte) {
 			return
 		}
 		var refused atomic.Pointer[filter.Decision]
-		if dst, ok = u.resolve(u.s.guarded(u.ctx, req, d, &refused), d.Via, dialAddr(key, d)); !ok {
+		if dst, ok = u.resolve(u.s.guarded(u.ctx, req, d, &refused), d.Via, dial.Redirect(key, d.Enforce)); !ok {
 			if refused.Load() != nil {
 				u.a.udpBlock++
 				u.s.stats.udpBlocked.Add(1)

@@ -202,3 +202,18 @@ func classifyRaw(err error) Kind {
 	}
 	return KindOther
 }
+
+// Redirect returns addr ("host:port") with its host replaced by host on the
+// same port, or addr itself when host is "" (or addr has no port). It is the
+// address a SafeSearch decision dials: the engine's enforcement host, while
+// the client's bytes (TLS server name, Host header, QUIC) still name addr.
+func Redirect(addr, host string) string {
+	if host == "" {
+		return addr
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort(host, port)
+}

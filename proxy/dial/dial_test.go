@@ -698,3 +698,18 @@ func TestTransportParentAuthFailure(t *testing.T) {
 		t.Fatalf("the password leaked into %q", err)
 	}
 }
+
+// TestRedirect: a SafeSearch decision dials its enforcement host on the
+// port asked for; no enforcement host, or no port, leaves addr alone.
+func TestRedirect(t *testing.T) {
+	for _, tt := range []struct{ addr, host, want string }{
+		{"www.google.com:443", "forcesafesearch.google.com", "forcesafesearch.google.com:443"},
+		{"[2001:db8::1]:80", "strict.bing.com", "strict.bing.com:80"},
+		{"www.google.com:443", "", "www.google.com:443"},
+		{"noport", "strict.bing.com", "noport"},
+	} {
+		if got := Redirect(tt.addr, tt.host); got != tt.want {
+			t.Errorf("Redirect(%q, %q) = %q, want %q", tt.addr, tt.host, got, tt.want)
+		}
+	}
+}
