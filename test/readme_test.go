@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -358,4 +359,41 @@ func normalize(s string) string {
 		lines[i] = strings.TrimRight(l, " \t")
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestDefaultConfigSamples: the sample rules of `sluice config default`,
+// uncommented as a user would (the "#" taken off, or "# "), give a config
+// that validates with every sample rule, as the file promises.
+func TestDefaultConfigSamples(t *testing.T) {
+	dir := t.TempDir()
+	def, code := runCLI(t, dir, "config", "default")
+	if code != 0 {
+		t.Fatalf("config default: exit %d:\n%s", code, def)
+	}
+	lines := strings.Split(def, "\n")
+	start := slices.Index(lines, "rules:")
+	if start < 0 {
+		t.Fatalf("config default has no line `rules:` for its samples:\n%s", def)
+	}
+	for _, strip := range []string{"#", "# "} {
+		out := slices.Clone(lines)
+		samples := 0
+		for i := start + 1; i < len(out); i++ {
+			if strings.HasPrefix(out[i], "#   ") {
+				out[i] = strings.TrimPrefix(out[i], strip)
+				if strings.HasPrefix(strings.TrimSpace(out[i]), "- ") {
+					samples++
+				}
+			}
+		}
+		if samples < 5 {
+			t.Fatalf("found %d sample rules after line %d of config default", samples, start+1)
+		}
+		path := filepath.Join(dir, "uncommented.yaml")
+		writeFiles(t, dir, map[string]string{"uncommented.yaml": strings.Join(out, "\n")})
+		got, code := runCLI(t, dir, "config", "validate", "-c", path)
+		if want := fmt.Sprintf(": ok: %d rules,", samples); code != 0 || !strings.Contains(got, want) {
+			t.Errorf("config default with its sample rules uncommented (%q taken off): exit %d, want 0 and %q:\n%s", strip, code, want, got)
+		}
+	}
 }
