@@ -54,7 +54,16 @@ func readmeFences(t *testing.T) []fence {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(string(data), "\n")
+	fences, err := parseFences(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fences
+}
+
+// parseFences returns the fenced blocks of a Markdown text.
+func parseFences(text string) ([]fence, error) {
+	lines := strings.Split(text, "\n")
 	markRx := regexp.MustCompile(`^<!--\s*(.*?)\s*-->$`)
 	var out []fence
 	var cur *fence
@@ -81,9 +90,39 @@ func readmeFences(t *testing.T) []fence {
 		}
 	}
 	if cur != nil {
-		t.Fatalf("README.md:%d: the fence is never closed", cur.line)
+		return nil, fmt.Errorf("README.md:%d: the fence is never closed", cur.line)
 	}
-	return out
+	return out, nil
+}
+
+// TestREADMEParser: the parser finds fences (indented ones too), their
+// marks and sections, and splits console blocks into commands and output.
+func TestREADMEParser(t *testing.T) {
+	md := "## One\n\n<!-- not a whole config -->\n```yaml\nrules: []\n```\n\n## Two\n" +
+		"- item\n\n  ```console\n  $ sluice list -c x.yaml\n  a: 1 entry\n\n  $ curl -s http://x/\n  ok\n  $ echo pw | sluice users add a --password-stdin\n  ```\n" +
+		"```sh\nmake test\nsudo -u sluice sluice version\n```\n"
+	fences, err := parseFences(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fences) != 3 || fences[0].mark != "not a whole config" || fences[0].section != "One" || fences[0].line != 4 ||
+		fences[1].lang != "console" || fences[1].section != "Two" || fences[1].mark != "" || fences[1].body[0] != "$ sluice list -c x.yaml" {
+		t.Fatalf("fences: %+v", fences)
+	}
+	cmds := fences[1].commands()
+	want := []readmeCmd{
+		{line: 12, text: "sluice list -c x.yaml", out: []string{"a: 1 entry"}},
+		{line: 17, text: "echo pw | sluice users add a --password-stdin"},
+	}
+	if fmt.Sprint(cmds) != fmt.Sprint(want) {
+		t.Errorf("commands:\n got %+v\nwant %+v", cmds, want)
+	}
+	if cmds := fences[2].commands(); len(cmds) != 1 || skipReason(cmds[0].text) != "needs root" {
+		t.Errorf("sh commands: %+v", cmds)
+	}
+	if _, err := parseFences("```sh\nsluice version\n"); err == nil {
+		t.Error("an unclosed fence was accepted")
+	}
 }
 
 // copyExamples copies ../examples into dir/examples and returns dir.
@@ -204,8 +243,9 @@ func appendCmd(cmds []readmeCmd, c *readmeCmd) []readmeCmd {
 }
 
 // sluiceCmdRx matches a command line that runs sluice: it starts with
-// sluice, or pipes into it.
-var sluiceCmdRx = regexp.MustCompile(`^sluice\s|\|\s*sluice\s`)
+// sluice (after sudo and its -u USER), pipes into it, or substitutes its
+// output. "sluice" as a user or group name does not count.
+var sluiceCmdRx = regexp.MustCompile(`^(sudo\s+(-u\s+\S+\s+)?)?sluice\s|\|\s*sluice\s|[<$]\(sluice\s`)
 
 // notRun lists the commands the README shows but the test does not run,
 // and why; each is logged. Everything else runs.
@@ -213,6 +253,8 @@ var notRun = []struct {
 	rx     *regexp.Regexp
 	reason string
 }{
+	{regexp.MustCompile(`^sudo\s`), "needs root"},
+	{regexp.MustCompile(`^source\s`), "changes the reader's shell"},
 	{regexp.MustCompile(`^sluice serve\b`), "runs the proxy"},
 	{regexp.MustCompile(`^sluice reload\b`), "signals a running server"},
 	{regexp.MustCompile(`^sluice list\b.*\supdate\b`), "downloads from the network"},
