@@ -255,11 +255,19 @@ func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name, src, want string
 	}{
-		{"syntax", "rules:\n  - block: [a\n", "sluice.yaml:1: did not find expected ',' or ']'"},
+		{"syntax", "rules:\n  - block: [a\n", "sluice.yaml:2: did not find expected ',' or ']'"},
+		// go-yaml names the start of the enclosing block (line 3, counted from 0): the line is the one that breaks it.
+		{"syntax below its block", "default: allow\nlisten: [\"127.0.0.1:3128\"]\nrules:\n  - block: [a.example]\n    ports: [80]\n   - allow: [b.example]\n",
+			"sluice.yaml:6: did not find expected '-' indicator"},
+		// An uncommented list under "rules: []" (go-yaml: line 9 of 170): the key whose value is already given.
+		{"value then block", "# Sluice\n\ndefault: allow\nrules: []\n#   - block: [a.example]\n  - block: [a.example]\n",
+			`sluice.yaml:4: rules: [] ends here, so line 6, indented below it, belongs to nothing: delete "[]" to make the indented lines its value`},
+		{"value then mapping", "default: allow\nhosts: {}\n  a.test: 10.0.0.1\n",
+			`sluice.yaml:2: hosts: {} ends here, so line 3, indented below it, belongs to nothing: delete "{}" to make the indented lines its value`},
 		{"tab", "listen:\n\t- x\n", "sluice.yaml:2: found character that cannot start any token"},
 		{"unknown key", "listen: 127.0.0.1:3128\nlisten_addr: x\n", `sluice.yaml:2: unknown key "listen_addr"`},
-		{"duplicate key", "default: allow\ndefault: block\n", `sluice.yaml:2: duplicate key "default"`},
-		{"duplicate nested", "hosts:\n  a.test: 1.2.3.4\n  a.test: 1.2.3.5\n", `sluice.yaml:3: hosts: duplicate key "a.test"`},
+		{"duplicate key", "default: allow\ndefault: block\n", `sluice.yaml:2: duplicate key "default" (first on line 1): keep one of the two`},
+		{"duplicate nested", "hosts:\n  a.test: 1.2.3.4\n  a.test: 1.2.3.5\n", `sluice.yaml:3: hosts: duplicate key "a.test" (first on line 2): keep one of the two`},
 		{"duplicate normalized host", "hosts:\n  a.test: 1.2.3.4\n  A.test.: 1.2.3.5\n", `sluice.yaml:3: hosts: duplicate host "a.test"`},
 		{"not a mapping", "- a\n", "sluice.yaml:1: config must be a mapping"},
 		{"two documents", "default: allow\n---\ndefault: block\n", "sluice.yaml:2: only one YAML document is allowed"},
@@ -308,7 +316,7 @@ func TestParseErrors(t *testing.T) {
 		{"rule name with spaces around", "rules:\n  - block: []\n    name: \" a\"\n", `sluice.yaml:3: rule 1: name: name " a" starts or ends with a space`},
 		{"rule name too long", "rules:\n  - block: []\n    name: " + strings.Repeat("x", 81) + "\n", `sluice.yaml:3: rule 1: name: name longer than 80 bytes`},
 		{"duplicate rule name", "rules:\n  - block: [a.test]\n    name: social\n  - block: [b.test]\n    name: social\n", `sluice.yaml:4: rule 2: name "social" is already the name of rule 1`},
-		{"rule duplicate key", "rules:\n  - block: [a.com]\n    block: [b.com]\n", `sluice.yaml:3: rule 1: duplicate key "block"`},
+		{"rule duplicate key", "rules:\n  - block: [a.com]\n    block: [b.com]\n", `sluice.yaml:3: rule 1: duplicate key "block" (first on line 2): keep one of the two`},
 		{"rule not mapping", "rules:\n  - block\n", `sluice.yaml:2: rule 1: must be a mapping with block: or allow:`},
 		{"unknown group", "groups: {staff: [a]}\nrules:\n  - block: []\n    groups: [stuff]\n", `sluice.yaml:4: rule 1: unknown group "stuff" (did you mean "staff"?)`},
 		{"unknown via", "upstreams: {tor: socks5h://127.0.0.1:9050}\nrules:\n  - allow: []\n    via: toor\n", `sluice.yaml:4: rule 1: via: unknown upstream "toor" (did you mean "tor"?)`},

@@ -146,3 +146,34 @@ func TestLoadOnlyAndMissingCategory(t *testing.T) {
 		t.Error("LoadSet(nil): no error")
 	}
 }
+
+// TestCategoryUnique: a domain that two sources of one category list (and
+// one listed twice in a file) is one entry of the category, as the README's
+// ads category counts it, while each source keeps its own share.
+func TestCategoryUnique(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "lists", "ads-hosts.txt"),
+		"127.0.0.1  localhost\n0.0.0.0    ads.example.net tracker.example.org\n::         ads.example.com\n")
+	writeFile(t, filepath.Join(dir, "lists", "easylist.txt"),
+		"[Adblock Plus 2.0]\n||doubleclick.net^\n||ads.example.com^$third-party\n@@||help.ads.example.com^\n@@||help.ads.example.com^\nexample.org##.banner\n")
+	cfgPath := filepath.Join(dir, "sluice.yaml")
+	writeFile(t, cfgPath, "categories:\n  ads: [lists/ads-hosts.txt, lists/easylist.txt]\nrules:\n  - block: [category:ads]\n")
+	set, err := Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := set.Categories["ads"]
+	block, allow := cl.Unique()
+	if want := []string{"ads.example.net", "tracker.example.org", "ads.example.com", "doubleclick.net"}; !reflect.DeepEqual(block, want) {
+		t.Errorf("Unique block = %v, want %v", block, want)
+	}
+	if want := []string{"help.ads.example.com"}; !reflect.DeepEqual(allow, want) {
+		t.Errorf("Unique allow = %v, want %v", allow, want)
+	}
+	if len(cl.Block) != 5 || len(cl.Allow) != 2 {
+		t.Errorf("Block %v Allow %v: every occurrence must stay for the sources' last good copies", cl.Block, cl.Allow)
+	}
+	if s := cl.Sources; s[0].Entries != 3 || s[0].Skipped != 1 || s[1].Entries != 4 || s[1].Skipped != 1 {
+		t.Errorf("per-source figures: %+v", s)
+	}
+}

@@ -23,6 +23,27 @@ type CategoryList struct {
 	Sources []SourceStats
 }
 
+// Unique returns the category's entries as a person counts them: each
+// domain once, in the order first loaded, however many of its sources (or
+// lines of one source) list it. Block and Allow keep every occurrence, so
+// that each source's share stays whole for its last good copy.
+func (cl *CategoryList) Unique() (block, allow []string) {
+	return uniqueStrings(cl.Block), uniqueStrings(cl.Allow)
+}
+
+// uniqueStrings returns s without its repeats, first occurrences kept in order.
+func uniqueStrings(s []string) []string {
+	seen := make(map[string]struct{}, len(s))
+	out := make([]string, 0, len(s))
+	for _, v := range s {
+		if _, dup := seen[v]; !dup {
+			seen[v] = struct{}{}
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // SourceStats reports the outcome of reading one source.
 type SourceStats struct {
 	// Source is the configured source.

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -22,13 +24,13 @@ func (p *cfgParser) decode(data []byte) (*yaml.Node, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, nil // empty file
 		}
-		return nil, p.yamlErr(err)
+		return nil, p.yamlErr(err, data)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
 		return nil, p.errf(&extra, "only one YAML document is allowed")
 	} else if !errors.Is(err, io.EOF) {
-		return nil, p.yamlErr(err)
+		return nil, p.yamlErr(err, data)
 	}
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
 		return resolveAlias(doc.Content[0]), nil
@@ -36,16 +38,85 @@ func (p *cfgParser) decode(data []byte) (*yaml.Node, error) {
 	return nil, nil
 }
 
-func (p *cfgParser) yamlErr(err error) error {
-	msg := err.Error()
-	line := 0
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		line, _ = strconv.Atoi(m[1])
-		msg = msg[len(m[0]):]
-	} else {
-		msg = strings.TrimPrefix(msg, "yaml: ")
+// yamlErr turns a YAML syntax error into a *ParseError at the line that
+// causes it. go-yaml reports a parser error at the start of the block that
+// encloses the mistake, counted from 0, which can be far above it ("line 9:
+// did not find expected key" for an indented list under "rules: []" at line
+// 167), so the line is found again: the first one at which the file, cut
+// after it, fails the same way (a binary search: a few parses). A line indented below a key whose value is
+// already on the key's line is reported at that key, with what to do.
+func (p *cfgParser) yamlErr(err error, data []byte) error {
+	line, msg := yamlMessage(err)
+	lines := strings.SplitAfter(string(data), "\n")
+	failsAt := func(n int) bool { // the first n lines fail as the whole file does
+		_, m := yamlMessage(yamlSyntax(strings.Join(lines[:n], "")))
+		return m == msg
+	}
+	// The parser stops at its first error, so every cut after the line
+	// that causes it fails the same way, and the cuts before it do not.
+	if n := sort.Search(len(lines), func(i int) bool { return failsAt(i + 1) }) + 1; n <= len(lines) && failsAt(n) {
+		line = n
+	}
+	if key, val, at, ok := valueAbove(lines, line); ok {
+		return &ParseError{File: p.name, Line: at, Err: fmt.Errorf(
+			"%s: %s ends here, so line %d, indented below it, belongs to nothing: delete %q to make the indented lines its value",
+			key, val, line, val)}
 	}
 	return &ParseError{File: p.name, Line: line, Err: errors.New(msg)}
+}
+
+// yamlMessage splits a go-yaml error into its line (0 when it has none)
+// and its message; a nil error gives "".
+func yamlMessage(err error) (int, string) {
+	if err == nil {
+		return 0, ""
+	}
+	msg := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return line, msg[len(m[0]):]
+	}
+	return 0, strings.TrimPrefix(msg, "yaml: ")
+}
+
+// yamlSyntax returns the first error of parsing src, every document of it.
+func yamlSyntax(src string) error {
+	dec := yaml.NewDecoder(strings.NewReader(src))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// inlineValueRE matches a line "KEY: VALUE" (or "- KEY: VALUE") whose value
+// is on the line, not a block scalar, an anchor or a tag alone.
+var inlineValueRE = regexp.MustCompile(`^\s*(?:-\s+)?([^\s#:'"{\[][^:#]*?):[ \t]+([^\s#|>&!][^#]*?)\s*(?:#.*)?$`)
+
+// valueAbove reports whether line (from 1) is indented below a "KEY: VALUE"
+// line, the nearest line above it that is neither blank nor a comment, and
+// returns that key, its value and its line.
+func valueAbove(lines []string, line int) (key, val string, at int, ok bool) {
+	if line < 2 || line > len(lines) {
+		return "", "", 0, false
+	}
+	indent := func(s string) int { return len(s) - len(strings.TrimLeft(s, " ")) }
+	for i := line - 2; i >= 0; i-- {
+		t := strings.TrimSpace(lines[i])
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		m := inlineValueRE.FindStringSubmatch(strings.TrimRight(lines[i], "\r\n"))
+		if m == nil || indent(lines[i]) >= indent(lines[line-1]) {
+			return "", "", 0, false
+		}
+		return strings.TrimSpace(m[1]), m[2], i + 1, true
+	}
+	return "", "", 0, false
 }
 
 // errf returns a *ParseError at n's line.
@@ -82,7 +153,7 @@ func (p *cfgParser) pairs(n *yaml.Node, ctx string) ([]pair, error) {
 		return nil, p.errf(n, "%smust be a mapping", ctx)
 	}
 	out := make([]pair, 0, len(n.Content)/2)
-	seen := make(map[string]bool, len(n.Content)/2)
+	seen := make(map[string]int, len(n.Content)/2) // key -> its line
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := resolveAlias(n.Content[i]), resolveAlias(n.Content[i+1])
 		if k.Kind != yaml.ScalarNode {
@@ -91,10 +162,10 @@ func (p *cfgParser) pairs(n *yaml.Node, ctx string) ([]pair, error) {
 		if k.Value == "<<" {
 			return nil, p.errf(k, "%smerge keys (<<) are not supported", ctx)
 		}
-		if seen[k.Value] {
-			return nil, p.errf(k, "%sduplicate key %q", ctx, k.Value)
+		if first, dup := seen[k.Value]; dup {
+			return nil, p.errf(k, "%sduplicate key %q (first on line %d): keep one of the two", ctx, k.Value, first)
 		}
-		seen[k.Value] = true
+		seen[k.Value] = k.Line
 		out = append(out, pair{k, v})
 	}
 	return out, nil

@@ -58,7 +58,8 @@ reload keeps the running rules).`,
 			entries := 0
 			for _, name := range sortedNames(set.Categories) {
 				c := set.Categories[name]
-				entries += len(c.Block) + len(c.Allow)
+				block, allow := c.Unique()
+				entries += len(block) + len(allow)
 				for _, src := range c.Sources {
 					if err := src.Problem(); err != nil && !said[c.Name+"\x00"+src.Source.String()] {
 						fmt.Fprintf(w, "warning: category %s: source %s: %v\n", c.Name, src.Source, err)

@@ -84,9 +84,10 @@ func printSummary(w io.Writer, set *rules.Set, now time.Time) {
 	}
 	for _, name := range names {
 		cl := set.Categories[name]
-		fmt.Fprintf(w, "%s: %s", name, entries(len(cl.Block)))
-		if len(cl.Allow) > 0 {
-			fmt.Fprintf(w, ", %s %s", thousands(len(cl.Allow)), plural(len(cl.Allow), "exception", "exceptions"))
+		block, allow := cl.Unique() // a domain two sources list counts once
+		fmt.Fprintf(w, "%s: %s", name, entries(len(block)))
+		if len(allow) > 0 {
+			fmt.Fprintf(w, ", %s %s", thousands(len(allow)), plural(len(allow), "exception", "exceptions"))
 		}
 		fmt.Fprintf(w, ", %d %s", len(cl.Sources), plural(len(cl.Sources), "source", "sources"))
 		switch {
@@ -194,13 +195,14 @@ entries that contain TEXT, and exit status 1 when none does.`,
 			grep = strings.ToLower(grep)
 			w := cmd.OutOrStdout()
 			n := 0
-			for _, d := range cl.Block {
+			block, allow := cl.Unique() // each entry once, however many sources list it
+			for _, d := range block {
 				if strings.Contains(d, grep) {
 					fmt.Fprintln(w, d)
 					n++
 				}
 			}
-			for _, d := range cl.Allow {
+			for _, d := range allow {
 				if strings.Contains(d, grep) {
 					fmt.Fprintln(w, "@@"+d)
 					n++

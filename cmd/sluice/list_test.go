@@ -260,6 +260,30 @@ func TestListShow(t *testing.T) {
 	}
 }
 
+// TestListDuplicateAcrossSources: a domain that two sources of a category
+// list is shown once by `list show` and counted once by `list` and
+// `config validate`, while each source's own count keeps it.
+func TestListDuplicateAcrossSources(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"sluice.yaml": "categories:\n  ads: [a.txt, b.txt]\nrules:\n  - block: [category:ads]\n",
+		"a.txt":       "ads.example.com\ntracker.example.org\n",
+		"b.txt":       "ads.example.com\n",
+	})
+	cfg := filepath.Join(dir, "sluice.yaml")
+	if out := mustRun(t, "list", "-c", cfg, "show", "ads", "--grep", "example"); out != "ads.example.com\ntracker.example.org\n" {
+		t.Errorf("list show: %q, want each entry once", out)
+	}
+	out := mustRun(t, "list", "-c", cfg)
+	for _, want := range []string{"ads: 2 entries, 2 sources\n", "a.txt: 2 entries (plain)\n", "b.txt: 1 entry (plain)\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("list lacks %q:\n%s", want, out)
+		}
+	}
+	if out := mustRun(t, "config", "validate", "-c", cfg); !strings.HasSuffix(out, ": ok: 1 rules, 1 categories, 2 category entries\n") {
+		t.Errorf("config validate: %q", out)
+	}
+}
+
 func TestListImport(t *testing.T) {
 	dir := writeFiles(t, map[string]string{
 		"sluice.yaml":       socialConfig,
