@@ -269,15 +269,15 @@ func (s *Server) handle(nc net.Conn) {
 	}
 	hs := orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout)
 	c.SetReadDeadline(time.Now().Add(hs))
-	var b [1]byte
-	if _, err := io.ReadFull(c.Conn, b[:]); err != nil {
+	first, err := peek(c.Conn)
+	if err != nil {
 		c.Close() // a client that said nothing in time
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	c.prefix = b[:]
-	s.count(c, b[0])
-	switch b[0] {
+	c.prefix = first
+	s.count(c, first[0])
+	switch first[0] {
 	case 0x05, 0x04:
 		if c.refused {
 			socks.Refuse(c, hs)
@@ -297,6 +297,30 @@ func (s *Server) handle(nc net.Conn) {
 			if g.ln.push(s.base, c) {
 				return
 			}
+		}
+	}
+}
+
+// peekBufs are the buffers peek reads into.
+var peekBufs = sync.Pool{New: func() any { return new([peekSize]byte) }}
+
+// peekSize bounds the first read of a connection: a SOCKS greeting or a
+// CONNECT request's head fits.
+const peekSize = 1024
+
+// peek reads what the client sent first: at least one byte, in one read
+// when it is there, so that the front end chosen by the first byte parses
+// the rest without another read(2). The bytes are replayed (conn.prefix).
+func peek(c net.Conn) ([]byte, error) {
+	buf := peekBufs.Get().(*[peekSize]byte)
+	defer peekBufs.Put(buf)
+	for {
+		n, err := c.Read(buf[:])
+		if n > 0 {
+			return append([]byte(nil), buf[:n]...), nil
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 }
