@@ -207,6 +207,7 @@ func (s *Server) shutdown() {
 func (s *Server) accept(ctx context.Context, ln net.Listener, handle func(net.Conn)) {
 	var delay time.Duration
 	failures := 0
+	idle := make(chan net.Conn) // workers waiting for a connection (see work)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -237,7 +238,36 @@ func (s *Server) accept(ctx context.Context, ln net.Listener, handle func(net.Co
 			failures = 0
 		}
 		delay = 0
-		s.wg.Go(func() { handle(c) })
+		select {
+		case idle <- c: // a worker that finished its connection takes it
+		default:
+			s.wg.Go(func() { s.work(ctx, idle, handle, c) })
+		}
+	}
+}
+
+// workerIdle is how long a worker waits for another connection before it
+// ends.
+const workerIdle = 10 * time.Second
+
+// work handles c, then the connections the accept loop hands to it on
+// idle, until none came for workerIdle or ctx ends. Reusing goroutines
+// spares each connection a new goroutine and the growth of its stack
+// (runtime.newstack) in the handshake and the decision.
+func (s *Server) work(ctx context.Context, idle chan net.Conn, handle func(net.Conn), c net.Conn) {
+	s.workers.Add(1)
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		handle(c)
+		t.Reset(workerIdle)
+		select {
+		case c = <-idle:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 

@@ -89,6 +89,7 @@ type Server struct {
 	base     context.Context // of every connection; cancelled when the grace period ends
 	stop     context.CancelFunc
 	wg       sync.WaitGroup // accept loops, connections, reload triggers, HTTP servers
+	workers  atomic.Int64   // connection goroutines started (see work)
 
 	addr      net.Addr // the first listener's, for the HTTP servers
 	mu        sync.Mutex
