@@ -312,9 +312,9 @@ func (s *Server) preflight(req filter.Request, d filter.Decision, addr string) (
 	if err != nil || s.Guard == nil || d.Route() != "direct" {
 		return nil, nil
 	}
-	rd, err := s.Guard(req, d, ap)
+	rd, err := s.Guard(&req, &d, ap)
 	if err != nil {
-		return &rd, err
+		return refusal(rd), err
 	}
 	return nil, nil
 }
