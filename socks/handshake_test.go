@@ -2,6 +2,7 @@ package socks
 
 import (
 	"context"
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -82,4 +83,47 @@ func TestHandshakeReads(t *testing.T) {
 	}
 	client.Close()
 	<-done
+}
+
+// BenchmarkConnect is one SOCKS5 connection through a loopback server:
+// greeting, request, decision, dial, one echoed byte, close. Allocations
+// per op include the client's and the echo origin's.
+func BenchmarkConnect(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	srv := &Server{Policy: allowAll}
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(pl)
+	defer srv.Close()
+	hello := cat(greet(0), req5(cmdConnect, "127.0.0.1", port))
+	buf := make([]byte, 2+10+1)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("tcp", pl.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Write(hello)
+		c.Write([]byte{'x'})
+		if _, err := io.ReadFull(c, buf); err != nil || buf[1] != 0 || buf[3] != 0 || buf[12] != 'x' {
+			b.Fatalf("% x, %v", buf, err)
+		}
+		c.Close()
+	}
 }
