@@ -426,7 +426,14 @@ func (s *Server) first() (*state, error) {
 }
 
 func remoteAddr(c net.Conn) netip.Addr {
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+	ra := c.RemoteAddr()
+	if ta, ok := ra.(*net.TCPAddr); ok { // every accepted conn: no string to format and parse
+		return ta.AddrPort().Addr().Unmap()
+	}
+	if ra == nil {
+		return netip.Addr{}
+	}
+	if ap, err := netip.ParseAddrPort(ra.String()); err == nil {
 		return ap.Addr().Unmap()
 	}
 	return netip.Addr{}

@@ -58,3 +58,39 @@ func TestWorkersReused(t *testing.T) {
 	}
 	t.Logf("%d worker goroutines for %d connections", r.s.workers.Load(), n+1)
 }
+
+// strAddr is a net.Addr known only by its string.
+type strAddr string
+
+func (a strAddr) Network() string { return "tcp" }
+func (a strAddr) String() string  { return string(a) }
+
+// addrConn is a conn with a given remote address.
+type addrConn struct {
+	net.Conn
+	ra net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.ra }
+
+// TestRemoteAddr: a client's address is the same whether the conn gives
+// a *net.TCPAddr (read directly) or only a string (parsed), IPv4-mapped
+// addresses unmapped.
+func TestRemoteAddr(t *testing.T) {
+	for _, c := range []struct {
+		ra   net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("127.0.0.2"), Port: 5}, "127.0.0.2"}, // 16-byte form
+		{&net.TCPAddr{IP: net.IPv4(192, 0, 2, 1).To4(), Port: 5}, "192.0.2.1"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 5}, "2001:db8::1"},
+		{strAddr("[::ffff:192.0.2.9]:80"), "192.0.2.9"},
+		{strAddr("[2001:db8::2]:80"), "2001:db8::2"},
+		{strAddr("not an address"), "invalid IP"},
+		{nil, "invalid IP"},
+	} {
+		if got := remoteAddr(addrConn{ra: c.ra}).String(); got != c.want {
+			t.Errorf("%v: %s, want %s", c.ra, got, c.want)
+		}
+	}
+}
