@@ -45,6 +45,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -449,6 +450,38 @@ func (b *cutBody) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// copyBufs holds the buffers cutBody.WriteTo copies through: without it,
+// goproxy's io.Copy allocates 32 KiB for every response.
+var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+// WriteTo copies the body to w through a pooled buffer, as io.Copy would
+// (io.Copy calls it): each chunk read is written before the next read, a
+// read error is remembered as Read does, and a write error ends the copy.
+func (b *cutBody) WriteTo(w io.Writer) (int64, error) {
+	buf := copyBufs.Get().(*[32 << 10]byte)
+	defer copyBufs.Put(buf)
+	var total int64
+	for {
+		n, rerr := b.Read(buf[:])
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr == nil && m < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
 }
 
 // countingBody counts the request body bytes the transport reads.

@@ -45,11 +45,11 @@ func TestObserve(t *testing.T) {
 	f := newFixture(t, func(s *Server) {
 		s.Dial = router.Dial
 		s.Transport = router.Transport
-		s.Guard = func(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error) {
+		s.Guard = func(req *filter.Request, d *filter.Decision, addr netip.AddrPort) (*filter.Decision, error) {
 			if req.Host == "guarded.test" {
-				return filter.Decision{Verdict: filter.Block, Reason: "private address", Category: "lan"}, dial.ErrBlocked
+				return &filter.Decision{Verdict: filter.Block, Reason: "private address", Category: "lan"}, dial.ErrBlocked
 			}
-			return d, nil
+			return nil, nil
 		}
 		s.Observe = func(a observe.Access) { mu.Lock(); got = append(got, a); mu.Unlock() }
 	})

@@ -66,11 +66,14 @@ type Server struct {
 	Policy Policy
 	// Guard decides, at dial time, each address a direct dial to an allowed
 	// destination is about to connect to: req and d are the request and its
-	// allowing decision. A non-nil error (wrapping dial.ErrLoop or
-	// dial.ErrBlocked) refuses the address, and the returned decision is
-	// what the access line and the 403 report. It reaches the dialer in the
-	// dial's context (dial.WithCheck). If nil, addresses are not checked.
-	Guard func(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error)
+	// allowing decision, which Guard must not modify. A non-nil error
+	// (wrapping dial.ErrLoop or dial.ErrBlocked) refuses the address, and
+	// the returned decision is what the access line and the 403 report; it
+	// returns nil, nil for an address that may be dialed. It reaches the
+	// dialer in the dial's context (dial.WithCheck). If nil, addresses are
+	// not checked. (Pointers, not values: it runs deep in the connection's
+	// goroutine, whose stack must not grow for it.)
+	Guard func(req *filter.Request, d *filter.Decision, addr netip.AddrPort) (*filter.Decision, error)
 	// Dial opens connections for tunnels and upgrades, and for plain
 	// requests when Transport gives no transport; route is Decision.Via.
 	// If nil, a net.Dialer is used and route is ignored. The ctx passed to
@@ -302,9 +305,9 @@ func (s *Server) guarded(ctx context.Context, x *exchange) context.Context {
 		return ctx
 	}
 	return dial.WithCheck(ctx, func(ap netip.AddrPort) error {
-		rd, err := s.Guard(req, d, ap)
+		rd, err := s.Guard(&req, &d, ap)
 		if err != nil {
-			x.refused.CompareAndSwap(nil, &rd)
+			x.refused.CompareAndSwap(nil, refusal(rd))
 		} else {
 			a := ap.Addr().Unmap()
 			x.peer.Store(&a)

@@ -1,15 +1,16 @@
 package socks
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,12 +71,12 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 	}()
 
 	c.SetDeadline(time.Now().Add(s.handshakeTimeout()))
-	var v [1]byte
-	if _, err := io.ReadFull(c, v[:]); err != nil {
+	r := handshakeReader(c)
+	v, err := r.Peek(1)
+	if err != nil {
 		a.err = fmt.Errorf("socks: handshake: %w", err)
 		return
 	}
-	r := io.MultiReader(bytes.NewReader(v[:]), c)
 	switch v[0] {
 	case socks5Version:
 		a.proto = "socks5"
@@ -88,7 +89,38 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 	}
 }
 
-func (s *Server) serve5(ctx context.Context, c net.Conn, r io.Reader, a *access) {
+// handshakeBufSize is the buffer a handshake is read through: a whole
+// greeting, RFC 1929 request or SOCKS5 request fits, so each step costs
+// one read(2) instead of one per field.
+const handshakeBufSize = 1024
+
+// handshakeReaders are the buffers handshakes are read through, back in
+// the pool once the request is read (see afterHandshake).
+var handshakeReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, handshakeBufSize) }}
+
+// handshakeReader returns a pooled reader of c for its handshake.
+func handshakeReader(c net.Conn) *bufio.Reader {
+	r := handshakeReaders.Get().(*bufio.Reader)
+	r.Reset(c)
+	return r
+}
+
+// afterHandshake returns c as the tunnel reads it: first the bytes r read
+// past the request (a client may send its first data right behind it;
+// none is lost), then c itself. r goes back to the pool and must not be
+// used again.
+func afterHandshake(c net.Conn, r *bufio.Reader) net.Conn {
+	var rest []byte
+	if n := r.Buffered(); n > 0 {
+		b, _ := r.Peek(n)
+		rest = append([]byte(nil), b...)
+	}
+	r.Reset(nil)
+	handshakeReaders.Put(r)
+	return relay.WithPrefix(c, rest)
+}
+
+func (s *Server) serve5(ctx context.Context, c net.Conn, r *bufio.Reader, a *access) {
 	methods, err := readGreeting(r)
 	if err != nil {
 		a.err = fmt.Errorf("socks: greeting: %w", err)
@@ -143,6 +175,7 @@ func (s *Server) serve5(ctx context.Context, c net.Conn, r io.Reader, a *access)
 		}
 		return
 	}
+	c = afterHandshake(c, r)
 	if req.cmd == cmdUDPAssociate {
 		s.associate(ctx, c, req, a)
 		return
@@ -152,7 +185,7 @@ func (s *Server) serve5(ctx context.Context, c net.Conn, r io.Reader, a *access)
 	})
 }
 
-func (s *Server) serve4(ctx context.Context, c net.Conn, r io.Reader, a *access) {
+func (s *Server) serve4(ctx context.Context, c net.Conn, r *bufio.Reader, a *access) {
 	req, err := readSocks4(r)
 	a.cmd = cmdName(req.cmd)
 	if req.name {
@@ -183,6 +216,7 @@ func (s *Server) serve4(ctx context.Context, c net.Conn, r io.Reader, a *access)
 		reply(repNotAllowed, netip.AddrPort{})
 		return
 	}
+	c = afterHandshake(c, r)
 	s.connect(ctx, c, req, a, reply)
 }
 
@@ -278,9 +312,9 @@ func (s *Server) preflight(req filter.Request, d filter.Decision, addr string) (
 	if err != nil || s.Guard == nil || d.Route() != "direct" {
 		return nil, nil
 	}
-	rd, err := s.Guard(req, d, ap)
+	rd, err := s.Guard(&req, &d, ap)
 	if err != nil {
-		return &rd, err
+		return refusal(rd), err
 	}
 	return nil, nil
 }

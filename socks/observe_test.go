@@ -43,11 +43,11 @@ func TestObserve(t *testing.T) {
 			return filter.Decision{Verdict: filter.Allow, Reason: "no rule matched", Default: true}
 		}),
 		Dial: router.Dial,
-		Guard: func(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error) {
+		Guard: func(req *filter.Request, d *filter.Decision, addr netip.AddrPort) (*filter.Decision, error) {
 			if req.Host == "guarded.test" {
-				return filter.Decision{Verdict: filter.Block, Reason: "private address", Category: "lan"}, dial.ErrBlocked
+				return &filter.Decision{Verdict: filter.Block, Reason: "private address", Category: "lan"}, dial.ErrBlocked
 			}
-			return d, nil
+			return nil, nil
 		},
 		Observe: func(a observe.Access) { mu.Lock(); got[a.Frontend+" "+a.Host] = a; mu.Unlock() },
 	}

@@ -190,8 +190,8 @@ func readAddr(r io.Reader) (host string, name bool, port uint16, err error) {
 
 // readSocks4 reads a SOCKS4 or SOCKS4a request:
 // VN CD DSTPORT DSTIP USERID NUL [HOSTNAME NUL].
-// It reads byte by byte after the fixed part, so that nothing the client
-// sends after the request is consumed.
+// The server reads it through a buffer (see afterHandshake): what the
+// client sends after the request is handed to the tunnel, never lost.
 func readSocks4(r io.Reader) (request, error) {
 	var b [8]byte
 	if _, err := io.ReadFull(r, b[:]); err != nil {

@@ -61,11 +61,13 @@ type Server struct {
 
 	// Guard decides, at dial time, each address a direct dial to an allowed
 	// target is about to connect to: req and d are the request and its
-	// allowing decision. A non-nil error (wrapping dial.ErrLoop or
-	// dial.ErrBlocked) refuses the address (reply 0x02), and the returned
-	// decision is what the access line reports. It reaches the dialer in
-	// the dial's context (dial.WithCheck). If nil, addresses are not checked.
-	Guard func(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error)
+	// allowing decision, which Guard must not modify. A non-nil error
+	// (wrapping dial.ErrLoop or dial.ErrBlocked) refuses the address (reply
+	// 0x02), and the returned decision is what the access line reports; it
+	// returns nil, nil for an address that may be dialed. It reaches the
+	// dialer in the dial's context (dial.WithCheck). If nil, addresses are
+	// not checked.
+	Guard func(req *filter.Request, d *filter.Decision, addr netip.AddrPort) (*filter.Decision, error)
 
 	// Dial opens the connection to an allowed target. route is the
 	// decision's Via; addr is "host:port" where host is the normalized name
@@ -310,12 +312,21 @@ func (s *Server) guarded(ctx context.Context, req filter.Request, d filter.Decis
 		return ctx
 	}
 	return dial.WithCheck(ctx, func(ap netip.AddrPort) error {
-		rd, err := s.Guard(req, d, ap)
+		rd, err := s.Guard(&req, &d, ap)
 		if err != nil {
-			refused.CompareAndSwap(nil, &rd)
+			refused.CompareAndSwap(nil, refusal(rd))
 		}
 		return err
 	})
+}
+
+// refusal is the decision a Guard refused with: rd, or a plain block when
+// a Guard returned none.
+func refusal(rd *filter.Decision) *filter.Decision {
+	if rd == nil {
+		return &filter.Decision{Verdict: filter.Block}
+	}
+	return rd
 }
 
 func (s *Server) decide(req filter.Request) filter.Decision {

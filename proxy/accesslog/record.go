@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -82,9 +83,8 @@ type Record struct {
 // connection.
 func (r *Record) tunnel() bool { return r.Method == "CONNECT" || r.Method == "" }
 
-// attrs returns r as the JSON line's fields, in a fixed order.
-func (r *Record) attrs() []slog.Attr {
-	a := make([]slog.Attr, 0, 24)
+// attrs appends r's JSON line's fields to a, in a fixed order.
+func (r *Record) attrs(a []slog.Attr) []slog.Attr {
 	a = append(a,
 		slog.String("request_id", r.ID),
 		slog.String("client", r.Client),
@@ -155,8 +155,20 @@ func hex2(n int) string {
 // LogJSON writes r to l as one "access" line at level Info: the JSON
 // format (a text line when l's handler is a text handler).
 func LogJSON(l *slog.Logger, r *Record) {
-	l.LogAttrs(context.Background(), slog.LevelInfo, "access", r.attrs()...)
+	ctx := context.Background()
+	if !l.Enabled(ctx, slog.LevelInfo) {
+		return // the line would be dropped: build nothing
+	}
+	a := attrBufs.Get().(*[]slog.Attr)
+	*a = r.attrs((*a)[:0])
+	l.LogAttrs(ctx, slog.LevelInfo, "access", *a...)
+	clear(*a) // keep no strings alive in the pool
+	attrBufs.Put(a)
 }
+
+// attrBufs holds the slices LogJSON builds a line's fields in: a handler
+// copies the fields it gets, so a slice serves one line after another.
+var attrBufs = sync.Pool{New: func() any { a := make([]slog.Attr, 0, 32); return &a }}
 
 // Squid returns r in Squid's native access.log format, without the
 // newline:

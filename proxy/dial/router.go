@@ -433,12 +433,27 @@ func (c checkedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return c.tr.RoundTrip(req)
 	}
 	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
-		ap, err := netip.ParseAddrPort(info.Conn.RemoteAddr().String())
-		if err != nil || check(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())) != nil {
+		ap, ok := remoteAddrPort(info.Conn)
+		if !ok || check(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())) != nil {
 			info.Conn.Close()
 		}
 	}}
 	return c.tr.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+}
+
+// remoteAddrPort returns c's remote address; ok is false when it has none
+// that parses as an address and port.
+func remoteAddrPort(c net.Conn) (netip.AddrPort, bool) {
+	ra := c.RemoteAddr()
+	if ta, ok := ra.(*net.TCPAddr); ok { // the direct route's: no string to format and parse
+		ap := ta.AddrPort()
+		return ap, ap.IsValid()
+	}
+	if ra == nil {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(ra.String())
+	return ap, err == nil
 }
 
 // parentTransport sends plain requests to a route's http(s) last hop and

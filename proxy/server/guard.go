@@ -48,33 +48,46 @@ func newGuard(st *state, own *atomic.Pointer[[]netip.AddrPort]) *guard {
 	}
 }
 
-// Check decides addr for req, which d allowed. It returns nil when addr may
-// be dialed; otherwise the refusing decision and an error wrapping
-// dial.ErrLoop or dial.ErrBlocked.
-func (g *guard) Check(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error) {
+// Check decides addr for req, which d allowed. It returns nil, nil when
+// addr may be dialed; otherwise the refusing decision and an error
+// wrapping dial.ErrLoop or dial.ErrBlocked.
+//
+// Check runs on every dial, deep in the goroutine of the connection: it
+// takes and returns pointers and keeps its frame small (the rules' checks
+// are in a function of their own), so that the dial does not grow that
+// goroutine's stack.
+func (g *guard) Check(req *filter.Request, d *filter.Decision, addr netip.AddrPort) (*filter.Decision, error) {
 	a := addr.Addr().Unmap()
 	if g.isOwn(netip.AddrPortFrom(a, addr.Port())) {
-		return filter.Decision{Verdict: filter.Block, Reason: ReasonLoop},
+		return &filter.Decision{Verdict: filter.Block, Reason: ReasonLoop},
 			fmt.Errorf("%w %s: Sluice listens there", dial.ErrLoop, addr)
 	}
 	if !g.checkResolved && !g.denyPrivate {
-		return filter.Decision{}, nil
+		return nil, nil
 	}
-	ad := d
+	return g.checkRules(req, d, a, addr)
+}
+
+// checkRules is Check under check_resolved or deny_private: a is addr's
+// address, unmapped.
+//
+//go:noinline
+func (g *guard) checkRules(req *filter.Request, d *filter.Decision, a netip.Addr, addr netip.AddrPort) (*filter.Decision, error) {
+	ad := *d
 	if host := a.String(); host != req.Host {
-		ipReq := req
+		ipReq := *req
 		ipReq.Host = host
 		ad = g.engine.Decide(ipReq)
 	}
 	if g.checkResolved && ad.Verdict == filter.Block && !ad.Default && ad.Rule.Pattern != "" {
 		ad.Reason = ReasonResolved
-		return ad, fmt.Errorf("%w %s by %s (%s)", dial.ErrBlocked, addr, ad.Rule, ad.Rule.Pattern)
+		return &ad, fmt.Errorf("%w %s by %s (%s)", dial.ErrBlocked, addr, ad.Rule, ad.Rule.Pattern)
 	}
-	if g.denyPrivate && isPrivate(a) && !explicitAllow(d) && !explicitAllow(ad) {
-		return filter.Decision{Verdict: filter.Block, Reason: ReasonPrivate},
+	if g.denyPrivate && isPrivate(a) && !explicitAllow(*d) && !explicitAllow(ad) {
+		return &filter.Decision{Verdict: filter.Block, Reason: ReasonPrivate},
 			fmt.Errorf("%w %s: private address (deny_private)", dial.ErrBlocked, addr)
 	}
-	return filter.Decision{}, nil
+	return nil, nil
 }
 
 // explicitAllow reports whether d allows by a rule whose destination list
@@ -281,7 +294,10 @@ func ExplainResolved(ctx context.Context, cfg *rules.Config, eng *filter.Engine,
 			step.Decision = filter.Decision{Verdict: filter.Block, Reason: "unspecified address"}
 			step.Err = fmt.Errorf("%w %s", dial.ErrUnspecified, a)
 		} else {
-			step.Decision, step.Err = g.Check(req, d, ap)
+			var rd *filter.Decision
+			if rd, step.Err = g.Check(&req, &d, ap); rd != nil {
+				step.Decision = *rd
+			}
 		}
 		steps = append(steps, step)
 	}

@@ -61,7 +61,7 @@ func TestGuardOwnListeners(t *testing.T) {
 		{"192.0.2.8:9090", false},
 	} {
 		req := filter.Request{Host: "x.test", Port: netip.MustParseAddrPort(c.addr).Port(), Time: time.Now()}
-		d, err := g.Check(req, filter.Decision{Verdict: filter.Allow, Default: true}, netip.MustParseAddrPort(c.addr))
+		d, err := check(t, g, req, filter.Decision{Verdict: filter.Allow, Default: true}, netip.MustParseAddrPort(c.addr))
 		if loop := errors.Is(err, dial.ErrLoop); loop != c.loop || loop && d.Reason != ReasonLoop {
 			t.Errorf("%s: %v %+v; want loop %v", c.addr, err, d, c.loop)
 		}
@@ -97,7 +97,7 @@ rules:
 		{"127.0.0.20", "172.16.0.1:80", false, 0}, // allowed by rule 4
 	} {
 		req := filter.Request{Client: netip.MustParseAddr(c.client), Host: "intranet.test", Port: 80, Time: time.Now()}
-		d, err := g.Check(req, allowName, netip.MustParseAddrPort(c.addr))
+		d, err := check(t, g, req, allowName, netip.MustParseAddrPort(c.addr))
 		if blocked := errors.Is(err, dial.ErrBlocked); blocked != c.blocked {
 			t.Errorf("%s from %s: %v; want blocked %v", c.addr, c.client, err, c.blocked)
 		} else if blocked && (d.Rule.Index != c.rule || d.Reason != ReasonResolved || d.Verdict != filter.Block) {
@@ -106,7 +106,7 @@ rules:
 	}
 	off := compileGuard(t, "check_resolved: false\n"+src)
 	req := filter.Request{Client: netip.MustParseAddr("127.0.0.20"), Host: "intranet.test", Port: 80, Time: time.Now()}
-	if _, err := off.Check(req, allowName, netip.MustParseAddrPort("10.1.2.3:80")); err != nil {
+	if _, err := check(t, off, req, allowName, netip.MustParseAddrPort("10.1.2.3:80")); err != nil {
 		t.Errorf("check_resolved: false still refuses: %v", err)
 	}
 }
@@ -148,7 +148,7 @@ rules:
 		{"100.128.0.1:80", byDefault, false},
 	} {
 		req := filter.Request{Client: netip.MustParseAddr("127.0.0.1"), Host: "name.test", Port: 80, Time: time.Now()}
-		d, err := g.Check(req, c.d, netip.MustParseAddrPort(c.addr))
+		d, err := check(t, g, req, c.d, netip.MustParseAddrPort(c.addr))
 		if refused := err != nil; refused != c.refused || refused && (d.Reason != ReasonPrivate || !errors.Is(err, dial.ErrBlocked)) {
 			t.Errorf("%s (%+v): %v %+v; want refused %v", c.addr, c.d.Rule, err, d, c.refused)
 		}
@@ -178,12 +178,30 @@ func TestGuardDenyPrivateSafeSearch(t *testing.T) {
 	if d.Enforce != "strict.bing.com" {
 		t.Fatalf("decision %+v, want the safesearch rule", d)
 	}
-	if _, err := g.Check(req, d, priv); !errors.Is(err, dial.ErrBlocked) {
+	if _, err := check(t, g, req, d, priv); !errors.Is(err, dial.ErrBlocked) {
 		t.Errorf("safesearch to a private address: %v, want ErrBlocked", err)
 	}
 	req.Client = netip.MustParseAddr("192.0.2.1")
 	d = g.engine.Decide(req)
-	if _, err := g.Check(req, d, priv); err != nil {
+	if _, err := check(t, g, req, d, priv); err != nil {
 		t.Errorf("explicit allow of www.bing.com to a private address: %v", err)
 	}
+}
+
+// check calls g.Check with req and d and returns its decision as a value
+// (zero when it allows): a refusal must come with a decision, a pass
+// without one.
+func check(t *testing.T, g *guard, req filter.Request, d filter.Decision, ap netip.AddrPort) (filter.Decision, error) {
+	t.Helper()
+	rd, err := g.Check(&req, &d, ap)
+	switch {
+	case err != nil && rd == nil:
+		t.Errorf("%s: refused (%v) without a decision", ap, err)
+	case err == nil && rd != nil:
+		t.Errorf("%s: allowed with a decision %+v", ap, *rd)
+	}
+	if rd == nil {
+		return filter.Decision{}, err
+	}
+	return *rd, err
 }

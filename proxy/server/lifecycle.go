@@ -207,6 +207,7 @@ func (s *Server) shutdown() {
 func (s *Server) accept(ctx context.Context, ln net.Listener, handle func(net.Conn)) {
 	var delay time.Duration
 	failures := 0
+	idle := make(chan net.Conn) // workers waiting for a connection (see work)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -237,7 +238,36 @@ func (s *Server) accept(ctx context.Context, ln net.Listener, handle func(net.Co
 			failures = 0
 		}
 		delay = 0
-		s.wg.Go(func() { handle(c) })
+		select {
+		case idle <- c: // a worker that finished its connection takes it
+		default:
+			s.wg.Go(func() { s.work(ctx, idle, handle, c) })
+		}
+	}
+}
+
+// workerIdle is how long a worker waits for another connection before it
+// ends.
+const workerIdle = 10 * time.Second
+
+// work handles c, then the connections the accept loop hands to it on
+// idle, until none came for workerIdle or ctx ends. Reusing goroutines
+// spares each connection a new goroutine and the growth of its stack
+// (runtime.newstack) in the handshake and the decision.
+func (s *Server) work(ctx context.Context, idle chan net.Conn, handle func(net.Conn), c net.Conn) {
+	s.workers.Add(1)
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		handle(c)
+		t.Reset(workerIdle)
+		select {
+		case c = <-idle:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -269,15 +299,15 @@ func (s *Server) handle(nc net.Conn) {
 	}
 	hs := orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout)
 	c.SetReadDeadline(time.Now().Add(hs))
-	var b [1]byte
-	if _, err := io.ReadFull(c.Conn, b[:]); err != nil {
+	first, err := peek(c.Conn)
+	if err != nil {
 		c.Close() // a client that said nothing in time
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	c.prefix = b[:]
-	s.count(c, b[0])
-	switch b[0] {
+	c.prefix = first
+	s.count(c, first[0])
+	switch first[0] {
 	case 0x05, 0x04:
 		if c.refused {
 			socks.Refuse(c, hs)
@@ -297,6 +327,30 @@ func (s *Server) handle(nc net.Conn) {
 			if g.ln.push(s.base, c) {
 				return
 			}
+		}
+	}
+}
+
+// peekBufs are the buffers peek reads into.
+var peekBufs = sync.Pool{New: func() any { return new([peekSize]byte) }}
+
+// peekSize bounds the first read of a connection: a SOCKS greeting or a
+// CONNECT request's head fits.
+const peekSize = 1024
+
+// peek reads what the client sent first: at least one byte, in one read
+// when it is there, so that the front end chosen by the first byte parses
+// the rest without another read(2). The bytes are replayed (conn.prefix).
+func peek(c net.Conn) ([]byte, error) {
+	buf := peekBufs.Get().(*[peekSize]byte)
+	defer peekBufs.Put(buf)
+	for {
+		n, err := c.Read(buf[:])
+		if n > 0 {
+			return append([]byte(nil), buf[:n]...), nil
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 }

@@ -89,6 +89,7 @@ type Server struct {
 	base     context.Context // of every connection; cancelled when the grace period ends
 	stop     context.CancelFunc
 	wg       sync.WaitGroup // accept loops, connections, reload triggers, HTTP servers
+	workers  atomic.Int64   // connection goroutines started (see work)
 
 	addr      net.Addr // the first listener's, for the HTTP servers
 	mu        sync.Mutex
@@ -425,7 +426,14 @@ func (s *Server) first() (*state, error) {
 }
 
 func remoteAddr(c net.Conn) netip.Addr {
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+	ra := c.RemoteAddr()
+	if ta, ok := ra.(*net.TCPAddr); ok { // every accepted conn: no string to format and parse
+		return ta.AddrPort().Addr().Unmap()
+	}
+	if ra == nil {
+		return netip.Addr{}
+	}
+	if ap, err := netip.ParseAddrPort(ra.String()); err == nil {
 		return ap.Addr().Unmap()
 	}
 	return netip.Addr{}

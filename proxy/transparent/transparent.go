@@ -57,8 +57,9 @@ type Server struct {
 	// Guard decides, before dialing, the original destination of an
 	// allowed connection: never one of Sluice's own listeners, and the
 	// check_resolved and deny_private checks. It returns the refusing
-	// decision with its error. Nil checks nothing.
-	Guard func(req filter.Request, d filter.Decision, addr netip.AddrPort) (filter.Decision, error)
+	// decision with its error, nil, nil when addr may be dialed. Nil
+	// checks nothing.
+	Guard func(req *filter.Request, d *filter.Decision, addr netip.AddrPort) (*filter.Decision, error)
 	// Own reports whether addr is one of Sluice's own listening
 	// addresses: such a connection is refused with ReasonLoop before
 	// anything else is decided. Nil: none is.
@@ -147,8 +148,11 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, orig netip.AddrPort)
 	}
 	a.decision = &d
 	if d.Verdict == filter.Allow && s.Guard != nil {
-		if rd, err := s.Guard(req, d, orig); err != nil {
-			a.decision, a.rec.Err = &rd, err
+		if rd, err := s.Guard(&req, &d, orig); err != nil {
+			if rd == nil {
+				rd = &filter.Decision{Verdict: filter.Block}
+			}
+			a.decision, a.rec.Err = rd, err
 		}
 	}
 	if a.decision.Verdict != filter.Allow {

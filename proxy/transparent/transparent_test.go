@@ -240,8 +240,8 @@ func TestAddressAsHost(t *testing.T) {
 func TestGuardRefuses(t *testing.T) {
 	o := newOrigin(t)
 	s := &Server{Policy: engine(t, testRules), Lookup: (&lookup{}).resolve,
-		Guard: func(filter.Request, filter.Decision, netip.AddrPort) (filter.Decision, error) {
-			return filter.Decision{Verdict: filter.Block, Reason: "loop"}, io.EOF
+		Guard: func(*filter.Request, *filter.Decision, netip.AddrPort) (*filter.Decision, error) {
+			return &filter.Decision{Verdict: filter.Block, Reason: "loop"}, io.EOF
 		}}
 	c, recs := serve(t, s, o.addr())
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
