@@ -4,10 +4,6 @@ import (
 	"errors"
 	"hash/maphash"
 	"net/netip"
-	"strings"
-	"unicode/utf8"
-
-	"github.com/gobwas/glob"
 
 	"github.com/sluiceproxy/sluice/rules"
 )
@@ -87,93 +83,6 @@ type node struct {
 	globs  []globAtom // globs whose literal suffix is the name
 	cats   []uint16   // categories listing the domain
 	allows []uint16   // categories listing the domain as an exception
-}
-
-type globAtom struct {
-	g      *glob.Pattern // nil for a simple glob (kind != globGeneral)
-	kind   uint8
-	dot    bool   // the suffix is "." + the name of the glob's node
-	prefix string // the literal text before the first wildcard, checked first
-	suffix string // for a simple glob, the literal text after its wildcard
-	at     atom
-}
-
-// The kinds of glob: a simple glob is a literal prefix, one wildcard ("*",
-// "**" or "?") and a literal suffix, as most are ("*.ads.example",
-// "ads*.example", "**.example", "t?.example"). It is matched by comparing
-// the prefix, the suffix and what lies between, without gobwas.
-const (
-	globGeneral = iota // anything else: gobwas matches it
-	globStar           // "*": any run of bytes without a '.'
-	globAny            // "**": any run of bytes
-	globOne            // "?": exactly one character (rune), not '.'
-)
-
-// match reports whether the glob matches host, with the semantics of
-// gobwas/glob compiled with the separator '.'. off is where the name of
-// the glob's node starts in host (known to be there), or -1.
-func (g *globAtom) match(host string, off int) bool {
-	if len(host) < len(g.prefix)+len(g.suffix) ||
-		g.prefix != "" && (host[0] != g.prefix[0] || !strings.HasPrefix(host, g.prefix)) {
-		return false
-	}
-	switch g.kind {
-	case globGeneral:
-		return g.g.Match(host)
-	case globOne:
-		// As gobwas: the character is the rune decoded at its place (an
-		// invalid byte is one), and the rest must be the suffix exactly.
-		rest := host[len(g.prefix):]
-		r, w := utf8.DecodeRuneInString(rest)
-		return w > 0 && r != '.' && rest[w:] == g.suffix
-	}
-	if g.dot && off > 0 {
-		// host[off:] is the node's name: the suffix is there if a dot is
-		// before it. No need to read the suffix from memory.
-		if host[off-1] != '.' {
-			return false
-		}
-	} else if !strings.HasSuffix(host, g.suffix) {
-		return false
-	}
-	return g.kind == globAny || strings.IndexByte(host[len(g.prefix):len(host)-len(g.suffix)], '.') < 0
-}
-
-// newGlobAtom prepares glob p, compiled as g, whose literal suffix is lit.
-func newGlobAtom(p string, g *glob.Pattern, lit string) globAtom {
-	if pre, kind, suf, ok := simpleGlob(p); ok {
-		return globAtom{kind: kind, prefix: pre, suffix: suf,
-			dot: lit != "" && len(suf) == len(lit)+1 && suf[0] == '.' && suf[1:] == lit}
-	}
-	ga := globAtom{g: g, prefix: p}
-	if k := strings.IndexAny(p, globMeta); k >= 0 {
-		ga.prefix = p[:k]
-	}
-	return ga
-}
-
-// simpleGlob splits a glob of the form literal-prefix, one of "*", "**" or
-// "?", literal-suffix; ok is false for any other glob.
-func simpleGlob(p string) (prefix string, kind uint8, suffix string, ok bool) {
-	k := strings.IndexAny(p, globMeta)
-	if k < 0 {
-		return "", 0, "", false
-	}
-	prefix, rest := p[:k], p[k:]
-	switch {
-	case strings.HasPrefix(rest, "**"):
-		kind, suffix = globAny, rest[2:]
-	case rest[0] == '*':
-		kind, suffix = globStar, rest[1:]
-	case rest[0] == '?':
-		kind, suffix = globOne, rest[1:]
-	default:
-		return "", 0, "", false
-	}
-	if suffix != "" && (suffix[0] == '*' || strings.ContainsAny(suffix, globMeta)) {
-		return "", 0, "", false
-	}
-	return prefix, kind, suffix, true
 }
 
 type cidrAtom struct {

@@ -4,7 +4,6 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"slices"
-	"strings"
 )
 
 // The domain index maps the 64-bit hash of a domain to the id of a node that
@@ -239,85 +238,4 @@ func load64(s string) uint64 {
 func load32(s string) uint64 {
 	_ = s[3]
 	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24
-}
-
-// heavyMin is the number of names a suffix may have below it (itself
-// included) before it is heavy; see Engine.keyBase.
-const heavyMin = 8
-
-// hashSet is a small open-addressing set of hashes (never 0), for the heavy
-// suffixes. It is small enough to stay in cache.
-type hashSet struct {
-	words []uint64 // a power of two in length, or empty
-}
-
-func newHashSet(hs []uint64) hashSet {
-	if len(hs) == 0 {
-		return hashSet{}
-	}
-	n := 8
-	for n < 2*len(hs) {
-		n *= 2
-	}
-	s := hashSet{words: make([]uint64, n)}
-	for _, h := range hs {
-		i := h & uint64(n-1)
-		for s.words[i] != 0 && s.words[i] != h {
-			i = (i + 1) & uint64(n-1)
-		}
-		s.words[i] = h
-	}
-	return s
-}
-
-// has reports whether h is in the set.
-func (s *hashSet) has(h uint64) bool {
-	words := s.words
-	if len(words) == 0 {
-		return false
-	}
-	m := uint64(len(words) - 1)
-	for i := h & m; ; i = (i + 1) & m {
-		switch words[i] {
-		case h:
-			return true
-		case 0:
-			return false
-		}
-	}
-}
-
-// keyBase returns the index key of domain d (the hash of d) and the hash
-// of its base, the suffix that decides its home slot.
-//
-// The base of a domain is its suffix of two labels ("example.com" for
-// "a.b.example.com"), or a longer one when that is heavy: a suffix with
-// more than heavyMin names below it in the index, such as "co.uk" or
-// "blogspot.com", is passed over for the suffix with one more label, and so
-// on ("x.co.uk"). A heavy suffix, a domain of one label and a domain all of
-// whose suffixes are heavy are their own base.
-//
-// So all the label suffixes of a host below its first non-heavy suffix
-// share one home, and the run of slots from it holds them all, next to each
-// other: Decide pays one cache miss for them, not one per suffix. The few
-// suffixes above (the top-level label and heavy ones) are each at their own
-// home, and are the most often read, so mostly in cache.
-func (e *Engine) keyBase(d string) (key, base uint64) {
-	h, j, end := uint64(0), 0, len(d)
-	heavy := true
-	for {
-		i := strings.LastIndexByte(d[:end], '.')
-		h = step(&e.hk, h, d[i+1:end])
-		j++
-		if heavy {
-			base = h
-			if j >= 2 && !e.heavy.has(h) {
-				heavy = false
-			}
-		}
-		if i < 0 {
-			return h, base
-		}
-		end = i
-	}
 }
