@@ -100,8 +100,11 @@ type builder struct {
 	catID  map[string]uint16
 	single []uint32            // category id -> node holding only that category, or 0
 	merged map[mergeKey]uint32 // node + category -> node with it too
-	table  *buildTable
-	names  []string // the names of exact, suffix and glob patterns
+	cats   *buildTable         // the category index being built
+	names  *buildTable         // the rule index being built
+
+	ruleNames []string // the names of exact, suffix and glob patterns
+	nodeNames []string // nameNode id -> its name
 }
 
 type mergeKey struct {
@@ -126,10 +129,11 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 		e.dflt.Via = e.via
 	}
 	b := &builder{e: e, set: set, catID: map[string]uint16{}, merged: map[mergeKey]uint32{}}
-	e.nodes = []node{{}} // node 0: the empty node of a fresh slot
+	// Node 0 of each index: the empty node of a fresh slot.
+	e.catNodes, e.nameNodes, b.nodeNames = []catNode{{}}, []nameNode{{}}, []string{""}
 
-	// Pass 1: the categories in use and the size of the index.
-	keys := 0
+	// Pass 1: the categories in use and the size of the indexes.
+	keys, nameKeys := 0, 0
 	for _, r := range cfg.Rules {
 		for _, p := range r.Dests {
 			switch p.Kind {
@@ -146,12 +150,12 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 					keys += len(l.Block) + len(l.Allow)
 				}
 			case rules.Exact, rules.Suffix:
-				keys++
-				b.names = append(b.names, p.Host)
+				nameKeys++
+				b.ruleNames = append(b.ruleNames, p.Host)
 			case rules.Glob:
-				keys++
 				if lit := literalSuffix(p.Host); lit != "" {
-					b.names = append(b.names, lit)
+					nameKeys++
+					b.ruleNames = append(b.ruleNames, lit)
 				}
 			}
 		}
@@ -166,10 +170,9 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	cats := make([]nameHash, 0, keys)
 	b.forEachDomain(func(d string, _ uint16, _ bool) { cats = append(cats, e.hashName(d)) })
 	b.findHeavy(cats)
-	b.table = newBuildTable(keys)
+	b.cats, b.names = newBuildTable(keys), newBuildTable(nameKeys)
 	e.pre = newPrefilter(keys)
 
-	// Category domains first, so that rule names can take their node over.
 	k := 0
 	b.forEachDomain(func(d string, id uint16, allow bool) {
 		if n := cats[k]; n.labels > 0 {
@@ -184,11 +187,15 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 			return nil, err
 		}
 	}
-	x, err := b.table.pack(len(e.nodes), b.merge)
-	if err != nil {
+	var err error
+	if e.cats, err = b.cats.pack(len(e.catNodes), b.merge); err != nil {
 		return nil, err
 	}
-	e.index = x
+	// Two rule names cannot share a node: a new seed will part them.
+	noMerge := func(x, y uint32) (uint32, error) { return 0, errCollision }
+	if e.names, err = b.names.pack(len(e.nameNodes), noMerge); err != nil {
+		return nil, err
+	}
 	b.packGlobs()
 	return e, nil
 }
@@ -214,22 +221,14 @@ func checkHash(seed maphash.Seed, name string) uint64 {
 	return maphash.String(seed, name) | 1
 }
 
-// merge returns a node for two domains whose hashes the index cannot tell
-// apart: one that has both their categories. Rule patterns cannot be
-// merged (their names differ); a new seed will part them.
+// merge returns a node for two category domains whose hashes the category
+// index cannot tell apart: one that has both their categories.
 func (b *builder) merge(x, y uint32) (uint32, error) {
 	e := b.e
-	n, m := &e.nodes[x], &e.nodes[y]
-	if n.name != "" && m.name != "" {
-		return 0, errCollision
-	}
-	if m.name != "" {
-		n, m = m, n
-	}
-	u := *n
-	u.cats, u.allows = union(n.cats, m.cats), union(n.allows, m.allows)
-	v := uint32(len(e.nodes))
-	e.nodes = append(e.nodes, u)
+	n, m := &e.catNodes[x], &e.catNodes[y]
+	u := catNode{cats: union(n.cats, m.cats), allows: union(n.allows, m.allows)}
+	v := uint32(len(e.catNodes))
+	e.catNodes = append(e.catNodes, u)
 	return v, nil
 }
 
@@ -242,18 +241,19 @@ func ruleName(cfg *rules.Config, r rules.Rule) string {
 // (as an exception when allow).
 func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 	e := b.e
-	s, fresh := b.slot(key, base)
+	e.pre.add(key, base)
+	s, fresh := b.cats.slot(key, base)
 	if fresh {
 		if !allow {
 			if b.single[id] == 0 {
-				b.single[id] = uint32(len(e.nodes))
-				e.nodes = append(e.nodes, node{cats: []uint16{id}})
+				b.single[id] = uint32(len(e.catNodes))
+				e.catNodes = append(e.catNodes, catNode{cats: []uint16{id}})
 			}
 			s.val = b.single[id]
 			return
 		}
 	}
-	n := &e.nodes[s.val]
+	n := &e.catNodes[s.val]
 	list := n.cats
 	if allow {
 		list = n.allows
@@ -266,43 +266,33 @@ func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 		s.val = v
 		return
 	}
-	m := node{cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)}
+	m := catNode{cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)}
 	if allow {
 		m.allows = append(m.allows, id)
 	} else {
 		m.cats = append(m.cats, id)
 	}
-	v := uint32(len(e.nodes))
-	e.nodes = append(e.nodes, m)
+	v := uint32(len(e.catNodes))
+	e.catNodes = append(e.catNodes, m)
 	b.merged[k] = v
 	s.val = v
 }
 
-// slot returns the index slot for key (see buildTable.slot) and adds key
-// to the prefilter.
-func (b *builder) slot(key, base uint64) (s *buildSlot, fresh bool) {
-	b.e.pre.add(key, base)
-	return b.table.slot(key, base)
-}
-
-// own returns the id of the node that holds rule patterns for name, making
-// it from the (shared) category node of the same hash when needed.
+// own returns the id of the node of the rule index that holds the
+// patterns of name, making it when needed.
 func (b *builder) own(name string) (uint32, error) {
 	e := b.e
-	s, _ := b.slot(e.keyBase(name))
-	n := &e.nodes[s.val]
-	switch n.name {
-	case name:
+	s, fresh := b.names.slot(e.keyBase(name))
+	if !fresh {
+		if b.nodeNames[s.val] != name {
+			return 0, errCollision
+		}
 		return s.val, nil
-	case "":
-	default:
-		return 0, errCollision
 	}
-	v := uint32(len(e.nodes))
-	e.nodes = append(e.nodes, node{name: name, check: checkHash(e.seed2, name),
-		cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)})
-	s.val = v
-	return v, nil
+	s.val = uint32(len(e.nameNodes))
+	e.nameNodes = append(e.nameNodes, nameNode{check: checkHash(e.seed2, name)})
+	b.nodeNames = append(b.nodeNames, name)
+	return s.val, nil
 }
 
 // addRule compiles rule number ri (from 0).
@@ -377,7 +367,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			if err != nil {
 				return err
 			}
-			n := &e.nodes[id]
+			n := &e.nameNodes[id]
 			if p.Kind == rules.Exact {
 				n.exact = append(n.exact, at)
 			} else {
@@ -399,7 +389,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			if err != nil {
 				return err
 			}
-			e.nodes[id].globs = append(e.nodes[id].globs, ga)
+			e.nameNodes[id].globs = append(e.nameNodes[id].globs, ga)
 		case rules.Category:
 			id := b.catID[p.Host]
 			e.catRefs[id] = append(e.catRefs[id], at)

@@ -54,32 +54,33 @@ func (e *Engine) decide(req Request) Decision {
 	// ("com", "example.com", "b.example.com", ...), hashed incrementally
 	// (see step). The suffixes below the first one that is not heavy share
 	// their base (see keyBase), so one block of the prefilter and one home
-	// slot in the index: the first lookup there pays the cache miss, the
+	// slot in each index: the first lookup there pays the cache miss, the
 	// others find the line in cache. A suffix that the prefilter says is
-	// not a key is not looked up: most hosts read only the prefilter.
-	words := e.index.words
+	// not a key is not looked up in the category index: most hosts that no
+	// category lists read only the prefilter. The rule index is small and
+	// stays in cache: it is read directly.
+	cw, nw := e.cats.words, e.names.words
 	h, labels, end := uint64(0), 0, len(host)
 	heavy := true // every suffix so far (but the top label) is heavy
-	var base uint64
+	var cpos, npos uint64
 	var blk *bloomBlock
 	for {
 		h = step(&e.hk, h, host[i+1:end])
 		labels++
 		if heavy {
-			base, blk = h, e.pre.block(h)
+			blk = e.pre.block(h)
+			cpos, npos = e.cats.start(h), e.names.start(h)
 			if labels >= 2 && !e.heavy.has(h) {
 				heavy = false
 			}
 		}
-		// Not the empty suffix after a final dot, and maybe a key.
-		if off := i + 1; off < len(host) &&
+		if off := i + 1; off < len(host) { // not the empty suffix after a final dot
 			// blk.has(h), written out: it is too big to be inlined.
-			blk[0]>>(h&63)&(blk[1]>>(h>>6&63))&(blk[2]>>(h>>12&63))&(blk[3]>>(h>>18&63))&
-				(blk[4]>>(h>>24&63))&(blk[5]>>(h>>30&63))&(blk[6]>>(h>>36&63))&(blk[7]>>(h>>42&63))&1 != 0 {
-			pos := e.index.start(base)
-			if v, ok := e.index.getFrom(h, pos, words[pos]); ok {
-				n := &e.nodes[v]
-				if off == 0 || !isIP { // an IP literal has no parent domains
+			if blk[0]>>(h&63)&(blk[1]>>(h>>6&63))&(blk[2]>>(h>>12&63))&(blk[3]>>(h>>18&63))&
+				(blk[4]>>(h>>24&63))&(blk[5]>>(h>>30&63))&(blk[6]>>(h>>36&63))&(blk[7]>>(h>>42&63))&1 != 0 &&
+				(off == 0 || !isIP) { // an IP literal has no parent domains
+				if v, ok := e.cats.getFrom(h, cpos, cw[cpos]); ok {
+					n := &e.catNodes[v]
 					if len(n.cats) > 0 {
 						blocked = append(blocked, n.cats...)
 					}
@@ -87,9 +88,9 @@ func (e *Engine) decide(req Request) Decision {
 						excepted = append(excepted, n.allows...)
 					}
 				}
-				if n.check != 0 {
-					d.patterns(n, host, off, isIP)
-				}
+			}
+			if v, ok := e.names.getFrom(h, npos, nw[npos]); ok {
+				d.patterns(&e.nameNodes[v], host, off, isIP)
 			}
 		}
 		if i < 0 {
@@ -157,7 +158,7 @@ func (d *decider) offer(at atom) {
 // that match host. The node's second hash is compared, so that a collision
 // of the index's cannot fake a pattern, only once a pattern would be
 // offered.
-func (d *decider) patterns(n *node, host string, off int, isIP bool) {
+func (d *decider) patterns(n *nameNode, host string, off int, isIP bool) {
 	verified := false
 	genuine := func() bool {
 		if !verified {

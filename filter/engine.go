@@ -23,11 +23,14 @@ const (
 // Engine is a compiled, immutable rule set. Its methods are safe for
 // concurrent use. Build it with Compile.
 //
-// How Decide works: every exact, suffix and category domain and the literal
-// suffix of every glob ("*.ads.example.com" -> "ads.example.com") are keys
-// of one hash index (see index.go). Decide walks the label suffixes of the
-// host once ("a.b.example.com", "b.example.com", "example.com", "com"),
-// looks each up, and offers the (rule, pattern) pairs that match; the
+// How Decide works: the names of the rule set are keys of two hash
+// indexes (see index.go). The category domains, millions of them, are keys
+// of the category index, behind a prefilter; the names of exact and suffix
+// patterns and the literal suffix of every glob ("*.ads.example.com" ->
+// "ads.example.com"), thousands at most, are keys of the rule index, small
+// enough to stay in cache. Decide walks the label suffixes of the host
+// once ("a.b.example.com", "b.example.com", "example.com", "com"), looks
+// each up in both, and offers the (rule, pattern) pairs that match; the
 // globs found on the way, the few globs with no literal suffix and, for an
 // IP literal, the CIDR patterns are tried directly. The first pair in order
 // (or rule without destinations) whose rule's conditions hold decides: it
@@ -36,11 +39,14 @@ const (
 // not allocate.
 type Engine struct {
 	hk    hashKey      // the secret of the index keys: see step
-	seed2 maphash.Seed // of node.check, independent of seed
+	seed2 maphash.Seed // of nameNode.check, independent of seed
 	heavy hashSet      // the heavy suffixes: see keyBase
-	pre   prefilter    // the index keys, in cache: see prefilter.go
-	index *index
-	nodes []node
+
+	pre       prefilter // the keys of cats, in cache: see prefilter.go
+	cats      *index    // category domains -> catNodes
+	catNodes  []catNode
+	names     *index // rule names and literal suffixes of globs -> nameNodes
+	nameNodes []nameNode
 
 	rules   []rule
 	anyDest []uint32 // rules without destination patterns, in order
@@ -67,22 +73,26 @@ type Engine struct {
 // both counting from 0.
 type atom struct{ rule, pat uint32 }
 
-// node is what the index knows about one domain.
-type node struct {
-	// name is the domain that exact, suffix and globs belong to. It is ""
-	// for the nodes shared by category domains.
-	name string
-	// check is a second hash of name, with a seed of its own (seed2), or 0
-	// when name is "". Decide compares it on every hit, so that a
-	// collision of the index's hash cannot fake a rule pattern, without
+// catNode is what the category index knows about a domain: the
+// categories that list it. Category domains share their nodes: there is
+// one for each set of categories, not one for each domain.
+type catNode struct {
+	cats   []uint16 // categories listing the domain
+	allows []uint16 // categories listing the domain as an exception
+}
+
+// nameNode is what the rule index knows about a name: the rule patterns
+// that belong to it.
+type nameNode struct {
+	// check is a second hash of the name, with a seed of its own (seed2).
+	// Decide compares it before it offers a pattern of the node, so that
+	// a collision of the index's hash cannot fake a rule pattern, without
 	// reading the name from memory: a false match needs both hashes to
 	// agree, about 2^-(127-b) per lookup.
 	check  uint64
 	exact  []atom     // exact patterns for the name
 	suffix []atom     // suffix patterns for the name
 	globs  []globAtom // globs whose literal suffix is the name
-	cats   []uint16   // categories listing the domain
-	allows []uint16   // categories listing the domain as an exception
 }
 
 type cidrAtom struct {

@@ -106,8 +106,8 @@ func (b *builder) packGlobs() {
 	e := b.e
 	n := len(e.loose)
 	var text strings.Builder
-	for i := range e.nodes {
-		for _, g := range e.nodes[i].globs {
+	for i := range e.nameNodes {
+		for _, g := range e.nameNodes[i].globs {
 			n++
 			text.WriteString(g.prefix)
 			text.WriteString(g.suffix)
@@ -125,8 +125,8 @@ func (b *builder) packGlobs() {
 		off += len(g.suffix)
 	}
 	pool := make([]globAtom, 0, n)
-	for i := range e.nodes {
-		nd := &e.nodes[i]
+	for i := range e.nameNodes {
+		nd := &e.nameNodes[i]
 		if len(nd.globs) == 0 {
 			continue
 		}

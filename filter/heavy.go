@@ -143,7 +143,7 @@ func (e *Engine) base(n nameHash, d string) uint64 {
 func (b *builder) findHeavy(cats []nameHash) {
 	e := b.e
 	var heavy []uint64
-	hs := make([]uint64, 0, len(cats)+len(b.names))
+	hs := make([]uint64, 0, len(cats)+len(b.ruleNames))
 	for level := 2; ; level++ {
 		hs = hs[:0]
 		// below adds the hash of the suffix of d with level labels, if d
@@ -187,7 +187,7 @@ func (b *builder) findHeavy(cats []nameHash) {
 				k++
 			})
 		}
-		for _, d := range b.names {
+		for _, d := range b.ruleNames {
 			below(d)
 		}
 		slices.Sort(hs)
