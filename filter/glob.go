@@ -153,7 +153,6 @@ func (b *builder) packGlobs() {
 	}
 }
 
-// nameHash is what Compile computes of a category domain in one reading of
 // globMeta are the characters that are not literal in a glob.
 const globMeta = `*?[]{}\`
 

@@ -89,6 +89,8 @@ func (e *Engine) keyBase(d string) (key, base uint64) {
 	}
 }
 
+// nameHash is what Compile computes of a category domain in one reading of
+// the string (the domains are scattered in memory: each reading is a cache
 // miss): its key and the hashes of its suffixes of two and three labels.
 type nameHash struct {
 	key, h2, h3 uint64
