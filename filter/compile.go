@@ -103,8 +103,11 @@ type builder struct {
 	cats   *buildTable         // the category index being built
 	names  *buildTable         // the rule index being built
 
-	ruleNames []string // the names of exact, suffix and glob patterns
-	nodeNames []string // nameNode id -> its name
+	ruleNames []string    // the names of exact, suffix and glob patterns
+	nodeNames []string    // rule name id -> the name
+	nodePats  [][]namePat // rule name id -> its patterns, until packNames
+	checks    []uint64    // rule name id -> its namePat.check
+	first     []uint32    // rule name id -> its first pattern in e.namePats
 }
 
 type mergeKey struct {
@@ -130,7 +133,8 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	}
 	b := &builder{e: e, set: set, catID: map[string]uint16{}, merged: map[mergeKey]uint32{}}
 	// Node 0 of each index: the empty node of a fresh slot.
-	e.catNodes, e.nameNodes, b.nodeNames = []catNode{{}}, []nameNode{{}}, []string{""}
+	e.catNodes = []catNode{{}}
+	b.nodeNames, b.nodePats, b.checks = []string{""}, [][]namePat{nil}, []uint64{0}
 
 	// Pass 1: the categories in use and the size of the indexes.
 	keys, nameKeys := 0, 0
@@ -171,7 +175,7 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	b.forEachDomain(func(d string, _ uint16, _ bool) { cats = append(cats, e.hashName(d)) })
 	b.findHeavy(cats)
 	b.cats, b.names = newBuildTable(keys), newBuildTable(nameKeys)
-	e.pre = newPrefilter(keys)
+	e.pre, e.namePre = newPrefilter(keys), newPrefilter(nameKeys)
 
 	k := 0
 	b.forEachDomain(func(d string, id uint16, allow bool) {
@@ -191,12 +195,18 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	if e.cats, err = b.cats.pack(len(e.catNodes), b.merge); err != nil {
 		return nil, err
 	}
+	// The rule index maps a name to its first pattern.
+	b.packNames()
+	for i := range b.names.slots {
+		if s := &b.names.slots[i]; s.key != 0 {
+			s.val = b.first[s.val]
+		}
+	}
 	// Two rule names cannot share a node: a new seed will part them.
 	noMerge := func(x, y uint32) (uint32, error) { return 0, errCollision }
-	if e.names, err = b.names.pack(len(e.nameNodes), noMerge); err != nil {
+	if e.names, err = b.names.pack(len(e.namePats), noMerge); err != nil {
 		return nil, err
 	}
-	b.packGlobs()
 	return e, nil
 }
 
@@ -282,16 +292,19 @@ func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 // patterns of name, making it when needed.
 func (b *builder) own(name string) (uint32, error) {
 	e := b.e
-	s, fresh := b.names.slot(e.keyBase(name))
+	key, base := e.keyBase(name)
+	e.namePre.add(key, base)
+	s, fresh := b.names.slot(key, base)
 	if !fresh {
 		if b.nodeNames[s.val] != name {
 			return 0, errCollision
 		}
 		return s.val, nil
 	}
-	s.val = uint32(len(e.nameNodes))
-	e.nameNodes = append(e.nameNodes, nameNode{check: checkHash(e.seed2, name)})
+	s.val = uint32(len(b.nodeNames))
+	b.checks = append(b.checks, checkHash(e.seed2, name))
 	b.nodeNames = append(b.nodeNames, name)
+	b.nodePats = append(b.nodePats, nil)
 	return s.val, nil
 }
 
@@ -367,20 +380,19 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			if err != nil {
 				return err
 			}
-			n := &e.nameNodes[id]
+			kind := uint8(patSuffix)
 			if p.Kind == rules.Exact {
-				n.exact = append(n.exact, at)
-			} else {
-				n.suffix = append(n.suffix, at)
+				kind = patExact
 			}
+			b.nodePats[id] = append(b.nodePats[id], namePat{kind: kind, at: at, info: info})
 		case rules.Glob:
 			g, err := glob.Compile(p.Host, '.')
 			if err != nil || p.Host == "" {
 				return fmt.Errorf("filter: %s: invalid glob %q: %v", name, p.Text, err)
 			}
 			lit := literalSuffix(p.Host)
-			ga := newGlobAtom(p.Host, g, lit)
-			ga.at = at
+			ga := newGlob(p.Host, g, lit)
+			ga.at, ga.info = at, info
 			if lit == "" {
 				e.loose = append(e.loose, ga)
 				break
@@ -389,7 +401,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			if err != nil {
 				return err
 			}
-			e.nameNodes[id].globs = append(e.nameNodes[id].globs, ga)
+			b.nodePats[id] = append(b.nodePats[id], ga)
 		case rules.Category:
 			id := b.catID[p.Host]
 			e.catRefs[id] = append(e.catRefs[id], at)

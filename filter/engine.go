@@ -42,18 +42,19 @@ type Engine struct {
 	seed2 maphash.Seed // of nameNode.check, independent of seed
 	heavy hashSet      // the heavy suffixes: see keyBase
 
-	pre       prefilter // the keys of cats, in cache: see prefilter.go
-	cats      *index    // category domains -> catNodes
-	catNodes  []catNode
-	names     *index // rule names and literal suffixes of globs -> nameNodes
-	nameNodes []nameNode
+	pre      prefilter // the keys of cats, in cache: see prefilter.go
+	cats     *index    // category domains -> catNodes
+	catNodes []catNode
+	namePre  prefilter // the keys of names, in cache
+	names    *index    // rule names and literal suffixes of globs -> namePats
+	namePats []namePat // the patterns of each name, name after name
 
 	rules   []rule
 	anyDest []uint32 // rules without destination patterns, in order
 
 	catNames []string       // category id -> name
 	catRefs  [][]atom       // category id -> the patterns that name it
-	loose    []globAtom     // globs with no literal suffix: tried one by one
+	loose    []namePat      // globs with no literal suffix: tried one by one
 	looseAt  [4]uint64      // the first bytes of hosts a loose glob may match
 	cidrs    []cidrAtom     // every CIDR pattern
 	counts   map[string]int // category name -> entries, for Categories
@@ -79,20 +80,6 @@ type atom struct{ rule, pat uint32 }
 type catNode struct {
 	cats   []uint16 // categories listing the domain
 	allows []uint16 // categories listing the domain as an exception
-}
-
-// nameNode is what the rule index knows about a name: the rule patterns
-// that belong to it.
-type nameNode struct {
-	// check is a second hash of the name, with a seed of its own (seed2).
-	// Decide compares it before it offers a pattern of the node, so that
-	// a collision of the index's hash cannot fake a rule pattern, without
-	// reading the name from memory: a false match needs both hashes to
-	// agree, about 2^-(127-b) per lookup.
-	check  uint64
-	exact  []atom     // exact patterns for the name
-	suffix []atom     // suffix patterns for the name
-	globs  []globAtom // globs whose literal suffix is the name
 }
 
 type cidrAtom struct {

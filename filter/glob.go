@@ -9,9 +9,27 @@ import (
 	"github.com/gobwas/glob"
 )
 
-type globAtom struct {
-	g      *glob.Pattern // nil for a simple glob (kind != globGeneral)
+// namePat is one pattern that belongs to a name of the rule index: the
+// name itself (patExact), the name and its subdomains (patSuffix), or a
+// glob whose literal suffix is the name. The globs with no literal suffix
+// (Engine.loose) are namePats too.
+//
+// The patterns of a name are a run of Engine.namePats, the last one
+// marked; the rule index maps the name to the first. So a decision reads
+// what it needs of a name that the host has, check included, from one
+// cache line or two, and the text for the Decision from the same line.
+type namePat struct {
+	// check is a second hash of the name, with a seed of its own
+	// (Engine.seed2), the same in every pattern of the run. Decide
+	// compares it before it offers a pattern, so that a collision of the
+	// index's hash cannot fake a rule pattern, without reading the name
+	// from memory: a false match needs both hashes to agree, about
+	// 2^-(127-b) per lookup. 0 for a loose glob.
+	check  uint64
+	info   patInfo       // the pattern as written, for the Decision
+	g      *glob.Pattern // nil but for a general glob (kind globGeneral)
 	kind   uint8
+	last   bool   // the last pattern of its name
 	dot    bool   // the suffix is "." + the name of the glob's node
 	prefix string // the literal text before the first wildcard, checked first
 	suffix string // for a simple glob, the literal text after its wildcard
@@ -27,12 +45,14 @@ const (
 	globStar           // "*": any run of bytes without a '.'
 	globAny            // "**": any run of bytes
 	globOne            // "?": exactly one character (rune), not '.'
+	patExact           // not a glob: the name itself
+	patSuffix          // not a glob: the name and its subdomains
 )
 
 // match reports whether the glob matches host, with the semantics of
 // gobwas/glob compiled with the separator '.'. off is where the name of
-// the glob's node starts in host (known to be there), or -1.
-func (g *globAtom) match(host string, off int) bool {
+// the glob's node starts in host (known to be there), or -1. g is a glob.
+func (g *namePat) match(host string, off int) bool {
 	if len(host) < len(g.prefix)+len(g.suffix) ||
 		g.prefix != "" && (host[0] != g.prefix[0] || !strings.HasPrefix(host, g.prefix)) {
 		return false
@@ -59,13 +79,13 @@ func (g *globAtom) match(host string, off int) bool {
 	return g.kind == globAny || strings.IndexByte(host[len(g.prefix):len(host)-len(g.suffix)], '.') < 0
 }
 
-// newGlobAtom prepares glob p, compiled as g, whose literal suffix is lit.
-func newGlobAtom(p string, g *glob.Pattern, lit string) globAtom {
+// newGlob prepares glob p, compiled as g, whose literal suffix is lit.
+func newGlob(p string, g *glob.Pattern, lit string) namePat {
 	if pre, kind, suf, ok := simpleGlob(p); ok {
-		return globAtom{kind: kind, prefix: pre, suffix: suf,
+		return namePat{kind: kind, prefix: pre, suffix: suf,
 			dot: lit != "" && len(suf) == len(lit)+1 && suf[0] == '.' && suf[1:] == lit}
 	}
-	ga := globAtom{g: g, prefix: p}
+	ga := namePat{g: g, prefix: p}
 	if k := strings.IndexAny(p, globMeta); k >= 0 {
 		ga.prefix = p[:k]
 	}
@@ -96,18 +116,20 @@ func simpleGlob(p string) (prefix string, kind uint8, suffix string, ok bool) {
 	return prefix, kind, suffix, true
 }
 
-// packGlobs moves the globs of all nodes into one array and their texts
-// into one string: a few hundred kilobytes for ten thousand globs, that
-// stay in cache, where Decide would otherwise follow a pointer to memory
-// of its own for each node's globs and each glob's texts. It also notes
-// the first bytes of the loose globs' literal prefixes (all bytes when one
-// has none) in e.looseAt.
-func (b *builder) packGlobs() {
+// packNames moves the patterns of all rule names and the loose globs into
+// one array, and the texts of the globs into one string: a few hundred
+// kilobytes for ten thousand globs, that stay in cache, where Decide would
+// otherwise follow a pointer to memory of its own for each name's patterns
+// and each glob's texts. A name's patterns are next to each other, in the
+// order they were added, so that a decision reads them in one or two
+// cache lines. It also notes the first bytes of the loose globs' literal
+// prefixes (all bytes when one has none) in e.looseAt.
+func (b *builder) packNames() {
 	e := b.e
 	n := len(e.loose)
 	var text strings.Builder
-	for i := range e.nameNodes {
-		for _, g := range e.nameNodes[i].globs {
+	for _, ps := range b.nodePats {
+		for _, g := range ps {
 			n++
 			text.WriteString(g.prefix)
 			text.WriteString(g.suffix)
@@ -118,30 +140,32 @@ func (b *builder) packGlobs() {
 		text.WriteString(g.suffix)
 	}
 	all, off := text.String(), 0
-	intern := func(g *globAtom) {
+	intern := func(g *namePat) {
 		g.prefix = all[off : off+len(g.prefix)]
 		off += len(g.prefix)
 		g.suffix = all[off : off+len(g.suffix)]
 		off += len(g.suffix)
 	}
-	pool := make([]globAtom, 0, n)
-	for i := range e.nameNodes {
-		nd := &e.nameNodes[i]
-		if len(nd.globs) == 0 {
+	pool := make([]namePat, 1, n+1) // 0: no name's first pattern
+	b.first = make([]uint32, len(b.nodePats))
+	for id, ps := range b.nodePats {
+		if len(ps) == 0 {
 			continue
 		}
-		start := len(pool)
-		for _, g := range nd.globs {
+		b.first[id] = uint32(len(pool))
+		for _, g := range ps {
 			intern(&g)
+			g.check = b.checks[id]
 			pool = append(pool, g)
 		}
-		nd.globs = pool[start:len(pool):len(pool)]
+		pool[len(pool)-1].last = true
 	}
 	start := len(pool)
 	for _, g := range e.loose {
 		intern(&g)
 		pool = append(pool, g)
 	}
+	e.namePats = pool[:start:start]
 	e.loose = pool[start:len(pool):len(pool)]
 	for _, g := range e.loose {
 		if g.prefix == "" {
