@@ -175,7 +175,7 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	b.forEachDomain(func(d string, _ uint16, _ bool) { cats = append(cats, e.hashName(d)) })
 	b.findHeavy(cats)
 	b.cats, b.names = newBuildTable(keys), newBuildTable(nameKeys)
-	e.pre, e.namePre = newPrefilter(keys), newPrefilter(nameKeys)
+	e.pre = newPrefilter(keys + nameKeys)
 
 	k := 0
 	b.forEachDomain(func(d string, id uint16, allow bool) {
@@ -293,7 +293,7 @@ func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 func (b *builder) own(name string) (uint32, error) {
 	e := b.e
 	key, base := e.keyBase(name)
-	e.namePre.add(key, base)
+	e.pre.add(e.hk.nameKey(key), base)
 	s, fresh := b.names.slot(key, base)
 	if !fresh {
 		if b.nodeNames[s.val] != name {

@@ -57,23 +57,25 @@ func (e *Engine) decide(req Request) Decision {
 	// slot in each index: the first lookup there pays the cache miss, the
 	// others find the line in cache. A suffix that the prefilter says is
 	// not a key is not looked up: most hosts that no category lists read
-	// only the prefilter. The rule index has a prefilter of its own, small
-	// enough to stay in cache.
+	// only the prefilter, which holds the keys of both indexes (those of
+	// the rule index as nameKey), so one line of it answers for both.
 	cw, nw := e.cats.words, e.names.words
 	h, labels, end := uint64(0), 0, len(host)
 	heavy := true // every suffix so far (but the top label) is heavy
 	var cpos, npos uint64
-	var blk, nblk *bloomBlock
+	var blk *bloomBlock
 	for {
 		h = step(&e.hk, h, host[i+1:end])
 		labels++
 		if heavy {
-			blk, nblk = e.pre.block(h), e.namePre.block(h)
+			blk = e.pre.block(h)
 			cpos, npos = e.cats.start(h), e.names.start(h)
-			if !isIP { // an IP literal's only key is itself: no parents
+			if labels >= 2 && !isIP {
 				// The index line of a listed host is read below only
 				// once the prefilter's answer is in; ask for it now, so
-				// that the two cache misses overlap.
+				// that the two cache misses overlap. Not for a top-level
+				// label, which many hosts share, so mostly in cache, nor
+				// for an IP literal, whose only key is itself.
 				prefetch(&cw[cpos])
 			}
 			if labels >= 2 && !e.heavy.has(h) {
@@ -96,7 +98,10 @@ func (e *Engine) decide(req Request) Decision {
 					}
 				}
 			}
-			if nblk.has(h) {
+			// The rule index's key in the same block of the prefilter:
+			// blk.has(nameKey(h)), written out.
+			if g := h ^ e.hk.k2; blk[0]>>(g&63)&(blk[1]>>(g>>6&63))&(blk[2]>>(g>>12&63))&(blk[3]>>(g>>18&63))&
+				(blk[4]>>(g>>24&63))&(blk[5]>>(g>>30&63))&(blk[6]>>(g>>36&63))&(blk[7]>>(g>>42&63))&1 != 0 {
 				if v, ok := e.names.getFrom(h, npos, nw[npos]); ok {
 					d.patterns(v, host, off, isIP)
 				}

@@ -42,10 +42,9 @@ type Engine struct {
 	seed2 maphash.Seed // of nameNode.check, independent of seed
 	heavy hashSet      // the heavy suffixes: see keyBase
 
-	pre      prefilter // the keys of cats, in cache: see prefilter.go
+	pre      prefilter // the keys of both indexes, in cache: see prefilter.go
 	cats     *index    // category domains -> catNodes
 	catNodes []catNode
-	namePre  prefilter // the keys of names, in cache
 	names    *index    // rule names and literal suffixes of globs -> namePats
 	namePats []namePat // the patterns of each name, name after name
 

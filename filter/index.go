@@ -179,6 +179,13 @@ func union(a, b []uint16) []uint16 {
 // with a listed one.
 type hashKey struct{ k0, k1, k2 uint64 }
 
+// nameKey returns the key that stands for the hash h of a name of the rule
+// index in the prefilter, which holds the keys of both indexes: h with
+// other bits, so that a name that is not a category domain does not test
+// positive for the category index, nor the reverse, but as a false
+// positive. (step uses k0 and k1; k2 is this one's own.)
+func (k *hashKey) nameKey(h uint64) uint64 { return h ^ k.k2 }
+
 func newHashKey(seed maphash.Seed) hashKey {
 	word := func(s string) uint64 { return maphash.String(seed, s) | 1 }
 	return hashKey{word("sluice/k0"), word("sluice/k1"), word("sluice/k2")}

@@ -107,7 +107,11 @@ func TestPrefilterNoFalseNegatives(t *testing.T) {
 		}
 	}
 	for _, d := range ruleNames(set) {
-		if _, ok := e.names.get(e.keyBase(d)); !ok {
+		key, base := e.keyBase(d)
+		if !e.pre.has(e.hk.nameKey(key), base) {
+			t.Fatalf("rule name %q tests negative in the prefilter", d)
+		}
+		if _, ok := e.names.get(key, base); !ok {
 			t.Fatalf("rule name %q is not in the rule index", d)
 		}
 	}
