@@ -11,6 +11,11 @@ import "math/bits"
 // last-level cache. (Two bytes per key, a quarter of the false positives,
 // measured slower at two million keys: 4 MB does not stay in cache.)
 //
+// It holds the keys of both indexes (see index.go): a category domain's
+// hash, and a rule name's hash as nameKey, so that one line answers for
+// both and a test for one index is a false positive for the other only as
+// often as for any absent name.
+//
 // A block is one 64-byte cache line: eight words, of which each key sets
 // one bit per word (a "split block" Bloom filter). The block of a key is
 // chosen by its base, as its home slot in the index is (see keyBase), so
