@@ -293,7 +293,7 @@ func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 func (b *builder) own(name string) (uint32, error) {
 	e := b.e
 	key, base := e.keyBase(name)
-	e.pre.add(e.hk.nameKey(key), base)
+	e.pre.addName(e.hk.nameKey(key), base)
 	s, fresh := b.names.slot(key, base)
 	if !fresh {
 		if b.nodeNames[s.val] != name {

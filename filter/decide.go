@@ -64,11 +64,13 @@ func (e *Engine) decide(req Request) Decision {
 	heavy := true // every suffix so far (but the top label) is heavy
 	var cpos, npos uint64
 	var blk *bloomBlock
+	var names bool // blk may hold keys of the rule index
 	for {
 		h = step(&e.hk, h, host[i+1:end])
 		labels++
 		if heavy {
-			blk = e.pre.block(h)
+			bi := e.pre.blockOf(h)
+			blk, names = &e.pre.blocks[bi], e.pre.hasNames(bi)
 			cpos, npos = e.cats.start(h), e.names.start(h)
 			if labels >= 2 && !isIP {
 				// The index line of a listed host is read below only
@@ -100,7 +102,7 @@ func (e *Engine) decide(req Request) Decision {
 			}
 			// The rule index's key in the same block of the prefilter:
 			// blk.has(nameKey(h)), written out.
-			if g := h ^ e.hk.k2; blk[0]>>(g&63)&(blk[1]>>(g>>6&63))&(blk[2]>>(g>>12&63))&(blk[3]>>(g>>18&63))&
+			if g := h ^ e.hk.k2; names && blk[0]>>(g&63)&(blk[1]>>(g>>6&63))&(blk[2]>>(g>>12&63))&(blk[3]>>(g>>18&63))&
 				(blk[4]>>(g>>24&63))&(blk[5]>>(g>>30&63))&(blk[6]>>(g>>36&63))&(blk[7]>>(g>>42&63))&1 != 0 {
 				if v, ok := e.names.getFrom(h, npos, nw[npos]); ok {
 					d.patterns(v, host, off, isIP)

@@ -108,7 +108,7 @@ func TestPrefilterNoFalseNegatives(t *testing.T) {
 	}
 	for _, d := range ruleNames(set) {
 		key, base := e.keyBase(d)
-		if !e.pre.has(e.hk.nameKey(key), base) {
+		if !e.pre.has(e.hk.nameKey(key), base) || !e.pre.hasNames(e.pre.blockOf(base)) {
 			t.Fatalf("rule name %q tests negative in the prefilter", d)
 		}
 		if _, ok := e.names.get(key, base); !ok {
