@@ -226,7 +226,7 @@ func (b *builder) forEachDomain(f func(d string, cat uint16, allow bool)) {
 	}
 }
 
-// checkHash returns the second hash of a rule name, for node.check: never 0.
+// checkHash returns the second hash of a rule name, for namePat.check: never 0.
 func checkHash(seed maphash.Seed, name string) uint64 {
 	return maphash.String(seed, name) | 1
 }
@@ -288,8 +288,8 @@ func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 	s.val = v
 }
 
-// own returns the id of the node of the rule index that holds the
-// patterns of name, making it when needed.
+// own returns the id of rule name name (its slot in the rule index holds
+// it until packNames), making it when needed.
 func (b *builder) own(name string) (uint32, error) {
 	e := b.e
 	key, base := e.keyBase(name)
