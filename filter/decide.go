@@ -80,6 +80,9 @@ func (e *Engine) decide(req Request) Decision {
 				// for an IP literal, whose only key is itself.
 				prefetch(&cw[cpos])
 			}
+			if names {
+				prefetch(&nw[npos]) // the same for the rule index
+			}
 			if labels >= 2 && !e.heavy.has(h) {
 				heavy = false
 			}
