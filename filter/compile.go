@@ -10,7 +10,6 @@ import (
 	"math"
 	"net/netip"
 	"slices"
-	"strings"
 
 	"github.com/gobwas/glob"
 
@@ -101,8 +100,14 @@ type builder struct {
 	catID  map[string]uint16
 	single []uint32            // category id -> node holding only that category, or 0
 	merged map[mergeKey]uint32 // node + category -> node with it too
-	table  *buildTable
-	names  []string // the names of exact, suffix and glob patterns
+	cats   *buildTable         // the category index being built
+	names  *buildTable         // the rule index being built
+
+	ruleNames []string    // the names of exact, suffix and glob patterns
+	nodeNames []string    // rule name id -> the name
+	nodePats  [][]namePat // rule name id -> its patterns, until packNames
+	checks    []uint64    // rule name id -> its namePat.check
+	first     []uint32    // rule name id -> its first pattern in e.namePats
 }
 
 type mergeKey struct {
@@ -127,10 +132,12 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 		e.dflt.Via = e.via
 	}
 	b := &builder{e: e, set: set, catID: map[string]uint16{}, merged: map[mergeKey]uint32{}}
-	e.nodes = []node{{}} // node 0: the empty node of a fresh slot
+	// Node 0 of each index: the empty node of a fresh slot.
+	e.catNodes = []catNode{{}}
+	b.nodeNames, b.nodePats, b.checks = []string{""}, [][]namePat{nil}, []uint64{0}
 
-	// Pass 1: the categories in use and the size of the index.
-	keys := 0
+	// Pass 1: the categories in use and the size of the indexes.
+	keys, nameKeys := 0, 0
 	for _, r := range cfg.Rules {
 		for _, p := range r.Dests {
 			switch p.Kind {
@@ -147,12 +154,12 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 					keys += len(l.Block) + len(l.Allow)
 				}
 			case rules.Exact, rules.Suffix:
-				keys++
-				b.names = append(b.names, p.Host)
+				nameKeys++
+				b.ruleNames = append(b.ruleNames, p.Host)
 			case rules.Glob:
-				keys++
 				if lit := literalSuffix(p.Host); lit != "" {
-					b.names = append(b.names, lit)
+					nameKeys++
+					b.ruleNames = append(b.ruleNames, lit)
 				}
 			}
 		}
@@ -167,10 +174,9 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	cats := make([]nameHash, 0, keys)
 	b.forEachDomain(func(d string, _ uint16, _ bool) { cats = append(cats, e.hashName(d)) })
 	b.findHeavy(cats)
-	b.table = newBuildTable(keys)
-	e.pre = newPrefilter(keys)
+	b.cats, b.names = newBuildTable(keys), newBuildTable(nameKeys)
+	e.pre = newPrefilter(keys + nameKeys)
 
-	// Category domains first, so that rule names can take their node over.
 	k := 0
 	b.forEachDomain(func(d string, id uint16, allow bool) {
 		if n := cats[k]; n.labels > 0 {
@@ -185,196 +191,25 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 			return nil, err
 		}
 	}
-	x, err := b.table.pack(len(e.nodes), b.merge)
-	if err != nil {
+	var err error
+	if e.cats, err = b.cats.pack(len(e.catNodes), b.merge); err != nil {
 		return nil, err
 	}
-	e.index = x
-	b.packGlobs()
+	// The rule index maps a name to its first pattern.
+	b.packNames()
+	for i := range b.names.slots {
+		if s := &b.names.slots[i]; s.key != 0 {
+			s.val = b.first[s.val]
+		}
+	}
+	// Two rule names cannot share a node: a new seed will part them.
+	noMerge := func(x, y uint32) (uint32, error) { return 0, errCollision }
+	if e.names, err = b.names.pack(len(e.namePats), noMerge); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
-// packGlobs moves the globs of all nodes into one array and their texts
-// into one string: a few hundred kilobytes for ten thousand globs, that
-// stay in cache, where Decide would otherwise follow a pointer to memory
-// of its own for each node's globs and each glob's texts. It also notes
-// the first bytes of the loose globs' literal prefixes (all bytes when one
-// has none) in e.looseAt.
-func (b *builder) packGlobs() {
-	e := b.e
-	n := len(e.loose)
-	var text strings.Builder
-	for i := range e.nodes {
-		for _, g := range e.nodes[i].globs {
-			n++
-			text.WriteString(g.prefix)
-			text.WriteString(g.suffix)
-		}
-	}
-	for _, g := range e.loose {
-		text.WriteString(g.prefix)
-		text.WriteString(g.suffix)
-	}
-	all, off := text.String(), 0
-	intern := func(g *globAtom) {
-		g.prefix = all[off : off+len(g.prefix)]
-		off += len(g.prefix)
-		g.suffix = all[off : off+len(g.suffix)]
-		off += len(g.suffix)
-	}
-	pool := make([]globAtom, 0, n)
-	for i := range e.nodes {
-		nd := &e.nodes[i]
-		if len(nd.globs) == 0 {
-			continue
-		}
-		start := len(pool)
-		for _, g := range nd.globs {
-			intern(&g)
-			pool = append(pool, g)
-		}
-		nd.globs = pool[start:len(pool):len(pool)]
-	}
-	start := len(pool)
-	for _, g := range e.loose {
-		intern(&g)
-		pool = append(pool, g)
-	}
-	e.loose = pool[start:len(pool):len(pool)]
-	for _, g := range e.loose {
-		if g.prefix == "" {
-			e.looseAt = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
-			break
-		}
-		c := g.prefix[0]
-		e.looseAt[c>>6] |= 1 << (c & 63)
-	}
-}
-
-// nameHash is what Compile computes of a category domain in one reading of
-// the string (the domains are scattered in memory: each reading is a cache
-// miss): its key and the hashes of its suffixes of two and three labels.
-type nameHash struct {
-	key, h2, h3 uint64
-	labels      int // 0 for the empty name
-}
-
-func (e *Engine) hashName(d string) nameHash {
-	if d == "" {
-		return nameHash{}
-	}
-	var n nameHash
-	h, end := uint64(0), len(d)
-	for {
-		i := strings.LastIndexByte(d[:end], '.')
-		h = step(&e.hk, h, d[i+1:end])
-		n.labels++
-		switch n.labels {
-		case 2:
-			n.h2 = h
-		case 3:
-			n.h3 = h
-		}
-		if i < 0 {
-			n.key = h
-			return n
-		}
-		end = i
-	}
-}
-
-// base returns the hash of the base of the domain d whose hashes are n, as
-// Engine.keyBase does, reading d only for the rare domains below two heavy
-// suffixes.
-func (e *Engine) base(n nameHash, d string) uint64 {
-	switch {
-	case n.labels <= 2:
-		return n.key
-	case !e.heavy.has(n.h2):
-		return n.h2
-	case n.labels == 3 || !e.heavy.has(n.h3):
-		return n.h3
-	}
-	_, b := e.keyBase(d)
-	return b
-}
-
-// findHeavy finds the heavy suffixes of the keys of the index (see
-// Engine.keyBase) and puts them in e.heavy, a level at a time: the
-// suffixes of two labels with more than heavyMin keys below them, then,
-// below those, the suffixes of three labels, and so on. cats are the
-// hashes of the category domains, in the order of b.forEachDomain.
-func (b *builder) findHeavy(cats []nameHash) {
-	e := b.e
-	var heavy []uint64
-	hs := make([]uint64, 0, len(cats)+len(b.names))
-	for level := 2; ; level++ {
-		hs = hs[:0]
-		// below adds the hash of the suffix of d with level labels, if d
-		// has as many and its shorter suffixes (but the last label) are
-		// heavy.
-		below := func(d string) {
-			h, j, end := uint64(0), 0, len(d)
-			for {
-				i := strings.LastIndexByte(d[:end], '.')
-				h = step(&e.hk, h, d[i+1:end])
-				j++
-				if j == level {
-					hs = append(hs, h)
-					return
-				}
-				if i < 0 || j >= 2 && !e.heavy.has(h) {
-					return
-				}
-				end = i
-			}
-		}
-		switch level {
-		case 2:
-			for _, n := range cats {
-				if n.labels >= 2 {
-					hs = append(hs, n.h2)
-				}
-			}
-		case 3:
-			for _, n := range cats {
-				if n.labels >= 3 && e.heavy.has(n.h2) {
-					hs = append(hs, n.h3)
-				}
-			}
-		default:
-			k := 0
-			b.forEachDomain(func(d string, _ uint16, _ bool) {
-				if n := cats[k]; n.labels >= level && e.heavy.has(n.h2) && e.heavy.has(n.h3) {
-					below(d)
-				}
-				k++
-			})
-		}
-		for _, d := range b.names {
-			below(d)
-		}
-		slices.Sort(hs)
-		found := false
-		for i := 0; i < len(hs); {
-			j := i + 1
-			for j < len(hs) && hs[j] == hs[i] {
-				j++
-			}
-			if j-i > heavyMin {
-				heavy = append(heavy, hs[i])
-				found = true
-			}
-			i = j
-		}
-		if !found {
-			return
-		}
-		e.heavy = newHashSet(heavy)
-	}
-}
-
-// forEachDomain calls f with every category domain and exception, in a
 // fixed order.
 func (b *builder) forEachDomain(f func(d string, cat uint16, allow bool)) {
 	for id, name := range b.e.catNames {
@@ -391,27 +226,19 @@ func (b *builder) forEachDomain(f func(d string, cat uint16, allow bool)) {
 	}
 }
 
-// checkHash returns the second hash of a rule name, for node.check: never 0.
+// checkHash returns the second hash of a rule name, for namePat.check: never 0.
 func checkHash(seed maphash.Seed, name string) uint64 {
 	return maphash.String(seed, name) | 1
 }
 
-// merge returns a node for two domains whose hashes the index cannot tell
-// apart: one that has both their categories. Rule patterns cannot be
-// merged (their names differ); a new seed will part them.
+// merge returns a node for two category domains whose hashes the category
+// index cannot tell apart: one that has both their categories.
 func (b *builder) merge(x, y uint32) (uint32, error) {
 	e := b.e
-	n, m := &e.nodes[x], &e.nodes[y]
-	if n.name != "" && m.name != "" {
-		return 0, errCollision
-	}
-	if m.name != "" {
-		n, m = m, n
-	}
-	u := *n
-	u.cats, u.allows = union(n.cats, m.cats), union(n.allows, m.allows)
-	v := uint32(len(e.nodes))
-	e.nodes = append(e.nodes, u)
+	n, m := &e.catNodes[x], &e.catNodes[y]
+	u := catNode{cats: union(n.cats, m.cats), allows: union(n.allows, m.allows)}
+	v := uint32(len(e.catNodes))
+	e.catNodes = append(e.catNodes, u)
 	return v, nil
 }
 
@@ -424,18 +251,19 @@ func ruleName(cfg *rules.Config, r rules.Rule) string {
 // (as an exception when allow).
 func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 	e := b.e
-	s, fresh := b.slot(key, base)
+	e.pre.add(key, base)
+	s, fresh := b.cats.slot(key, base)
 	if fresh {
 		if !allow {
 			if b.single[id] == 0 {
-				b.single[id] = uint32(len(e.nodes))
-				e.nodes = append(e.nodes, node{cats: []uint16{id}})
+				b.single[id] = uint32(len(e.catNodes))
+				e.catNodes = append(e.catNodes, catNode{cats: []uint16{id}})
 			}
 			s.val = b.single[id]
 			return
 		}
 	}
-	n := &e.nodes[s.val]
+	n := &e.catNodes[s.val]
 	list := n.cats
 	if allow {
 		list = n.allows
@@ -448,43 +276,36 @@ func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 		s.val = v
 		return
 	}
-	m := node{cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)}
+	m := catNode{cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)}
 	if allow {
 		m.allows = append(m.allows, id)
 	} else {
 		m.cats = append(m.cats, id)
 	}
-	v := uint32(len(e.nodes))
-	e.nodes = append(e.nodes, m)
+	v := uint32(len(e.catNodes))
+	e.catNodes = append(e.catNodes, m)
 	b.merged[k] = v
 	s.val = v
 }
 
-// slot returns the index slot for key (see buildTable.slot) and adds key
-// to the prefilter.
-func (b *builder) slot(key, base uint64) (s *buildSlot, fresh bool) {
-	b.e.pre.add(key, base)
-	return b.table.slot(key, base)
-}
-
-// own returns the id of the node that holds rule patterns for name, making
-// it from the (shared) category node of the same hash when needed.
+// own returns the id of rule name name (its slot in the rule index holds
+// it until packNames), making it when needed.
 func (b *builder) own(name string) (uint32, error) {
 	e := b.e
-	s, _ := b.slot(e.keyBase(name))
-	n := &e.nodes[s.val]
-	switch n.name {
-	case name:
+	key, base := e.keyBase(name)
+	e.pre.addName(e.hk.nameKey(key), base)
+	s, fresh := b.names.slot(key, base)
+	if !fresh {
+		if b.nodeNames[s.val] != name {
+			return 0, errCollision
+		}
 		return s.val, nil
-	case "":
-	default:
-		return 0, errCollision
 	}
-	v := uint32(len(e.nodes))
-	e.nodes = append(e.nodes, node{name: name, check: checkHash(e.seed2, name),
-		cats: slices.Clone(n.cats), allows: slices.Clone(n.allows)})
-	s.val = v
-	return v, nil
+	s.val = uint32(len(b.nodeNames))
+	b.checks = append(b.checks, checkHash(e.seed2, name))
+	b.nodeNames = append(b.nodeNames, name)
+	b.nodePats = append(b.nodePats, nil)
+	return s.val, nil
 }
 
 // addRule compiles rule number ri (from 0).
@@ -559,20 +380,19 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			if err != nil {
 				return err
 			}
-			n := &e.nodes[id]
+			kind := uint8(patSuffix)
 			if p.Kind == rules.Exact {
-				n.exact = append(n.exact, at)
-			} else {
-				n.suffix = append(n.suffix, at)
+				kind = patExact
 			}
+			b.nodePats[id] = append(b.nodePats[id], namePat{kind: kind, at: at, info: info})
 		case rules.Glob:
 			g, err := glob.Compile(p.Host, '.')
 			if err != nil || p.Host == "" {
 				return fmt.Errorf("filter: %s: invalid glob %q: %v", name, p.Text, err)
 			}
 			lit := literalSuffix(p.Host)
-			ga := newGlobAtom(p.Host, g, lit)
-			ga.at = at
+			ga := newGlob(p.Host, g, lit)
+			ga.at, ga.info = at, info
 			if lit == "" {
 				e.loose = append(e.loose, ga)
 				break
@@ -581,7 +401,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			if err != nil {
 				return err
 			}
-			e.nodes[id].globs = append(e.nodes[id].globs, ga)
+			b.nodePats[id] = append(b.nodePats[id], ga)
 		case rules.Category:
 			id := b.catID[p.Host]
 			e.catRefs[id] = append(e.catRefs[id], at)
@@ -602,26 +422,4 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 	}
 	e.rules = append(e.rules, cr)
 	return nil
-}
-
-// globMeta are the characters that are not literal in a glob.
-const globMeta = `*?[]{}\`
-
-// literalSuffix returns the labels of glob g after its last label with a
-// wildcard: "*.ads.example.com" -> "ads.example.com", "ad*.x.com" -> "x.com",
-// "ads.*" -> "". Every host that g matches ends with "." and that suffix,
-// so the glob need only be tried on hosts that have it as a label suffix.
-// Everything after the last meta character is literal; the cut at the
-// first '.' after it keeps the suffix on a label boundary.
-func literalSuffix(g string) string {
-	k := strings.LastIndexAny(g, globMeta)
-	if k < 0 {
-		return g // no wildcard at all: the host itself
-	}
-	rest := g[k+1:]
-	j := strings.IndexByte(rest, '.')
-	if j < 0 {
-		return ""
-	}
-	return rest[j+1:]
 }

@@ -54,32 +54,47 @@ func (e *Engine) decide(req Request) Decision {
 	// ("com", "example.com", "b.example.com", ...), hashed incrementally
 	// (see step). The suffixes below the first one that is not heavy share
 	// their base (see keyBase), so one block of the prefilter and one home
-	// slot in the index: the first lookup there pays the cache miss, the
+	// slot in each index: the first lookup there pays the cache miss, the
 	// others find the line in cache. A suffix that the prefilter says is
-	// not a key is not looked up: most hosts read only the prefilter.
-	words := e.index.words
+	// not a key is not looked up: most hosts that no category lists read
+	// only the prefilter, which holds the keys of both indexes (those of
+	// the rule index as nameKey), so one line of it answers for both.
+	cw, nw := e.cats.words, e.names.words
 	h, labels, end := uint64(0), 0, len(host)
 	heavy := true // every suffix so far (but the top label) is heavy
-	var base uint64
+	var cpos, npos uint64
 	var blk *bloomBlock
+	var names bool // blk may hold keys of the rule index
 	for {
 		h = step(&e.hk, h, host[i+1:end])
 		labels++
 		if heavy {
-			base, blk = h, e.pre.block(h)
+			bi := e.pre.blockOf(h)
+			blk, names = &e.pre.blocks[bi], e.pre.hasNames(bi)
+			cpos, npos = e.cats.start(h), e.names.start(h)
+			if labels >= 2 && !isIP {
+				// The index line of a listed host is read below only
+				// once the prefilter's answer is in; ask for it now, so
+				// that the two cache misses overlap. Not for a top-level
+				// label, which many hosts share, so mostly in cache, nor
+				// for an IP literal, whose only key is itself.
+				prefetch(&cw[cpos])
+			}
+			if names {
+				prefetch(&nw[npos]) // the same for the rule index
+			}
 			if labels >= 2 && !e.heavy.has(h) {
 				heavy = false
 			}
 		}
-		// Not the empty suffix after a final dot, and maybe a key.
-		if off := i + 1; off < len(host) &&
-			// blk.has(h), written out: it is too big to be inlined.
-			blk[0]>>(h&63)&(blk[1]>>(h>>6&63))&(blk[2]>>(h>>12&63))&(blk[3]>>(h>>18&63))&
-				(blk[4]>>(h>>24&63))&(blk[5]>>(h>>30&63))&(blk[6]>>(h>>36&63))&(blk[7]>>(h>>42&63))&1 != 0 {
-			pos := e.index.start(base)
-			if v, ok := e.index.getFrom(h, pos, words[pos]); ok {
-				n := &e.nodes[v]
-				if off == 0 || !isIP { // an IP literal has no parent domains
+		if off := i + 1; off < len(host) { // not the empty suffix after a final dot
+			// An IP literal has no parent domains. blk.has(h), written
+			// out: it is too big to be inlined.
+			if (off == 0 || !isIP) &&
+				blk[0]>>(h&63)&(blk[1]>>(h>>6&63))&(blk[2]>>(h>>12&63))&(blk[3]>>(h>>18&63))&
+					(blk[4]>>(h>>24&63))&(blk[5]>>(h>>30&63))&(blk[6]>>(h>>36&63))&(blk[7]>>(h>>42&63))&1 != 0 {
+				if v, ok := e.cats.getFrom(h, cpos, cw[cpos]); ok {
+					n := &e.catNodes[v]
 					if len(n.cats) > 0 {
 						blocked = append(blocked, n.cats...)
 					}
@@ -87,8 +102,13 @@ func (e *Engine) decide(req Request) Decision {
 						excepted = append(excepted, n.allows...)
 					}
 				}
-				if n.check != 0 {
-					d.patterns(n, host, off, isIP)
+			}
+			// The rule index's key in the same block of the prefilter:
+			// blk.has(nameKey(h)), written out.
+			if g := h ^ e.hk.k2; names && blk[0]>>(g&63)&(blk[1]>>(g>>6&63))&(blk[2]>>(g>>12&63))&(blk[3]>>(g>>18&63))&
+				(blk[4]>>(g>>24&63))&(blk[5]>>(g>>30&63))&(blk[6]>>(g>>36&63))&(blk[7]>>(g>>42&63))&1 != 0 {
+				if v, ok := e.names.getFrom(h, npos, nw[npos]); ok {
+					d.patterns(v, host, off, isIP)
 				}
 			}
 		}
@@ -103,14 +123,14 @@ func (e *Engine) decide(req Request) Decision {
 	if c := host[0]; e.looseAt[c>>6]>>(c&63)&1 != 0 {
 		for gi := range e.loose {
 			if g := &e.loose[gi]; less(g.at, d.best) && g.match(host, -1) {
-				d.offer(g.at)
+				d.offer(g.at, &g.info)
 			}
 		}
 	}
 	if isIP {
 		for i := range e.cidrs {
 			if c := &e.cidrs[i]; less(c.at, d.best) && c.prefix.Contains(ip) {
-				d.offer(c.at)
+				d.offer(c.at, &e.rules[c.at.rule].pats[c.at.pat])
 			}
 		}
 	}
@@ -119,7 +139,7 @@ func (e *Engine) decide(req Request) Decision {
 			continue
 		}
 		for _, at := range e.catRefs[c] {
-			d.offer(at)
+			d.offer(at, &e.rules[at.rule].pats[at.pat])
 		}
 	}
 	// The rules without destinations compete by their order alone.
@@ -128,13 +148,13 @@ func (e *Engine) decide(req Request) Decision {
 			break
 		}
 		if r := &e.rules[ri]; r.admits(&req) {
-			return r.decision(-1)
+			return r.decision(nil)
 		}
 	}
 	if d.best.rule == noRule {
 		return e.dflt
 	}
-	return e.rules[d.best.rule].decision(int(d.best.pat))
+	return e.rules[d.best.rule].decision(d.info)
 }
 
 // decider is the state of one decision that its helpers share; it lives on
@@ -142,59 +162,54 @@ func (e *Engine) decide(req Request) Decision {
 type decider struct {
 	e    *Engine
 	req  *Request
-	best atom // the first candidate whose conditions hold; rule noRule: none
+	best atom     // the first candidate whose conditions hold; rule noRule: none
+	info *patInfo // the pattern of best
 }
 
-// offer makes at the best candidate if it comes before it and its rule's
-// conditions hold.
-func (d *decider) offer(at atom) {
+// offer makes at, whose pattern is info, the best candidate if it comes
+// before it and its rule's conditions hold.
+func (d *decider) offer(at atom, info *patInfo) {
 	if less(at, d.best) && d.e.rules[at.rule].admits(d.req) {
-		d.best = at
+		d.best, d.info = at, info
 	}
 }
 
-// patterns offers the rule patterns of node n, the node of host[off:],
-// that match host. The node's second hash is compared, so that a collision
-// of the index's cannot fake a pattern, only once a pattern would be
-// offered.
-func (d *decider) patterns(n *node, host string, off int, isIP bool) {
+// patterns offers the rule patterns of the name host[off:], the run of
+// Engine.namePats from first, that match host. The name's second hash is
+// compared, so that a collision of the index's cannot fake a pattern, only
+// once a pattern would be offered.
+func (d *decider) patterns(first uint32, host string, off int, isIP bool) {
 	verified := false
-	genuine := func() bool {
+	pats := d.e.namePats[first:]
+	for i := range pats {
+		p := &pats[i]
+		if i > 0 && pats[i-1].last {
+			return
+		}
+		if !less(p.at, d.best) {
+			continue
+		}
+		switch p.kind {
+		case patExact:
+			if off != 0 {
+				continue
+			}
+		case patSuffix:
+			if off != 0 && isIP { // an IP literal has no parent domains
+				continue
+			}
+		default:
+			if !p.match(host, off) {
+				continue
+			}
+		}
 		if !verified {
-			if checkHash(d.e.seed2, host[off:]) != n.check {
-				return false
+			if checkHash(d.e.seed2, host[off:]) != pats[0].check {
+				return
 			}
 			verified = true
 		}
-		return true
-	}
-	if off == 0 {
-		for _, at := range n.exact {
-			if less(at, d.best) {
-				if !genuine() {
-					return
-				}
-				d.offer(at)
-			}
-		}
-	}
-	if off == 0 || !isIP {
-		for _, at := range n.suffix {
-			if less(at, d.best) {
-				if !genuine() {
-					return
-				}
-				d.offer(at)
-			}
-		}
-	}
-	for gi := range n.globs {
-		if g := &n.globs[gi]; less(g.at, d.best) && g.match(host, off) {
-			if !genuine() {
-				return
-			}
-			d.offer(g.at)
-		}
+		d.offer(p.at, &p.info)
 	}
 }
 
@@ -211,17 +226,17 @@ func parseIP(h string) (netip.Addr, bool) {
 	return a.Unmap(), true
 }
 
-// decision is the rule's answer; pat is the matching pattern, or -1.
-func (r *rule) decision(pat int) Decision {
+// decision is the rule's answer; pat is the matching pattern, or nil.
+func (r *rule) decision(pat *patInfo) Decision {
 	d := Decision{Verdict: r.verdict, Reason: r.reason, Rule: r.ref}
-	if pat >= 0 {
-		d.Rule.Pattern = r.pats[pat].text
-		d.Category = r.pats[pat].category
+	if pat != nil {
+		d.Rule.Pattern = pat.text
+		d.Category = pat.category
 	}
 	if d.Verdict == Allow {
 		d.Via = r.via
-		if r.enforce != nil && pat >= 0 {
-			d.Enforce = r.enforce[r.pats[pat].text]
+		if r.enforce != nil && pat != nil {
+			d.Enforce = r.enforce[pat.text]
 		}
 	}
 	return d

@@ -4,10 +4,6 @@ import (
 	"errors"
 	"hash/maphash"
 	"net/netip"
-	"strings"
-	"unicode/utf8"
-
-	"github.com/gobwas/glob"
 
 	"github.com/sluiceproxy/sluice/rules"
 )
@@ -27,11 +23,14 @@ const (
 // Engine is a compiled, immutable rule set. Its methods are safe for
 // concurrent use. Build it with Compile.
 //
-// How Decide works: every exact, suffix and category domain and the literal
-// suffix of every glob ("*.ads.example.com" -> "ads.example.com") are keys
-// of one hash index (see index.go). Decide walks the label suffixes of the
-// host once ("a.b.example.com", "b.example.com", "example.com", "com"),
-// looks each up, and offers the (rule, pattern) pairs that match; the
+// How Decide works: the names of the rule set are keys of two hash
+// indexes (see index.go). The category domains, millions of them, are keys
+// of the category index, behind a prefilter; the names of exact and suffix
+// patterns and the literal suffix of every glob ("*.ads.example.com" ->
+// "ads.example.com"), thousands at most, are keys of the rule index, small
+// enough to stay in cache. Decide walks the label suffixes of the host
+// once ("a.b.example.com", "b.example.com", "example.com", "com"), looks
+// each up in both, and offers the (rule, pattern) pairs that match; the
 // globs found on the way, the few globs with no literal suffix and, for an
 // IP literal, the CIDR patterns are tried directly. The first pair in order
 // (or rule without destinations) whose rule's conditions hold decides: it
@@ -40,18 +39,21 @@ const (
 // not allocate.
 type Engine struct {
 	hk    hashKey      // the secret of the index keys: see step
-	seed2 maphash.Seed // of node.check, independent of seed
+	seed2 maphash.Seed // of nameNode.check, independent of seed
 	heavy hashSet      // the heavy suffixes: see keyBase
-	pre   prefilter    // the index keys, in cache: see prefilter.go
-	index *index
-	nodes []node
+
+	pre      prefilter // the keys of both indexes, in cache: see prefilter.go
+	cats     *index    // category domains -> catNodes
+	catNodes []catNode
+	names    *index    // rule names and literal suffixes of globs -> namePats
+	namePats []namePat // the patterns of each name, name after name
 
 	rules   []rule
 	anyDest []uint32 // rules without destination patterns, in order
 
 	catNames []string       // category id -> name
 	catRefs  [][]atom       // category id -> the patterns that name it
-	loose    []globAtom     // globs with no literal suffix: tried one by one
+	loose    []namePat      // globs with no literal suffix: tried one by one
 	looseAt  [4]uint64      // the first bytes of hosts a loose glob may match
 	cidrs    []cidrAtom     // every CIDR pattern
 	counts   map[string]int // category name -> entries, for Categories
@@ -71,109 +73,12 @@ type Engine struct {
 // both counting from 0.
 type atom struct{ rule, pat uint32 }
 
-// node is what the index knows about one domain.
-type node struct {
-	// name is the domain that exact, suffix and globs belong to. It is ""
-	// for the nodes shared by category domains.
-	name string
-	// check is a second hash of name, with a seed of its own (seed2), or 0
-	// when name is "". Decide compares it on every hit, so that a
-	// collision of the index's hash cannot fake a rule pattern, without
-	// reading the name from memory: a false match needs both hashes to
-	// agree, about 2^-(127-b) per lookup.
-	check  uint64
-	exact  []atom     // exact patterns for the name
-	suffix []atom     // suffix patterns for the name
-	globs  []globAtom // globs whose literal suffix is the name
-	cats   []uint16   // categories listing the domain
-	allows []uint16   // categories listing the domain as an exception
-}
-
-type globAtom struct {
-	g      *glob.Pattern // nil for a simple glob (kind != globGeneral)
-	kind   uint8
-	dot    bool   // the suffix is "." + the name of the glob's node
-	prefix string // the literal text before the first wildcard, checked first
-	suffix string // for a simple glob, the literal text after its wildcard
-	at     atom
-}
-
-// The kinds of glob: a simple glob is a literal prefix, one wildcard ("*",
-// "**" or "?") and a literal suffix, as most are ("*.ads.example",
-// "ads*.example", "**.example", "t?.example"). It is matched by comparing
-// the prefix, the suffix and what lies between, without gobwas.
-const (
-	globGeneral = iota // anything else: gobwas matches it
-	globStar           // "*": any run of bytes without a '.'
-	globAny            // "**": any run of bytes
-	globOne            // "?": exactly one character (rune), not '.'
-)
-
-// match reports whether the glob matches host, with the semantics of
-// gobwas/glob compiled with the separator '.'. off is where the name of
-// the glob's node starts in host (known to be there), or -1.
-func (g *globAtom) match(host string, off int) bool {
-	if len(host) < len(g.prefix)+len(g.suffix) ||
-		g.prefix != "" && (host[0] != g.prefix[0] || !strings.HasPrefix(host, g.prefix)) {
-		return false
-	}
-	switch g.kind {
-	case globGeneral:
-		return g.g.Match(host)
-	case globOne:
-		// As gobwas: the character is the rune decoded at its place (an
-		// invalid byte is one), and the rest must be the suffix exactly.
-		rest := host[len(g.prefix):]
-		r, w := utf8.DecodeRuneInString(rest)
-		return w > 0 && r != '.' && rest[w:] == g.suffix
-	}
-	if g.dot && off > 0 {
-		// host[off:] is the node's name: the suffix is there if a dot is
-		// before it. No need to read the suffix from memory.
-		if host[off-1] != '.' {
-			return false
-		}
-	} else if !strings.HasSuffix(host, g.suffix) {
-		return false
-	}
-	return g.kind == globAny || strings.IndexByte(host[len(g.prefix):len(host)-len(g.suffix)], '.') < 0
-}
-
-// newGlobAtom prepares glob p, compiled as g, whose literal suffix is lit.
-func newGlobAtom(p string, g *glob.Pattern, lit string) globAtom {
-	if pre, kind, suf, ok := simpleGlob(p); ok {
-		return globAtom{kind: kind, prefix: pre, suffix: suf,
-			dot: lit != "" && len(suf) == len(lit)+1 && suf[0] == '.' && suf[1:] == lit}
-	}
-	ga := globAtom{g: g, prefix: p}
-	if k := strings.IndexAny(p, globMeta); k >= 0 {
-		ga.prefix = p[:k]
-	}
-	return ga
-}
-
-// simpleGlob splits a glob of the form literal-prefix, one of "*", "**" or
-// "?", literal-suffix; ok is false for any other glob.
-func simpleGlob(p string) (prefix string, kind uint8, suffix string, ok bool) {
-	k := strings.IndexAny(p, globMeta)
-	if k < 0 {
-		return "", 0, "", false
-	}
-	prefix, rest := p[:k], p[k:]
-	switch {
-	case strings.HasPrefix(rest, "**"):
-		kind, suffix = globAny, rest[2:]
-	case rest[0] == '*':
-		kind, suffix = globStar, rest[1:]
-	case rest[0] == '?':
-		kind, suffix = globOne, rest[1:]
-	default:
-		return "", 0, "", false
-	}
-	if suffix != "" && (suffix[0] == '*' || strings.ContainsAny(suffix, globMeta)) {
-		return "", 0, "", false
-	}
-	return prefix, kind, suffix, true
+// catNode is what the category index knows about a domain: the
+// categories that list it. Category domains share their nodes: there is
+// one for each set of categories, not one for each domain.
+type catNode struct {
+	cats   []uint16 // categories listing the domain
+	allows []uint16 // categories listing the domain as an exception
 }
 
 type cidrAtom struct {

@@ -36,7 +36,7 @@ func TestSimpleGlobAgreesWithGobwas(t *testing.T) {
 func checkGlob(t *testing.T, p string, g *glob.Pattern, host string) {
 	t.Helper()
 	lit := literalSuffix(p)
-	ga := newGlobAtom(p, g, lit)
+	ga := newGlob(p, g, lit)
 	want := g.Match(host)
 	if got := ga.match(host, -1); got != want {
 		t.Errorf("glob %q on %q: match = %v, gobwas says %v", p, host, got, want)

@@ -4,22 +4,24 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"slices"
-	"strings"
 )
 
-// The domain index maps the 64-bit hash of a domain to the id of a node that
-// says what the domain is: a member of some categories, an exception of
-// some categories, the host of exact or suffix patterns, or the literal suffix
-// of some globs.
+// An index maps the 64-bit hash of a name to a small number: the category
+// index (Engine.cats) maps a category domain to the id of a catNode, the
+// set of categories that list it or except it; the rule index
+// (Engine.names) maps the name of an exact or suffix pattern, or the
+// literal suffix of a glob, to its first pattern in Engine.namePats.
 //
 // Only hashes are kept, not names, so that millions of category domains fit
 // in about 14 bytes each: one 8-byte word per slot at a load factor of 0.6,
-// the hash's high bits and the node id sharing the word (see index). The
+// the hash's high bits and the value sharing the word (see index). The
 // hash (see step) is keyed with a secret drawn for each Engine from a
 // maphash seed: deterministic for the life of the Engine, and not
 // predictable by a client who would forge a host name that collides with a
 // listed one. A blocked Bloom filter of the same keys, small enough to stay
-// in cache, answers most lookups of absent names first (see prefilter).
+// in cache, answers most lookups of absent names first (see prefilter); each
+// index has its own, so that a host a glob matches does not read the
+// category index, whose lines are mostly not in cache.
 //
 // The key of a domain is the hash of its labels chained right to left (see
 // step), so that Decide hashes a host once for all its suffixes. A key's
@@ -28,11 +30,12 @@ import (
 // slots, and a decision mostly pays one cache miss in the index.
 //
 // The price is a false match when a looked-up name that is not in the index
-// agrees with a stored one on the bits kept: with b bits for node ids
-// (b = 14 for the 2,000,000-domain benchmark), about 2^-(64-b) per word
-// compared, so about 10^-15 per lookup there. Rule patterns (exact, suffix
-// and glob suffixes) do not take that risk: their node keeps a second,
-// independent 64-bit hash of the name (node.check), which Decide compares.
+// agrees with a stored one on the bits kept: with b bits for the value
+// (b = 8 for the category index of the 2,000,000-domain benchmark, whose
+// domains share about 200 catNodes), about 2^-(64-b) per word compared, so
+// about 10^-17 per lookup there; TestCategoryIndexBits keeps b small. Rule
+// patterns do not take that risk: each keeps a second, independent 64-bit
+// hash of its name (namePat.check), which Decide compares.
 
 // loadNum/loadDen is the table's maximum load factor.
 const loadNum, loadDen = 3, 5
@@ -176,6 +179,13 @@ func union(a, b []uint16) []uint16 {
 // with a listed one.
 type hashKey struct{ k0, k1, k2 uint64 }
 
+// nameKey returns the key that stands for the hash h of a name of the rule
+// index in the prefilter, which holds the keys of both indexes: h with
+// other bits, so that a name that is not a category domain does not test
+// positive for the category index, nor the reverse, but as a false
+// positive. (step uses k0 and k1; k2 is this one's own.)
+func (k *hashKey) nameKey(h uint64) uint64 { return h ^ k.k2 }
+
 func newHashKey(seed maphash.Seed) hashKey {
 	word := func(s string) uint64 { return maphash.String(seed, s) | 1 }
 	return hashKey{word("sluice/k0"), word("sluice/k1"), word("sluice/k2")}
@@ -239,85 +249,4 @@ func load64(s string) uint64 {
 func load32(s string) uint64 {
 	_ = s[3]
 	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24
-}
-
-// heavyMin is the number of names a suffix may have below it (itself
-// included) before it is heavy; see Engine.keyBase.
-const heavyMin = 8
-
-// hashSet is a small open-addressing set of hashes (never 0), for the heavy
-// suffixes. It is small enough to stay in cache.
-type hashSet struct {
-	words []uint64 // a power of two in length, or empty
-}
-
-func newHashSet(hs []uint64) hashSet {
-	if len(hs) == 0 {
-		return hashSet{}
-	}
-	n := 8
-	for n < 2*len(hs) {
-		n *= 2
-	}
-	s := hashSet{words: make([]uint64, n)}
-	for _, h := range hs {
-		i := h & uint64(n-1)
-		for s.words[i] != 0 && s.words[i] != h {
-			i = (i + 1) & uint64(n-1)
-		}
-		s.words[i] = h
-	}
-	return s
-}
-
-// has reports whether h is in the set.
-func (s *hashSet) has(h uint64) bool {
-	words := s.words
-	if len(words) == 0 {
-		return false
-	}
-	m := uint64(len(words) - 1)
-	for i := h & m; ; i = (i + 1) & m {
-		switch words[i] {
-		case h:
-			return true
-		case 0:
-			return false
-		}
-	}
-}
-
-// keyBase returns the index key of domain d (the hash of d) and the hash
-// of its base, the suffix that decides its home slot.
-//
-// The base of a domain is its suffix of two labels ("example.com" for
-// "a.b.example.com"), or a longer one when that is heavy: a suffix with
-// more than heavyMin names below it in the index, such as "co.uk" or
-// "blogspot.com", is passed over for the suffix with one more label, and so
-// on ("x.co.uk"). A heavy suffix, a domain of one label and a domain all of
-// whose suffixes are heavy are their own base.
-//
-// So all the label suffixes of a host below its first non-heavy suffix
-// share one home, and the run of slots from it holds them all, next to each
-// other: Decide pays one cache miss for them, not one per suffix. The few
-// suffixes above (the top-level label and heavy ones) are each at their own
-// home, and are the most often read, so mostly in cache.
-func (e *Engine) keyBase(d string) (key, base uint64) {
-	h, j, end := uint64(0), 0, len(d)
-	heavy := true
-	for {
-		i := strings.LastIndexByte(d[:end], '.')
-		h = step(&e.hk, h, d[i+1:end])
-		j++
-		if heavy {
-			base = h
-			if j >= 2 && !e.heavy.has(h) {
-				heavy = false
-			}
-		}
-		if i < 0 {
-			return h, base
-		}
-		end = i
-	}
 }

@@ -1,6 +1,11 @@
 package filter
 
-import "testing"
+import (
+	"math/bits"
+	"testing"
+
+	"github.com/sluiceproxy/sluice/filter/filtertest"
+)
 
 func TestIndexPackAndTwins(t *testing.T) {
 	const hi = 0xabcdef0123456000 // shared high bits: these keys are twins once packed
@@ -61,5 +66,23 @@ func TestLiteralSuffix(t *testing.T) {
 		if got := literalSuffix(tt.glob); got != tt.want {
 			t.Errorf("literalSuffix(%q) = %q, want %q", tt.glob, got, tt.want)
 		}
+	}
+}
+
+// TestCategoryIndexBits checks what the doc of index promises: category
+// domains share a few catNodes, so the category index keeps most of a
+// hash's 64 bits (a false match is about 2^-(64-b) per word compared),
+// and the rule index maps names to their patterns.
+func TestCategoryIndexBits(t *testing.T) {
+	set := filtertest.Set(filtertest.Options{Seed: 6, Domains: 200_000, Categories: 50, Globs: 1000})
+	e, err := Compile(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bits.OnesCount64(e.cats.mask)
+	t.Logf("%d catNodes, %d bits of the value in the category index; %d patterns of rule names, %d bits",
+		len(e.catNodes), b, len(e.namePats), bits.OnesCount64(e.names.mask))
+	if b > 10 {
+		t.Errorf("category index keeps %d bits for values, want at most 10", b)
 	}
 }

@@ -11,6 +11,11 @@ import "math/bits"
 // last-level cache. (Two bytes per key, a quarter of the false positives,
 // measured slower at two million keys: 4 MB does not stay in cache.)
 //
+// It holds the keys of both indexes (see index.go): a category domain's
+// hash, and a rule name's hash as nameKey, so that one line answers for
+// both and a test for one index is a false positive for the other only as
+// often as for any absent name.
+//
 // A block is one 64-byte cache line: eight words, of which each key sets
 // one bit per word (a "split block" Bloom filter). The block of a key is
 // chosen by its base, as its home slot in the index is (see keyBase), so
@@ -42,17 +47,37 @@ type bloomBlock [8]uint64
 // allocator places on a page boundary, so each block is a cache line.
 type prefilter struct {
 	blocks []bloomBlock // at least one
+	// names has a bit for each block, set when the block holds a key of
+	// the rule index (see nameKey): a few KiB, in cache. Most blocks hold
+	// none, and their hosts skip the test for the rule index.
+	names []uint64
 }
 
 // newPrefilter returns an empty prefilter sized for n keys.
 func newPrefilter(n int) prefilter {
-	return prefilter{blocks: make([]bloomBlock, max((n*prefilterBits+511)/512, 1))}
+	nb := max((n*prefilterBits+511)/512, 1)
+	return prefilter{blocks: make([]bloomBlock, nb), names: make([]uint64, (nb+63)/64)}
+}
+
+// blockOf returns the number of the block of the keys whose base hashes
+// to base.
+func (p *prefilter) blockOf(base uint64) uint64 {
+	i, _ := bits.Mul64(base, uint64(len(p.blocks)))
+	return i
 }
 
 // block returns the block of the keys whose base hashes to base.
-func (p *prefilter) block(base uint64) *bloomBlock {
-	i, _ := bits.Mul64(base, uint64(len(p.blocks)))
-	return &p.blocks[i]
+func (p *prefilter) block(base uint64) *bloomBlock { return &p.blocks[p.blockOf(base)] }
+
+// hasNames reports whether block i may hold a key of the rule index.
+func (p *prefilter) hasNames(i uint64) bool { return p.names[i>>6]>>(i&63)&1 != 0 }
+
+// addName records nameKey h of a name of the rule index, whose base
+// hashes to base.
+func (p *prefilter) addName(h, base uint64) {
+	i := p.blockOf(base)
+	p.names[i>>6] |= 1 << (i & 63)
+	p.add(h, base)
 }
 
 // add records key h, whose base hashes to base.

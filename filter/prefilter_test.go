@@ -50,15 +50,21 @@ func prefilterSet() *rules.Set {
 	return filtertest.Set(filtertest.Options{Seed: 21, Domains: 100_000, Categories: 10, Globs: 1000})
 }
 
-// indexNames returns every name a compiled set keys the index with:
-// category domains and exceptions, exact and suffix names, literal
-// suffixes of globs.
-func indexNames(set *rules.Set) []string {
+// categoryNames returns the keys of a compiled set's category index:
+// category domains and exceptions.
+func categoryNames(set *rules.Set) []string {
 	var names []string
 	for _, l := range set.Categories {
 		names = append(names, l.Block...)
 		names = append(names, l.Allow...)
 	}
+	return names
+}
+
+// ruleNames returns the keys of a compiled set's rule index: exact and
+// suffix names, literal suffixes of globs.
+func ruleNames(set *rules.Set) []string {
+	var names []string
 	for _, r := range set.Config.Rules {
 		for _, p := range r.Dests {
 			switch p.Kind {
@@ -75,8 +81,9 @@ func indexNames(set *rules.Set) []string {
 }
 
 // TestPrefilterNoFalseNegatives checks, on a compiled engine, that every
-// name of the index tests positive in the prefilter with the key and base
-// Decide computes for it: the prefilter never hides a listed name.
+// category name tests positive in the prefilter with the key and base
+// Decide computes for it, so the prefilter never hides a listed name, and
+// that every name is found in its index.
 func TestPrefilterNoFalseNegatives(t *testing.T) {
 	set := prefilterSet()
 	set.Config.Rules = append(set.Config.Rules, rules.Rule{Index: len(set.Config.Rules) + 1, Action: rules.Block,
@@ -86,13 +93,26 @@ func TestPrefilterNoFalseNegatives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := indexNames(set)
+	names := categoryNames(set)
 	for _, d := range names {
 		if d == "" {
 			continue
 		}
-		if key, base := e.keyBase(d); !e.pre.has(key, base) {
-			t.Fatalf("index name %q tests negative in the prefilter", d)
+		key, base := e.keyBase(d)
+		if !e.pre.has(key, base) {
+			t.Fatalf("category name %q tests negative in the prefilter", d)
+		}
+		if _, ok := e.cats.get(key, base); !ok {
+			t.Fatalf("category name %q is not in the category index", d)
+		}
+	}
+	for _, d := range ruleNames(set) {
+		key, base := e.keyBase(d)
+		if !e.pre.has(e.hk.nameKey(key), base) || !e.pre.hasNames(e.pre.blockOf(base)) {
+			t.Fatalf("rule name %q tests negative in the prefilter", d)
+		}
+		if _, ok := e.names.get(key, base); !ok {
+			t.Fatalf("rule name %q is not in the rule index", d)
 		}
 	}
 	t.Logf("%d names, prefilter %d bytes (%.2f bytes per name)",
@@ -109,7 +129,7 @@ func TestPrefilterFalsePositives(t *testing.T) {
 		t.Fatal(err)
 	}
 	listed := map[string]bool{}
-	for _, d := range indexNames(set) {
+	for _, d := range append(categoryNames(set), ruleNames(set)...) {
 		listed[d] = true
 	}
 	r := rand.New(rand.NewPCG(22, 23))

@@ -1,6 +1,15 @@
 // Package filter decides whether a request may pass.
 // It compiles a rules.Set into an immutable Engine; Decide does no I/O,
 // keeps no state between calls and is safe for concurrent use.
+//
+// It imports nothing for networking, files or logging, and neither
+// syscall nor unsafe, with one exception: huge_linux.go asks the kernel
+// (madvise, through syscall and unsafe) to back the engine's large tables
+// with huge pages, advice that changes nothing but speed. It is kept here
+// rather than behind a hook because it applies to the engine's own private
+// slices, once filled; test/layout_test.go holds the package to this.
+// prefetch_amd64.s and prefetch_arm64.s hold one prefetch instruction
+// each (see prefetch_asm.go).
 package filter
 
 import (

@@ -1,8 +1,12 @@
 package test
 
 import (
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -53,6 +57,44 @@ func TestImportDirection(t *testing.T) {
 		if slices.Contains(imports, b) {
 			t.Errorf("filter must not import %s", b)
 		}
+	}
+}
+
+// TestFilterSyscallException holds package filter to its doc, file by
+// file and for every platform: no file imports networking, files, logging,
+// syscall or unsafe, but huge_linux.go, which may import syscall and
+// unsafe (madvise for huge pages) and nothing else of these.
+func TestFilterSyscallException(t *testing.T) {
+	files, err := filepath.Glob("../filter/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no files in ../filter: %v", err)
+	}
+	banned := []string{"net", "os", "io/fs", "log/slog", "log", "syscall", "unsafe"}
+	allowed := map[string][]string{"huge_linux.go": {"syscall", "unsafe"}}
+	seen := false
+	for _, f := range files {
+		name := filepath.Base(f)
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, im := range af.Imports {
+			path, _ := strconv.Unquote(im.Path.Value)
+			if !slices.Contains(banned, path) {
+				continue
+			}
+			if slices.Contains(allowed[name], path) {
+				seen = true
+				continue
+			}
+			t.Errorf("filter/%s imports %s: only huge_linux.go may import syscall and unsafe, and no file net, os or logging", name, path)
+		}
+	}
+	if !seen {
+		t.Error("huge_linux.go no longer imports syscall or unsafe: drop the exception from this test and the package doc")
 	}
 }
 
