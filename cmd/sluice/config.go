@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,8 +13,12 @@ import (
 
 func configCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "config",
+		Use:   "config COMMAND",
 		Short: "Validate or print configuration",
+		Example: `  sluice config validate -c /etc/sluice/sluice.yaml
+  sluice config default > sluice.yaml`,
+		Args: groupArgs,
+		RunE: groupRun,
 	}
 	var cfgPath string
 	validate := &cobra.Command{
@@ -29,18 +32,19 @@ unreadable, empty, not a list, or a remote list never downloaded): serve
 refuses to start on it, and a running server keeps that list's last good
 entries; 2 when the config itself is invalid (serve refuses to start, a
 reload keeps the running rules).`,
-		Args: cobra.NoArgs,
+		Example: `  sluice config validate -c /etc/sluice/sluice.yaml`,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The same steps as serve: rules, lists, engine, routes, users.
 			set, err := server.Validate(server.Options{Config: cfgPath})
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			w := cmd.OutOrStdout()
 			// A source that rules need and that is unusable is an error (exit
 			// 1); one never downloaded is a warning, since serve fetches it
 			// before starting (and refuses to start without it).
-			var failed []error
+			var unusable []error
 			said := map[string]bool{} // category and source already reported
 			for _, e := range set.SourceErrors() {
 				var se *rules.SourceError
@@ -50,10 +54,10 @@ reload keeps the running rules).`,
 				}
 				if errors.Is(e, rules.ErrNotDownloaded) && se != nil && errors.As(e, &pe) {
 					fmt.Fprintf(w, "warning: %s:%d: category %s: %s; serve downloads it before it starts, and refuses to start without it\n",
-						pe.File, pe.Line, se.Category, strings.TrimPrefix(se.Err.Error(), "rules: "))
+						pe.File, pe.Line, se.Category, describe(se.Err))
 					continue
 				}
-				failed = append(failed, e)
+				unusable = append(unusable, e)
 			}
 			entries := 0
 			for _, name := range sortedNames(set.Categories) {
@@ -61,10 +65,10 @@ reload keeps the running rules).`,
 				entries += len(c.Block) + len(c.Allow)
 				for _, src := range c.Sources {
 					if err := src.Problem(); err != nil && !said[c.Name+"\x00"+src.Source.String()] {
-						fmt.Fprintf(w, "warning: category %s: source %s: %v\n", c.Name, src.Source, err)
+						fmt.Fprintf(w, "warning: category %s: source %s: %s\n", c.Name, src.Source, describe(err))
 					}
 					for _, e := range src.Errors {
-						fmt.Fprintf(w, "warning: category %s: %v\n", c.Name, e)
+						fmt.Fprintf(w, "warning: category %s: %s\n", c.Name, describe(e))
 					}
 				}
 			}
@@ -72,22 +76,22 @@ reload keeps the running rules).`,
 				// serve logs these at every load; the users of other lines work.
 				_, warnings, err := auth.ReadUsers(users)
 				if err != nil {
-					return &exitError{code: 2, err: err}
+					return failed(err)
 				}
 				for _, e := range warnings {
-					fmt.Fprintf(w, "warning: users: %v\n", e)
+					fmt.Fprintf(w, "warning: users: %s\n", describe(e))
 				}
 			}
-			for _, e := range failed {
-				fmt.Fprintf(w, "error: %v\n", e)
+			for _, e := range unusable {
+				fmt.Fprintf(w, "error: %s\n", describe(e))
 			}
 			name := cfgPath
 			if name == "" {
 				name = "embedded default config"
 			}
-			if len(failed) > 0 {
+			if len(unusable) > 0 {
 				return &exitError{code: 1, err: fmt.Errorf("%s: %d unusable %s that rules depend on: serve would refuse to start",
-					name, len(failed), plural(len(failed), "source", "sources"))}
+					name, len(unusable), plural(len(unusable), "source", "sources"))}
 			}
 			fmt.Fprintf(w, "%s: ok: %d rules, %d categories, %d category entries\n", name, len(set.Config.Rules), len(set.Categories), entries)
 			return nil
@@ -95,9 +99,10 @@ reload keeps the running rules).`,
 	}
 	validate.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (default: the embedded default config)")
 	def := &cobra.Command{
-		Use:   "default",
-		Short: "Print the embedded default config",
-		Args:  cobra.NoArgs,
+		Use:     "default",
+		Short:   "Print the embedded default config",
+		Example: `  sluice config default > /etc/sluice/sluice.yaml`,
+		Args:    noArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			cmd.OutOrStdout().Write(rules.DefaultYAML)
 		},
