@@ -15,6 +15,8 @@ func configCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config COMMAND",
 		Short: "Validate or print configuration",
+		Long: `Validate a config with every list it names ('config validate'), or print
+the embedded default config, a commented starting point ('config default').`,
 		Example: `  sluice config validate -c /etc/sluice/sluice.yaml
   sluice config default > sluice.yaml`,
 		Args: groupArgs,
@@ -99,8 +101,10 @@ reload keeps the running rules).`,
 	}
 	validate.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (default: the embedded default config)")
 	def := &cobra.Command{
-		Use:     "default",
-		Short:   "Print the embedded default config",
+		Use:   "default",
+		Short: "Print the embedded default config",
+		Long: `Print the embedded default config: what 'sluice serve' runs without
+--config (127.0.0.1:3128, allow everything), with every key commented.`,
 		Example: `  sluice config default > /etc/sluice/sluice.yaml`,
 		Args:    noArgs,
 		Run: func(cmd *cobra.Command, _ []string) {

@@ -98,13 +98,22 @@ func report(w io.Writer, root *cobra.Command, err error) int {
 func usageLine(cmd *cobra.Command) string {
 	_, rest, _ := strings.Cut(cmd.Use, " ")
 	line := cmd.CommandPath()
-	if cmd.HasAvailableFlags() && !strings.Contains(rest, "-") {
+	if hasFlags(cmd) && !strings.Contains(rest, "-") {
 		line += " [flags]"
 	}
 	if rest != "" {
 		line += " " + rest
 	}
 	return line
+}
+
+// hasFlags tells whether cmd takes a flag besides --help.
+func hasFlags(cmd *cobra.Command) bool {
+	has := false
+	visit := func(f *pflag.Flag) { has = has || f.Name != "help" && !f.Hidden }
+	cmd.LocalFlags().VisitAll(visit)
+	cmd.InheritedFlags().VisitAll(visit)
+	return has
 }
 
 // name is the command's path without "sluice ": "list add".

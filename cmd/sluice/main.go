@@ -60,6 +60,7 @@ func versionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:     "version",
 		Short:   "Print the version",
+		Long:    "Print the version: the output of git describe when built by make, else \"dev\".",
 		Example: `  sluice version`,
 		Args:    noArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
