@@ -63,12 +63,12 @@ func TestDescribeAndResolves(t *testing.T) {
 		describe string
 		resolves bool
 	}{
-		{"", "office: http://parent.corp:3128 (user:*** redacted)", false},
+		{"", "office: http://user:xxxxx@parent.corp:3128", false},
 		{"direct", "direct", true},
-		{"office", "office: http://parent.corp:3128 (user:*** redacted)", false},
-		{"vpn", "vpn: https://edge.example:443 -> socks5://exit.example:1080 (u:*** redacted)", false},
+		{"office", "office: http://user:xxxxx@parent.corp:3128", false},
+		{"vpn", "vpn: https://edge.example:443 -> socks5://u:xxxxx@exit.example:1080", false},
 		{"tor", "tor: socks5h://127.0.0.1:9050", false},
-		{"s4", "s4: socks4a://h:1080 (user bob)", false},
+		{"s4", "s4: socks4a://bob@h:1080", false},
 		{"pool", "pool: failover office, tor", false},
 		{"local", "local: failover direct", true},
 		{"nope", "nope: unknown route", false},
