@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -132,5 +133,44 @@ func TestDialErrorSaidOnce(t *testing.T) {
 	line := accessLine(t, p, closed)
 	if got, want := line["err"], "dial "+closed+": connection refused"; got != want {
 		t.Errorf("err = %q, want %q", got, want)
+	}
+}
+
+// TestAccessLogRouteNamesFailoverMember: the access line's route names the
+// member of a failover list that carried the request ("pool/direct"), on
+// plain HTTP, CONNECT and SOCKS5 alike, when the first member is down.
+func TestAccessLogRouteNamesFailoverMember(t *testing.T) {
+	o := newOrigin(t, false)
+	cfg := fmt.Sprintf(`default: allow
+hosts: {plain.test: 127.0.0.1, tunnel.test: 127.0.0.1, socks.test: 127.0.0.1, direct.test: 127.0.0.1}
+upstreams:
+  dead: http://127.0.0.1:%s
+  pool: {failover: [dead, direct]}
+rules:
+  - allow: [plain.test, tunnel.test, socks.test]
+    via: pool
+`, closedPort(t))
+	p := startSluice(t, cfg, nil)
+	web := func(host string) string { return "http://" + host + ":" + o.port + "/" }
+	for _, args := range [][]string{
+		{"-x", "http://" + p.addr, web("plain.test")},
+		{"-p", "-x", "http://" + p.addr, web("tunnel.test")},
+		{"--socks5-hostname", p.addr, web("socks.test")},
+		{"-x", "http://" + p.addr, web("direct.test")},
+	} {
+		if out, code := curl(t, args...); code != 0 || !strings.Contains(out, "hello from origin") {
+			t.Fatalf("curl %q: exit %d:\n%s", args, code, out)
+		}
+	}
+	for host, want := range map[string]string{
+		"plain.test": "pool/direct", "tunnel.test": "pool/direct", "socks.test": "pool/direct", "direct.test": "direct",
+	} {
+		line := accessLine(t, p, host+":"+o.port)
+		if got := line["route"]; got != want {
+			t.Errorf("%s: route %q, want %q", host, got, want)
+		}
+		if host != "plain.test" && line["peer"] != "127.0.0.1" { // a direct member dialed the origin
+			t.Errorf("%s: peer %v, want 127.0.0.1", host, line["peer"])
+		}
 	}
 }

@@ -190,6 +190,23 @@ func WithCheck(ctx context.Context, check Check) context.Context {
 	return context.WithValue(ctx, checkKey{}, check)
 }
 
+// routeKey carries a dial's route note (WithRouteNote).
+type routeKey struct{}
+
+// WithRouteNote returns ctx carrying note: when a dial made with it on a
+// failover route succeeds, the Router calls note with the route that
+// carried it, "pool/member" ("pool/inner/member" when the member is itself
+// a failover list), before the dial returns. Chains and the direct route
+// are not noted: their name says it all.
+func WithRouteNote(ctx context.Context, note func(route string)) context.Context {
+	return context.WithValue(ctx, routeKey{}, note)
+}
+
+func routeNoteFrom(ctx context.Context) func(string) {
+	n, _ := ctx.Value(routeKey{}).(func(string))
+	return n
+}
+
 // checkFrom returns the Check in ctx, or nil.
 func checkFrom(ctx context.Context) Check {
 	c, _ := ctx.Value(checkKey{}).(Check)

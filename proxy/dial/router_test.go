@@ -151,3 +151,39 @@ func TestFailover(t *testing.T) {
 		t.Fatal("hop still down after the back-off")
 	}
 }
+
+// TestFailoverRouteNote: a dial on a failover route notes the member that
+// carried it, through nested failover lists; a chain and direct are not
+// noted, and a failed dial notes nothing.
+func TestFailoverRouteNote(t *testing.T) {
+	origin := startOrigin(t, banner)
+	r, err := NewRouter(Config{
+		Routes: map[string]RouteSpec{
+			"dead":  {Chain: []*url.URL{mustURL(t, "http://"+closedAddr(t))}},
+			"dead2": {Chain: []*url.URL{mustURL(t, "socks5://"+closedAddr(t))}},
+			"inner": {Failover: []string{"dead2", "direct"}},
+			"pool":  {Failover: []string{"dead", "inner"}},
+			"gone":  {Failover: []string{"dead", "dead2"}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ route, want string }{
+		{"pool", "pool/inner/direct"},
+		{"inner", "inner/direct"},
+		{"direct", ""},
+		{"dead", ""},
+		{"gone", ""},
+	} {
+		var noted []string
+		ctx := WithRouteNote(context.Background(), func(r string) { noted = append(noted, r) })
+		c, err := r.Dial(ctx, tt.route, "tcp", origin.addr())
+		if err == nil {
+			c.Close()
+		}
+		if got := strings.Join(noted, ","); got != tt.want {
+			t.Errorf("route %s: noted %q, want %q (err %v)", tt.route, got, tt.want, err)
+		}
+	}
+}
