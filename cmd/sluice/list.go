@@ -179,7 +179,7 @@ func printSource(w io.Writer, cfg *rules.Config, st rules.SourceStats, now time.
 				fmt.Fprintf(w, "      refreshed %s (%s ago), every %s\n", timeStamp(m.FetchedAt), agoString(now, m.FetchedAt), period(refresh))
 			}
 			if m.LastError != "" {
-				fmt.Fprintf(w, "      last attempt %s failed: %s\n", timeStamp(m.LastAttempt), m.LastError)
+				fmt.Fprintf(w, "      last attempt %s failed: %s\n", timeStamp(m.LastAttempt), describe(errors.New(m.LastError)))
 			}
 		}
 	}
