@@ -54,7 +54,9 @@ rules:
 		"ut1/social_networks/domains": "facebook.com\nexample.net\n",
 		"users.htpasswd":              "alice:" + string(hash) + "\n",
 		"bad.yaml":                    "default: allow\nrules:\n  - block: [\"[bad\"]\n",
-		"ldap.yaml":                   "default: allow\n",
+		"nousers.yaml":                "default: allow\n",
+		"ldap.yaml":                   "default: allow\nauth:\n  ldap:\n    url: ldap://127.0.0.1:1\n    base_dn: dc=example,dc=org\n",
+		"bad.htpasswd":                "alice:" + string(hash) + "\nbob\n",
 	})
 	cfg := filepath.Join(dir, "sluice.yaml")
 	users := filepath.Join(dir, "users.htpasswd")
@@ -128,6 +130,10 @@ rules:
 			"sluice: cannot open " + filepath.Join(dir, "nosuch.txt") + ": no such file or directory\n", ""},
 		{"users without file", []string{"users", "rm", "bob"}, "", 2,
 			"sluice: give --config FILE (its users: entry names the file) or --file HTPASSWD\n", ""},
+		{"users add in a missing folder", []string{"users", "-f", filepath.Join(dir, "nosuch", "users"), "add", "bob", "--password-stdin"}, "pw\n", 2,
+			"sluice: cannot write " + filepath.Join(dir, "nosuch", "users") + ": no such file or directory\n", ""},
+		{"users list skips a bad line", []string{"users", "-f", filepath.Join(dir, "bad.htpasswd"), "list"}, "", 0,
+			"warning: " + filepath.Join(dir, "bad.htpasswd") + ":2: line is not user:hash\n", "alice\n"},
 		{"users add empty password", []string{"users", "-c", cfg, "add", "bob", "--password-stdin"}, "\n", 2,
 			"sluice: empty password; nothing changed\n", ""},
 
@@ -158,8 +164,11 @@ rules:
 			"", "block www.example.net:443"},
 		{"check --user unknown", []string{"check", "-c", cfg, "--no-resolve", "--user", "bob", "www.example.net"}, "", 1,
 			"warning: --user bob: not a user in " + users + "; the rules are decided for this name anyway\n", "block www.example.net:443"},
-		{"check --user without users file", []string{"check", "-c", filepath.Join(dir, "ldap.yaml"), "--no-resolve", "--user", "bob", "a.example"}, "", 0,
+		{"check --user without users file", []string{"check", "-c", filepath.Join(dir, "nousers.yaml"), "--no-resolve", "--user", "bob", "a.example"}, "", 0,
 			"warning: --user bob: the config has no users: file, so no client can log in as this user\n", "allow a.example:443"},
+
+		{"check --user with LDAP", []string{"check", "-c", filepath.Join(dir, "ldap.yaml"), "--no-resolve", "--user", "bob", "a.example"}, "", 0,
+			"warning: --user bob: users are checked against LDAP, which check does not query: the user's directory groups are not shown, only the config's groups:\n", "allow a.example:443"},
 
 		// Done: exit 0, nothing on standard error.
 		{"check --user known", []string{"check", "-c", cfg, "--no-resolve", "--user", "alice", "a.example"}, "", 0, "", "allow a.example:443"},

@@ -139,7 +139,7 @@ on standard error with file and line. A missing file lists no user.`,
 				return failed(err)
 			}
 			for _, w := range warnings {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", describe(w))
 			}
 			for _, u := range users {
 				if u.Kind.Weak() {

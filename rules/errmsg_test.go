@@ -1,7 +1,10 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -18,5 +21,19 @@ func TestSourceErrorSaysTheSourceOnce(t *testing.T) {
 	}
 	if strings.Contains(e.Error(), "pw@") {
 		t.Error("password shown")
+	}
+}
+
+// TestWriteErrorNamesTheFile: a failed atomic write names the file the
+// user asked for, not the temporary file beside it.
+func TestWriteErrorNamesTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nosuch", "list.txt")
+	err := WriteFileAtomic(path, []byte("x\n"), 0o644)
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || pe.Path != path || pe.Op != "write" || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("err = %v, want a write error on %s", err, path)
+	}
+	if strings.Contains(err.Error(), ".tmp") {
+		t.Errorf("err names the temporary file: %v", err)
 	}
 }
