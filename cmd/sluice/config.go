@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -67,7 +68,7 @@ reload keeps the running rules).`,
 				entries += len(c.Block) + len(c.Allow)
 				for _, src := range c.Sources {
 					if err := src.Problem(); err != nil && !said[c.Name+"\x00"+src.Source.String()] {
-						fmt.Fprintf(w, "warning: category %s: source %s: %s\n", c.Name, src.Source, describe(err))
+						fmt.Fprintf(w, "warning: category %s: %s\n", c.Name, sourceProblem(src.Source, err))
 					}
 					for _, e := range src.Errors {
 						fmt.Fprintf(w, "warning: category %s: %s\n", c.Name, describe(e))
@@ -113,4 +114,13 @@ reload keeps the running rules).`,
 	}
 	cmd.AddCommand(validate, def)
 	return cmd
+}
+
+// sourceProblem says what is wrong with src, naming it once.
+func sourceProblem(src rules.Source, err error) string {
+	msg := describe(err)
+	if strings.Contains(msg, src.String()) {
+		return msg
+	}
+	return "source " + src.String() + ": " + msg
 }

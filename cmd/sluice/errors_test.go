@@ -55,8 +55,11 @@ rules:
 		"users.htpasswd":              "alice:" + string(hash) + "\n",
 		"bad.yaml":                    "default: allow\nrules:\n  - block: [\"[bad\"]\n",
 		"nousers.yaml":                "default: allow\n",
-		"ldap.yaml":                   "default: allow\nauth:\n  ldap:\n    url: ldap://127.0.0.1:1\n    base_dn: dc=example,dc=org\n",
-		"bad.htpasswd":                "alice:" + string(hash) + "\nbob\n",
+		"warn.yaml": "default: allow\ncategories:\n  ads: [lists/ads.txt, {file: lists/missing.txt, optional: true}]\n  bad: lists/bad.txt\n" +
+			"rules:\n  - block: [\"category:ads\"]\n",
+		"lists/bad.txt": "good.example\nbad..host\n",
+		"ldap.yaml":     "default: allow\nauth:\n  ldap:\n    url: ldap://127.0.0.1:1\n    base_dn: dc=example,dc=org\n",
+		"bad.htpasswd":  "alice:" + string(hash) + "\nbob\n",
 	})
 	cfg := filepath.Join(dir, "sluice.yaml")
 	users := filepath.Join(dir, "users.htpasswd")
@@ -171,6 +174,16 @@ rules:
 			"warning: --user bob: users are checked against LDAP, which check does not query: the user's directory groups are not shown, only the config's groups:\n", "allow a.example:443"},
 
 		// Done: exit 0, nothing on standard error.
+		{"validate warns once a line", []string{"config", "validate", "-c", filepath.Join(dir, "warn.yaml")}, "", 0, "",
+			"warning: category ads: cannot open " + filepath.Join(dir, "lists", "missing.txt") + ": no such file or directory\n" +
+				"warning: category bad: " + filepath.Join(dir, "lists", "bad.txt") + ":2: invalid domain \"bad..host\"\n"},
+		{"list summary", []string{"list", "-c", cfg}, "", 0, "", "ads: 1 entry"},
+		{"allow --list", []string{"allow", "-c", cfg, "--list"}, "", 0, "", "no temporary exceptions\n"},
+		{"pac", []string{"pac", "-c", cfg, "--host", "proxy.example"}, "", 0, "", "PROXY proxy.example:3128"},
+		{"pac of a missing config", []string{"pac", "-c", filepath.Join(dir, "nosuch.yaml")}, "", 2,
+			"sluice: cannot open " + filepath.Join(dir, "nosuch.yaml") + ": no such file or directory\n", ""},
+		{"version", []string{"version"}, "", 0, "", "sluice "},
+		{"config default", []string{"config", "default"}, "", 0, "", "127.0.0.1:3128"},
 		{"check --user known", []string{"check", "-c", cfg, "--no-resolve", "--user", "alice", "a.example"}, "", 0, "", "allow a.example:443"},
 		{"list rm removes", []string{"list", "-c", cfg, "rm", "ads", "listed.example"}, "", 0, "", "ads: 1 removed\n"},
 	}
@@ -190,8 +203,15 @@ rules:
 			if !strings.Contains(stdout, tt.stdout) {
 				t.Errorf("stdout lacks %q:\n%s", tt.stdout, stdout)
 			}
-			// The one style: "sluice: " at most once a line, no package name.
-			for _, line := range strings.Split(stderr, "\n") {
+			// The one style: "sluice: " at most once a line, no package name,
+			// on standard error and in the warnings and errors of stdout.
+			lines := strings.Split(stderr, "\n")
+			for _, l := range strings.Split(stdout, "\n") {
+				if strings.HasPrefix(l, "warning: ") || strings.HasPrefix(l, "error: ") || strings.Contains(l, "not removed") {
+					lines = append(lines, l)
+				}
+			}
+			for _, line := range lines {
 				if strings.Count(line, "sluice: ") > 1 {
 					t.Errorf("repeated prefix: %q", line)
 				}
