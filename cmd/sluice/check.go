@@ -215,7 +215,7 @@ func printDecision(w io.Writer, set *rules.Set, req filter.Request, d filter.Dec
 		mode, name, err := server.IsolationIdentity(set.Config, d.Via, req.Client, req.User, target)
 		switch {
 		case err != nil:
-			fmt.Fprintf(w, "isolation: %v\n", err)
+			fmt.Fprintf(w, "isolation: %s\n", describe(err))
 		case name != "":
 			fmt.Fprintf(w, "isolation: %s, upstream user %s\n", mode, name)
 		}
@@ -242,7 +242,11 @@ func printResolved(w io.Writer, req filter.Request, d filter.Decision, steps []s
 		host = d.Enforce
 	}
 	if err != nil {
-		fmt.Fprintf(w, "resolved: %s: %v\n", host, err)
+		if msg := describe(err); strings.Contains(msg, host) {
+			fmt.Fprintf(w, "resolved: %s\n", msg)
+		} else {
+			fmt.Fprintf(w, "resolved: %s: %s\n", host, msg)
+		}
 		return
 	}
 	if len(steps) == 0 {

@@ -217,6 +217,10 @@ func osCause(err error) (inner, said, key string) {
 			return oe.Error(), "cannot connect to " + addr + ": " + reason, addr
 		}
 	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns.Error(), "cannot resolve " + dns.Name + ": " + dns.Err, dns.Name
+	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		verb := "cannot open"

@@ -247,6 +247,10 @@ func TestDescribe(t *testing.T) {
 		{errors.New("sluice.yaml:4: rules: unknown category \"x\""), "sluice.yaml:4: unknown category \"x\""},
 		{fmt.Errorf("category ads: %w", errors.New("rules: lists/ads.txt: empty")), "category ads: lists/ads.txt: empty"},
 		{errors.New("server: admin: cannot listen on 127.0.0.1:9: permission denied"), "admin: cannot listen on 127.0.0.1:9: permission denied"},
+		{fmt.Errorf("server: resolve: %w", &net.DNSError{Err: "no such host", Name: "nosuch.test", Server: "10.0.0.53:53", IsNotFound: true}),
+			"resolve: cannot resolve nosuch.test: no such host"},
+		{&net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)},
+			"cannot connect to 127.0.0.1:9: connection refused"},
 		{errors.New("rules"), "rules"}, // a last segment is a message, kept
 	}
 	for _, tt := range tests {
