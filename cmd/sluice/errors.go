@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 
@@ -262,21 +263,33 @@ func listenHint(err error) string {
 }
 
 // dropSegments removes, from a "a: b: c" chain, the segments that are one
-// of our package names, and those that repeat key (the file or address the
-// system's error names already), such as "listen 127.0.0.1:3128" or
-// "read config". Segments are separated by ": ".
+// of our package names (except right after a FILE:LINE, where a word such
+// as "auth" or "rules" is a config key), and the steps that repeat key
+// (the file or address the system's error names already): "listen
+// 127.0.0.1:3128", "open FILE", "read config". Segments are separated by
+// ": ".
 func dropSegments(s, key string) string {
 	parts := strings.Split(s, ": ")
 	out := parts[:0]
 	for i, p := range parts {
 		last := i == len(parts)-1
+		afterPosition := len(out) > 0 && filePosition.MatchString(out[len(out)-1])
 		switch {
-		case !last && packageNames[p]:
+		case !last && packageNames[p] && !afterPosition:
 			continue
-		case !last && key != "" && (strings.Contains(p, key) || p == "read config"):
+		case !last && key != "" && (p == "read config" || p == key || isStep(p, key)):
 			continue
 		}
 		out = append(out, p)
 	}
 	return strings.Join(out, ": ")
+}
+
+// filePosition matches a segment that ends with a line number: FILE:LINE.
+var filePosition = regexp.MustCompile(`:\d+$`)
+
+// isStep reports whether p is one word and key: "listen 127.0.0.1:3128".
+func isStep(p, key string) bool {
+	verb, rest, ok := strings.Cut(p, " ")
+	return ok && rest == key && !strings.ContainsAny(verb, " ")
 }

@@ -244,7 +244,13 @@ func TestDescribe(t *testing.T) {
 		{fmt.Errorf("rules: read config: %w", missing), "cannot open /nonexistent/sluice.yaml: no such file or directory"},
 		{fmt.Errorf("rules: exceptions %s: %w", "/x/exceptions.json", &fs.PathError{Op: "write", Path: "/x/exceptions.json", Err: syscall.EACCES}),
 			"cannot write /x/exceptions.json: permission denied"},
-		{errors.New("sluice.yaml:4: rules: unknown category \"x\""), "sluice.yaml:4: unknown category \"x\""},
+		{errors.New("rules: sluice.yaml:4: rule 2: rules: invalid glob \"[\""), "sluice.yaml:4: rule 2: invalid glob \"[\""},
+		// Right after FILE:LINE, "auth" and "rules" are config keys.
+		{errors.New("sluice.yaml:3: auth: ldap: tls_ca: no PEM certificate found"), "sluice.yaml:3: auth: ldap: tls_ca: no PEM certificate found"},
+		{errors.New("users.htpasswd:6: user plain: auth: unsupported hash kind"), "users.htpasswd:6: user plain: unsupported hash kind"},
+		// A segment that says more than the step keeps the file.
+		{fmt.Errorf("category bad: source /l/bad.txt is unusable: %w", &fs.PathError{Op: "read", Path: "/l/bad.txt", Err: syscall.EIO}),
+			"category bad: source /l/bad.txt is unusable: cannot read /l/bad.txt: input/output error"},
 		{fmt.Errorf("category ads: %w", errors.New("rules: lists/ads.txt: empty")), "category ads: lists/ads.txt: empty"},
 		{errors.New("server: admin: cannot listen on 127.0.0.1:9: permission denied"), "admin: cannot listen on 127.0.0.1:9: permission denied"},
 		{fmt.Errorf("server: resolve: %w", &net.DNSError{Err: "no such host", Name: "nosuch.test", Server: "10.0.0.53:53", IsNotFound: true}),
