@@ -55,6 +55,7 @@ rules:
 		"users.htpasswd":              "alice:" + string(hash) + "\n",
 		"bad.yaml":                    "default: allow\nrules:\n  - block: [\"[bad\"]\n",
 		"nousers.yaml":                "default: allow\n",
+		"remote.yaml":                 "default: allow\ncategories:\n  ads: {url: \"https://u:pw@lists.example/x.txt\"}\n",
 		"warn.yaml": "default: allow\ncategories:\n  ads: [lists/ads.txt, {file: lists/missing.txt, optional: true}]\n  bad: lists/bad.txt\n" +
 			"rules:\n  - block: [\"category:ads\"]\n",
 		"lists/bad.txt": "good.example\nbad..host\n",
@@ -158,6 +159,8 @@ rules:
 			"", "category social_networks has no remote sources: nothing to download\n"},
 		{"list test in no category", []string{"list", "-c", cfg, "test", "fine.example"}, "", 1,
 			"", "fine.example: in no category\n"},
+		{"list test notes a list not downloaded", []string{"list", "-c", filepath.Join(dir, "remote.yaml"), "test", "fine.example"}, "", 1,
+			"~^note: category ads: source https://u:xxxxx@lists.example/x.txt not searched: not downloaded yet \\(no cache file [^)]+\\)\n$", "fine.example: in no category\n"},
 		{"list show --grep finds none", []string{"list", "-c", cfg, "show", "ads", "--grep", "zzz"}, "", 1, "", ""},
 		{"users rm absent", []string{"users", "-c", cfg, "rm", "bob"}, "", 1,
 			`sluice: no user "bob" in ` + users + ": nothing removed\n", ""},

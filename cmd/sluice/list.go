@@ -564,7 +564,8 @@ Use 'sluice check' to see which rule decides.`,
 			for _, name := range sortedNames(set.Categories) {
 				for _, st := range set.Categories[name].Sources {
 					if st.Err != nil {
-						fmt.Fprintf(cmd.ErrOrStderr(), "note: category %s: source %s not searched: %s\n", name, st.Source, describe(st.Err))
+						why := strings.TrimPrefix(describe(st.Err), st.Source.String()+": ")
+						fmt.Fprintf(cmd.ErrOrStderr(), "note: category %s: source %s not searched: %s\n", name, st.Source, why)
 					}
 				}
 			}
