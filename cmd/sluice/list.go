@@ -179,7 +179,7 @@ func printSource(w io.Writer, cfg *rules.Config, st rules.SourceStats, now time.
 				fmt.Fprintf(w, "      refreshed %s (%s ago), every %s\n", timeStamp(m.FetchedAt), agoString(now, m.FetchedAt), period(refresh))
 			}
 			if m.LastError != "" {
-				fmt.Fprintf(w, "      last attempt %s failed: %s\n", timeStamp(m.LastAttempt), describe(errors.New(m.LastError)))
+				fmt.Fprintf(w, "      last attempt %s failed: %s\n", timeStamp(m.LastAttempt), fetchProblem(src, errors.New(m.LastError)))
 			}
 		}
 	}
@@ -498,7 +498,7 @@ remote source to download.`,
 				switch {
 				case err != nil:
 					nfailed++
-					fmt.Fprintf(w, "%s: %s: %s; %s\n", j.Category, j.Source, describe(err), keptCopy(cfg, j.Source))
+					fmt.Fprintf(w, "%s: %s: %s; %s\n", j.Category, j.Source, fetchProblem(j.Source, err), keptCopy(cfg, j.Source))
 				case res.Changed:
 					changed++
 					fmt.Fprintf(w, "%s: %s: updated, %s (%s), %s\n", j.Category, j.Source, entries(res.Entries), res.Format, byteSize(res.Bytes))
@@ -518,6 +518,16 @@ remote source to download.`,
 			return nil
 		},
 	}
+}
+
+// fetchProblem says why the download of src failed, without naming src
+// again ("fetch URL: ", net/http's "Get \"URL\": ").
+func fetchProblem(src rules.Source, err error) string {
+	msg := describe(err)
+	for _, again := range []string{"fetch " + src.String() + ": ", "fetch: ", "Get \"" + src.String() + "\": "} {
+		msg = strings.Replace(msg, again, "", 1)
+	}
+	return msg
 }
 
 // keptCopy describes what a category uses after a failed download.

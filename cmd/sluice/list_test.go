@@ -361,7 +361,7 @@ func TestListUpdate(t *testing.T) {
 
 	fail.Store(true)
 	out, err := run(t, nil, "list", "-c", cfg, "update")
-	if exitCode(err) != 1 || !strings.Contains(out, "HTTP 500") || !strings.Contains(out, "keeping the copy of") {
+	if exitCode(err) != 1 || !strings.Contains(out, "\nads: "+url+": HTTP 500 Internal Server Error; keeping the copy of ") {
 		t.Errorf("failing update: exit %d, %v\n%s", exitCode(err), err, out)
 	}
 	out = mustRun(t, "list", "-c", cfg)
