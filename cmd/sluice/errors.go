@@ -67,7 +67,7 @@ func usagef(cmd *cobra.Command, format string, a ...any) error {
 }
 
 // report writes err for people to w and returns the exit status.
-func report(w io.Writer, root *cobra.Command, err error) int {
+func report(w io.Writer, err error) int {
 	if err == nil {
 		return 0
 	}

@@ -28,7 +28,7 @@ func runReport(t *testing.T, stdin string, args ...string) (stdout, stderr strin
 	root.SetErr(&errOut)
 	root.SetIn(strings.NewReader(stdin))
 	root.SetArgs(args)
-	code = report(&errOut, root, root.Execute())
+	code = report(&errOut, root.Execute())
 	return out.String(), errOut.String(), code
 }
 

@@ -17,7 +17,7 @@ var version = "dev"
 
 func main() {
 	root := newRoot()
-	os.Exit(report(os.Stderr, root, root.Execute()))
+	os.Exit(report(os.Stderr, root.Execute()))
 }
 
 func newRoot() *cobra.Command {
