@@ -230,6 +230,7 @@ type exchange struct {
 	sniffed  []slog.Attr                     // what sniffing found, for the log
 	refused  atomic.Pointer[filter.Decision] // set when Guard refused an address
 	peer     atomic.Pointer[netip.Addr]      // the last address Guard let a direct dial connect to
+	route    atomic.Pointer[string]          // the failover member that carried the last dial ("pool/member")
 	scheme   string                          // a plain request's URL scheme
 	path     string                          // a plain request's URL path
 	ctype    string                          // the response's Content-Type
@@ -253,6 +254,11 @@ func (x *exchange) record() *accesslog.Record {
 	if p := x.peer.Load(); p != nil {
 		r.Peer = *p
 	}
+	// A dial error says it all; net/http wraps it in "proxyconnect tcp: ".
+	var de *dial.Error
+	if errors.As(r.Err, &de) {
+		r.Err = de
+	}
 	if x.decided {
 		d := x.d
 		if rd := x.refused.Load(); rd != nil {
@@ -261,6 +267,9 @@ func (x *exchange) record() *accesslog.Record {
 		r.Decided = true
 		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.RuleName()
 		r.Category, r.Route = d.Category, d.Route()
+		if rt := x.route.Load(); rt != nil && r.Route != "" {
+			r.Route = *rt
+		}
 		r.Sniffed = x.sniffed
 		r.SafeSearch = d.Enforce
 		if d.WouldBlock {
@@ -294,13 +303,15 @@ func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
 	return d
 }
 
-// guarded returns ctx carrying the client's dial.Identity (for circuit
+// guarded returns ctx carrying the route note (the failover member that
+// carries a dial, for the access line), the client's dial.Identity (for circuit
 // isolation) and the dial-time check of x's allowed request:
 // each address the direct dialer is about to connect to goes to Guard, and
 // the first refusal is kept for the answer and the access line.
 func (s *Server) guarded(ctx context.Context, x *exchange) context.Context {
 	req, d := x.req, x.d
 	ctx = dial.WithIdentity(ctx, dial.Identity{Client: req.Client, User: req.User})
+	ctx = dial.WithRouteNote(ctx, func(route string) { x.route.Store(&route) })
 	if s.Guard == nil {
 		return ctx
 	}

@@ -14,6 +14,21 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// writeError says that path could not be written, and why, once: the
+// temporary file's name and Go's step ("open", "rename") are the writer's
+// business, not the user's.
+func writeError(path string, err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		err = pe.Err
+	case errors.As(err, &le):
+		err = le.Err
+	}
+	return fmt.Errorf("rules: %w", &fs.PathError{Op: "write", Path: path, Err: err})
+}
+
 // WriteFileAtomic replaces the file at path with data: it writes a temporary
 // file in the same folder, syncs it, gives it perm and renames it into
 // place, so that a reader or a crash sees either the old or the new content,
@@ -22,7 +37,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return fmt.Errorf("rules: write %s: %w", path, err)
+		return writeError(path, err)
 	}
 	tmp := f.Name()
 	defer func() {
@@ -32,19 +47,19 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 		}
 	}()
 	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("rules: write %s: %w", path, err)
+		return writeError(path, err)
 	}
 	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("rules: write %s: %w", path, err)
+		return writeError(path, err)
 	}
 	if err = f.Sync(); err != nil {
-		return fmt.Errorf("rules: write %s: %w", path, err)
+		return writeError(path, err)
 	}
 	if err = f.Close(); err != nil {
-		return fmt.Errorf("rules: write %s: %w", path, err)
+		return writeError(path, err)
 	}
 	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rules: write %s: %w", path, err)
+		return writeError(path, err)
 	}
 	if d, derr := os.Open(dir); derr == nil { // make the rename durable
 		d.Sync()

@@ -42,7 +42,10 @@ func ParseEntry(s string) (string, error) {
 	}
 	s = strings.TrimPrefix(strings.TrimPrefix(s, "*."), ".")
 	h, err := NormalizeHost(s)
-	if err != nil {
+	switch {
+	case err != nil && s == in:
+		return "", err // it names the host already
+	case err != nil:
 		return "", fmt.Errorf("%q: %w", in, err)
 	}
 	return h, nil

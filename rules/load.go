@@ -206,7 +206,14 @@ func (e *SourceError) Error() string {
 	if e.Source.URL != "" {
 		hint = "run 'sluice list update', or mark it {url: URL, optional: true}"
 	}
-	return fmt.Sprintf("category %s: source %s is unusable: %s (%s)", e.Category, e.Source, bare(e.Err), hint)
+	// The cause may name the source again ("URL: not downloaded yet",
+	// "stat PATH: no such file or directory").
+	why := strings.TrimPrefix(bare(e.Err), e.Source.String()+": ")
+	var pe *fs.PathError
+	if errors.As(e.Err, &pe) && pe.Path == e.Source.Path {
+		why = pe.Err.Error()
+	}
+	return fmt.Sprintf("category %s: source %s is unusable: %s (%s)", e.Category, e.Source, why, hint)
 }
 
 func (e *SourceError) Unwrap() error { return e.Err }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,9 +41,16 @@ type access struct {
 	udpDrop  int64       // UDP datagrams dropped for other reasons
 	granted  bool        // the request was granted (reply "succeeded")
 	peer     netip.Addr  // the origin's address, for a direct connection
+	route    string      // the failover member that carried it ("pool/member"), or ""
 	err      error
 	dialErr  error  // the dial that failed, for Observe
 	pending  []byte // failure reply to send if the handler panics
+}
+
+// noteRoute returns ctx noting, in a.route, the failover member that
+// carries the dial (the dial runs on a's goroutine).
+func (a *access) noteRoute(ctx context.Context) context.Context {
+	return dial.WithRouteNote(ctx, func(route string) { a.route = route })
 }
 
 // serve runs one connection from its first byte to the access line.
@@ -267,7 +275,7 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 		return
 	}
 	var refused atomic.Pointer[filter.Decision]
-	origin, err := s.dial(s.guarded(ctx, freq, d, &refused), d.Via, "tcp", dial.Redirect(a.target, d.Enforce))
+	origin, err := s.dial(a.noteRoute(s.guarded(ctx, freq, d, &refused)), d.Via, "tcp", dial.Redirect(a.target, d.Enforce))
 	if err != nil {
 		a.err = err
 		if rd := refused.Load(); rd != nil {
@@ -285,7 +293,7 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 	}
 	c.SetDeadline(time.Time{})
 	a.granted = true
-	if d.Route() == "direct" {
+	if d.Route() == "direct" || strings.HasSuffix(a.route, "/"+dial.RouteDirect) {
 		a.peer = addrPort(origin.RemoteAddr()).Addr().Unmap()
 	}
 	reply(repSucceeded, addrPort(origin.LocalAddr()))
@@ -343,7 +351,7 @@ func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req fi
 	// and it must not lift deny_private for the address it asked for.
 	var refused atomic.Pointer[filter.Decision]
 	// A search engine's sniffed name dials its SafeSearch enforcement host.
-	origin, err := s.dial(s.guarded(ctx, req, d, &refused), o.Decision.Via, "tcp", dial.Redirect(a.target, o.Decision.Enforce))
+	origin, err := s.dial(a.noteRoute(s.guarded(ctx, req, d, &refused)), o.Decision.Via, "tcp", dial.Redirect(a.target, o.Decision.Enforce))
 	if err != nil {
 		a.err = err
 		if rd := refused.Load(); rd != nil {
@@ -403,6 +411,9 @@ func (s *Server) logAccess(c net.Conn, a *access, start time.Time) {
 		r.Decided = true
 		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.RuleName()
 		r.Category, r.Route = d.Category, d.Route()
+		if a.route != "" && r.Route != "" {
+			r.Route = a.route
+		}
 		r.Sniffed = a.sniffed
 		r.SafeSearch = d.Enforce
 		if d.WouldBlock {

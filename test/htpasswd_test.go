@@ -89,7 +89,7 @@ func TestUsersListMarksWeak(t *testing.T) {
 		"sha\tsha1, weak: re-set with sluice users add\n" +
 		"des\tdes, weak: re-set with sluice users add\n" +
 		"bcrypt\n"
-	warning := fmt.Sprintf("warning: %s:%d: user plain: auth: unsupported hash kind", users, badLine)
+	warning := fmt.Sprintf("warning: %s:%d: user plain: unsupported hash kind", users, badLine)
 	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, warning) {
 		t.Fatalf("users list: exit %d:\n%s\nwant:\n%s%s", code, out, want, warning)
 	}

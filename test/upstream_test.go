@@ -502,8 +502,8 @@ rules:
 		code   int
 		route  string // "": no route line
 	}{
-		{"leak.test", 0, "route: parent: http://127.0.0.1:3128 (alice:*** redacted)\n"},
-		{"http://vpn.test/x", 0, "route: vpn: https://127.0.0.1:8443 -> socks5://127.0.0.1:1080 (bob:*** redacted)\n"},
+		{"leak.test", 0, "route: parent: http://alice:xxxxx@127.0.0.1:3128\n"},
+		{"http://vpn.test/x", 0, "route: vpn: https://127.0.0.1:8443 -> socks5://bob:xxxxx@127.0.0.1:1080\n"},
 		{"pool.test:8443", 0, "route: pool: failover parent, vpn\n"},
 		{"direct.test", 0, "route: direct\n"},
 		{"blocked.test", 1, ""},

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -26,12 +25,13 @@ only for a client network (--client 10.1.2.0/24 or one address) and a user.
 The exceptions are kept in exceptions.json in the config's cache folder; the
 running proxy picks changes up within a second, and drops an exception when
 it ends, without a reload. --list shows them, --remove DOMAIN removes every
-exception for DOMAIN.`,
+exception for DOMAIN. Exit status 1 when --remove finds no exception for
+DOMAIN, 2 on a wrong command line or a file that cannot be read or written.`,
 		Example: `  sluice allow -c /etc/sluice/sluice.yaml wikipedia.org --for 1h
   sluice allow -c /etc/sluice/sluice.yaml https://www.youtube.com/watch?v=x --for 45m --client 10.1.2.0/24
   sluice allow -c /etc/sluice/sluice.yaml --list
   sluice allow -c /etc/sluice/sluice.yaml --remove wikipedia.org`,
-		Args: cobra.MaximumNArgs(1),
+		Args: argsBetween(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			modes := 0
 			for _, on := range []bool{list, remove != "", len(args) == 1} {
@@ -40,19 +40,19 @@ exception for DOMAIN.`,
 				}
 			}
 			if modes != 1 {
-				return &exitError{code: 2, err: errors.New("give one of: DOMAIN --for DURATION, --list, --remove DOMAIN")}
+				return usagef(cmd, "give one of: DOMAIN --for DURATION, --list, --remove DOMAIN")
 			}
 			if cfgPath == "" {
-				return &exitError{code: 2, err: errors.New("--config is needed: the exceptions are kept in its cache folder")}
+				return usagef(cmd, "--config FILE is needed: the exceptions are kept in its cache folder")
 			}
 			cfg, err := rules.LoadConfig(cfgPath)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			path := cfg.ExceptionsPath()
 			cur, err := rules.LoadExceptions(path)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			now := time.Now()
 			w := cmd.OutOrStdout()
@@ -72,33 +72,33 @@ exception for DOMAIN.`,
 			case remove != "":
 				domain, err := rules.ExceptionDomain(remove)
 				if err != nil {
-					return &exitError{code: 2, err: err}
+					return usagef(cmd, "--remove: %s", describe(err))
 				}
 				out, n := rules.RemoveException(cur, domain)
 				if n == 0 {
-					return &exitError{code: 1, err: fmt.Errorf("no exception for %s", domain)}
+					return negative(fmt.Errorf("no exception for %s", domain))
 				}
 				if err := rules.SaveExceptions(path, out); err != nil {
-					return &exitError{code: 2, err: err}
+					return failed(err)
 				}
 				fmt.Fprintf(w, "removed %d exception(s) for %s\n", n, domain)
 				return nil
 			}
 			domain, err := rules.ExceptionDomain(args[0])
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return usagef(cmd, "%s", describe(err))
 			}
 			if dur <= 0 || dur > rules.MaxExceptionFor {
-				return &exitError{code: 2, err: fmt.Errorf("--for: want a duration such as 1h or 30m, at most %s", rules.MaxExceptionFor)}
+				return usagef(cmd, "--for: want a duration such as 1h or 30m, at most %s", period(rules.MaxExceptionFor))
 			}
 			e := rules.Exception{Domain: domain, Until: now.Add(dur).Truncate(time.Second), User: user, Added: now.Truncate(time.Second)}
 			if client != "" {
 				if e.Client, err = rules.ParseClient(client); err != nil {
-					return &exitError{code: 2, err: fmt.Errorf("--client: %w", err)}
+					return usagef(cmd, "--client: %q is not an IP address or a CIDR such as 10.1.2.0/24", client)
 				}
 			}
 			if err := rules.SaveExceptions(path, rules.AddException(cur, e, now)); err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			fmt.Fprintf(w, "allowed %s\n", e)
 			return nil

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,7 @@ func checkCmd() *cobra.Command {
 		noResolve                 bool
 	)
 	cmd := &cobra.Command{
-		Use:   "check [--config FILE] [--client IP] [--user NAME] TARGET",
+		Use:   "check [--config FILE] [--client IP] [--user NAME] [--time T] [--no-resolve] TARGET",
 		Short: "Tell whether a destination would be allowed, by which rule, and its route",
 		Long: `Check a destination against the rules without running the proxy.
 TARGET is a host, host:port or URL; a bare host is checked on port 443.
@@ -52,25 +53,29 @@ When the name is allowed on the direct route, it is resolved as the proxy
 would (hosts:, then Go's own resolver) and each address is decided again
 (Sluice's own listeners, check_resolved, deny_private); when every address
 would be refused, the verdict is block. --no-resolve skips that step.
+--user names the authenticated user the rules see; a name that is not in
+the users: file is warned about on standard error, and with LDAP users
+the directory's groups are not looked up (only the config's groups:).
 The first line starts with "allow" or "block"; the exit status is 0 when
 allowed, 1 when blocked and 2 on error.`,
 		Example: `  sluice check --config sluice.yaml www.tiktok.com
   sluice check --config sluice.yaml --client 10.1.2.3 http://example.com/
-  sluice check --config sluice.yaml --user alice news.example:443`,
-		Args: cobra.ExactArgs(1),
+  sluice check --config sluice.yaml --user alice news.example:443
+  sluice check --config sluice.yaml --time "2025-03-03 21:30" games.example`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			set, eng, err := loadEngine(cfgPath)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			req, err := parseTarget(args[0])
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return usagef(cmd, "%v", err)
 			}
 			if client != "" {
 				a, err := netip.ParseAddr(client)
 				if err != nil {
-					return &exitError{code: 2, err: fmt.Errorf("--client: %w", err)}
+					return usagef(cmd, "--client: %q is not an IP address", client)
 				}
 				req.Client = a.Unmap()
 			}
@@ -80,14 +85,19 @@ allowed, 1 when blocked and 2 on error.`,
 				t, err := time.ParseInLocation("2006-01-02 15:04", at, time.Local)
 				if err != nil {
 					if t, err = time.Parse(time.RFC3339, at); err != nil {
-						return &exitError{code: 2, err: fmt.Errorf("--time: want \"2006-01-02 15:04\" or RFC 3339: %w", err)}
+						return usagef(cmd, "--time: %q is not a time (want \"2006-01-02 15:04\", local, or RFC 3339 such as 2006-01-02T15:04:05Z)", at)
 					}
 				}
 				req.Time = t
 			}
+			if user != "" {
+				if w := unknownUser(set.Config, user); w != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning: --user "+user+": "+w)
+				}
+			}
 			exc, err := rules.LoadExceptions(set.Config.ExceptionsPath())
 			if err != nil && set.Config.ExceptionsPath() != "" {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			d := server.DecideExcept(eng, filter.NewExceptions(exc), set.Config.Upstream, req)
 			named := d // the decision on the name, before any dial-time refusal
@@ -103,7 +113,7 @@ allowed, 1 when blocked and 2 on error.`,
 			printDecision(cmd.OutOrStdout(), set, req, d)
 			printResolved(cmd.OutOrStdout(), req, named, steps, rerr)
 			if d.Verdict != filter.Allow {
-				return &exitError{code: 1}
+				return negative(nil)
 			}
 			return nil
 		},
@@ -123,7 +133,7 @@ func parseTarget(s string) (filter.Request, error) {
 	if strings.Contains(s, "://") {
 		u, err := url.Parse(s)
 		if err != nil {
-			return filter.Request{}, err
+			return filter.Request{}, fmt.Errorf("TARGET %q is not a URL", s)
 		}
 		host, port = u.Hostname(), u.Port()
 		if port == "" {
@@ -138,14 +148,34 @@ func parseTarget(s string) (filter.Request, error) {
 		host, port = h, p
 	}
 	n, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return filter.Request{}, fmt.Errorf("bad port %q", port)
+	if err != nil || n == 0 {
+		return filter.Request{}, fmt.Errorf("TARGET %q: invalid port %q (want 1-65535)", s, port)
 	}
 	h, err := rules.NormalizeHost(host)
 	if err != nil {
-		return filter.Request{}, err
+		return filter.Request{}, fmt.Errorf("TARGET %q: invalid host name %q", s, host)
 	}
 	return filter.Request{Host: h, Port: uint16(n)}, nil
+}
+
+// unknownUser says why the rules' view of user may differ from the
+// proxy's, or "": a user the users: file does not hold cannot log in, and
+// the directory groups of an LDAP user are not looked up here.
+func unknownUser(cfg *rules.Config, user string) string {
+	switch {
+	case cfg.LDAP != nil:
+		return "users are checked against LDAP, which check does not query: the user's directory groups are not shown, only the config's groups:"
+	case cfg.Users == "":
+		return "the config has no users: file, so no client can log in as this user"
+	}
+	users, err := listUsers(cfg.Users)
+	if err != nil {
+		return "cannot read the users: file: " + describe(err)
+	}
+	if !slices.Contains(users, user) {
+		return "not a user in " + cfg.Users + "; the rules are decided for this name anyway"
+	}
+	return ""
 }
 
 func printDecision(w io.Writer, set *rules.Set, req filter.Request, d filter.Decision) {
@@ -185,7 +215,7 @@ func printDecision(w io.Writer, set *rules.Set, req filter.Request, d filter.Dec
 		mode, name, err := server.IsolationIdentity(set.Config, d.Via, req.Client, req.User, target)
 		switch {
 		case err != nil:
-			fmt.Fprintf(w, "isolation: %v\n", err)
+			fmt.Fprintf(w, "isolation: %s\n", describe(err))
 		case name != "":
 			fmt.Fprintf(w, "isolation: %s, upstream user %s\n", mode, name)
 		}
@@ -212,7 +242,11 @@ func printResolved(w io.Writer, req filter.Request, d filter.Decision, steps []s
 		host = d.Enforce
 	}
 	if err != nil {
-		fmt.Fprintf(w, "resolved: %s: %v\n", host, err)
+		if msg := describe(err); strings.Contains(msg, host) {
+			fmt.Fprintf(w, "resolved: %s\n", msg)
+		} else {
+			fmt.Fprintf(w, "resolved: %s: %s\n", host, msg)
+		}
 		return
 	}
 	if len(steps) == 0 {

@@ -30,17 +30,17 @@ sources, when each remote source was last refreshed, and any error.`,
   sluice list -c sluice.yaml add social tiktok.com instagram.com
   sluice list -c sluice.yaml test www.tiktok.com
   sluice list -c sluice.yaml update`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cfgPath)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			// As a running server reloads: an unusable local source shows
 			// its error and the last good copy the server keeps serving.
 			set, err := rules.LoadSetWith(cfg, rules.LoadOptions{LastGood: true})
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			printSummary(cmd.OutOrStdout(), set, time.Now())
 			return nil
@@ -53,11 +53,33 @@ sources, when each remote source was last refreshed, and any error.`,
 }
 
 // editConfig returns the config to edit; editing needs a real file.
-func editConfig(cfgPath string) (*rules.Config, error) {
+func editConfig(cmd *cobra.Command, cfgPath string) (*rules.Config, error) {
 	if cfgPath == "" {
-		return nil, errors.New("--config FILE is required to change lists")
+		return nil, usagef(cmd, "--config FILE is needed to change lists")
 	}
-	return rules.LoadConfig(cfgPath)
+	cfg, err := rules.LoadConfig(cfgPath)
+	if err != nil {
+		return nil, failed(err)
+	}
+	return cfg, nil
+}
+
+// unknownCategory is the one message of every list command for a category
+// the config does not have.
+func unknownCategory(cfg *rules.Config, name string) error {
+	known := rules.CategoryNames(cfg)
+	if len(known) == 0 {
+		return fmt.Errorf("unknown category %q (the config has none)", name)
+	}
+	return fmt.Errorf("unknown category %q (known: %s)", name, strings.Join(known, ", "))
+}
+
+// knownCategory returns unknownCategory's error unless cfg has category name.
+func knownCategory(cfg *rules.Config, name string) error {
+	if slices.Contains(rules.CategoryNames(cfg), name) {
+		return nil
+	}
+	return unknownCategory(cfg, name)
 }
 
 // loadConfig reads the config at path, or the embedded default when path is "".
@@ -150,7 +172,7 @@ func printSource(w io.Writer, cfg *rules.Config, st rules.SourceStats, now time.
 		case errors.Is(err, fs.ErrNotExist):
 			fmt.Fprintf(w, "      never downloaded; refreshed every %s (run 'sluice list update')\n", period(refresh))
 		case err != nil:
-			fmt.Fprintf(w, "      %v\n", err)
+			fmt.Fprintf(w, "      %s\n", describe(err))
 		default:
 			if m.FetchedAt.IsZero() {
 				fmt.Fprintf(w, "      never downloaded; refreshed every %s\n", period(refresh))
@@ -158,18 +180,18 @@ func printSource(w io.Writer, cfg *rules.Config, st rules.SourceStats, now time.
 				fmt.Fprintf(w, "      refreshed %s (%s ago), every %s\n", timeStamp(m.FetchedAt), agoString(now, m.FetchedAt), period(refresh))
 			}
 			if m.LastError != "" {
-				fmt.Fprintf(w, "      last attempt %s failed: %s\n", timeStamp(m.LastAttempt), m.LastError)
+				fmt.Fprintf(w, "      last attempt %s failed: %s\n", timeStamp(m.LastAttempt), fetchProblem(src, errors.New(m.LastError)))
 			}
 		}
 	}
 	if err := st.Problem(); err != nil && (src.URL == "" || !errors.Is(err, rules.ErrNotDownloaded)) {
-		fmt.Fprintf(w, "      ERROR: %v\n", err)
+		fmt.Fprintf(w, "      ERROR: %s\n", describe(err))
 	}
 	if st.LastGood != "" {
 		fmt.Fprintf(w, "      a running proxy keeps its last good copy: %s (%s)\n", entries(st.Entries), st.LastGood)
 	}
 	for _, e := range st.Errors {
-		fmt.Fprintf(w, "      invalid: %v\n", e)
+		fmt.Fprintf(w, "      invalid: %s\n", describe(e))
 	}
 }
 
@@ -181,16 +203,22 @@ func listShowCmd(cfgPath *string) *cobra.Command {
 		Short:             "Print the entries of a category, one a line (exceptions marked)",
 		Long: `Print the entries of a category, one a line, as loaded (normalized, from
 every source). Exceptions are printed as "@@DOMAIN". With --grep, only the
-entries that contain TEXT, and exit status 1 when none does.`,
-		Args: cobra.ExactArgs(1),
+entries that contain TEXT, and exit status 1 when none does. A category
+the config does not have is an error (exit status 2).`,
+		Example: `  sluice list -c sluice.yaml show social
+  sluice list -c sluice.yaml show ads --grep tracker
+  sluice list show builtin:doh`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			set, err := loadSet(*cfgPath)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
-			cl, err := findCategory(set, args[0])
-			if err != nil {
-				return &exitError{code: 2, err: err}
+			cl, ok := set.Categories[args[0]]
+			if !ok {
+				if cl, ok = rules.LoadBuiltin(args[0]); !ok {
+					return failed(unknownCategory(set.Config, args[0]))
+				}
 			}
 			grep = strings.ToLower(grep)
 			w := cmd.OutOrStdout()
@@ -209,23 +237,13 @@ entries that contain TEXT, and exit status 1 when none does.`,
 				}
 			}
 			if grep != "" && n == 0 {
-				return &exitError{code: 1}
+				return negative(nil)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&grep, "grep", "", "only entries that contain TEXT")
 	return cmd
-}
-
-func findCategory(set *rules.Set, name string) (*rules.CategoryList, error) {
-	if cl, ok := set.Categories[name]; ok {
-		return cl, nil
-	}
-	if cl, ok := rules.LoadBuiltin(name); ok {
-		return cl, nil
-	}
-	return nil, fmt.Errorf("unknown category %q (known: %s)", name, strings.Join(sortedNames(set.Categories), ", "))
 }
 
 func listAddCmd(cfgPath *string) *cobra.Command {
@@ -238,12 +256,15 @@ category has none (or does not exist yet), lists/CATEGORY.txt is created
 beside the config and added to its categories. The file is replaced
 atomically; comments, order and existing lines are kept. Each domain also
 covers its subdomains. A domain may be pasted as a URL (its host is taken),
-as *.domain, in any case. A running proxy picks the change up on its own.`,
-		Args: cobra.MinimumNArgs(2),
+as *.domain, in any case. A running proxy picks the change up on its own.
+Exit status 1 when every domain was listed already (nothing added).`,
+		Example: `  sluice list -c sluice.yaml add social tiktok.com instagram.com
+  sluice list -c sluice.yaml add social https://www.youtube.com/watch?v=x`,
+		Args: argsBetween(2, -1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, domains, err := readEdit(*cfgPath, args)
+			cfg, domains, err := readEdit(cmd, *cfgPath, args)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return err
 			}
 			cat, w := args[0], cmd.OutOrStdout()
 			res, err := rules.AddToCategory(cfg, cat, domains)
@@ -254,7 +275,7 @@ as *.domain, in any case. A running proxy picks the change up on its own.`,
 				fmt.Fprintf(w, "added %s to category %s in %s\n", res.Source, cat, cfg.File)
 			}
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			for _, d := range domains {
 				if slices.Contains(res.Listed, d) {
@@ -264,6 +285,9 @@ as *.domain, in any case. A running proxy picks the change up on its own.`,
 				}
 			}
 			fmt.Fprintf(w, "%s: %d added to %s\n", cat, len(res.Added), res.File)
+			if len(res.Added) == 0 {
+				return negative(nil)
+			}
 			return nil
 		},
 	}
@@ -276,46 +300,91 @@ func listRmCmd(cfgPath *string) *cobra.Command {
 		Short:             "Remove domains from a category's local list files",
 		Long: `Remove the lines that list exactly these domains from every plain list
 file of the category, keeping every other line. A domain that comes from a
-remote source, a folder or a file in another format is reported, not removed.`,
-		Args: cobra.MinimumNArgs(2),
+remote source, a folder or a file in another format is reported with the
+file and line it comes from, and not removed: allow it with an allow rule
+before the rule that blocks the category, or for a while with 'sluice
+allow DOMAIN --for 1h'. Exit status 1 when nothing was removed.`,
+		Example: `  sluice list -c sluice.yaml rm social tiktok.com
+  sluice list -c sluice.yaml rm social https://www.instagram.com/`,
+		Args: argsBetween(2, -1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, domains, err := readEdit(*cfgPath, args)
+			cfg, domains, err := readEdit(cmd, *cfgPath, args)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return err
 			}
 			cat, w := args[0], cmd.OutOrStdout()
-			res, err := rules.RemoveFromCategory(cfg, cat, domains)
-			if err != nil {
-				return &exitError{code: 2, err: err}
+			if err := knownCategory(cfg, cat); err != nil {
+				return failed(err)
+			}
+			var res rules.RemoveResult
+			if _, local := cfg.Categories[cat]; local {
+				if res, err = rules.RemoveFromCategory(cfg, cat, domains); err != nil {
+					return failed(err)
+				}
+			} else {
+				// Only in a category_dirs folder: no file of its own to edit.
+				if res, err = explainMissing(cfg, cat, domains); err != nil {
+					return failed(err)
+				}
 			}
 			for _, r := range res.Removed {
 				fmt.Fprintf(w, "- %s (%s)\n", r.Domain, r.File)
 			}
+			fromElsewhere := ""
 			for _, m := range res.Missing {
 				if len(m.From) > 0 {
-					fmt.Fprintf(w, "  %s: not in a local file; it comes from %s\n", m.Domain, strings.Join(m.From, ", "))
+					fmt.Fprintf(w, "  %s: not removed: it comes from %s, which sluice does not edit\n", m.Domain, strings.Join(m.From, ", "))
+					fromElsewhere = m.Domain
 				} else {
 					fmt.Fprintf(w, "  %s: not listed in %s\n", m.Domain, cat)
 				}
 			}
 			fmt.Fprintf(w, "%s: %d removed\n", cat, res.Lines)
+			if fromElsewhere != "" {
+				fmt.Fprintf(w, "to allow %s anyway: add a rule `- allow: [\".%s\"]` (the domain and its subdomains) before the rule that blocks category:%s in %s, or run 'sluice allow -c %s %s --for 1h'\n",
+					fromElsewhere, fromElsewhere, cat, cfg.File, cfg.File, fromElsewhere)
+			}
+			if res.Lines == 0 {
+				return negative(nil)
+			}
 			return nil
 		},
 	}
 }
 
 // readEdit reads the config at cfgPath for an edit of category args[0]
-// with the domains args[1:], as pasted (see rules.ParseEntries).
-func readEdit(cfgPath string, args []string) (*rules.Config, []string, error) {
-	cfg, err := editConfig(cfgPath)
+// with the domains args[1:], as pasted (see rules.ParseEntries). Its
+// errors carry their exit status.
+func readEdit(cmd *cobra.Command, cfgPath string, args []string) (*rules.Config, []string, error) {
+	cfg, err := editConfig(cmd, cfgPath)
 	if err != nil {
 		return nil, nil, err
 	}
 	domains, err := rules.ParseEntries(args[1:])
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, usagef(cmd, "%s", describe(err))
 	}
 	return cfg, domains, nil
+}
+
+// explainMissing reports, for a category that comes only from a
+// category_dirs folder, where each domain is listed: nothing is removed.
+func explainMissing(cfg *rules.Config, cat string, domains []string) (rules.RemoveResult, error) {
+	var res rules.RemoveResult
+	set, err := rules.LoadSet(cfg)
+	if err != nil {
+		return res, err
+	}
+	for _, d := range domains {
+		m := rules.Removal{Domain: d}
+		for _, x := range rules.Explain(set, d) {
+			if x.Category == cat && x.Entry == d && !x.Allow {
+				m.From = append(m.From, fmt.Sprintf("%s:%d", x.File, x.Line))
+			}
+		}
+		res.Missing = append(res.Missing, m)
+	}
+	return res, nil
 }
 
 func listImportCmd(cfgPath *string) *cobra.Command {
@@ -331,21 +400,25 @@ func listImportCmd(cfgPath *string) *cobra.Command {
 		Long: `Add a source to the category in the config, creating the category when
 new; comments and order of the config are kept. A file or folder inside the
 config's folder is written relative to it. A URL is downloaded by the
-running proxy within a minute, or at once with 'sluice list update'.`,
-		Args: cobra.ExactArgs(2),
+running proxy within a minute, or at once with 'sluice list update'.
+Exit status 1 when the category has that source already.`,
+		Example: `  sluice list -c sluice.yaml import ads lists/hosts.txt
+  sluice list -c sluice.yaml import adult /var/lib/ut1/blacklists/adult
+  sluice list -c sluice.yaml import ads https://lists.example.org/hosts.txt`,
+		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := editConfig(*cfgPath)
+			cfg, err := editConfig(cmd, *cfgPath)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return err
 			}
 			cat, w := args[0], cmd.OutOrStdout()
 			src, text, added, err := rules.ImportSource(cfg, cat, args[1])
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			if !added {
 				fmt.Fprintf(w, "%s: %s is already a source\n", cat, src)
-				return nil
+				return negative(nil)
 			}
 			fmt.Fprintf(w, "%s: added source %s to %s\n", cat, text, cfg.File)
 			if src.URL != "" {
@@ -368,35 +441,47 @@ func listUpdateCmd(cfgPath *string) *cobra.Command {
 		Short:             "Download the remote sources now (all, or one category's)",
 		Long: `Fetch every remote source (or those of one category) now, through the
 config's default route, with a conditional GET. A failed download keeps the
-last good copy. Exit status 1 when any source failed.`,
-		Args: cobra.MaximumNArgs(1),
+last good copy. Exit status 1 when any source failed, or when there is no
+remote source to download.`,
+		Example: `  sluice list -c sluice.yaml update
+  sluice list -c sluice.yaml update ads`,
+		Args: argsBetween(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(*cfgPath)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			cat := ""
 			if len(args) == 1 {
 				cat = args[0]
 			}
+			if cat != "" {
+				if err := knownCategory(cfg, cat); err != nil {
+					return failed(err)
+				}
+			}
 			jobs, err := cfg.RemoteSources(cat)
-			if err != nil {
-				return &exitError{code: 2, err: err}
+			if err != nil && cat == "" {
+				return failed(err)
 			}
 			w := cmd.OutOrStdout()
 			if len(jobs) == 0 {
-				fmt.Fprintln(w, "no remote sources")
-				return nil
+				if cat != "" {
+					fmt.Fprintf(w, "category %s has no remote sources: nothing to download\n", cat)
+				} else {
+					fmt.Fprintln(w, "no remote sources: nothing to download")
+				}
+				return negative(nil)
 			}
 			client, err := server.NewFetchClient(cfg)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
 			f := &server.Fetcher{Client: client}
 			tty := isTerminal(w)
-			failed, changed := 0, 0
+			nfailed, changed := 0, 0
 			for _, j := range jobs {
 				var bar *progressBar
 				if tty {
@@ -414,8 +499,8 @@ last good copy. Exit status 1 when any source failed.`,
 				}
 				switch {
 				case err != nil:
-					failed++
-					fmt.Fprintf(w, "%s: %s: %v; %s\n", j.Category, j.Source, err, keptCopy(cfg, j.Source))
+					nfailed++
+					fmt.Fprintf(w, "%s: %s: %s; %s\n", j.Category, j.Source, fetchProblem(j.Source, err), keptCopy(cfg, j.Source))
 				case res.Changed:
 					changed++
 					fmt.Fprintf(w, "%s: %s: updated, %s (%s), %s\n", j.Category, j.Source, entries(res.Entries), res.Format, byteSize(res.Bytes))
@@ -429,12 +514,22 @@ last good copy. Exit status 1 when any source failed.`,
 			if changed > 0 {
 				fmt.Fprintln(w, "run 'sluice reload -c CONFIG' to apply new lists to a running proxy at once")
 			}
-			if failed > 0 {
-				return &exitError{code: 1, err: fmt.Errorf("%d of %d remote sources failed", failed, len(jobs))}
+			if nfailed > 0 {
+				return negative(fmt.Errorf("%d of %d remote sources failed", nfailed, len(jobs)))
 			}
 			return nil
 		},
 	}
+}
+
+// fetchProblem says why the download of src failed, without naming src
+// again ("fetch URL: ", net/http's "Get \"URL\": ").
+func fetchProblem(src rules.Source, err error) string {
+	msg := describe(err)
+	for _, again := range []string{"fetch " + src.String() + ": ", "fetch: ", "Get \"" + src.String() + "\": "} {
+		msg = strings.Replace(msg, again, "", 1)
+	}
+	return msg
 }
 
 // keptCopy describes what a category uses after a failed download.
@@ -457,15 +552,17 @@ its parent domains, with the file and line it comes from ("why is this
 blocked?"). DOMAIN may be pasted as a URL or *.domain, in any case. Exit
 status 0 when some entry covers it, 1 when none does.
 Use 'sluice check' to see which rule decides.`,
-		Args: cobra.ExactArgs(1),
+		Example: `  sluice list -c sluice.yaml test www.tiktok.com
+  sluice list -c sluice.yaml test https://ads.example.com/banner.js`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			set, err := loadSet(*cfgPath)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			host, err := rules.ParseEntry(args[0])
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return usagef(cmd, "%s", describe(err))
 			}
 			w := cmd.OutOrStdout()
 			matches := rules.Explain(set, host)
@@ -479,13 +576,14 @@ Use 'sluice check' to see which rule decides.`,
 			for _, name := range sortedNames(set.Categories) {
 				for _, st := range set.Categories[name].Sources {
 					if st.Err != nil {
-						fmt.Fprintf(cmd.ErrOrStderr(), "note: category %s: source %s not searched: %v\n", name, st.Source, st.Err)
+						why := strings.TrimPrefix(describe(st.Err), st.Source.String()+": ")
+						fmt.Fprintf(cmd.ErrOrStderr(), "note: category %s: source %s not searched: %s\n", name, st.Source, why)
 					}
 				}
 			}
 			if len(matches) == 0 {
 				fmt.Fprintf(w, "%s: in no category\n", host)
-				return &exitError{code: 1}
+				return negative(nil)
 			}
 			return nil
 		},

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,34 +15,9 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// exitError carries a process exit status through cobra.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit status %d", e.code)
-	}
-	return e.err.Error()
-}
-
 func main() {
 	root := newRoot()
-	err := root.Execute()
-	if err == nil {
-		return
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "sluice:", ee.err)
-		}
-		os.Exit(ee.code)
-	}
-	fmt.Fprintln(os.Stderr, "sluice:", err)
-	os.Exit(2)
+	os.Exit(report(os.Stderr, root.Execute()))
 }
 
 func newRoot() *cobra.Command {
@@ -58,10 +32,20 @@ proxies, and reloads its rules without a restart.
 'sluice serve -c FILE' runs it; 'sluice check' says what the rules decide
 for a destination; 'sluice list' and 'sluice users' edit its lists and
 users; 'sluice config validate' checks a config. The README is the manual
-of every config key.`,
+of every config key.
+
+Exit status, for every command: 0 done; 1 nothing to do or a negative
+answer (blocked, not found, nothing removed, a source the command reports
+as unusable); 2 an error (a wrong command line, an invalid config, an I/O
+failure). Errors are one line on standard error, "sluice: " then what
+failed, with the file and line when there is one.`,
+		Example: `  sluice serve -c /etc/sluice/sluice.yaml
+  sluice check -c /etc/sluice/sluice.yaml www.tiktok.com
+  sluice help list`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(serveCmd(), checkCmd(), configCmd(), versionCmd(), reloadCmd())
 	for _, c := range extraCommands {
 		root.AddCommand(c())
@@ -74,9 +58,11 @@ var extraCommands []func() *cobra.Command
 
 func versionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
+		Use:     "version",
+		Short:   "Print the version",
+		Long:    "Print the version: the output of git describe when built by make, else \"dev\".",
+		Example: `  sluice version`,
+		Args:    noArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintln(cmd.OutOrStdout(), "sluice", version)
 		},

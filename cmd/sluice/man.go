@@ -23,17 +23,17 @@ date in their header is $SOURCE_DATE_EPOCH when set, for reproducible
 builds, else today. 'make install' installs them; 'man -l DIR/sluice.1'
 reads one in place.`,
 		Example: `  sluice man /usr/local/share/man/man1`,
-		Args:    cobra.ExactArgs(1),
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
 			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("man: %w", err)}
+				return failed(err)
 			}
 			date := time.Now()
 			if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
 				sec, err := strconv.ParseInt(s, 10, 64)
 				if err != nil {
-					return &exitError{code: 2, err: fmt.Errorf("man: SOURCE_DATE_EPOCH=%q is not a number of seconds", s)}
+					return failed(fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds", s))
 				}
 				date = time.Unix(sec, 0).UTC()
 			}
@@ -47,7 +47,7 @@ reads one in place.`,
 				Manual:  "Sluice Manual",
 			}
 			if err := doc.GenManTree(root, header, dir); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("man: %w", err)}
+				return failed(err)
 			}
 			pages, _ := filepath.Glob(filepath.Join(dir, "*.1"))
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %d man pages to %s\n", len(pages), dir)

@@ -22,18 +22,19 @@ the host of the first listen address, or this machine's name when that is every
 interface) at the first listener's port. A running proxy serves the same file
 at http://PROXY:PORT/proxy.pac and /wpad.dat, naming the address the browser
 reached it at.`,
-		Args: cobra.NoArgs,
+		Example: `  sluice pac -c /etc/sluice/sluice.yaml --host proxy.corp.example > proxy.pac`,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := rules.Default()
 			if cfgPath != "" {
 				var err error
 				if cfg, err = rules.LoadConfig(cfgPath); err != nil {
-					return &exitError{code: 2, err: err}
+					return failed(err)
 				}
 			}
 			file, err := server.PACFile(cfg, host)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			fmt.Fprint(cmd.OutOrStdout(), file)
 			return nil

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"syscall"
 
@@ -25,8 +24,11 @@ PID. Before signalling, it checks in /proc that the process is a
 pid file or another program is never signalled. The server reloads the
 config, users and every list; a broken change is logged and the running
 rules stay. Changes to local files are also picked up on their own within
-a second.`,
-		Args: cobra.NoArgs,
+a second. Exit status 1 when no such server runs (nothing signalled), 2 on
+a wrong command line or when the signal cannot be sent.`,
+		Example: `  sluice reload -c /etc/sluice/sluice.yaml
+  sluice reload --pid "$(cat /run/sluice/sluice.pid)"`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			switch {
@@ -35,13 +37,13 @@ a second.`,
 			case cfgPath != "":
 				pid, err = server.FindServer(cfgPath)
 			default:
-				return &exitError{code: 2, err: errors.New("reload: name the server: -c FILE (its config, whose pid_file is read) or --pid PID")}
+				return usagef(cmd, "name the server: -c FILE (its config, whose pid_file is read) or --pid PID")
 			}
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return negative(err)
 			}
 			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-				return &exitError{code: 1, err: fmt.Errorf("signal %d: %w", pid, err)}
+				return failed(fmt.Errorf("cannot signal process %d: %w", pid, err))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "reload requested from sluice serve (pid %d)\n", pid)
 			return nil

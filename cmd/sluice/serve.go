@@ -29,8 +29,14 @@ the running rules. The process id is written to the config's pid_file.
 SIGINT or SIGTERM stop it gracefully: no new connection is accepted,
 requests, tunnels and SOCKS connections in flight may finish for up to
 shutdown_grace (default 30s), then the rest are closed and it exits 0. A
-second SIGINT or SIGTERM during that time kills it at once.`,
-		Args: cobra.NoArgs,
+second SIGINT or SIGTERM during that time kills it at once.
+
+Exit status 2 when it cannot start (an invalid config, a list the rules
+need that is unusable, an address it cannot listen on) or fails.`,
+		Example: `  sluice serve -c /etc/sluice/sluice.yaml
+  sluice serve -l 127.0.0.1:3128 -l '[::1]:3128'
+  sluice serve -c sluice.yaml --debug`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level := slog.LevelInfo
 			if debug {
@@ -41,7 +47,7 @@ second SIGINT or SIGTERM during that time kills it at once.`,
 			opts.Version = version
 			srv, err := server.New(opts)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return failed(err)
 			}
 			// The first SIGINT/SIGTERM starts the graceful shutdown; once it
 			// began, a second one kills the process at once.
@@ -49,7 +55,7 @@ second SIGINT or SIGTERM during that time kills it at once.`,
 			defer stop()
 			context.AfterFunc(ctx, stop)
 			if err := srv.Run(ctx); err != nil {
-				return &exitError{code: 1, err: err}
+				return failed(err)
 			}
 			return nil
 		},

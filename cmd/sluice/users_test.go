@@ -80,10 +80,10 @@ func TestUsersErrors(t *testing.T) {
 	}{
 		{"no file", "", []string{"users", "list"}, 2, "--file"},
 		{"config without users", "", []string{"users", "-c", cfg, "list"}, 2, "no users: entry"},
-		{"empty password", "\n", []string{"users", "-f", file, "add", "carol", "--password-stdin"}, 1, "empty password"},
-		{"no stdin", "", []string{"users", "-f", file, "add", "carol", "--password-stdin"}, 1, "empty password"},
-		{"too long", strings.Repeat("x", 73) + "\n", []string{"users", "-f", file, "add", "carol", "--password-stdin"}, 1, "longer than 72"},
-		{"no terminal", "pw\n", []string{"users", "-f", file, "add", "carol"}, 1, "not a terminal"},
+		{"empty password", "\n", []string{"users", "-f", file, "add", "carol", "--password-stdin"}, 2, "empty password"},
+		{"no stdin", "", []string{"users", "-f", file, "add", "carol", "--password-stdin"}, 2, "empty password"},
+		{"too long", strings.Repeat("x", 73) + "\n", []string{"users", "-f", file, "add", "carol", "--password-stdin"}, 2, "longer than 72"},
+		{"no terminal", "pw\n", []string{"users", "-f", file, "add", "carol"}, 2, "not a terminal"},
 		{"bad name", "pw\n", []string{"users", "-f", file, "add", "a:b", "--password-stdin"}, 2, ""},
 	}
 	for _, tt := range tests {

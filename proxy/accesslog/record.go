@@ -45,7 +45,8 @@ type Record struct {
 	User string
 	// Decided reports whether the policy decided; Verdict, Reason, Rule,
 	// Category and Route are the decision's. When not decided, Reason
-	// says why (e.g. "not a proxy request").
+	// says why (e.g. "not a proxy request"). For a failover list, Route
+	// names the member that carried the connection: "pool/office".
 	Decided                                bool
 	Verdict, Reason, Rule, Category, Route string
 	// WouldBlock is set when a report-only rule (mode: report) would
@@ -281,8 +282,11 @@ func (r *Record) squidURL() string {
 // hierarchy is Squid's hierarchy/peer field: HIER_DIRECT/ip for a direct
 // dial, FIRSTUP_PARENT/name for a request allowed through an upstream,
 // HIER_NONE/- when nothing was dialed (refused, or a direct dial failed).
+// A failover list's member ("pool/office") is named alone, without a
+// slash that Squid's parsers would split on; "pool/direct" is direct.
 func (r *Record) hierarchy() string {
-	direct := r.Route == "direct" || r.Route == ""
+	member := r.Route[strings.LastIndexByte(r.Route, '/')+1:]
+	direct := member == "direct" || member == ""
 	dialed := r.Decided && r.Verdict == "allow" &&
 		(!direct || r.Status != 0 && r.Status < 500 || r.Granted || r.Peer.IsValid())
 	switch {
@@ -298,7 +302,7 @@ func (r *Record) hierarchy() string {
 		}
 		return "HIER_DIRECT/" + field(host)
 	}
-	return "FIRSTUP_PARENT/" + field(r.Route)
+	return "FIRSTUP_PARENT/" + field(member)
 }
 
 // mediaType returns a Content-Type without its parameters ("text/html"

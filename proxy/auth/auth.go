@@ -88,8 +88,11 @@ type ParseError struct {
 	Err error
 }
 
-// Error renders "file:line: problem".
-func (e *ParseError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
+// Error renders "file:line: problem", without the package's "auth: "
+// (after the position, "auth:" would read as the config key).
+func (e *ParseError) Error() string {
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, strings.TrimPrefix(e.Err.Error(), "auth: "))
+}
 
 // Unwrap returns Err.
 func (e *ParseError) Unwrap() error { return e.Err }

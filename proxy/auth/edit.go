@@ -146,7 +146,7 @@ func writeLines(path string, lines []string) (err error) {
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
 	if err != nil {
-		return fmt.Errorf("auth: %w", err)
+		return writeError(path, err)
 	}
 	defer func() {
 		if err != nil {
@@ -155,19 +155,33 @@ func writeLines(path string, lines []string) (err error) {
 		}
 	}()
 	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("auth: %w", err)
+		return writeError(path, err)
 	}
 	if _, err := tmp.WriteString(b.String()); err != nil {
-		return fmt.Errorf("auth: %w", err)
+		return writeError(path, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("auth: %w", err)
+		return writeError(path, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("auth: %w", err)
+		return writeError(path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("auth: %w", err)
+		return writeError(path, err)
 	}
 	return nil
+}
+
+// writeError says that path could not be written, and why, once: the
+// temporary file's name and Go's step are the writer's business.
+func writeError(path string, err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		err = pe.Err
+	case errors.As(err, &le):
+		err = le.Err
+	}
+	return fmt.Errorf("auth: %w", &fs.PathError{Op: "write", Path: path, Err: err})
 }

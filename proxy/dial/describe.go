@@ -9,8 +9,8 @@ import (
 // Describe tells, for people, how traffic on route leaves: "direct", or
 // the route's name and its hops with passwords redacted:
 //
-//	office: http://parent.corp:3128 (user:*** redacted)
-//	vpn: https://edge.example:443 -> socks5://exit.example:1080 (u:*** redacted)
+//	office: http://user:xxxxx@parent.corp:3128
+//	vpn: https://edge.example:443 -> socks5://u:xxxxx@exit.example:1080
 //	pool: failover office, tor
 //
 // Route "" describes the default route.
@@ -35,8 +35,8 @@ func (r *Router) Describe(name string) string {
 	return s
 }
 
-// describeHop prints scheme://host:port, and the user with the password
-// masked.
+// describeHop prints scheme://host:port with the user, and the password
+// masked as url.URL.Redacted masks it in logs and errors: user:xxxxx@.
 func describeHop(u *url.URL) string {
 	port := u.Port()
 	if port == "" {
@@ -49,13 +49,13 @@ func describeHop(u *url.URL) string {
 			port = "1080"
 		}
 	}
-	s := strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(u.Hostname(), port)
+	s := strings.ToLower(u.Scheme) + "://"
 	if u.User != nil {
 		if _, ok := u.User.Password(); ok {
-			s += " (" + u.User.Username() + ":*** redacted)"
+			s += url.UserPassword(u.User.Username(), "xxxxx").String() + "@"
 		} else {
-			s += " (user " + u.User.Username() + ")"
+			s += u.User.String() + "@"
 		}
 	}
-	return s
+	return s + net.JoinHostPort(u.Hostname(), port)
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -105,20 +106,60 @@ type Error struct {
 	hopFault bool
 }
 
-// Error formats the failure for a log line: target, kind, route and hop
-// (redacted), then the cause.
+// Error formats the failure for a log line, saying each thing once: the
+// target, the route and hop (redacted), then the kind and the cause
+// without Go's repeated "dial tcp ADDR: connect:":
+//
+//	dial 127.0.0.1:9: connection refused
+//	dial x.test:443 via upstream office (hop http://u:xxxxx@10.0.0.1:3128): refused: reaching upstream 10.0.0.1:3128: connection refused
 func (e *Error) Error() string {
-	s := "dial: " + e.Addr + ": " + e.Kind.String()
+	s := "dial " + e.Addr
 	if e.Upstream != "" {
 		s += " via upstream " + e.Upstream
 	}
 	if e.HopAddr != "" {
 		s += " (hop " + e.HopAddr + ")"
 	}
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
+	return s + ": " + e.reason()
+}
+
+// reason is the kind and the cause, the kind left out when the cause
+// says it already ("connection refused" is a refusal).
+func (e *Error) reason() string {
+	kind := e.Kind.String()
+	if e.Err == nil {
+		return kind
 	}
-	return s
+	cause := causeText(e.Err)
+	if strings.Contains(cause, kind) {
+		return cause
+	}
+	return kind + ": " + cause
+}
+
+// causeText writes err without the repetitions of the errors it wraps:
+// a nested *Error gives its reason (its target is the hop, named
+// already), a *net.OpError the system's reason, a *net.DNSError its
+// reason ("no such host"), and the sentinels' "dial: " prefix goes.
+func causeText(err error) string {
+	s := err.Error()
+	var de *Error
+	var oe *net.OpError
+	var dns *net.DNSError
+	switch {
+	case errors.As(err, &de):
+		s = strings.Replace(s, de.Error(), de.reason(), 1)
+	case errors.As(err, &dns):
+		s = strings.Replace(s, dns.Error(), dns.Err, 1)
+	case errors.As(err, &oe):
+		reason := oe.Err
+		var se *os.SyscallError
+		if errors.As(reason, &se) {
+			reason = se.Err
+		}
+		s = strings.Replace(s, oe.Error(), reason.Error(), 1)
+	}
+	return strings.ReplaceAll(s, "dial: ", "")
 }
 
 // Unwrap returns the underlying error.
@@ -147,6 +188,23 @@ type checkKey struct{}
 // WithCheck returns ctx carrying check for the direct dials made with it.
 func WithCheck(ctx context.Context, check Check) context.Context {
 	return context.WithValue(ctx, checkKey{}, check)
+}
+
+// routeKey carries a dial's route note (WithRouteNote).
+type routeKey struct{}
+
+// WithRouteNote returns ctx carrying note: when a dial made with it on a
+// failover route succeeds, the Router calls note with the route that
+// carried it, "pool/member" ("pool/inner/member" when the member is itself
+// a failover list), before the dial returns. Chains and the direct route
+// are not noted: their name says it all.
+func WithRouteNote(ctx context.Context, note func(route string)) context.Context {
+	return context.WithValue(ctx, routeKey{}, note)
+}
+
+func routeNoteFrom(ctx context.Context) func(string) {
+	n, _ := ctx.Value(routeKey{}).(func(string))
+	return n
 }
 
 // checkFrom returns the Check in ctx, or nil.

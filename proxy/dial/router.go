@@ -312,13 +312,25 @@ func (r *Router) dial(ctx context.Context, rt *route, network, addr string) (net
 	}
 	var last error
 	failedOver := false
+	note := routeNoteFrom(ctx)
 	for i, m := range healthy {
 		if r.onFail != nil && !failedOver && (i > 0 || m != members[0]) {
 			failedOver = true // once per dial: the first member is skipped or failed
 			r.onFail(rt.name)
 		}
-		c, err := r.dial(ctx, m, network, addr)
+		mctx, carried := ctx, RouteDirect
+		if m != nil {
+			carried = m.name
+		}
+		if note != nil {
+			// A member that is a failover list names its own member.
+			mctx = WithRouteNote(ctx, func(inner string) { carried = inner })
+		}
+		c, err := r.dial(mctx, m, network, addr)
 		if err == nil {
+			if note != nil {
+				note(rt.name + "/" + carried)
+			}
 			return c, nil
 		}
 		last = err

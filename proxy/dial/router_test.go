@@ -63,12 +63,12 @@ func TestDescribeAndResolves(t *testing.T) {
 		describe string
 		resolves bool
 	}{
-		{"", "office: http://parent.corp:3128 (user:*** redacted)", false},
+		{"", "office: http://user:xxxxx@parent.corp:3128", false},
 		{"direct", "direct", true},
-		{"office", "office: http://parent.corp:3128 (user:*** redacted)", false},
-		{"vpn", "vpn: https://edge.example:443 -> socks5://exit.example:1080 (u:*** redacted)", false},
+		{"office", "office: http://user:xxxxx@parent.corp:3128", false},
+		{"vpn", "vpn: https://edge.example:443 -> socks5://u:xxxxx@exit.example:1080", false},
 		{"tor", "tor: socks5h://127.0.0.1:9050", false},
-		{"s4", "s4: socks4a://h:1080 (user bob)", false},
+		{"s4", "s4: socks4a://bob@h:1080", false},
 		{"pool", "pool: failover office, tor", false},
 		{"local", "local: failover direct", true},
 		{"nope", "nope: unknown route", false},
@@ -149,5 +149,41 @@ func TestFailover(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	if r.isDown(r.routes["dead"]) {
 		t.Fatal("hop still down after the back-off")
+	}
+}
+
+// TestFailoverRouteNote: a dial on a failover route notes the member that
+// carried it, through nested failover lists; a chain and direct are not
+// noted, and a failed dial notes nothing.
+func TestFailoverRouteNote(t *testing.T) {
+	origin := startOrigin(t, banner)
+	r, err := NewRouter(Config{
+		Routes: map[string]RouteSpec{
+			"dead":  {Chain: []*url.URL{mustURL(t, "http://"+closedAddr(t))}},
+			"dead2": {Chain: []*url.URL{mustURL(t, "socks5://"+closedAddr(t))}},
+			"inner": {Failover: []string{"dead2", "direct"}},
+			"pool":  {Failover: []string{"dead", "inner"}},
+			"gone":  {Failover: []string{"dead", "dead2"}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ route, want string }{
+		{"pool", "pool/inner/direct"},
+		{"inner", "inner/direct"},
+		{"direct", ""},
+		{"dead", ""},
+		{"gone", ""},
+	} {
+		var noted []string
+		ctx := WithRouteNote(context.Background(), func(r string) { noted = append(noted, r) })
+		c, err := r.Dial(ctx, tt.route, "tcp", origin.addr())
+		if err == nil {
+			c.Close()
+		}
+		if got := strings.Join(noted, ","); got != tt.want {
+			t.Errorf("route %s: noted %q, want %q (err %v)", tt.route, got, tt.want, err)
+		}
 	}
 }

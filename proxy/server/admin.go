@@ -58,7 +58,7 @@ func (s *Server) openAdmin(cfg rules.Admin, self func(peer, local netip.AddrPort
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("server: admin listener %s: %w", cfg.Addr, err)
+		return nil, listenError("admin", cfg.Addr, err)
 	}
 	a := &adminServer{s: s, cfg: cfg, self: self, ln: ln, mux: http.NewServeMux(), stopped: make(chan struct{})}
 	a.mux.HandleFunc("GET /healthz", a.healthz)

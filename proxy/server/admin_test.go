@@ -1,11 +1,13 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,7 +132,9 @@ func TestAdminListenError(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.Run(t.Context())
-	if err == nil || !strings.Contains(err.Error(), "admin listener "+busy.Addr().String()) {
+	var le *ListenError
+	if !errors.As(err, &le) || le.What != "admin" || !errors.Is(err, syscall.EADDRINUSE) ||
+		err.Error() != "server: admin: cannot listen on "+busy.Addr().String()+": address already in use (is another sluice running?)" {
 		t.Fatalf("Run with a busy admin address: %v", err)
 	}
 }

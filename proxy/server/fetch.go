@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -202,7 +203,12 @@ func (f *Fetcher) fetch(ctx context.Context, src rules.Source, file string, meta
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return res, fmt.Errorf("server: fetch: %w", err) // *url.Error already names the URL, redacted
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			// net/http masks a password as "***"; Sluice everywhere as url.URL.Redacted does.
+			ue.URL = src.String()
+		}
+		return res, fmt.Errorf("server: fetch: %w", err) // *url.Error names the URL
 	}
 	defer resp.Body.Close()
 	res.Status = resp.StatusCode

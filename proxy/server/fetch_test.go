@@ -412,3 +412,22 @@ func FuzzReadFetchMeta(f *testing.F) {
 		}
 	})
 }
+
+// TestFetchErrorMasksPassword: a failed download names its URL with the
+// password masked as everywhere in Sluice (u:xxxxx@), not net/http's ***.
+func TestFetchErrorMasksPassword(t *testing.T) {
+	ls := newListServer(t)
+	cfg, src := testSource(t, ls)
+	ls.Close() // nothing listens any more
+	src.URL = strings.Replace(src.URL, "http://", "http://u:hunter2@", 1)
+	_, err := testFetcher(t, cfg).Fetch(t.Context(), cfg, src, nil)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "http://u:xxxxx@127.0.0.1") || strings.Contains(msg, "***") || strings.Contains(msg, "hunter2") {
+		t.Errorf("error %q: want the URL with u:xxxxx@", msg)
+	}
+	if m, _ := ReadFetchMeta(cfg, src); strings.Contains(m.LastError, "hunter2") || strings.Contains(m.LastError, "***") {
+		t.Errorf("last error %q", m.LastError)
+	}
+}

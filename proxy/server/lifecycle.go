@@ -46,7 +46,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
 			closeAll()
-			return fmt.Errorf("server: listen %s: %w", a, err)
+			return listenError("", a, err)
 		}
 		lns = append(lns, ln)
 	}
@@ -55,7 +55,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
 			closeAll()
-			return fmt.Errorf("server: transparent: listen %s: %w", a, err)
+			return listenError("transparent", a, err)
 		}
 		lns = append(lns, ln)
 		tlns = append(tlns, ln)

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
@@ -100,6 +101,7 @@ type access struct {
 	rec      accesslog.Record
 	decision *filter.Decision
 	dialErr  error
+	route    string // the failover member that carried the dial ("pool/member"), or ""
 }
 
 // ServeConn serves c, accepted by a transparent listener, whose original
@@ -164,13 +166,15 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, orig netip.AddrPort)
 		return
 	}
 	// The client's identity, for circuit isolation on an isolating route.
+	// The dial runs on this goroutine, which notes the failover member.
 	ictx := dial.WithIdentity(ctx, dial.Identity{Client: req.Client})
+	ictx = dial.WithRouteNote(ictx, func(route string) { a.route = route })
 	origin, err := s.dial(ictx, d.Via, orig.String())
 	if err != nil {
 		a.rec.Err, a.dialErr = err, err
 		return
 	}
-	if d.Route() == "direct" {
+	if d.Route() == "direct" || strings.HasSuffix(a.route, "/"+dial.RouteDirect) {
 		if ap, err := netip.ParseAddrPort(origin.RemoteAddr().String()); err == nil {
 			a.rec.Peer = ap.Addr().Unmap()
 		}
@@ -295,6 +299,9 @@ func (s *Server) logAccess(a *access) {
 		r.Decided = true
 		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.RuleName()
 		r.Category, r.Route = d.Category, d.Route()
+		if a.route != "" && r.Route != "" {
+			r.Route = a.route
+		}
 		o.Verdict, o.Category = observe.Allow, d.Category
 		if d.Verdict != filter.Allow {
 			o.Verdict = observe.Block
