@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -196,6 +197,12 @@ var packageNames = map[string]bool{
 // "cannot open FILE: REASON", "cannot listen on ADDR: REASON (hint)".
 func describe(err error) string {
 	msg := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// net/http's `Get "URL": REASON` reads as `URL: REASON`.
+		msg = strings.Replace(msg, ue.Op+" \""+ue.URL+"\": ", ue.URL+": ", 1)
+		msg = strings.Replace(msg, "fetch: "+ue.URL+": ", ue.URL+": ", 1)
+	}
 	if inner, said, key := osCause(err); inner != "" {
 		if i := strings.LastIndex(msg, inner); i >= 0 {
 			msg = dropSegments(msg[:i], key) + said + msg[i+len(inner):]

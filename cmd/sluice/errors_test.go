@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -261,6 +263,9 @@ func TestDescribe(t *testing.T) {
 		{&net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)},
 			"cannot connect to 127.0.0.1:9: connection refused"},
 		{errors.New("rules"), "rules"}, // a last segment is a message, kept
+		// net/http's `Get "URL": ` reads as `URL: `, said once.
+		{fmt.Errorf("server: fetch: %w", &url.Error{Op: "Get", URL: "https://l.example/x", Err: errors.New("dial l.example:443: dns: no such host")}),
+			"https://l.example/x: dial l.example:443: dns: no such host"},
 	}
 	for _, tt := range tests {
 		if got := describe(tt.err); got != tt.want {
@@ -288,4 +293,16 @@ func TestEveryCommandHasExampleAndUsage(t *testing.T) {
 		}
 	}
 	walk(newRoot())
+}
+
+// TestLogErrorsDescribed: an error in a log line reads as the CLI says it,
+// without our packages' names or Go's repetitions.
+func TestLogErrorsDescribed(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{ReplaceAttr: describeErrors}))
+	log.Warn("x", "err", fmt.Errorf("rules: %w", errors.New("https://l.example/x: not downloaded yet")), "n", 3)
+	want := `"err":"https://l.example/x: not downloaded yet","n":3`
+	if !strings.Contains(buf.String(), want) {
+		t.Errorf("log line %s\nwant it to contain %s", buf.String(), want)
+	}
 }

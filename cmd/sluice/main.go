@@ -69,11 +69,24 @@ func versionCmd() *cobra.Command {
 	}
 }
 
-// newLogger logs JSON when stderr is not a terminal, text when it is.
+// newLogger logs JSON when stderr is not a terminal, text when it is. An
+// error in a line is rendered as the CLI renders it (see describe): once,
+// in the user's terms, without our packages' names.
 func newLogger(level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: describeErrors}
 	if term.IsTerminal(int(os.Stderr.Fd())) {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// describeErrors is the loggers' ReplaceAttr: an error value becomes the
+// one line describe makes of it.
+func describeErrors(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindAny {
+		if err, ok := a.Value.Any().(error); ok && err != nil {
+			a.Value = slog.StringValue(describe(err))
+		}
+	}
+	return a
 }
