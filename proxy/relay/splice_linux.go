@@ -19,14 +19,14 @@ const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
 // socket would block, so that the runtime poller parks the goroutine
 // until it is ready, and true when done.
 type pump struct {
-	h      *half
-	p      *pipe   // held only while bytes flow; nil while waiting
-	inPipe int     // bytes in p
-	buf    *[]byte // instead of p when no pipe could be had
-	inBuf  int     // bytes in buf
-	err    error   // the failure of the last callback
-	eof    bool    // the source ended
-	moved  bool    // splice(2) has moved bytes: no falling back now
+	h               *half
+	p               *pipe   // held only while bytes flow; nil while waiting
+	inPipe          int     // bytes in p
+	buf             *[]byte // instead of p when no pipe could be had
+	inBuf           int     // bytes in buf
+	err             error   // the failure of the last callback
+	eof             bool    // the source ended
+	moved           bool    // splice(2) has moved bytes: no falling back now
 	fillFn, drainFn func(uintptr) bool
 }
 
