@@ -67,6 +67,26 @@ func Unwrap(c net.Conn) (raw net.Conn, pending []byte) {
 	return c, pending
 }
 
+// take is Unwrap for a splice, which reads c from now on: it also drops
+// the references WithPrefix's conns keep to their prefix, so that the
+// buffer a handshake read into is freed once the prefix is forwarded.
+func take(c net.Conn) (raw net.Conn, pending []byte) {
+	raw, pending = Unwrap(c)
+	for range maxUnwrap {
+		u, ok := c.(Unwrapper)
+		if !ok {
+			break
+		}
+		if pc, ok := c.(*prefixConn); ok {
+			pc.prefix = nil
+		}
+		if c, _ = u.Unwrap(); c == nil {
+			break
+		}
+	}
+	return raw, pending
+}
+
 // WithPrefix returns a conn whose reads first yield prefix and then read
 // from c: for bytes already read from c into a buffer by a handshake.
 // Writes, Close and deadlines go to c. Splice unwraps it (see Unwrap), so
@@ -122,25 +142,70 @@ type closeWriter interface{ CloseWrite() error }
 // (closed with SO_LINGER 0) rather than closed with a FIN, so that neither
 // peer can take a cut transfer for a complete one.
 func Splice(ctx context.Context, client, origin net.Conn, idle time.Duration) (Stats, error) {
-	sp := &splicer{idle: idle, client: client, origin: origin}
-	sp.touch()
-	stop := context.AfterFunc(ctx, func() { sp.abort(ctx.Err()) })
-	cRaw, cPending := Unwrap(client)
-	oRaw, oPending := Unwrap(origin)
-	up := newHalf(sp, dirUp, oRaw, cRaw, cPending)
-	down := newHalf(sp, dirDown, cRaw, oRaw, oPending)
+	sp := newSplicer(ctx, client, origin, idle)
 	done := make(chan struct{})
 	go func() {
-		up.run()
+		sp.up.run()
 		close(done)
 	}()
-	down.run()
+	sp.down.run()
 	<-done
-	stop()
-	sp.finish()
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	return Stats{Up: up.n, Down: down.n}, sp.err
+	return sp.finish()
+}
+
+// Start splices like Splice but returns at once: two new goroutines copy
+// the two directions, and the last of them to end closes both conns and
+// calls done with what Splice would have returned. It lets the goroutine
+// that handled a client's request end (and free its stack, its buffers and
+// its request) while the tunnel lives on, so that an idle tunnel costs two
+// small goroutine stacks, a few hundred bytes and two fds.
+//
+// When ctx carries a hold (WithHold), Start calls it first and the release
+// it returned after done has returned. done must not be nil.
+func Start(ctx context.Context, client, origin net.Conn, idle time.Duration, done func(Stats, error)) {
+	sp := newSplicer(ctx, client, origin, idle)
+	sp.done = done
+	if hold, ok := ctx.Value(holdKey{}).(func() func()); ok {
+		sp.release = hold()
+	}
+	sp.left.Store(2)
+	go sp.runHalf(&sp.up)
+	go sp.runHalf(&sp.down)
+}
+
+// holdKey is the context key of WithHold.
+type holdKey struct{}
+
+// WithHold returns ctx carrying hold, which Start calls when a tunnel
+// starts; the func hold returns is called when the tunnel has ended and its
+// done func has returned. A server counts its running tunnels this way, so
+// that its shutdown waits for their last log lines although the handlers
+// that started them returned long before.
+func WithHold(ctx context.Context, hold func() (release func())) context.Context {
+	return context.WithValue(ctx, holdKey{}, hold)
+}
+
+func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration) *splicer {
+	sp := &splicer{idle: idle, client: client, origin: origin}
+	sp.touch()
+	sp.stop = context.AfterFunc(ctx, func() { sp.abort(ctx.Err()) })
+	cRaw, cPending := take(client)
+	oRaw, oPending := take(origin)
+	sp.up = half{sp: sp, dir: dirUp, dst: oRaw, src: cRaw, pending: cPending}
+	sp.down = half{sp: sp, dir: dirDown, dst: cRaw, src: oRaw, pending: oPending}
+	return sp
+}
+
+// runHalf runs one direction of a Start; the last one to end finishes.
+func (sp *splicer) runHalf(h *half) {
+	h.run()
+	if sp.left.Add(-1) > 0 {
+		return
+	}
+	if sp.release != nil {
+		defer sp.release()
+	}
+	sp.done(sp.finish())
 }
 
 // The directions of a splice, as DirError names them.
@@ -149,11 +214,17 @@ const (
 	dirDown = "origin→client"
 )
 
-// splicer is the state shared by both directions of one Splice.
+// splicer is the state of one Splice or Start: both directions, and what
+// they share.
 type splicer struct {
 	idle           time.Duration
 	client, origin net.Conn
+	up, down       half
 	last           atomic.Int64 // unix nanoseconds of the last byte written either way
+	stop           func() bool  // stops the abort on ctx's end
+	left           atomic.Int32 // directions of a Start still running
+	done           func(Stats, error)
+	release        func() // of the hold, or nil
 
 	mu      sync.Mutex
 	err     error // the first cause of the end; nil for two clean EOFs
@@ -183,17 +254,20 @@ func (sp *splicer) abort(cause error) {
 	sp.origin.Close()
 }
 
-// finish closes both conns once both directions have ended: after two
-// clean EOFs each peer has had its FIN already.
-func (sp *splicer) finish() {
+// finish closes both conns once both directions have ended (after two
+// clean EOFs each peer has had its FIN already) and returns the result.
+func (sp *splicer) finish() (Stats, error) {
+	sp.stop()
 	sp.mu.Lock()
 	aborted := sp.aborted
 	sp.aborted = true
+	err := sp.err
 	sp.mu.Unlock()
 	if !aborted {
 		sp.client.Close()
 		sp.origin.Close()
 	}
+	return Stats{Up: sp.up.n, Down: sp.down.n}, err
 }
 
 func (sp *splicer) isAborted() bool {
@@ -277,10 +351,6 @@ type half struct {
 	pending  []byte
 	n        int64 // bytes written to dst
 	armed    int64 // unix nanoseconds when a buffered copy last moved dst's write deadline
-}
-
-func newHalf(sp *splicer, dir string, dst, src net.Conn, pending []byte) *half {
-	return &half{sp: sp, dir: dir, dst: dst, src: src, pending: pending}
 }
 
 // run copies until src ends or the splice is aborted, and propagates EOF
