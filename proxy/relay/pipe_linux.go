@@ -30,6 +30,9 @@ var pipes struct {
 	timer *time.Timer
 }
 
+// makePipe makes a new pipe; a variable so that tests can run out of pipes.
+var makePipe = newPipe
+
 // getPipe returns an empty pipe from the pool or a new one, or nil when no
 // pipe can be made (out of fds).
 func getPipe() *pipe {
@@ -42,7 +45,7 @@ func getPipe() *pipe {
 		return p
 	}
 	pipes.mu.Unlock()
-	return newPipe()
+	return makePipe()
 }
 
 // putPipe returns an empty pipe to the pool.

@@ -11,7 +11,6 @@ package relay
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -315,27 +314,29 @@ func (sp *splicer) eof(dst net.Conn) {
 
 // reset makes closing c send a RST instead of a FIN, when a TCP socket
 // lies underneath: on a cut tunnel the peer must see an error, not an end.
-// A TLS conn's own socket is reset too, so that its close_notify does not
-// make the cut look clean.
+// It sees through Unwrappers and through wrappers that reveal their conn
+// with NetConn (*tls.Conn): such a wrapper's socket is reset and closed at
+// once, so that the wrapper's own goodbye (TLS close_notify) cannot make
+// the cut look clean.
 func reset(c net.Conn) {
+	wrapped := false
 	for range maxUnwrap {
 		switch t := c.(type) {
 		case *net.TCPConn:
 			t.SetLinger(0)
+			if wrapped {
+				t.Close()
+			}
 			return
-		case *tls.Conn:
-			c = t.NetConn()
-			if tc, ok := c.(*net.TCPConn); ok {
-				tc.SetLinger(0)
-				tc.Close() // before tls.Conn.Close writes its close_notify
-				return
-			}
 		case Unwrapper:
-			inner, _ := t.Unwrap()
-			if inner == nil {
+			if c, _ = t.Unwrap(); c == nil {
 				return
 			}
-			c = inner
+		case interface{ NetConn() net.Conn }:
+			if c = t.NetConn(); c == nil {
+				return
+			}
+			wrapped = true
 		default:
 			return
 		}
