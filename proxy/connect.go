@@ -111,9 +111,16 @@ func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter,
 // lets go of the request, its buffered reader and writer and the
 // handler's stack, and an idle tunnel keeps only its two sockets, two
 // small goroutines and the exchange. The tunnel's end writes the access
-// line and cancels ctx (x.end); ServeHTTP leaves both to it.
+// line (x.end); ServeHTTP leaves it to it.
 func (s *Server) handOff(ctx context.Context, x *exchange, client, origin net.Conn) {
 	x.tunnel = true
+	// The tunnel ends with the server's base context (WithBase) alone:
+	// the request's context, and through it net/http's contexts of the
+	// request and the connection, can go now.
+	if base, ok := ctx.Value(baseKey{}).(context.Context); ok {
+		x.cancel()
+		ctx = base
+	}
 	relay.Start(ctx, client, origin, s.idleTimeout(), func(st relay.Stats, err error) {
 		x.up, x.down = st.Up, st.Down
 		if err != nil && !errors.Is(err, context.Canceled) {

@@ -277,6 +277,12 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 func (s *Server) tunnel(ctx context.Context, a *access, c, origin net.Conn) {
 	a.tunnel = true
 	a.stopConn() // the relay resets both conns when ctx ends
+	if a.decision != nil {
+		// It may point into a sniff outcome, whose 2 KiB buffer would
+		// then live as long as the tunnel.
+		d := *a.decision
+		a.decision = &d
+	}
 	relay.Start(ctx, c, origin, s.idleTimeout(), func(st relay.Stats, err error) {
 		a.up, a.down = st.Up, st.Down
 		if err != nil {
