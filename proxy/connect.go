@@ -119,6 +119,7 @@ func (s *Server) handOff(ctx context.Context, x *exchange, client, origin net.Co
 	// request and the connection, can go now.
 	if base, ok := ctx.Value(baseKey{}).(context.Context); ok {
 		x.cancel()
+		x.cancel = func() {} // its closure holds the whole chain of contexts
 		ctx = base
 	}
 	relay.Start(ctx, client, origin, s.idleTimeout(), func(st relay.Stats, err error) {
