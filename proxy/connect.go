@@ -59,8 +59,7 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 		s.refuseConnect(w, x, t, d)
 		return
 	}
-	ctx, cancel := s.lifetime(r)
-	defer cancel()
+	ctx := r.Context() // ServeHTTP's (detach): it outlives the handler when a tunnel takes over
 	if s.Sniff.Wants(t.host) {
 		if err := s.preflight(x, t.addr(), d); err != nil {
 			x.err = err
@@ -84,7 +83,7 @@ func (s *Server) serveConnect(x *exchange, w *countingWriter, r *http.Request) {
 }
 
 // tunnel takes the client's connection over, writes the response head with
-// head and splices client and origin until both are done. originPending
+// head and hands client and origin to the relay (see handOff). originPending
 // holds bytes already read from the origin. It owns origin from the start.
 func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter, origin net.Conn, originPending []byte, status int, head func(io.Writer) error) {
 	conn, brw, err := http.NewResponseController(w).Hijack()
@@ -104,11 +103,32 @@ func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter,
 		return
 	}
 	x.status = status
-	st, err := relay.Splice(ctx, relay.WithPrefix(conn, pending), relay.WithPrefix(origin, originPending), s.idleTimeout())
-	x.up, x.down = st.Up, st.Down
-	if err != nil && !errors.Is(err, context.Canceled) {
-		x.err = err
+	s.handOff(ctx, x, relay.WithPrefix(conn, pending), relay.WithPrefix(origin, originPending))
+}
+
+// handOff splices client and origin on the relay's own goroutines
+// (relay.Start) and returns, so that the handler returns too: net/http then
+// lets go of the request, its buffered reader and writer and the
+// handler's stack, and an idle tunnel keeps only its two sockets, two
+// small goroutines and the exchange. The tunnel's end writes the access
+// line (x.end); ServeHTTP leaves it to it.
+func (s *Server) handOff(ctx context.Context, x *exchange, client, origin net.Conn) {
+	x.tunnel = true
+	// The tunnel ends with the server's base context (WithBase) alone:
+	// the request's context, and through it net/http's contexts of the
+	// request and the connection, can go now.
+	if base, ok := ctx.Value(baseKey{}).(context.Context); ok {
+		x.cancel()
+		x.cancel = func() {} // its closure holds the whole chain of contexts
+		ctx = base
 	}
+	relay.Start(ctx, client, origin, s.idleTimeout(), func(st relay.Stats, err error) {
+		x.up, x.down = st.Up, st.Down
+		if err != nil && !errors.Is(err, context.Canceled) {
+			x.err = err
+		}
+		x.end()
+	})
 }
 
 // preflight refuses, before a sniffed tunnel is answered 200, what the dial
@@ -194,11 +214,7 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 			return
 		}
 	}
-	st, err := relay.Splice(ctx, relay.WithPrefix(client, o.Result.Data), relay.WithPrefix(origin, originData), s.idleTimeout())
-	x.up, x.down = st.Up, st.Down
-	if err != nil && !errors.Is(err, context.Canceled) {
-		x.err = err
-	}
+	s.handOff(ctx, x, relay.WithPrefix(client, o.Result.Data), relay.WithPrefix(origin, originData))
 }
 
 // buffered copies the bytes the server read past the request's headers.

@@ -312,8 +312,7 @@ func abort(x *exchange, w *countingWriter, err error) {
 // serveUpgrade forwards a WebSocket upgrade: it dials the route, writes the
 // request, and on 101 hijacks the client and splices both raw conns.
 func (s *Server) serveUpgrade(x *exchange, w *countingWriter, r *http.Request, t target, d filter.Decision) {
-	ctx, cancel := s.lifetime(r)
-	defer cancel()
+	ctx := r.Context() // ServeHTTP's (detach): it outlives the handler when a tunnel takes over
 	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", dial.Redirect(t.addr(), d.Enforce))
 	if err != nil {
 		x.err = err

@@ -159,7 +159,6 @@ func (s *Server) CloseIdleConnections() {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
 	ctx, cancel := s.detach(r)
-	defer cancel()
 	r = r.WithContext(ctx)
 	x := &exchange{
 		s:      s,
@@ -169,10 +168,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		client: clientAddr(r.RemoteAddr),
 		remote: r.RemoteAddr,
 		status: 0,
+		cancel: cancel,
 	}
 	cw := &countingWriter{ResponseWriter: w}
 	defer func() {
 		p := recover()
+		if x.tunnel { // the tunnel ends the exchange (handOff)
+			if p != nil {
+				s.logger().Error("panic after handing a tunnel off", "client", x.remote, "target", x.target, "panic", fmt.Sprint(p))
+			}
+			return
+		}
 		if p != nil {
 			if p == http.ErrAbortHandler {
 				if x.err == nil {
@@ -193,8 +199,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			x.down = cw.n
 		}
 		x.ctype = cw.ctype
-		x.log()
-		x.observe()
+		x.end()
 		if p == http.ErrAbortHandler {
 			panic(p) // the server closes the connection mid-response
 		}
@@ -238,8 +243,18 @@ type exchange struct {
 	status   int
 	up, down int64
 	hijacked bool
+	tunnel   bool // handed to relay.Start, whose end calls end
 	err      error
-	dialErr  error // the dial (or round trip) that failed, for Observe
+	dialErr  error  // the dial (or round trip) that failed, for Observe
+	cancel   func() // ends the request's context (detach)
+}
+
+// end writes x's access line, reports it and ends the request's context:
+// when its handler returns, or when its tunnel ends.
+func (x *exchange) end() {
+	x.log()
+	x.observe()
+	x.cancel()
 }
 
 // record returns x's access record.
@@ -367,12 +382,6 @@ func (s *Server) detach(r *http.Request) (context.Context, context.CancelFunc) {
 	}
 	stop := context.AfterFunc(base, cancel)
 	return ctx, func() { stop(); cancel() }
-}
-
-// lifetime returns a context for a hijacked connection: it ends with the
-// request's context, which derives from the http.Server's BaseContext.
-func (s *Server) lifetime(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithCancel(r.Context())
 }
 
 func (s *Server) now() time.Time {

@@ -43,8 +43,11 @@ type access struct {
 	peer     netip.Addr  // the origin's address, for a direct connection
 	route    string      // the failover member that carried it ("pool/member"), or ""
 	err      error
-	dialErr  error  // the dial that failed, for Observe
-	pending  []byte // failure reply to send if the handler panics
+	dialErr  error       // the dial that failed, for Observe
+	pending  []byte      // failure reply to send if the handler panics
+	tunnel   bool        // a tunnel took the connection over and ends it
+	end      func()      // ends the connection: closes it, logs it
+	stopConn func() bool // stops closing the connection when its context ends
 }
 
 // noteRoute returns ctx noting, in a.route, the failover member that
@@ -53,18 +56,27 @@ func (a *access) noteRoute(ctx context.Context) context.Context {
 	return dial.WithRouteNote(ctx, func(route string) { a.route = route })
 }
 
-// serve runs one connection from its first byte to the access line.
+// serve runs one connection from its first byte to the access line. A
+// connection that becomes a tunnel is ended by the tunnel (see tunnel),
+// after serve returned; otherwise serve ends it. Ending it closes c,
+// writes the access line and releases the server's count of it (s.wg).
 func (s *Server) serve(ctx context.Context, c net.Conn) {
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	stopServer := context.AfterFunc(s.ctx, cancel)
-	defer stopServer()
 	stopConn := context.AfterFunc(ctx, func() { c.Close() })
-	defer stopConn()
 	s.stats.conns.Add(1)
 
-	a := &access{id: reqid.New(), proto: "socks", reply: -1}
+	a := &access{id: reqid.New(), proto: "socks", reply: -1, stopConn: stopConn}
+	a.end = func() {
+		stopConn()
+		stopServer()
+		cancel()
+		c.Close()
+		s.logAccess(c, a, start)
+		s.observe(a)
+		s.wg.Done()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			a.err = fmt.Errorf("socks: panic: %v", p)
@@ -73,9 +85,9 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 				c.Write(a.pending)
 			}
 		}
-		c.Close()
-		s.logAccess(c, a, start)
-		s.observe(a)
+		if !a.tunnel {
+			a.end()
+		}
 	}()
 
 	c.SetDeadline(time.Now().Add(s.handshakeTimeout()))
@@ -298,11 +310,28 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 	}
 	reply(repSucceeded, addrPort(origin.LocalAddr()))
 	a.pending = nil
-	st, err := relay.Splice(ctx, c, origin, s.idleTimeout())
-	a.up, a.down = st.Up, st.Down
-	if err != nil {
-		a.err = err
+	s.tunnel(ctx, a, c, origin)
+}
+
+// tunnel hands c and origin to relay.Start: the goroutine that served the
+// handshake returns and frees its stack, and the tunnel's own goroutines
+// end the connection (a.end) when it is done.
+func (s *Server) tunnel(ctx context.Context, a *access, c, origin net.Conn) {
+	a.tunnel = true
+	a.stopConn() // the relay resets both conns when ctx ends
+	if a.decision != nil {
+		// It may point into a sniff outcome, whose 2 KiB buffer would
+		// then live as long as the tunnel.
+		d := *a.decision
+		a.decision = &d
 	}
+	relay.Start(ctx, c, origin, s.idleTimeout(), func(st relay.Stats, err error) {
+		a.up, a.down = st.Up, st.Down
+		if err != nil {
+			a.err = err
+		}
+		a.end()
+	})
 }
 
 // preflight refuses, before a sniffed tunnel is answered success, what the
@@ -373,11 +402,7 @@ func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req fi
 			return
 		}
 	}
-	st, err := relay.Splice(ctx, relay.WithPrefix(c, o.Result.Data), relay.WithPrefix(origin, originData), s.idleTimeout())
-	a.up, a.down = st.Up, st.Down
-	if err != nil {
-		a.err = err
-	}
+	s.tunnel(ctx, a, relay.WithPrefix(c, o.Result.Data), relay.WithPrefix(origin, originData))
 }
 
 func cmdName(cmd byte) string {

@@ -210,26 +210,24 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			return nil
 		}
-		go func() {
-			defer s.wg.Done()
-			s.serve(s.ctx, c)
-		}()
+		go s.serve(s.ctx, c) // which ends with s.wg.Done
+
 	}
 }
 
 // ServeConn serves one client connection and closes it. The connection's
 // first byte must be the protocol version (0x05 or 0x04); a mixed-port
 // listener that peeked it hands a connection that replays it. ServeConn
-// returns when the connection is done, when ctx is cancelled, or when the
-// server is closed.
+// returns when the connection is done, or as soon as it has become a
+// tunnel: a tunnel runs on goroutines of its own (relay.Start) until it
+// ends, ctx is cancelled or the server is closed, and Close waits for it.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	s.init()
 	if !s.track() {
 		c.Close()
 		return
 	}
-	defer s.wg.Done()
-	s.serve(ctx, c)
+	s.serve(ctx, c) // which ends with s.wg.Done
 }
 
 // Close stops every Serve loop, ends every connection and waits for their

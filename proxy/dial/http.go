@@ -169,6 +169,11 @@ func (c *replayConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// Unwrap returns the underlying connection and the bytes still to be
+// replayed (it is a relay.Unwrapper), so that a tunnel through an HTTP
+// upstream is spliced by the kernel.
+func (c *replayConn) Unwrap() (net.Conn, []byte) { return c.Conn, c.buf }
+
 // WriteTo writes the replayed bytes, then copies the rest of the
 // connection to w.
 func (c *replayConn) WriteTo(w io.Writer) (int64, error) {

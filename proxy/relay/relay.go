@@ -1,6 +1,12 @@
 // Package relay splices two connections together: it copies both ways,
 // propagates half-close with CloseWrite, closes idle tunnels and counts bytes.
-// Between two *net.TCPConn on Linux the copy takes the kernel splice path.
+//
+// A tunnel costs little while it is idle: each direction waits for its
+// source to become readable without holding a buffer or a pipe. Between two
+// TCP sockets on Linux the bytes then move through a pooled kernel pipe with
+// splice(2) and never enter Sluice's memory; the pipe goes back to the pool
+// as soon as the source has nothing more to read. Other conns (TLS, test
+// pipes) are copied through pooled buffers.
 package relay
 
 import (
@@ -27,12 +33,6 @@ type Stats struct {
 	// Down is the number of bytes copied from the origin to the client.
 	Down int64
 }
-
-// chunk bounds one io.CopyN call. Between two *net.TCPConn each call is a
-// splice(2) loop in the kernel; between calls the copy extends its read
-// deadline and records progress for the idle timeout. A consumer that takes
-// less than chunk bytes in twice the idle timeout is treated as idle.
-const chunk = 256 << 10
 
 // maxUnwrap bounds the unwrapping of nested transparent conns.
 const maxUnwrap = 16
@@ -64,6 +64,26 @@ func Unwrap(c net.Conn) (raw net.Conn, pending []byte) {
 		c = inner
 	}
 	return c, pending
+}
+
+// take is Unwrap for a splice, which reads c from now on: it also drops
+// the references WithPrefix's conns keep to their prefix, so that the
+// buffer a handshake read into is freed once the prefix is forwarded.
+func take(c net.Conn) (raw net.Conn, pending []byte) {
+	raw, pending = Unwrap(c)
+	for range maxUnwrap {
+		u, ok := c.(Unwrapper)
+		if !ok {
+			break
+		}
+		if pc, ok := c.(*prefixConn); ok {
+			pc.prefix = nil
+		}
+		if c, _ = u.Unwrap(); c == nil {
+			break
+		}
+	}
+	return raw, pending
 }
 
 // WithPrefix returns a conn whose reads first yield prefix and then read
@@ -111,73 +131,109 @@ type closeWriter interface{ CloseWrite() error }
 // idle timeout). When one direction reaches EOF, the other side is
 // half-closed with CloseWrite and the opposite direction goes on. Bytes
 // pending in wrappers (see Unwrap) are sent first, then the raw conns are
-// copied with io.CopyN, so two *net.TCPConn are spliced by the kernel.
-// Splice closes both conns before it returns.
+// copied: two TCP sockets by splice(2) on Linux, anything else through
+// pooled buffers. The calling goroutine copies origin→client and one new
+// goroutine client→origin. Splice closes both conns before it returns.
 //
 // The error is nil when both directions ended with EOF, ErrIdle after the
 // idle timeout, ctx's error after cancellation, or else the first failure,
-// naming its direction.
+// naming its direction. Unless the error is nil, both conns are reset
+// (closed with SO_LINGER 0) rather than closed with a FIN, so that neither
+// peer can take a cut transfer for a complete one.
 func Splice(ctx context.Context, client, origin net.Conn, idle time.Duration) (Stats, error) {
-	sp := &splicer{idle: idle, client: client, origin: origin}
-	sp.touch()
-	stop := context.AfterFunc(ctx, func() { sp.abort(ctx.Err()) })
-	defer stop()
-	var watchdog *time.Timer
-	if idle > 0 {
-		sp.mu.Lock() // watch takes the lock, so it sees sp.timer set
-		watchdog = time.AfterFunc(idle, sp.watch)
-		sp.timer = watchdog
-		sp.mu.Unlock()
-	}
-
-	cRaw, cPending := Unwrap(client)
-	oRaw, oPending := Unwrap(origin)
-	var st Stats
-	var wg sync.WaitGroup
-	wg.Add(2)
+	sp := newSplicer(ctx, client, origin, idle)
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		st.Up = sp.pipe("client→origin", oRaw, cRaw, cPending)
+		sp.up.run()
+		close(done)
 	}()
-	go func() {
-		defer wg.Done()
-		st.Down = sp.pipe("origin→client", cRaw, oRaw, oPending)
-	}()
-	wg.Wait()
-	sp.mu.Lock()
-	sp.done = true
-	sp.mu.Unlock()
-	if watchdog != nil {
-		watchdog.Stop()
-	}
-	client.Close()
-	origin.Close()
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	return st, sp.err
+	sp.down.run()
+	<-done
+	return sp.finish()
 }
 
-// splicer is the state shared by both directions of one Splice.
+// Start splices like Splice but returns at once: two new goroutines copy
+// the two directions, and the last of them to end closes both conns and
+// calls done with what Splice would have returned. It lets the goroutine
+// that handled a client's request end (and free its stack, its buffers and
+// its request) while the tunnel lives on, so that an idle tunnel costs two
+// small goroutine stacks, a few hundred bytes and two fds.
+//
+// When ctx carries a hold (WithHold), Start calls it first and the release
+// it returned after done has returned. done must not be nil.
+func Start(ctx context.Context, client, origin net.Conn, idle time.Duration, done func(Stats, error)) {
+	sp := newSplicer(ctx, client, origin, idle)
+	sp.done = done
+	if hold, ok := ctx.Value(holdKey{}).(func() func()); ok {
+		sp.release = hold()
+	}
+	sp.left.Store(2)
+	go sp.runHalf(&sp.up)
+	go sp.runHalf(&sp.down)
+}
+
+// holdKey is the context key of WithHold.
+type holdKey struct{}
+
+// WithHold returns ctx carrying hold, which Start calls when a tunnel
+// starts; the func hold returns is called when the tunnel has ended and its
+// done func has returned. A server counts its running tunnels this way, so
+// that its shutdown waits for their last log lines although the handlers
+// that started them returned long before.
+func WithHold(ctx context.Context, hold func() (release func())) context.Context {
+	return context.WithValue(ctx, holdKey{}, hold)
+}
+
+func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration) *splicer {
+	sp := &splicer{idle: idle, client: client, origin: origin}
+	sp.touch()
+	sp.stop = context.AfterFunc(ctx, func() { sp.abort(ctx.Err()) })
+	cRaw, cPending := take(client)
+	oRaw, oPending := take(origin)
+	sp.up = half{sp: sp, dir: dirUp, dst: oRaw, src: cRaw, pending: cPending}
+	sp.down = half{sp: sp, dir: dirDown, dst: cRaw, src: oRaw, pending: oPending}
+	return sp
+}
+
+// runHalf runs one direction of a Start; the last one to end finishes.
+func (sp *splicer) runHalf(h *half) {
+	h.run()
+	if sp.left.Add(-1) > 0 {
+		return
+	}
+	if sp.release != nil {
+		defer sp.release()
+	}
+	sp.done(sp.finish())
+}
+
+// The directions of a splice, as DirError names them.
+const (
+	dirUp   = "client→origin"
+	dirDown = "origin→client"
+)
+
+// splicer is the state of one Splice or Start: both directions, and what
+// they share.
 type splicer struct {
 	idle           time.Duration
 	client, origin net.Conn
-	last           atomic.Int64 // unix nanoseconds of the last observed progress
+	up, down       half
+	last           atomic.Int64 // unix nanoseconds of the last byte written either way
+	stop           func() bool  // stops the abort on ctx's end
+	left           atomic.Int32 // directions of a Start still running
+	done           func(Stats, error)
+	release        func() // of the hold, or nil
 
 	mu      sync.Mutex
 	err     error // the first cause of the end; nil for two clean EOFs
 	aborted bool
-	done    bool
-	timer   *time.Timer
 }
 
 func (sp *splicer) touch() { sp.last.Store(time.Now().UnixNano()) }
 
-func (sp *splicer) sinceLast() time.Duration {
-	return time.Duration(time.Now().UnixNano() - sp.last.Load())
-}
-
 // abort records cause (when it is the first) and closes both conns, which
-// unblocks both directions.
+// unblocks both directions. Unless cause is nil, the conns are reset.
 func (sp *splicer) abort(cause error) {
 	sp.mu.Lock()
 	if sp.aborted {
@@ -189,8 +245,28 @@ func (sp *splicer) abort(cause error) {
 		sp.err = cause
 	}
 	sp.mu.Unlock()
+	if cause != nil {
+		reset(sp.client)
+		reset(sp.origin)
+	}
 	sp.client.Close()
 	sp.origin.Close()
+}
+
+// finish closes both conns once both directions have ended (after two
+// clean EOFs each peer has had its FIN already) and returns the result.
+func (sp *splicer) finish() (Stats, error) {
+	sp.stop()
+	sp.mu.Lock()
+	aborted := sp.aborted
+	sp.aborted = true
+	err := sp.err
+	sp.mu.Unlock()
+	if !aborted {
+		sp.client.Close()
+		sp.origin.Close()
+	}
+	return Stats{Up: sp.up.n, Down: sp.down.n}, err
 }
 
 func (sp *splicer) isAborted() bool {
@@ -199,70 +275,21 @@ func (sp *splicer) isAborted() bool {
 	return sp.aborted
 }
 
-// watch is the idle backstop for a direction blocked in a write (which no
-// read deadline interrupts): it aborts after twice the idle timeout
-// without progress.
-func (sp *splicer) watch() {
-	if sp.sinceLast() >= 2*sp.idle {
-		sp.abort(ErrIdle)
-		return
+// expired handles err from a wait on a conn: when it is a deadline that
+// passed although a byte moved either way within the idle timeout, it moves
+// the deadline to idle after that byte with set and reports true (wait
+// again). When the tunnel was idle for the whole timeout, it aborts the
+// splice with ErrIdle.
+func (sp *splicer) expired(err error, set func(time.Time) error) bool {
+	if sp.idle <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) || sp.isAborted() {
+		return false
 	}
-	sp.mu.Lock()
-	if !sp.done && !sp.aborted {
-		sp.timer.Reset(sp.idle)
+	last := time.Unix(0, sp.last.Load())
+	if time.Since(last) < sp.idle {
+		return set(last.Add(sp.idle)) == nil
 	}
-	sp.mu.Unlock()
-}
-
-// pipe copies src to dst after writing pending to dst, and returns the
-// number of bytes written. On EOF it half-closes dst; on failure it aborts
-// the whole splice.
-func (sp *splicer) pipe(dir string, dst, src net.Conn, pending []byte) int64 {
-	var n int64
-	// Clear deadlines left by a handshake.
-	src.SetReadDeadline(time.Time{})
-	dst.SetWriteDeadline(time.Time{})
-	if len(pending) > 0 {
-		w, err := dst.Write(pending)
-		n += int64(w)
-		if err != nil {
-			sp.fail(dir, err)
-			return n
-		}
-		sp.touch()
-	}
-	for {
-		if sp.idle > 0 {
-			src.SetReadDeadline(time.Now().Add(sp.idle))
-		}
-		w, err := io.CopyN(dst, src, chunk)
-		n += w
-		if w > 0 {
-			sp.touch()
-		}
-		switch {
-		case err == nil:
-			continue
-		case errors.Is(err, io.EOF):
-			if cw, ok := dst.(closeWriter); ok {
-				if cerr := cw.CloseWrite(); cerr == nil || sp.isAborted() {
-					return n
-				}
-			}
-			// The peer cannot learn of the EOF any other way.
-			sp.abort(nil)
-			return n
-		case sp.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) && !sp.isAborted():
-			if sp.sinceLast() < sp.idle {
-				continue // the other direction is busy, or this one moved a little
-			}
-			sp.abort(ErrIdle)
-			return n
-		default:
-			sp.fail(dir, err)
-			return n
-		}
-	}
+	sp.abort(ErrIdle)
+	return false
 }
 
 // fail aborts the splice with err unless it was already aborted (then err
@@ -272,6 +299,135 @@ func (sp *splicer) fail(dir string, err error) {
 		return
 	}
 	sp.abort(&DirError{Dir: dir, Err: err})
+}
+
+// eof propagates the end of one direction's source to its destination.
+func (sp *splicer) eof(dst net.Conn) {
+	if cw, ok := dst.(closeWriter); ok {
+		if err := cw.CloseWrite(); err == nil || sp.isAborted() {
+			return
+		}
+	}
+	// The peer cannot learn of the EOF any other way.
+	sp.abort(nil)
+}
+
+// reset makes closing c send a RST instead of a FIN, when a TCP socket
+// lies underneath: on a cut tunnel the peer must see an error, not an end.
+// It sees through Unwrappers and through wrappers that reveal their conn
+// with NetConn (*tls.Conn): such a wrapper's socket is reset and closed at
+// once, so that the wrapper's own goodbye (TLS close_notify) cannot make
+// the cut look clean.
+func reset(c net.Conn) {
+	wrapped := false
+	for range maxUnwrap {
+		switch t := c.(type) {
+		case *net.TCPConn:
+			t.SetLinger(0)
+			if wrapped {
+				t.Close()
+			}
+			return
+		case Unwrapper:
+			if c, _ = t.Unwrap(); c == nil {
+				return
+			}
+		case interface{ NetConn() net.Conn }:
+			if c = t.NetConn(); c == nil {
+				return
+			}
+			wrapped = true
+		default:
+			return
+		}
+	}
+}
+
+// half is one direction of a splice: it writes pending, then copies src to
+// dst until src ends.
+type half struct {
+	sp       *splicer
+	dir      string
+	dst, src net.Conn
+	pending  []byte
+	n        int64 // bytes written to dst
+	armed    int64 // unix nanoseconds when a buffered copy last moved dst's write deadline
+}
+
+// run copies until src ends or the splice is aborted, and propagates EOF
+// or the failure.
+func (h *half) run() {
+	if h.sp.idle > 0 {
+		dl := time.Now().Add(h.sp.idle)
+		h.src.SetReadDeadline(dl)
+		h.dst.SetWriteDeadline(dl)
+	} else { // clear deadlines left by a handshake
+		h.src.SetReadDeadline(time.Time{})
+		h.dst.SetWriteDeadline(time.Time{})
+	}
+	err := h.writeAll(h.pending, isTCP(h.dst))
+	h.pending = nil
+	if err == nil {
+		err = h.copy()
+	}
+	switch {
+	case err == io.EOF:
+		h.sp.eof(h.dst)
+	case err == ErrIdle:
+		h.sp.abort(ErrIdle)
+	case err != nil:
+		h.sp.fail(h.dir, err)
+	}
+}
+
+// copy moves src to dst: by splice(2) between two TCP sockets where the
+// platform has it, else through pooled buffers. It returns io.EOF when
+// src ended.
+func (h *half) copy() error {
+	if isTCP(h.src) && isTCP(h.dst) {
+		if ok, err := h.splice(); ok {
+			return err
+		}
+	}
+	return h.copyBuffered()
+}
+
+func isTCP(c net.Conn) bool {
+	_, ok := c.(*net.TCPConn)
+	return ok
+}
+
+// writeAll writes b to dst whole. A write to a TCP socket that hits its
+// deadline while the tunnel is busy is resumed (retry); any other conn
+// (TLS) cannot resume a timed-out write, so there the timeout ends the
+// splice as idle.
+func (h *half) writeAll(b []byte, retry bool) error {
+	if !retry && h.sp.idle > 0 && len(b) > 0 {
+		// Keep the deadline at least 15/16 of the idle timeout away: a
+		// write is idle when it alone takes nothing for that long.
+		if now := time.Now().UnixNano(); now-h.armed > int64(h.sp.idle/16) {
+			h.dst.SetWriteDeadline(time.Unix(0, now).Add(h.sp.idle))
+			h.armed = now
+		}
+	}
+	for len(b) > 0 {
+		n, err := h.dst.Write(b)
+		h.n += int64(n)
+		b = b[n:]
+		if n > 0 {
+			h.sp.touch()
+		}
+		if err != nil {
+			if retry && h.sp.expired(err, h.dst.SetWriteDeadline) {
+				continue
+			}
+			if !retry && h.sp.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				return ErrIdle
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // DirError is a copy failure in one direction of a splice.

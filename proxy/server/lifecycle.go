@@ -190,10 +190,10 @@ func (s *Server) shutdown() {
 	}
 	s.conns.closeAll()
 	s.wg.Wait()
-	select { // handlers end once their connection is closed
+	select { // handlers and tunnels end once their connection is closed
 	case <-s.handlers.idle():
 	case <-time.After(5 * time.Second):
-		s.log.Warn("shutdown: HTTP handlers still running after their connections closed")
+		s.log.Warn("shutdown: HTTP handlers or tunnels still running after their connections closed")
 	}
 	st = s.state.Load()
 	st.router.CloseIdleConnections()

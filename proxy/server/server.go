@@ -41,6 +41,7 @@ import (
 	"github.com/sluiceproxy/sluice/proxy/auth"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 	"github.com/sluiceproxy/sluice/proxy/observe"
+	"github.com/sluiceproxy/sluice/proxy/relay"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
 	"github.com/sluiceproxy/sluice/proxy/transparent"
 	"github.com/sluiceproxy/sluice/rules"
@@ -85,7 +86,7 @@ type Server struct {
 	excFile   exceptionsFile                    // what refreshExceptions last read; its goroutine's only
 
 	conns    *conns          // every accepted connection, until it closes
-	handlers inflight        // HTTP handlers running
+	handlers inflight        // HTTP handlers and tunnels running (holdTunnel)
 	base     context.Context // of every connection; cancelled when the grace period ends
 	stop     context.CancelFunc
 	wg       sync.WaitGroup // accept loops, connections, reload triggers, HTTP servers
@@ -121,6 +122,12 @@ type state struct {
 	problems []sourceProblem
 }
 
+// holdTunnel counts a running tunnel until the func it returns is called.
+func (s *Server) holdTunnel() func() {
+	s.handlers.add()
+	return s.handlers.done
+}
+
 // New loads and compiles the configuration. It fails, naming file and line,
 // when the config is invalid, so that Sluice never serves without rules.
 func New(opts Options) (*Server, error) {
@@ -131,7 +138,11 @@ func New(opts Options) (*Server, error) {
 	s.alog = accesslog.New(s.log, os.Stderr)
 	s.conns = newConns(s.log)
 	s.m = newMetrics(s, time.Now)
-	s.base, s.stop = context.WithCancel(context.Background())
+	base, stop := context.WithCancel(context.Background())
+	// A tunnel outlives the handler that started it (relay.Start): the
+	// hold counts it with the HTTP handlers, so that shutdown waits for
+	// its access line.
+	s.base, s.stop = relay.WithHold(base, s.holdTunnel), stop
 	st, err := s.first()
 	if err != nil {
 		return nil, err

@@ -102,17 +102,21 @@ type access struct {
 	decision *filter.Decision
 	dialErr  error
 	route    string // the failover member that carried the dial ("pool/member"), or ""
+	tunnel   bool   // handed to relay.Start, whose end closes c and logs
 }
 
 // ServeConn serves c, accepted by a transparent listener, whose original
 // destination is orig (invalid when it could not be read, see
-// OriginalDst; such a connection is closed), until the splice ends or ctx
-// is cancelled. It closes c.
+// OriginalDst; such a connection is closed). It closes c, or hands it to
+// a tunnel that the relay's goroutines carry on (relay.Start) until it
+// ends or ctx is cancelled, and then closes it.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn, orig netip.AddrPort) {
 	a := &access{rec: accesslog.Record{ID: reqid.New(), Start: time.Now(), Client: c.RemoteAddr().String(), Proto: Proto, Reply: -1}}
 	defer func() {
-		c.Close()
-		s.logAccess(a)
+		if !a.tunnel { // else the tunnel ends the connection
+			c.Close()
+			s.logAccess(a)
+		}
 	}()
 	if !orig.IsValid() {
 		a.rec.Reason = ReasonNoDestination
@@ -202,11 +206,16 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, orig netip.AddrPort)
 		}
 	}
 	a.rec.Granted = true
-	st, err := relay.Splice(ctx, relay.WithPrefix(c, o.Result.Data), relay.WithPrefix(origin, originData), s.idleTimeout())
-	a.rec.Up, a.rec.Down = st.Up, st.Down
-	if err != nil {
-		a.rec.Err = err
-	}
+	// The relay's goroutines carry the tunnel on; this one returns and
+	// frees its stack (see relay.Start).
+	a.tunnel = true
+	relay.Start(ctx, relay.WithPrefix(c, o.Result.Data), relay.WithPrefix(origin, originData), s.idleTimeout(), func(st relay.Stats, err error) {
+		a.rec.Up, a.rec.Down = st.Up, st.Down
+		if err != nil {
+			a.rec.Err = err
+		}
+		s.logAccess(a)
+	})
 }
 
 // unnamed decides a connection without a usable name: blocked, or under

@@ -1,0 +1,170 @@
+package relay
+
+import (
+	"io"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxSplice bounds one splice(2) call, and is the size asked for the pipes
+// (the default /proc/sys/fs/pipe-max-size). A smaller pipe still works.
+const maxSplice = 1 << 20
+
+// spliceFlags: the pipes are non-blocking, and so are Go's sockets.
+const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+
+// pump is the state of one direction's splice loop. Its fill and drain
+// methods run as syscall.RawConn callbacks: they return false when the
+// socket would block, so that the runtime poller parks the goroutine
+// until it is ready, and true when done.
+type pump struct {
+	h               *half
+	p               *pipe   // held only while bytes flow; nil while waiting
+	inPipe          int     // bytes in p
+	buf             *[]byte // instead of p when no pipe could be had
+	inBuf           int     // bytes in buf
+	err             error   // the failure of the last callback
+	eof             bool    // the source ended
+	moved           bool    // splice(2) has moved bytes: no falling back now
+	fillFn, drainFn func(uintptr) bool
+}
+
+// splice copies h.src to h.dst, two TCP sockets, with splice(2) through a
+// pooled pipe that it holds only while bytes flow. ok is false (nothing
+// was read) when the kernel cannot splice these sockets. err is io.EOF
+// when the source ended.
+func (h *half) splice() (ok bool, err error) {
+	src, err := h.src.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return false, nil
+	}
+	dst, err := h.dst.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return false, nil
+	}
+	pu := &pump{h: h}
+	pu.fillFn, pu.drainFn = pu.fill, pu.drain
+	defer pu.release()
+	for {
+		pu.err = nil
+		if err := src.Read(pu.fillFn); err != nil {
+			if h.sp.expired(err, h.src.SetReadDeadline) {
+				continue
+			}
+			return true, err
+		}
+		switch {
+		case pu.err == unix.EINVAL && !pu.moved:
+			return false, nil // sockets splice(2) cannot read
+		case pu.err != nil:
+			return true, pu.err
+		case pu.eof:
+			return true, io.EOF
+		case pu.inBuf > 0:
+			b := (*pu.buf)[:pu.inBuf]
+			pu.inBuf = 0
+			if err := h.writeAll(b, true); err != nil {
+				return true, err
+			}
+			continue
+		}
+		pu.moved = true
+		for pu.inPipe > 0 {
+			pu.err = nil
+			if err := dst.Write(pu.drainFn); err != nil {
+				if h.sp.expired(err, h.dst.SetWriteDeadline) {
+					continue
+				}
+				return true, err
+			}
+			if pu.err != nil {
+				return true, pu.err
+			}
+		}
+		h.sp.touch()
+	}
+}
+
+// fill moves what the source socket holds into the pipe (or, without a
+// pipe, into a buffer). The pipe is empty on entry; when the socket has
+// nothing, the pipe goes back to the pool before the goroutine parks.
+func (pu *pump) fill(fd uintptr) bool {
+	if pu.p == nil && pu.buf == nil {
+		if pu.p = getPipe(); pu.p == nil {
+			pu.buf = largeBufs.Get().(*[]byte)
+		}
+	}
+	for {
+		var n int
+		var err error
+		if pu.p != nil {
+			var m int64
+			m, err = unix.Splice(int(fd), nil, pu.p.w, nil, maxSplice, spliceFlags)
+			n = int(m)
+		} else {
+			n, err = unix.Read(int(fd), *pu.buf)
+		}
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			pu.release()
+			return false
+		case err != nil:
+			pu.err = err
+		case n == 0:
+			pu.eof = true
+		case pu.p != nil:
+			pu.inPipe = n
+		default:
+			pu.inBuf = n
+		}
+		return true
+	}
+}
+
+// drain moves the pipe's bytes to the destination socket.
+func (pu *pump) drain(fd uintptr) bool {
+	moved := false
+	for pu.inPipe > 0 {
+		n, err := unix.Splice(pu.p.r, nil, int(fd), nil, pu.inPipe, spliceFlags)
+		switch {
+		case n > 0:
+			pu.inPipe -= int(n)
+			pu.h.n += n
+			moved = true
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			if moved { // the destination is slow, not idle
+				pu.h.sp.touch()
+			}
+			return false
+		case err == nil: // nothing moved and no error: never from a pipe that holds bytes
+			pu.err = io.ErrNoProgress
+			return true
+		default:
+			pu.err = err
+			return true
+		}
+	}
+	return true
+}
+
+// release gives the pipe back to the pool when it is empty, or closes it
+// when it still holds bytes (a failed destination), and gives the buffer
+// back.
+func (pu *pump) release() {
+	if pu.p != nil {
+		if pu.inPipe == 0 {
+			putPipe(pu.p)
+		} else {
+			pu.p.close()
+		}
+		pu.p, pu.inPipe = nil, 0
+	}
+	if pu.buf != nil {
+		largeBufs.Put(pu.buf)
+		pu.buf, pu.inBuf = nil, 0
+	}
+}

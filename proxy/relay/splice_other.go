@@ -1,0 +1,6 @@
+//go:build !linux
+
+package relay
+
+// splice is not available: the copy goes through buffers.
+func (h *half) splice() (ok bool, err error) { return false, nil }
