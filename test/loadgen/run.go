@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// rateLoad runs load l (connect, socks or keepalive) for o.rounds rounds:
+// in each, direct first, then every target that speaks the protocol.
+func (e *env) rateLoad(ctx context.Context, rep *report, l string, targets []*target) {
+	workerFor := func(t *target) func() worker {
+		switch l {
+		case "connect":
+			if t == nil {
+				return e.tunnelGet(viaDirect, "")
+			}
+			if t.http != "" {
+				return e.tunnelGet(viaConnect, t.http)
+			}
+		case "socks":
+			if t == nil {
+				return e.tunnelGet(viaDirect, "")
+			}
+			if t.socks != "" {
+				return e.tunnelGet(viaSOCKS, t.socks)
+			}
+		case "keepalive":
+			if t == nil {
+				return e.keepAlive("")
+			}
+			if t.http != "" {
+				return e.keepAlive(t.http)
+			}
+		}
+		return nil
+	}
+	rl := rep.rate(l)
+	for r := range e.o.rounds {
+		for _, t := range targets {
+			w := workerFor(t)
+			if w == nil || ctx.Err() != nil {
+				continue
+			}
+			// Direct right before each proxy, so that the two see the same
+			// machine.
+			d := e.runPhase(ctx, 0, workerFor(nil))
+			rl.Direct = append(rl.Direct, d.rate())
+			rl.DirectErrors += d.errs
+			rep.Mismatches += d.mismatch
+			p := e.runPhase(ctx, t.pid, w)
+			f := rl.fig(t.name)
+			f.add(p, d)
+			rep.Mismatches += p.mismatch
+			progress("%s round %d: direct %.0f/s (%d ops, %d errors%s); %s %.0f/s = %.2fx, CPU %.2f s per 10,000 (%d ops, %d errors%s)",
+				l, r+1, d.rate(), d.ops, d.errs, errNote(d.firstErr),
+				t.name, p.rate(), ratio(p.rate(), d.rate()), per(p.cpu, float64(p.ops), 10000), p.ops, p.errs, errNote(p.firstErr))
+		}
+	}
+}
+
+func errNote(err error) string {
+	if err == nil {
+		return ""
+	}
+	return "; first: " + err.Error()
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// per returns cpu seconds per unit operations, or -1 when unknown.
+func per(cpu, ops, unit float64) float64 {
+	if cpu < 0 || ops == 0 {
+		return -1
+	}
+	return cpu / ops * unit
+}
+
+// bulkLoad is load 4: per round, direct up and down, then one tunnel
+// through every target, up and down.
+func (e *env) bulkLoad(ctx context.Context, rep *report, targets []*target) {
+	n := e.o.bulkMiB << 20
+	b := rep.Bulk
+	direct := func(up bool) float64 {
+		mbps, _, err := e.transfer(viaDirect, "", 0, up, n)
+		if err != nil {
+			b.DirectErrors++
+			progress("bulk: direct: %v", err)
+		}
+		if up {
+			b.DirectUp = append(b.DirectUp, mbps)
+		} else {
+			b.DirectDown = append(b.DirectDown, mbps)
+		}
+		return mbps
+	}
+	for r := range e.o.rounds {
+		for _, t := range targets {
+			if ctx.Err() != nil {
+				return
+			}
+			v, addr := t.tunnelVia(), t.http
+			if v == viaSOCKS {
+				addr = t.socks
+			}
+			f := b.fig(t.name)
+			f.Via = v.String()
+			du := direct(true)
+			up, cpuUp, err := e.transfer(v, addr, t.pid, true, n)
+			f.note(err, n)
+			dd := direct(false)
+			down, cpuDown, err2 := e.transfer(v, addr, t.pid, false, n)
+			f.note(err2, n)
+			if err == nil && err2 == nil {
+				f.Up, f.Down = append(f.Up, up), append(f.Down, down)
+				f.UpRatio, f.DownRatio = append(f.UpRatio, ratio(up, du)), append(f.DownRatio, ratio(down, dd))
+				if cpuUp >= 0 && cpuDown >= 0 {
+					f.CPUPerGiB = append(f.CPUPerGiB, (cpuUp+cpuDown)/(float64(2*n)/(1<<30)))
+				}
+			}
+			progress("bulk round %d: %s (%s) up %.0f MB/s = %.2fx (direct %.0f), down %.0f MB/s = %.2fx (direct %.0f), CPU up %.2f s down %.2f s%s%s",
+				r+1, t.name, v, up, ratio(up, du), du, down, ratio(down, dd), dd, cpuUp, cpuDown, errNote(err), errNote(err2))
+		}
+	}
+	for _, f := range b.Targets {
+		rep.Mismatches += f.Mismatch
+	}
+}
+
+// idleLoad is load 6 for every target, through CONNECT and through SOCKS5
+// separately, each on a freshly started proxy.
+func (e *env) idleLoad(ctx context.Context, rep *report, targets []*target) error {
+	for _, t := range targets {
+		for _, v := range []via{viaConnect, viaSOCKS} {
+			if (v == viaConnect && t.http == "") || (v == viaSOCKS && t.socks == "") || ctx.Err() != nil {
+				continue
+			}
+			if err := t.restart(ctx); err != nil {
+				return fmt.Errorf("idle: restarting %s: %w", t.name, err)
+			}
+			addr := t.http
+			if v == viaSOCKS {
+				addr = t.socks
+			}
+			progress("idle: opening %d tunnels through %s (%s)", e.o.idleN, t.name, v)
+			r := e.idle(ctx, v, addr, t.pid, e.o.idleN)
+			if t.start == nil {
+				waitFDs(t.pid, r.FD0, 15*time.Second)
+			}
+			rep.idle(v).set(t.name, r)
+			progress("idle: %s (%s): %d of %d held, %.1f KiB and %.2f fds each (RSS %d -> %d KiB, fds %d -> %d), %d failed%s",
+				t.name, v, r.Held, r.Wanted, r.KiB, r.FDs, r.RSS0, r.RSS1, r.FD0, r.FD1, r.Failed, strNote(r.Error))
+		}
+	}
+	return nil
+}
+
+func strNote(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "; first error: " + s
+}
+
+// rulesLoad is load 7: the connect load against the Sluice of the run
+// (no rules) and a second Sluice with o.domains category domains and
+// o.globs globs, alternating which goes first from round to round.
+func (e *env) rulesLoad(ctx context.Context, rep *report, targets []*target) error {
+	var plain *target
+	for _, t := range targets {
+		if t.name == "Sluice" {
+			plain = t
+		}
+	}
+	if plain == nil {
+		progress("rules: skipped, Sluice is not among -proxies")
+		return nil
+	}
+	progress("rules: generating %d domains and %d globs, starting a second Sluice on them", e.o.domains, e.o.globs)
+	t0 := time.Now()
+	loaded, err := startSluice(ctx, e.o, "Sluice with rules", func(dir string) (string, error) {
+		return writeRules(dir, 1, e.o.domains, e.o.globs)
+	})
+	if err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+	defer loaded.stop()
+	rr := rep.Rules
+	rr.Domains, rr.Globs, rr.StartSeconds = e.o.domains, e.o.globs, time.Since(t0).Seconds()
+	for r := range e.o.rounds {
+		// A B B A: a drift of the machine's load within the round cancels.
+		var rate [2]float64
+		for _, i := range []int{0, 1, 1, 0} {
+			if ctx.Err() != nil {
+				return nil
+			}
+			t := [2]*target{plain, loaded}[i]
+			p := e.runPhase(ctx, t.pid, e.tunnelGet(viaConnect, t.http))
+			rr.Errors += p.errs
+			rep.Mismatches += p.mismatch
+			if p.firstErr != nil && rr.FirstError == "" {
+				rr.FirstError = p.firstErr.Error()
+			}
+			rate[i] += p.rate() / 2
+			progress("rules round %d: %s %.0f tunnels/s (%d ops, %d errors%s)", r+1, t.name, p.rate(), p.ops, p.errs, errNote(p.firstErr))
+		}
+		rr.Plain, rr.Rules = append(rr.Plain, rate[0]), append(rr.Rules, rate[1])
+		rr.Ratio = append(rr.Ratio, ratio(rate[1], rate[0]))
+	}
+	return nil
+}
