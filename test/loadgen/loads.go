@@ -20,7 +20,8 @@ const opTimeout = 10 * time.Second
 type env struct {
 	o    *options
 	http *origin // the 1 KiB HTTP origin
-	bulk *origin // sink, source and echo
+	bulk *origin // sink and source
+	echo *origin // the far end of idle tunnels
 }
 
 // phase is the outcome of one bounded run of one load against one target
@@ -32,6 +33,33 @@ type phase struct {
 	elapsed  time.Duration // from the first operation to the last
 	cpu      float64       // the proxy's CPU seconds over the phase; -1 unknown
 	firstErr error
+}
+
+// plus adds q's figures to p's: two runs of the same load and target.
+func (p phase) plus(q phase) phase {
+	p.ops += q.ops
+	p.errs += q.errs
+	p.mismatch += q.mismatch
+	p.elapsed += q.elapsed
+	if p.cpu < 0 || q.cpu < 0 {
+		p.cpu = -1
+	} else {
+		p.cpu += q.cpu
+	}
+	if p.firstErr == nil {
+		p.firstErr = q.firstErr
+	}
+	return p
+}
+
+// abba runs a, b, b, a, each for half of o.duration and o.count, and
+// returns a's and b's sums: a drift of the machine's load within the
+// round then weighs on both alike.
+func (e *env) abba(ctx context.Context, a, b func() phase) (pa, pb phase) {
+	pa, pb = a(), b()
+	pb = pb.plus(b())
+	pa = pa.plus(a())
+	return pa, pb
 }
 
 func (p phase) rate() float64 {
@@ -48,16 +76,16 @@ type worker struct {
 	done func()
 }
 
-// runPhase runs workers until o.count operations were started or
-// o.duration passed, whichever comes first, and measures pid's CPU
-// meanwhile. A worker that fails 20 times in a row stops.
-func (e *env) runPhase(ctx context.Context, pid int, newWorker func() worker) phase {
+// runPhase runs workers until count operations were started or dur
+// passed, whichever comes first, and measures pid's CPU meanwhile. A
+// worker that fails 20 times in a row stops.
+func (e *env) runPhase(ctx context.Context, pid int, newWorker func() worker, dur time.Duration, count int) phase {
 	var started, ok, errs, mismatch atomic.Int64
 	var mu sync.Mutex
 	var firstErr error
 	cpu0, cerr := cpuSeconds(pid)
 	t0 := time.Now()
-	deadline := t0.Add(e.o.duration)
+	deadline := t0.Add(dur)
 	var wg sync.WaitGroup
 	for range e.o.workers {
 		wg.Go(func() {
@@ -65,7 +93,7 @@ func (e *env) runPhase(ctx context.Context, pid int, newWorker func() worker) ph
 			defer w.done()
 			buf := make([]byte, 4096)
 			fails := 0
-			for started.Add(1) <= int64(e.o.count) && time.Now().Before(deadline) && ctx.Err() == nil && fails < 20 {
+			for started.Add(1) <= int64(count) && time.Now().Before(deadline) && ctx.Err() == nil && fails < 20 {
 				err := w.op(buf)
 				if err == nil {
 					ok.Add(1)
@@ -260,11 +288,11 @@ func (e *env) idle(ctx context.Context, v via, proxy string, pid int, n int) idl
 				if i >= int64(n) {
 					return
 				}
-				c, err := open(v, proxy, e.bulk.addr, 5*time.Second)
+				c, err := open(v, proxy, e.echo.addr, 5*time.Second)
 				if err == nil {
 					c.SetDeadline(time.Now().Add(5 * time.Second))
 					if _, err = c.Write([]byte{cmdEcho, 'p', 'i', 'n', 'g'}); err == nil {
-						err = expectEcho(c, "ping")
+						err = expectEcho(c, "\x03ping")
 					}
 					c.SetDeadline(time.Time{})
 					if err != nil {
@@ -311,11 +339,22 @@ func (e *env) idle(ctx context.Context, v via, proxy string, pid int, n int) idl
 				if _, err := c.Write([]byte("pong")); err == nil && expectEcho(c, "pong") == nil {
 					held.Add(1)
 				}
-				c.Close()
 			}
 		})
 	}
 	wg.Wait()
+	// The origin closes first, then the proxy, then the client: no
+	// TIME_WAIT on an ephemeral port (18,000 of them for 9,000 tunnels
+	// would take most of the machine's ports for a minute).
+	e.echo.closeConns()
+	end := time.Now().Add(10 * time.Second) // for all of them together
+	for _, c := range conns {
+		if c != nil {
+			c.SetDeadline(end)
+			io.Copy(io.Discard, c.br)
+			c.Close()
+		}
+	}
 	r.Held = int(held.Load())
 	if r.Held > 0 {
 		r.KiB = float64(r.RSS1-r.RSS0) / float64(r.Held)

@@ -81,7 +81,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.extPID, "pid", 0, "external: its process id, for CPU, memory and fds (0: not measured)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds of every load; each figure is the median")
 	fs.IntVar(&o.workers, "workers", 32, "concurrent clients of the connect, socks and keepalive loads")
-	fs.IntVar(&o.count, "count", 20000, "at most this many operations per phase (one load, one proxy, one round)")
+	fs.IntVar(&o.count, "count", 100000, "at most this many operations per phase (one load, one proxy, one round)")
 	fs.DurationVar(&o.duration, "duration", 3*time.Second, "at most this long per phase")
 	fs.Int64Var(&o.bulkMiB, "bulk", 512, "MiB each way through the bulk tunnel")
 	fs.DurationVar(&o.bulkTimeout, "bulk-timeout", 120*time.Second, "at most this long per bulk transfer")
@@ -198,6 +198,10 @@ func run(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer e.bulk.close()
+	if e.echo, err = startOrigin(serveEcho); err != nil {
+		return nil, err
+	}
+	defer e.echo.close()
 
 	var targets []*target
 	defer func() {
@@ -232,6 +236,7 @@ func run(ctx context.Context, o *options) (*report, error) {
 		if ctx.Err() != nil {
 			break
 		}
+		waitTimeWait(25000)
 		switch l {
 		case "connect", "socks", "keepalive":
 			e.rateLoad(ctx, rep, l, targets)

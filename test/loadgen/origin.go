@@ -23,7 +23,9 @@ import (
 //
 //	0x01 N(8, big endian) then N bytes  -> reply N'(8) crc32c(4) of what arrived
 //	0x02 N(8)                           -> N bytes of the stream, crc32c(4), close
-//	0x03 anything                       -> the same bytes back (idle tunnels)
+//
+// The echo origin of idle tunnels sends back what it receives; their first
+// byte (0x03) is as little printable.
 const (
 	cmdUp   = 0x01
 	cmdDown = 0x02
@@ -84,6 +86,17 @@ func startOrigin(serve func(net.Conn)) (*origin, error) {
 		}
 	})
 	return o, nil
+}
+
+// closeConns closes every connection the origin accepted, the origin
+// first: TIME_WAIT then stays on the origin's port, not on an ephemeral
+// port of the client or the proxy.
+func (o *origin) closeConns() {
+	o.mu.Lock()
+	for c := range o.conns {
+		c.Close()
+	}
+	o.mu.Unlock()
 }
 
 func (o *origin) close() {
@@ -228,8 +241,24 @@ func serveBulk(c net.Conn, bulkTimeout time.Duration) {
 		var trailer [4]byte
 		binary.BigEndian.PutUint32(trailer[:], crc)
 		c.Write(trailer[:])
-	case cmdEcho:
-		c.SetDeadline(time.Time{}) // idle tunnels stay until the harness closes them
-		io.Copy(c, c)
+	}
+}
+
+// serveEcho sends back what it receives: the origin of idle tunnels, which
+// stay until the harness closes them. It reads into a buffer of its own:
+// io.Copy between TCP connections would splice, through a pipe (two more
+// fds) held for as long as the tunnel idles.
+func serveEcho(c net.Conn) {
+	buf := make([]byte, 512)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }

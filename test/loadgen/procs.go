@@ -66,15 +66,55 @@ func peerConfig(name, port, dir string, nofile int) (string, error) {
 	return s, nil
 }
 
-// freePort returns a loopback port that was free a moment ago.
+// freePort returns a loopback port that was free a moment ago. When the
+// machine has run out of ephemeral ports (TIME_WAIT of many short
+// connections holds them for a minute), it tries again for up to a minute.
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	var err error
+	for range 60 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err == nil {
+			defer ln.Close()
+			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			return port, nil
+		}
+		time.Sleep(time.Second)
 	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port, nil
+	return "", err
+}
+
+// timeWait returns how many TCP connections of the machine are in
+// TIME_WAIT (/proc/net/sockstat), or -1.
+func timeWait() int {
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		for i := 0; i+1 < len(f); i++ {
+			if f[0] == "TCP:" && f[i] == "tw" {
+				n, _ := strconv.Atoi(f[i+1])
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// waitTimeWait waits, for at most 30 s, until fewer than max TCP
+// connections of the machine are in TIME_WAIT: each holds a port, and a
+// load that starts with few free ports measures the shortage, not the
+// proxy (and takes the last ports from everyone else on the machine).
+func waitTimeWait(max int) {
+	n := timeWait()
+	if n < max {
+		return
+	}
+	progress("waiting for TIME_WAIT connections to expire: %d, want fewer than %d", n, max)
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end) && n >= max; n = timeWait() {
+		time.Sleep(time.Second)
+	}
 }
 
 // lookTool finds a program in PATH, /usr/sbin or /sbin.

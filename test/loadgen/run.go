@@ -42,13 +42,15 @@ func (e *env) rateLoad(ctx context.Context, rep *report, l string, targets []*ta
 			if w == nil || ctx.Err() != nil {
 				continue
 			}
-			// Direct right before each proxy, so that the two see the same
-			// machine.
-			d := e.runPhase(ctx, 0, workerFor(nil))
+			// Direct and proxy in turn, A B B A, so that the two see the
+			// same machine.
+			half, n := e.o.duration/2, max(e.o.count/2, 1)
+			d, p := e.abba(ctx,
+				func() phase { return e.runPhase(ctx, 0, workerFor(nil), half, n) },
+				func() phase { return e.runPhase(ctx, t.pid, w, half, n) })
 			rl.Direct = append(rl.Direct, d.rate())
 			rl.DirectErrors += d.errs
 			rep.Mismatches += d.mismatch
-			p := e.runPhase(ctx, t.pid, w)
 			f := rl.fig(t.name)
 			f.add(p, d)
 			rep.Mismatches += p.mismatch
@@ -169,7 +171,7 @@ func strNote(s string) string {
 
 // rulesLoad is load 7: the connect load against the Sluice of the run
 // (no rules) and a second Sluice with o.domains category domains and
-// o.globs globs, alternating which goes first from round to round.
+// o.globs globs, in turn (A B B A) within each round.
 func (e *env) rulesLoad(ctx context.Context, rep *report, targets []*target) error {
 	var plain *target
 	for _, t := range targets {
@@ -193,22 +195,26 @@ func (e *env) rulesLoad(ctx context.Context, rep *report, targets []*target) err
 	rr := rep.Rules
 	rr.Domains, rr.Globs, rr.StartSeconds = e.o.domains, e.o.globs, time.Since(t0).Seconds()
 	for r := range e.o.rounds {
-		// A B B A: a drift of the machine's load within the round cancels.
-		var rate [2]float64
-		for _, i := range []int{0, 1, 1, 0} {
-			if ctx.Err() != nil {
-				return nil
+		if ctx.Err() != nil {
+			return nil
+		}
+		half, n := e.o.duration/2, max(e.o.count/2, 1)
+		run := func(t *target) func() phase {
+			return func() phase {
+				p := e.runPhase(ctx, t.pid, e.tunnelGet(viaConnect, t.http), half, n)
+				progress("rules round %d: %s %.0f tunnels/s (%d ops, %d errors%s)", r+1, t.name, p.rate(), p.ops, p.errs, errNote(p.firstErr))
+				return p
 			}
-			t := [2]*target{plain, loaded}[i]
-			p := e.runPhase(ctx, t.pid, e.tunnelGet(viaConnect, t.http))
+		}
+		pp, pr := e.abba(ctx, run(plain), run(loaded))
+		for _, p := range []phase{pp, pr} {
 			rr.Errors += p.errs
 			rep.Mismatches += p.mismatch
 			if p.firstErr != nil && rr.FirstError == "" {
 				rr.FirstError = p.firstErr.Error()
 			}
-			rate[i] += p.rate() / 2
-			progress("rules round %d: %s %.0f tunnels/s (%d ops, %d errors%s)", r+1, t.name, p.rate(), p.ops, p.errs, errNote(p.firstErr))
 		}
+		rate := [2]float64{pp.rate(), pr.rate()}
 		rr.Plain, rr.Rules = append(rr.Plain, rate[0]), append(rr.Rules, rate[1])
 		rr.Ratio = append(rr.Ratio, ratio(rate[1], rate[0]))
 	}
