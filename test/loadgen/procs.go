@@ -102,17 +102,17 @@ func timeWait() int {
 	return -1
 }
 
-// waitTimeWait waits, for at most 30 s, until fewer than max TCP
+// waitTimeWait waits, for at most limit, until fewer than max TCP
 // connections of the machine are in TIME_WAIT: each holds a port, and a
 // load that starts with few free ports measures the shortage, not the
 // proxy (and takes the last ports from everyone else on the machine).
-func waitTimeWait(max int) {
+func waitTimeWait(max int, limit time.Duration) {
 	n := timeWait()
-	if n < max {
+	if n < max || limit <= 0 {
 		return
 	}
 	progress("waiting for TIME_WAIT connections to expire: %d, want fewer than %d", n, max)
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end) && n >= max; n = timeWait() {
+	for end := time.Now().Add(limit); time.Now().Before(end) && n >= max; n = timeWait() {
 		time.Sleep(time.Second)
 	}
 }
