@@ -125,8 +125,9 @@ func TestLoadgen(t *testing.T) {
 		}
 	}
 	b := rep.Bulk.Targets["Sluice"]
-	if b.Bytes != 2*bulkMiB<<20 || b.Errors != 0 || b.Mismatch != 0 || rep.Bulk.DirectErrors != 0 {
-		t.Errorf("bulk: %d bytes exact, %d errors, %d mismatches; want %d, 0, 0", b.Bytes, b.Errors, b.Mismatch, 2*bulkMiB<<20)
+	// Two transfers each way through the proxy (A B B A with direct).
+	if b.Bytes != 4*bulkMiB<<20 || b.Errors != 0 || b.Mismatch != 0 || rep.Bulk.DirectErrors != 0 {
+		t.Errorf("bulk: %d bytes exact, %d errors, %d mismatches; want %d, 0, 0", b.Bytes, b.Errors, b.Mismatch, 4*bulkMiB<<20)
 	}
 	if len(b.UpRatio) != 1 || len(b.DownRatio) != 1 || len(b.CPUPerGiB) != 1 {
 		t.Errorf("bulk: ratios up %v down %v, CPU %v: want one of each", b.UpRatio, b.DownRatio, b.CPUPerGiB)
@@ -175,8 +176,8 @@ func TestLoadgenCatchesCorruption(t *testing.T) {
 	if f := rep.Rate["connect"].Targets["proxy"]; f.Mismatch == 0 || f.Ops != 0 {
 		t.Errorf("connect: %d mismatches, %d operations passed; want every operation caught", f.Mismatch, f.Ops)
 	}
-	if f := rep.Bulk.Targets["proxy"]; f.Mismatch != 1 || f.Bytes != 1<<20 {
-		t.Errorf("bulk: %d mismatches, %d bytes exact; want the download caught and the upload exact", f.Mismatch, f.Bytes)
+	if f := rep.Bulk.Targets["proxy"]; f.Mismatch != 2 || f.Bytes != 2<<20 {
+		t.Errorf("bulk: %d mismatches, %d bytes exact; want both downloads caught and both uploads exact", f.Mismatch, f.Bytes)
 	}
 }
 

@@ -92,7 +92,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.domains, "domains", 2_000_000, "rules load: category domains")
 	fs.IntVar(&o.globs, "globs", 10_000, "rules load: globs")
 	fs.IntVar(&o.nofile, "nofile", 20000, "open files limit (soft and hard) of the proxies the harness starts")
-	fs.DurationVar(&o.twWait, "timewait-wait", 30*time.Second, "before each load, wait at most this long while the machine has over 25,000 connections in TIME_WAIT")
+	fs.DurationVar(&o.twWait, "timewait-wait", 30*time.Second, "before each load, wait at most this long while connections in TIME_WAIT hold over 15,000 ports")
 	fs.StringVar(&o.jsonOut, "json", "", "also write every figure as JSON to this file")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the tables to this file")
 	if err := fs.Parse(args); err != nil {
@@ -238,7 +238,7 @@ func run(ctx context.Context, o *options) (*report, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		waitTimeWait(25000, o.twWait)
+		waitTimeWait(15000, o.twWait)
 		switch l {
 		case "connect", "socks", "keepalive":
 			e.rateLoad(ctx, rep, l, targets)

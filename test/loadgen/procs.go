@@ -83,36 +83,40 @@ func freePort() (string, error) {
 	return "", err
 }
 
-// timeWait returns how many TCP connections of the machine are in
-// TIME_WAIT (/proc/net/sockstat), or -1.
-func timeWait() int {
-	b, err := os.ReadFile("/proc/net/sockstat")
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		for i := 0; i+1 < len(f); i++ {
-			if f[0] == "TCP:" && f[i] == "tw" {
-				n, _ := strconv.Atoi(f[i+1])
-				return n
+// timeWaitPorts returns how many local ports connections in TIME_WAIT
+// hold (/proc/net/tcp, tcp6), or -1. Many connections to one server port
+// hold one port: only those on distinct ephemeral ports can take the last
+// free ports of the machine.
+func timeWaitPorts() int {
+	ports := map[string]struct{}{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return -1
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			// sl local_address rem_address st ...; 06 is TIME_WAIT
+			if fs := strings.Fields(l); len(fs) > 3 && fs[3] == "06" {
+				if i := strings.LastIndexByte(fs[1], ':'); i >= 0 {
+					ports[fs[1][i+1:]] = struct{}{}
+				}
 			}
 		}
 	}
-	return -1
+	return len(ports)
 }
 
-// waitTimeWait waits, for at most limit, until fewer than max TCP
-// connections of the machine are in TIME_WAIT: each holds a port, and a
-// load that starts with few free ports measures the shortage, not the
-// proxy (and takes the last ports from everyone else on the machine).
+// waitTimeWait waits, for at most limit, until connections in TIME_WAIT
+// hold fewer than max local ports: a load that starts with few free
+// ports measures the shortage, not the proxy (and takes the last ports
+// from everyone else on the machine).
 func waitTimeWait(max int, limit time.Duration) {
-	n := timeWait()
+	n := timeWaitPorts()
 	if n < max || limit <= 0 {
 		return
 	}
-	progress("waiting for TIME_WAIT connections to expire: %d, want fewer than %d", n, max)
-	for end := time.Now().Add(limit); time.Now().Before(end) && n >= max; n = timeWait() {
+	progress("waiting for TIME_WAIT connections to expire: they hold %d ports, want fewer than %d", n, max)
+	for end := time.Now().Add(limit); time.Now().Before(end) && n >= max; n = timeWaitPorts() {
 		time.Sleep(time.Second)
 	}
 }

@@ -83,24 +83,12 @@ func per(cpu, ops, unit float64) float64 {
 	return cpu / ops * unit
 }
 
-// bulkLoad is load 4: per round, direct up and down, then one tunnel
-// through every target, up and down.
+// bulkLoad is load 4: per round and target, each way, a transfer direct,
+// two through the proxy, and one more direct (A B B A); the rate of each
+// side is its bytes over its time.
 func (e *env) bulkLoad(ctx context.Context, rep *report, targets []*target) {
 	n := e.o.bulkMiB << 20
 	b := rep.Bulk
-	direct := func(up bool) float64 {
-		mbps, _, err := e.transfer(viaDirect, "", 0, up, n)
-		if err != nil {
-			b.DirectErrors++
-			progress("bulk: direct: %v", err)
-		}
-		if up {
-			b.DirectUp = append(b.DirectUp, mbps)
-		} else {
-			b.DirectDown = append(b.DirectDown, mbps)
-		}
-		return mbps
-	}
 	for r := range e.o.rounds {
 		for _, t := range targets {
 			if ctx.Err() != nil {
@@ -112,21 +100,55 @@ func (e *env) bulkLoad(ctx context.Context, rep *report, targets []*target) {
 			}
 			f := b.fig(t.name)
 			f.Via = v.String()
-			du := direct(true)
-			up, cpuUp, err := e.transfer(v, addr, t.pid, true, n)
-			f.note(err, n)
-			dd := direct(false)
-			down, cpuDown, err2 := e.transfer(v, addr, t.pid, false, n)
-			f.note(err2, n)
-			if err == nil && err2 == nil {
-				f.Up, f.Down = append(f.Up, up), append(f.Down, down)
-				f.UpRatio, f.DownRatio = append(f.UpRatio, ratio(up, du)), append(f.DownRatio, ratio(down, dd))
-				if cpuUp >= 0 && cpuDown >= 0 {
-					f.CPUPerGiB = append(f.CPUPerGiB, (cpuUp+cpuDown)/(float64(2*n)/(1<<30)))
+			var rates [2][2]float64 // [up, down][direct, proxy]
+			var cpu [2]float64
+			failed := false
+			for i, up := range []bool{true, false} {
+				var secs [2]float64 // seconds for n bytes, direct and proxy
+				for _, side := range []int{0, 1, 1, 0} {
+					if side == 0 {
+						mbps, _, err := e.transfer(viaDirect, "", 0, up, n)
+						if err != nil {
+							b.DirectErrors++
+							progress("bulk: direct: %v", err)
+							failed = true
+							continue
+						}
+						secs[0] += float64(n) / 1e6 / mbps
+						continue
+					}
+					mbps, c, err := e.transfer(v, addr, t.pid, up, n)
+					f.note(err, n)
+					if err != nil {
+						progress("bulk round %d: %s: %v", r+1, t.name, err)
+						failed = true
+						continue
+					}
+					secs[1] += float64(n) / 1e6 / mbps
+					if c < 0 || cpu[i] < 0 {
+						cpu[i] = -1
+					} else {
+						cpu[i] += c
+					}
+				}
+				for side := range 2 {
+					if secs[side] > 0 {
+						rates[i][side] = 2 * float64(n) / 1e6 / secs[side]
+					}
 				}
 			}
-			progress("bulk round %d: %s (%s) up %.0f MB/s = %.2fx (direct %.0f), down %.0f MB/s = %.2fx (direct %.0f), CPU up %.2f s down %.2f s%s%s",
-				r+1, t.name, v, up, ratio(up, du), du, down, ratio(down, dd), dd, cpuUp, cpuDown, errNote(err), errNote(err2))
+			b.DirectUp, b.DirectDown = append(b.DirectUp, rates[0][0]), append(b.DirectDown, rates[1][0])
+			if !failed {
+				f.Up, f.Down = append(f.Up, rates[0][1]), append(f.Down, rates[1][1])
+				f.UpRatio = append(f.UpRatio, ratio(rates[0][1], rates[0][0]))
+				f.DownRatio = append(f.DownRatio, ratio(rates[1][1], rates[1][0]))
+				if cpu[0] >= 0 && cpu[1] >= 0 {
+					f.CPUPerGiB = append(f.CPUPerGiB, (cpu[0]+cpu[1])/(float64(4*n)/(1<<30)))
+				}
+			}
+			progress("bulk round %d: %s (%s) up %.0f MB/s = %.2fx (direct %.0f), down %.0f MB/s = %.2fx (direct %.0f), CPU %.2f s up, %.2f s down",
+				r+1, t.name, v, rates[0][1], ratio(rates[0][1], rates[0][0]), rates[0][0],
+				rates[1][1], ratio(rates[1][1], rates[1][0]), rates[1][0], cpu[0], cpu[1])
 		}
 	}
 	for _, f := range b.Targets {
