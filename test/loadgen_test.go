@@ -215,3 +215,21 @@ func corruptingTunnel(c net.Conn, tunnels *atomic.Int64) {
 		}
 	}
 }
+
+// TestLoadgenProfile: with -profile, the harness fetches a CPU profile of
+// Sluice from its admin listener while a load runs.
+func TestLoadgenProfile(t *testing.T) {
+	dir := t.TempDir()
+	_, out, code := runLoadgen(t, "-proxies", "sluice", "-sluice", sluiceBin, "-loads", "connect",
+		"-rounds", "1", "-count", "100", "-duration", "2s", "-profile", dir)
+	if code != 0 {
+		t.Fatalf("loadgen exited %d:\n%s", code, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "connect.pprof"))
+	if err != nil {
+		t.Fatalf("no profile: %v\n%s", err, out)
+	}
+	if len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b { // pprof's profiles are gzipped protobuf
+		t.Errorf("connect.pprof is not a profile: %d bytes starting %x", len(b), b[:min(len(b), 4)])
+	}
+}

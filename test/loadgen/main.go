@@ -65,6 +65,7 @@ type options struct {
 	twWait        time.Duration
 	jsonOut       string
 	markdown      string
+	profileDir    string
 }
 
 var allLoads = []string{"connect", "socks", "keepalive", "bulk", "idle", "rules"}
@@ -95,6 +96,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.twWait, "timewait-wait", 30*time.Second, "before each load, wait at most this long while connections in TIME_WAIT hold over 15,000 ports")
 	fs.StringVar(&o.jsonOut, "json", "", "also write every figure as JSON to this file")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the tables to this file")
+	fs.StringVar(&o.profileDir, "profile", "", "write CPU profiles of Sluice (from its admin listener) during the first round of each load into this folder: connect.pprof, ...")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

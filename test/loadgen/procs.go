@@ -22,6 +22,7 @@ type target struct {
 	http  string // address of its HTTP proxy (CONNECT and absolute-URI); "" if none
 	socks string // address of its SOCKS5 server; "" if none
 	pid   int    // its process, for CPU, memory and fds; 0 if unknown
+	admin string // Sluice's admin listener (profiles), with -profile; else ""
 	stop  func() // stops it and removes its files; nil for an external proxy
 	// start starts a fresh one (new process, new port); nil for an
 	// external proxy.
@@ -264,6 +265,15 @@ func startSluice(ctx context.Context, o *options, name string, files func(dir st
 		if err != nil {
 			return nil, err
 		}
+		admin := ""
+		if o.profileDir != "" {
+			aport, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			admin = "127.0.0.1:" + aport
+			cfg += "admin: " + admin + "\n"
+		}
 		if files != nil {
 			extra, err := files(dir)
 			if err != nil {
@@ -291,7 +301,7 @@ func startSluice(ctx context.Context, o *options, name string, files func(dir st
 		}
 		quiesce(cmd.Process.Pid)
 		// Sluice serves HTTP and SOCKS5 on one port.
-		return &target{name: name, http: addr, socks: addr, pid: cmd.Process.Pid, stop: stop}, nil
+		return &target{name: name, http: addr, socks: addr, pid: cmd.Process.Pid, admin: admin, stop: stop}, nil
 	}()
 	if err != nil {
 		os.RemoveAll(dir)

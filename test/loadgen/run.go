@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -45,9 +49,11 @@ func (e *env) rateLoad(ctx context.Context, rep *report, l string, targets []*ta
 			// Direct and proxy in turn, A B B A, so that the two see the
 			// same machine.
 			half, n := e.o.duration/2, max(e.o.count/2, 1)
+			prof := e.profile(t, r, l, 2*e.o.duration)
 			d, p := e.abba(ctx,
 				func() phase { return e.runPhase(ctx, 0, workerFor(nil), half, n) },
 				func() phase { return e.runPhase(ctx, t.pid, w, half, n) })
+			prof()
 			rl.Direct = append(rl.Direct, d.rate())
 			rl.DirectErrors += d.errs
 			rep.Mismatches += d.mismatch
@@ -59,6 +65,44 @@ func (e *env) rateLoad(ctx context.Context, rep *report, l string, targets []*ta
 				t.name, p.rate(), ratio(p.rate(), d.rate()), per(p.cpu, float64(p.ops), 10000), p.ops, p.errs, errNote(p.firstErr))
 		}
 	}
+}
+
+// profile starts a CPU profile of t for about d, during the first round
+// only, when -profile is set and t has an admin listener (Sluice); the
+// returned function waits for it and writes o.profileDir/NAME.pprof.
+func (e *env) profile(t *target, round int, name string, d time.Duration) func() {
+	if e.o.profileDir == "" || t.admin == "" || round != 0 {
+		return func() {}
+	}
+	secs := int(d.Seconds() + 0.999)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		path := filepath.Join(e.o.profileDir, name+".pprof")
+		cl := &http.Client{Timeout: d + 30*time.Second}
+		resp, err := cl.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.admin, secs))
+		if err == nil {
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("status %s", resp.Status)
+			}
+		}
+		var f *os.File
+		if err == nil {
+			if f, err = os.Create(path); err == nil {
+				_, err = io.Copy(f, resp.Body)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+		}
+		if err != nil {
+			progress("profile %s: %v", name, err)
+			return
+		}
+		progress("profile of %s during %s: %s (go tool pprof -top %s)", t.name, name, path, path)
+	}()
+	return func() { <-done }
 }
 
 func errNote(err error) string {
@@ -100,6 +144,9 @@ func (e *env) bulkLoad(ctx context.Context, rep *report, targets []*target) {
 			}
 			f := b.fig(t.name)
 			f.Via = v.String()
+			// The profile spans the four transfers each way; the direct
+			// ones add no samples.
+			prof := e.profile(t, r, "bulk", bulkProfileTime(n))
 			var rates [2][2]float64 // [up, down][direct, proxy]
 			var cpu [2]float64
 			failed := false
@@ -137,6 +184,7 @@ func (e *env) bulkLoad(ctx context.Context, rep *report, targets []*target) {
 					}
 				}
 			}
+			prof()
 			b.DirectUp, b.DirectDown = append(b.DirectUp, rates[0][0]), append(b.DirectDown, rates[1][0])
 			if !failed {
 				f.Up, f.Down = append(f.Up, rates[0][1]), append(f.Down, rates[1][1])
@@ -154,6 +202,12 @@ func (e *env) bulkLoad(ctx context.Context, rep *report, targets []*target) {
 	for _, f := range b.Targets {
 		rep.Mismatches += f.Mismatch
 	}
+}
+
+// bulkProfileTime is how long a profile of the bulk load lasts: eight
+// transfers of n bytes at 500 MB/s.
+func bulkProfileTime(n int64) time.Duration {
+	return time.Duration(8 * float64(n) / 500e6 * float64(time.Second))
 }
 
 // idleLoad is load 6 for every target, through CONNECT and through SOCKS5
