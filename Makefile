@@ -83,7 +83,7 @@ loadgen:
 # test on 2,000,000 domains, then the load harness against Sluice.
 bench: build loadgen
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./filter/ ./rules/ ./proxy/relay/
-	$(GO) test -run '^TestLoad' -count=1 -v -tags bench ./test/
+	$(GO) test -run '^TestLoad' -count=1 -v -timeout 30m -tags bench ./test/
 	./bin/loadgen -proxies sluice -sluice $(BIN) -markdown bin/bench.md $(LOADGEN_FLAGS)
 
 # The same loads against Squid, microsocks and Sluice side by side: the

@@ -52,10 +52,9 @@ func (p phase) plus(q phase) phase {
 	return p
 }
 
-// abba runs a, b, b, a, each for half of o.duration and o.count, and
-// returns a's and b's sums: a drift of the machine's load within the
-// round then weighs on both alike.
-func (e *env) abba(ctx context.Context, a, b func() phase) (pa, pb phase) {
+// abba runs a, b, b, a and returns a's and b's sums: a drift of the
+// machine's load within the round then weighs on both alike.
+func abba(a, b func() phase) (pa, pb phase) {
 	pa, pb = a(), b()
 	pb = pb.plus(b())
 	pa = pa.plus(a())

@@ -311,7 +311,7 @@ func writeTable(w io.Writer, head []string, rows [][]string) {
 // writeMarkdown writes the side-by-side table, then the absolute figures
 // and the machine.
 func (r *report) writeMarkdown(w io.Writer, o *options) {
-	head := append(append([]string{"load"}, r.Targets...), "target")
+	head := append(append([]string{"load"}, r.Targets...), "Sluice target")
 	for i, n := range head {
 		if v := r.Machine[n+" version"]; v != "" && n != "Sluice" {
 			head[i] = n + " " + v

@@ -11,7 +11,8 @@ import (
 )
 
 // rateLoad runs load l (connect, socks or keepalive) for o.rounds rounds:
-// in each, direct first, then every target that speaks the protocol.
+// in each, for every target that speaks the protocol, direct and through
+// the target in turn (A B B A).
 func (e *env) rateLoad(ctx context.Context, rep *report, l string, targets []*target) {
 	workerFor := func(t *target) func() worker {
 		switch l {
@@ -50,7 +51,7 @@ func (e *env) rateLoad(ctx context.Context, rep *report, l string, targets []*ta
 			// same machine.
 			half, n := e.o.duration/2, max(e.o.count/2, 1)
 			prof := e.profile(t, r, l, 2*e.o.duration)
-			d, p := e.abba(ctx,
+			d, p := abba(
 				func() phase { return e.runPhase(ctx, 0, workerFor(nil), half, n) },
 				func() phase { return e.runPhase(ctx, t.pid, w, half, n) })
 			prof()
@@ -282,7 +283,7 @@ func (e *env) rulesLoad(ctx context.Context, rep *report, targets []*target) err
 				return p
 			}
 		}
-		pp, pr := e.abba(ctx, run(plain), run(loaded))
+		pp, pr := abba(run(plain), run(loaded))
 		for _, p := range []phase{pp, pr} {
 			rr.Errors += p.errs
 			rep.Mismatches += p.mismatch
