@@ -52,9 +52,14 @@ func (p phase) plus(q phase) phase {
 	return p
 }
 
-// abba runs a, b, b, a and returns a's and b's sums: a drift of the
-// machine's load within the round then weighs on both alike.
-func abba(a, b func() phase) (pa, pb phase) {
+// abba runs a, b, b, a (b, a, a, b in odd rounds) and returns a's and
+// b's sums: a drift of the machine's load within the round weighs on both
+// alike, and so does whatever slows the first phase of a round.
+func abba(round int, a, b func() phase) (pa, pb phase) {
+	if round%2 == 1 {
+		pb, pa = abba(0, b, a)
+		return pa, pb
+	}
 	pa, pb = a(), b()
 	pb = pb.plus(b())
 	pa = pa.plus(a())

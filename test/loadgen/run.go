@@ -47,11 +47,11 @@ func (e *env) rateLoad(ctx context.Context, rep *report, l string, targets []*ta
 			if w == nil || ctx.Err() != nil {
 				continue
 			}
-			// Direct and proxy in turn, A B B A, so that the two see the
-			// same machine.
+			// Direct and proxy in turn, A B B A (B A A B in odd rounds),
+			// so that the two see the same machine.
 			half, n := e.o.duration/2, max(e.o.count/2, 1)
 			prof := e.profile(t, r, l, 2*e.o.duration)
-			d, p := abba(
+			d, p := abba(r,
 				func() phase { return e.runPhase(ctx, 0, workerFor(nil), half, n) },
 				func() phase { return e.runPhase(ctx, t.pid, w, half, n) })
 			prof()
@@ -248,7 +248,7 @@ func strNote(s string) string {
 
 // rulesLoad is load 7: the connect load against the Sluice of the run
 // (no rules) and a second Sluice with o.domains category domains and
-// o.globs globs, in turn (A B B A) within each round.
+// o.globs globs, in turn (A B B A, B A A B in odd rounds).
 func (e *env) rulesLoad(ctx context.Context, rep *report, targets []*target) error {
 	var plain *target
 	for _, t := range targets {
@@ -259,6 +259,11 @@ func (e *env) rulesLoad(ctx context.Context, rep *report, targets []*target) err
 	if plain == nil {
 		progress("rules: skipped, Sluice is not among -proxies")
 		return nil
+	}
+	// Both fresh: the Sluice of the run may still hold what earlier loads
+	// left (Go pools the splice pipes of closed tunnels, for one).
+	if err := plain.restart(ctx); err != nil {
+		return fmt.Errorf("rules: restarting Sluice: %w", err)
 	}
 	progress("rules: generating %d domains and %d globs, starting a second Sluice on them", e.o.domains, e.o.globs)
 	t0 := time.Now()
@@ -283,7 +288,7 @@ func (e *env) rulesLoad(ctx context.Context, rep *report, targets []*target) err
 				return p
 			}
 		}
-		pp, pr := abba(run(plain), run(loaded))
+		pp, pr := abba(r, run(plain), run(loaded))
 		for _, p := range []phase{pp, pr} {
 			rr.Errors += p.errs
 			rep.Mismatches += p.mismatch
