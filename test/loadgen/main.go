@@ -1,23 +1,24 @@
 // Command loadgen is Sluice's load harness: it starts its own loopback
 // origins and drives the proxies under test (Sluice, Squid, microsocks,
-// or one already running) with bounded loads, each first without a proxy
-// and then through each proxy in the same round, and prints every figure
-// as a ratio to direct, the median of several rounds, so that the noise of
-// a shared machine cancels. It uses the standard library only and reaches
-// nothing but 127.0.0.1.
+// or one already running) with bounded loads, each without a proxy and
+// through each proxy in turn within the same round (A B B A), and prints
+// every figure as a ratio to direct, the median of several rounds, so that
+// the noise of a shared machine cancels. It uses the standard library only
+// and reaches nothing but 127.0.0.1.
 //
 // The loads (-loads):
 //
 //	connect    a new tunnel (HTTP CONNECT) + one 1 KiB GET + close, per worker in a loop
 //	socks      the same through SOCKS5
 //	keepalive  keep-alive absolute-URI GETs of 1 KiB, one connection per worker
-//	bulk       one tunnel, -bulk MiB up, then -bulk MiB down, checked with crc32c
+//	bulk       a tunnel carries -bulk MiB up, another -bulk MiB down, checked with crc32c
 //	idle       -idle tunnels held open (CONNECT, then SOCKS5 separately): KiB and fds each
 //	rules      connect against Sluice with no rules and with -domains + -globs loaded
 //
 // The proxy's CPU seconds (utime+stime of it and its children, from
-// /proc/PID/stat) are read around each connect and bulk phase. Proxies the
-// harness starts run with an open files limit of -nofile, soft and hard.
+// /proc/PID/stat) are read around each connect and bulk phase; -profile
+// also fetches CPU profiles of Sluice. Proxies the harness starts run with
+// an open files limit of -nofile, soft and hard.
 // `make bench` runs it against Sluice, `make bench-peers` against Squid,
 // microsocks and Sluice side by side. Exit status 1 when a proxy could not
 // be started, or any byte arrived that the origin did not send.
