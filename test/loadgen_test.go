@@ -26,6 +26,7 @@ type loadgenReport struct {
 		Targets      map[string]struct {
 			Ratio     []float64 `json:"ratio"`
 			CPUPer10k []float64 `json:"cpu_per_10k"`
+			Conns     []float64 `json:"origin_conns"`
 			Ops       int64     `json:"ops"`
 			Errors    int64     `json:"errors"`
 			Mismatch  int64     `json:"mismatch"`
@@ -120,8 +121,14 @@ func TestLoadgen(t *testing.T) {
 		if f.Ops != ops || f.Errors != 0 || f.Mismatch != 0 || r.DirectErrors != 0 {
 			t.Errorf("%s: %d operations, %d errors, %d mismatches (direct: %d errors); want %d, 0, 0", l, f.Ops, f.Errors, f.Mismatch, r.DirectErrors, ops)
 		}
-		if len(f.Ratio) != 1 || f.Ratio[0] <= 0 || len(f.CPUPer10k) != 1 {
-			t.Errorf("%s: ratios %v, CPU %v: want one of each", l, f.Ratio, f.CPUPer10k)
+		if len(f.Ratio) != 1 || f.Ratio[0] <= 0 || len(f.CPUPer10k) != 1 || len(f.Conns) != 1 {
+			t.Errorf("%s: ratios %v, CPU %v, origin connections %v: want one of each", l, f.Ratio, f.CPUPer10k, f.Conns)
+		}
+	}
+	// Every tunnel is one connection at the origin: the origin counts right.
+	for _, l := range []string{"connect", "socks"} {
+		if c := rep.Rate[l].Targets["Sluice"].Conns; len(c) != 1 || c[0] != 1 {
+			t.Errorf("%s: %v origin connections per tunnel, want 1", l, c)
 		}
 	}
 	b := rep.Bulk.Targets["Sluice"]

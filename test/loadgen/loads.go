@@ -32,6 +32,7 @@ type phase struct {
 	mismatch int64         // operations that got bytes the origin did not send
 	elapsed  time.Duration // from the first operation to the last
 	cpu      float64       // the proxy's CPU seconds over the phase; -1 unknown
+	accepts  int64         // connections the origin accepted meanwhile
 	firstErr error
 }
 
@@ -41,6 +42,7 @@ func (p phase) plus(q phase) phase {
 	p.errs += q.errs
 	p.mismatch += q.mismatch
 	p.elapsed += q.elapsed
+	p.accepts += q.accepts
 	if p.cpu < 0 || q.cpu < 0 {
 		p.cpu = -1
 	} else {
@@ -88,6 +90,7 @@ func (e *env) runPhase(ctx context.Context, pid int, newWorker func() worker, du
 	var mu sync.Mutex
 	var firstErr error
 	cpu0, cerr := cpuSeconds(pid)
+	accepts0 := e.http.accepts.Load()
 	t0 := time.Now()
 	deadline := t0.Add(dur)
 	var wg sync.WaitGroup
@@ -119,7 +122,8 @@ func (e *env) runPhase(ctx context.Context, pid int, newWorker func() worker, du
 		})
 	}
 	wg.Wait()
-	p := phase{ops: ok.Load(), errs: errs.Load(), mismatch: mismatch.Load(), elapsed: time.Since(t0), cpu: -1, firstErr: firstErr}
+	p := phase{ops: ok.Load(), errs: errs.Load(), mismatch: mismatch.Load(), elapsed: time.Since(t0), cpu: -1,
+		accepts: e.http.accepts.Load() - accepts0, firstErr: firstErr}
 	if cpu1, err := cpuSeconds(pid); err == nil && cerr == nil {
 		p.cpu = cpu1 - cpu0
 	}

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,11 +51,12 @@ var (
 // origin is a listener with a goroutine per connection; close stops it
 // and closes every connection it accepted.
 type origin struct {
-	ln    net.Listener
-	addr  string
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	ln      net.Listener
+	addr    string
+	accepts atomic.Int64 // connections accepted so far
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup
 }
 
 func startOrigin(serve func(net.Conn)) (*origin, error) {
@@ -73,6 +75,7 @@ func startOrigin(serve func(net.Conn)) (*origin, error) {
 				time.Sleep(10 * time.Millisecond) // EMFILE and friends: try again
 				continue
 			}
+			o.accepts.Add(1)
 			o.mu.Lock()
 			o.conns[c] = struct{}{}
 			o.mu.Unlock()

@@ -35,10 +35,11 @@ type rateResult struct {
 }
 
 type rateFig struct {
-	Ratio      []float64 `json:"ratio"`       // per round: rate / direct rate
-	Rate       []float64 `json:"rate"`        // per round: operations per second
-	CPUPer10k  []float64 `json:"cpu_per_10k"` // per round: the proxy's CPU seconds per 10,000 operations
-	Ops        int64     `json:"ops"`         // operations that succeeded, bytes checked
+	Ratio      []float64 `json:"ratio"`        // per round: rate / direct rate
+	Rate       []float64 `json:"rate"`         // per round: operations per second
+	CPUPer10k  []float64 `json:"cpu_per_10k"`  // per round: the proxy's CPU seconds per 10,000 operations
+	OriginConn []float64 `json:"origin_conns"` // per round: connections the origin accepted per operation
+	Ops        int64     `json:"ops"`          // operations that succeeded, bytes checked
 	Errors     int64     `json:"errors"`
 	Mismatch   int64     `json:"mismatch"`
 	FirstError string    `json:"first_error,omitempty"`
@@ -107,6 +108,9 @@ func (f *rateFig) add(p, direct phase) {
 	f.Rate = append(f.Rate, p.rate())
 	if c := per(p.cpu, float64(p.ops), 10000); c >= 0 {
 		f.CPUPer10k = append(f.CPUPer10k, c)
+	}
+	if p.ops > 0 {
+		f.OriginConn = append(f.OriginConn, float64(p.accepts)/float64(p.ops))
 	}
 	f.Ops += p.ops
 	f.Errors += p.errs
@@ -335,6 +339,9 @@ func (r *report) writeMarkdown(w io.Writer, o *options) {
 			c := "–"
 			if f := rl.Targets[n]; f != nil {
 				c = fmtNum(f.Rate, l.unit)
+				if m, ok := median(f.OriginConn); ok && l.key == "keepalive" {
+					c += fmt.Sprintf(", %.2f origin connections per request", m)
+				}
 				if f.Errors > 0 {
 					c += fmt.Sprintf(" (%d errors)", f.Errors)
 				}
