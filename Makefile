@@ -23,7 +23,7 @@ TEST_TOOLS := curl:curl nc:netcat-openbsd squid:squid danted:dante-server \
               chromium:chromium systemd-analyze:systemd man:man-db goaccess:goaccess \
               slapd:slapd ldapadd:ldap-utils nft:nftables ip:iproute2
 
-.PHONY: all build run test deps-test vet bench fuzz clean install uninstall
+.PHONY: all build run test deps-test deps-peers vet loadgen bench bench-peers fuzz clean install uninstall
 
 all: build
 
@@ -33,9 +33,9 @@ build:
 run: build
 	./$(BIN) serve
 
-# Install the real programs the integration tests use, when missing.
-deps-test:
-	@missing=""; for t in $(TEST_TOOLS); do \
+# Install the programs in $(1) (command:package ...) that are missing.
+define install_missing
+	@missing=""; for t in $(1); do \
 	  cmd=$${t%%:*}; pkg=$${t##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
 	done; \
@@ -44,6 +44,16 @@ deps-test:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
+
+# Install the real programs the integration tests use, when missing.
+deps-test:
+	$(call install_missing,$(TEST_TOOLS))
+
+# The proxies `make bench-peers` compares Sluice with.
+PEER_TOOLS := squid:squid microsocks:microsocks
+deps-peers:
+	$(call install_missing,$(PEER_TOOLS))
 
 vet:
 	$(GO) vet ./...
@@ -62,10 +72,26 @@ fuzz:
 	  done; \
 	done
 
-# Performance figures: Go benchmarks of the engine, then the load harness.
-bench: build
+# The load harness (test/loadgen): loopback origins, bounded loads, every
+# figure a ratio to the same load without a proxy. LOADGEN_FLAGS passes it
+# flags, e.g. LOADGEN_FLAGS='-loads idle -idle 2000' (see bin/loadgen -h).
+LOADGEN_FLAGS ?=
+loadgen:
+	$(GO) build -o bin/loadgen ./test/loadgen
+
+# Performance figures: Go benchmarks of the engine, the start-up and reload
+# test on 2,000,000 domains, then the load harness against Sluice.
+bench: build loadgen
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./filter/ ./rules/ ./proxy/relay/
-	$(GO) test -run '^TestLoad' -count=1 -v -tags bench ./test/
+	$(GO) test -run '^TestLoad' -count=1 -v -timeout 30m -tags bench ./test/
+	./bin/loadgen -proxies sluice -sluice $(BIN) -markdown bin/bench.md $(LOADGEN_FLAGS)
+
+# The same loads against Squid, microsocks and Sluice side by side: the
+# README's table, also written to bin/bench-peers.md. The harness starts
+# each proxy on a loopback port with the configs in test/loadgen/peers and
+# stops it afterwards.
+bench-peers: build loadgen deps-peers
+	./bin/loadgen -proxies squid,microsocks,sluice -sluice $(BIN) -markdown bin/bench-peers.md $(LOADGEN_FLAGS)
 
 # The binary, a man page per command, the systemd unit (pointing at
 # $(BINDIR)), the sysusers.d entry of its `sluice` user, and the bash, zsh

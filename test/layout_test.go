@@ -51,6 +51,13 @@ func TestImportDirection(t *testing.T) {
 			}
 		}
 	}
+	// The load harness measures every proxy the same way and builds
+	// anywhere: standard library only, nothing of ours.
+	for _, d := range goList(t, "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "../test/loadgen") {
+		if d != mod+"/test/loadgen" {
+			t.Errorf("test/loadgen must use the standard library only, not %s", d)
+		}
+	}
 	// The engine is pure: no networking, files or logging among its direct imports.
 	imports := goList(t, "-f", "{{range .Imports}}{{.}} {{end}}", "../filter")
 	for _, b := range []string{"net", "os", "io/fs", "log/slog", "log"} {
