@@ -103,7 +103,9 @@ func TestIdleTunnelsCostTwoFDs(t *testing.T) {
 		}
 	}
 	t.Logf("%d idle tunnels: %d fds over the baseline of %d (%.2f per tunnel)", len(conns), fds-base.fds, base.fds, float64(fds-base.fds)/float64(len(conns)))
-	if s := countFDs(pid, "socket:"); s < base.sockets+2*len(conns) {
+	// The baseline may count a socket that closed since (the warm-up
+	// tunnels' last moments, an admin connection): a few are tolerated.
+	if s := countFDs(pid, "socket:"); s < base.sockets+2*len(conns)-4 {
 		t.Errorf("only %d sockets over the baseline for %d tunnels: tunnels were closed", s-base.sockets, len(conns))
 	}
 
