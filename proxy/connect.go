@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
+	"github.com/sluiceproxy/sluice/proxy/accesslog"
 	"github.com/sluiceproxy/sluice/proxy/dial"
+	"github.com/sluiceproxy/sluice/proxy/observe"
 	"github.com/sluiceproxy/sluice/proxy/relay"
 	"github.com/sluiceproxy/sluice/proxy/sniff"
 	"github.com/sluiceproxy/sluice/proxy/sniff/sniffpolicy"
@@ -109,9 +111,9 @@ func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter,
 // handOff splices client and origin on the relay's own goroutines
 // (relay.Start) and returns, so that the handler returns too: net/http then
 // lets go of the request, its buffered reader and writer and the
-// handler's stack, and an idle tunnel keeps only its two sockets, two
-// small goroutines and the exchange. The tunnel's end writes the access
-// line (x.end); ServeHTTP leaves it to it.
+// handler's stack. The tunnel keeps only its two sockets, two small
+// goroutines and its access line (tunnelEnd), not the exchange: its end
+// writes that line; ServeHTTP leaves it to it.
 func (s *Server) handOff(ctx context.Context, x *exchange, client, origin net.Conn) {
 	x.tunnel = true
 	// The tunnel ends with the server's base context (WithBase) alone:
@@ -122,13 +124,39 @@ func (s *Server) handOff(ctx context.Context, x *exchange, client, origin net.Co
 		x.cancel = func() {} // its closure holds the whole chain of contexts
 		ctx = base
 	}
-	relay.Start(ctx, client, origin, s.idleTimeout(), func(st relay.Stats, err error) {
-		x.up, x.down = st.Up, st.Down
-		if err != nil && !errors.Is(err, context.Canceled) {
-			x.err = err
-		}
-		x.end()
-	})
+	t := &tunnelEnd{s: s, rec: *x.record(), obs: x.access(), cancel: x.cancel}
+	if t.rec.Method == http.MethodConnect {
+		// r.Method is a piece of the request line, which it would keep.
+		t.rec.Method = http.MethodConnect
+	}
+	relay.Start(ctx, client, origin, s.idleTimeout(), t.done)
+}
+
+// tunnelEnd is what a tunnel keeps until it ends: its access line and
+// Observe report as they stood when it was handed off, short of what only
+// its end knows (duration, bytes, error). An idle tunnel thus holds no
+// exchange, request, decision or sniff outcome.
+type tunnelEnd struct {
+	s      *Server
+	rec    accesslog.Record
+	obs    observe.Access
+	cancel func() // the request's context's, when it had no base context
+}
+
+// done is the tunnel's relay.Start callback: it writes the access line,
+// reports it and ends the request's context, as exchange.end does.
+func (t *tunnelEnd) done(st relay.Stats, err error) {
+	t.rec.Duration = time.Since(t.rec.Start)
+	t.rec.Up, t.rec.Down = st.Up, st.Down
+	t.obs.Up, t.obs.Down = st.Up, st.Down
+	if err != nil && !errors.Is(err, context.Canceled) {
+		t.rec.Err = err
+	}
+	t.s.logRecord(&t.rec)
+	if t.s.Observe != nil {
+		t.s.Observe(t.obs)
+	}
+	t.cancel()
 }
 
 // preflight refuses, before a sniffed tunnel is answered 200, what the dial

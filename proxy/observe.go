@@ -9,9 +9,13 @@ import (
 // request the Guard refused at dial time counts as blocked, not as a
 // failed dial.
 func (x *exchange) observe() {
-	if x.s.Observe == nil {
-		return
+	if x.s.Observe != nil {
+		x.s.Observe(x.access())
 	}
+}
+
+// access is x's report to the Observe hook.
+func (x *exchange) access() observe.Access {
 	a := observe.Access{Frontend: observe.HTTP, Verdict: observe.None, Up: x.up, Down: x.down}
 	if x.decided {
 		d := x.d
@@ -28,5 +32,5 @@ func (x *exchange) observe() {
 			a.Verdict = observe.Block
 		}
 	}
-	x.s.Observe(a)
+	return a
 }

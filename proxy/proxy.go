@@ -294,13 +294,20 @@ func (x *exchange) record() *accesslog.Record {
 	return r
 }
 
-// log writes x's access line through Access, or as JSON to Logger.
+// log writes x's access line (see logRecord).
 func (x *exchange) log() {
+	if x.s.Access != nil || x.s.Logger != nil {
+		x.s.logRecord(x.record())
+	}
+}
+
+// logRecord writes an access line through Access, or as JSON to Logger.
+func (s *Server) logRecord(r *accesslog.Record) {
 	switch {
-	case x.s.Access != nil:
-		x.s.Access(x.record())
-	case x.s.Logger != nil:
-		accesslog.LogJSON(x.s.Logger, x.record())
+	case s.Access != nil:
+		s.Access(r)
+	case s.Logger != nil:
+		accesslog.LogJSON(s.Logger, r)
 	}
 }
 

@@ -43,11 +43,13 @@ type access struct {
 	peer     netip.Addr  // the origin's address, for a direct connection
 	route    string      // the failover member that carried it ("pool/member"), or ""
 	err      error
-	dialErr  error       // the dial that failed, for Observe
-	pending  []byte      // failure reply to send if the handler panics
-	tunnel   bool        // a tunnel took the connection over and ends it
-	end      func()      // ends the connection: closes it, logs it
-	stopConn func() bool // stops closing the connection when its context ends
+	dialErr  error           // the dial that failed, for Observe
+	pending  []byte          // failure reply to send if the handler panics
+	tunnel   bool            // a tunnel took the connection over and ends it
+	end      func()          // ends the connection: closes it, logs it
+	release  func()          // ends its context and the AfterFuncs on it, once; nil after
+	stopConn func() bool     // stops closing the connection when its context ends
+	parent   context.Context // the context it was served under
 }
 
 // noteRoute returns ctx noting, in a.route, the failover member that
@@ -62,16 +64,23 @@ func (a *access) noteRoute(ctx context.Context) context.Context {
 // writes the access line and releases the server's count of it (s.wg).
 func (s *Server) serve(ctx context.Context, c net.Conn) {
 	start := time.Now()
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	stopServer := context.AfterFunc(s.ctx, cancel)
 	stopConn := context.AfterFunc(ctx, func() { c.Close() })
 	s.stats.conns.Add(1)
 
-	a := &access{id: reqid.New(), proto: "socks", reply: -1, stopConn: stopConn}
-	a.end = func() {
+	a := &access{id: reqid.New(), proto: "socks", reply: -1, parent: parent, stopConn: stopConn}
+	a.release = func() {
 		stopConn()
 		stopServer()
 		cancel()
+	}
+	a.end = func() {
+		if a.release != nil {
+			a.release()
+			a.release = nil
+		}
 		c.Close()
 		s.logAccess(c, a, start)
 		s.observe(a)
@@ -318,7 +327,15 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 // end the connection (a.end) when it is done.
 func (s *Server) tunnel(ctx context.Context, a *access, c, origin net.Conn) {
 	a.tunnel = true
-	a.stopConn() // the relay resets both conns when ctx ends
+	if shared := s.tunnelCtx(a.parent); shared != nil {
+		// The connection's context, its cancel func and the AfterFuncs
+		// on it go now; the shared context ends the tunnel as it would.
+		a.release()
+		a.release, a.stopConn, a.parent = nil, nil, nil
+		ctx = shared
+	} else {
+		a.stopConn() // the relay resets both conns when ctx ends
+	}
 	if a.decision != nil {
 		// It may point into a sniff outcome, whose 2 KiB buffer would
 		// then live as long as the tunnel.

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,6 +126,9 @@ type Server struct {
 	udp    map[netip.Addr]int // live UDP associations per client
 	wg     sync.WaitGroup
 
+	// tunParent and tunCtx: see tunnelCtx; under mu.
+	tunParent, tunCtx context.Context
+
 	stats counters
 }
 
@@ -228,6 +232,41 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		return
 	}
 	s.serve(ctx, c) // which ends with s.wg.Done
+}
+
+// tunnelCtx returns the context the tunnels of connections served under
+// parent run with, shared by all of them: it ends when parent ends or s
+// is closed, as each connection's own context does. A tunnel then needs
+// no context, cancel func and AfterFuncs of its own while it idles. Only
+// the first parent seen is shared (the one a server passes to every
+// ServeConn, or s's own for Serve); for any other tunnelCtx returns nil
+// and the tunnel keeps its connection's context.
+func (s *Server) tunnelCtx(parent context.Context) context.Context {
+	if parent == s.ctx {
+		return parent
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tunParent == nil {
+		ctx, cancel := context.WithCancel(parent)
+		stop := context.AfterFunc(s.ctx, cancel)
+		context.AfterFunc(ctx, func() { stop() })
+		s.tunParent, s.tunCtx = parent, ctx
+	}
+	if !sameContext(s.tunParent, parent) {
+		return nil
+	}
+	return s.tunCtx
+}
+
+// sameContext reports whether a and b are the same context; a context
+// whose type cannot be compared (no context of the standard library) is
+// never the same.
+func sameContext(a, b context.Context) bool {
+	if !reflect.TypeOf(b).Comparable() {
+		return false
+	}
+	return a == b
 }
 
 // Close stops every Serve loop, ends every connection and waits for their

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,43 +38,7 @@ func TestIdleTunnelsCostTwoFDs(t *testing.T) {
 	echo := newTCPEcho(t)
 	pid := p.cmd.Process.Pid
 
-	open := func(kind string) net.Conn {
-		c, err := net.DialTimeout("tcp", p.addr, 10*time.Second)
-		if err != nil {
-			t.Fatalf("%s: dialing the proxy: %v", kind, err)
-		}
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		br := bufio.NewReader(c)
-		switch kind {
-		case "connect":
-			fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", echo.addr, echo.addr)
-			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
-			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("CONNECT: %v %v", resp, err)
-			}
-		case "socks5":
-			ap := netip.MustParseAddrPort(echo.addr)
-			a4 := ap.Addr().As4()
-			req := append([]byte{5, 1, 0, 5, 1, 0, 1}, a4[:]...)
-			c.Write(binary.BigEndian.AppendUint16(req, ap.Port()))
-			var rep [2 + 10]byte
-			if _, err := io.ReadFull(br, rep[:]); err != nil || rep[1] != 0 || rep[3] != 0 {
-				t.Fatalf("SOCKS5: % x %v", rep, err)
-			}
-		}
-		// Binary, so that sniffing (which names HTTP and TLS) lets it pass at once.
-		msg := []byte("\x00\x01 a few bytes each way through a " + kind + " tunnel")
-		c.Write(msg)
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(br, got); err != nil || string(got) != string(msg) {
-			t.Fatalf("%s echo: %q %v", kind, got, err)
-		}
-		if br.Buffered() != 0 {
-			t.Fatalf("%s: %d unexpected bytes", kind, br.Buffered())
-		}
-		c.SetDeadline(time.Time{})
-		return c
-	}
+	open := func(kind string) net.Conn { return openIdleTunnel(t, p.addr, echo.addr, kind) }
 	// Warm up both paths, so that what is built once is in the baseline.
 	open("connect").Close()
 	open("socks5").Close()
@@ -134,4 +100,106 @@ func TestIdleTunnelsCostTwoFDs(t *testing.T) {
 			t.Fatalf("after the clients closed: %d fds, baseline %d\n%s", fds, base.fds, describeFDs(pid))
 		}
 	}
+}
+
+// openIdleTunnel opens an HTTP CONNECT (kind "connect") or SOCKS5
+// ("socks5") tunnel through proxy to the echo origin at echo, moves a few
+// bytes each way and returns the client's conn, left idle.
+func openIdleTunnel(t *testing.T, proxy, echo, kind string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", proxy, 10*time.Second)
+	if err != nil {
+		t.Fatalf("%s: dialing the proxy: %v", kind, err)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	switch kind {
+	case "connect":
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", echo, echo)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %v %v", resp, err)
+		}
+	case "socks5":
+		ap := netip.MustParseAddrPort(echo)
+		a4 := ap.Addr().As4()
+		req := append([]byte{5, 1, 0, 5, 1, 0, 1}, a4[:]...)
+		c.Write(binary.BigEndian.AppendUint16(req, ap.Port()))
+		var rep [2 + 10]byte
+		if _, err := io.ReadFull(br, rep[:]); err != nil || rep[1] != 0 || rep[3] != 0 {
+			t.Fatalf("SOCKS5: % x %v", rep, err)
+		}
+	}
+	// Binary, so that sniffing (which names HTTP and TLS) lets it pass at once.
+	msg := []byte("\x00\x01 a few bytes each way through a " + kind + " tunnel")
+	c.Write(msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != string(msg) {
+		t.Fatalf("%s echo: %q %v", kind, got, err)
+	}
+	if br.Buffered() != 0 {
+		t.Fatalf("%s: %d unexpected bytes", kind, br.Buffered())
+	}
+	c.SetDeadline(time.Time{})
+	return c
+}
+
+// TestIdleTunnelHeap opens 300 HTTP CONNECT tunnels, then 300 SOCKS5
+// tunnels, each moving a few bytes and then idle, and reads the proxy's
+// live heap (HeapAlloc after a forced collection, from the admin heap
+// profile) before and after each batch. An idle tunnel keeps its two
+// sockets, its relay state, two goroutine descriptors and its access
+// line, and not its request: not the CONNECT exchange, request line or
+// peeked first bytes, not a SOCKS connection's own context, cancel func
+// and AfterFuncs. Before that, CONNECT held about 3,790 bytes of live heap
+// per tunnel and SOCKS5 about 4,270; now about 3,480 and 3,460.
+// Goroutine stacks are not heap and not counted here.
+func TestIdleTunnelHeap(t *testing.T) {
+	const (
+		perKind = 300
+		budget  = 3650 // bytes of live heap per idle tunnel
+	)
+	p := startSluice(t, idleConfig, nil)
+	admin := p.adminAddr(t)
+	echo := newTCPEcho(t)
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	})
+	for _, kind := range []string{"connect", "socks5"} {
+		openIdleTunnel(t, p.addr, echo.addr, kind).Close() // what is built once is in the baseline
+		settle(t, p, admin)
+		before := liveHeap(t, admin)
+		for range perKind {
+			conns = append(conns, openIdleTunnel(t, p.addr, echo.addr, kind))
+		}
+		settle(t, p, admin)
+		after := liveHeap(t, admin)
+		per := (after - before) / perKind
+		t.Logf("%s: %d idle tunnels: %+d bytes of live heap, %d each", kind, perKind, after-before, per)
+		if per > budget {
+			t.Errorf("%s: an idle tunnel holds %d bytes of live heap, want at most %d", kind, per, budget)
+		}
+	}
+}
+
+// liveHeap returns the proxy's HeapAlloc right after a forced collection.
+func liveHeap(t *testing.T, admin string) int64 {
+	t.Helper()
+	code, body := httpGet(t, "http://"+admin+"/debug/pprof/heap?gc=1&debug=1")
+	if code != 200 {
+		t.Fatalf("heap profile: %d", code)
+	}
+	_, rest, ok := strings.Cut(body, "\n# HeapAlloc = ")
+	if !ok {
+		t.Fatalf("no HeapAlloc in the heap profile")
+	}
+	n, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+	if err != nil {
+		t.Fatalf("HeapAlloc: %v", err)
+	}
+	return n
 }

@@ -352,6 +352,7 @@ type half struct {
 	pending  []byte
 	n        int64 // bytes written to dst
 	armed    int64 // unix nanoseconds when a buffered copy last moved dst's write deadline
+	pu       pump  // the splice loop's state
 }
 
 // run copies until src ends or the splice is aborted, and propagates EOF

@@ -14,10 +14,11 @@ const maxSplice = 1 << 20
 // spliceFlags: the pipes are non-blocking, and so are Go's sockets.
 const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
 
-// pump is the state of one direction's splice loop. Its fill and drain
-// methods run as syscall.RawConn callbacks: they return false when the
-// socket would block, so that the runtime poller parks the goroutine
-// until it is ready, and true when done.
+// pump is the state of one direction's splice loop; it lives in its half,
+// so that a tunnel's state is one allocation. Its fill and drain methods
+// run as syscall.RawConn callbacks: they return false when the socket
+// would block, so that the runtime poller parks the goroutine until it is
+// ready, and true when done.
 type pump struct {
 	h               *half
 	p               *pipe   // held only while bytes flow; nil while waiting
@@ -43,7 +44,8 @@ func (h *half) splice() (ok bool, err error) {
 	if err != nil {
 		return false, nil
 	}
-	pu := &pump{h: h}
+	pu := &h.pu
+	*pu = pump{h: h}
 	pu.fillFn, pu.drainFn = pu.fill, pu.drain
 	defer pu.release()
 	for {

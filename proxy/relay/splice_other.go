@@ -4,3 +4,6 @@ package relay
 
 // splice is not available: the copy goes through buffers.
 func (h *half) splice() (ok bool, err error) { return false, nil }
+
+// pump is the state of a splice loop, which this platform does not have.
+type pump struct{}

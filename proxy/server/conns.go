@@ -32,7 +32,9 @@ type conn struct {
 func (c *conn) Read(p []byte) (int, error) {
 	if len(c.prefix) > 0 {
 		n := copy(p, c.prefix)
-		c.prefix = c.prefix[n:]
+		if c.prefix = c.prefix[n:]; len(c.prefix) == 0 {
+			c.prefix = nil // an empty tail still holds the peeked buffer for the conn's life
+		}
 		return n, nil
 	}
 	return c.Conn.Read(p)

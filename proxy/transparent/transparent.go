@@ -103,6 +103,8 @@ type access struct {
 	dialErr  error
 	route    string // the failover member that carried the dial ("pool/member"), or ""
 	tunnel   bool   // handed to relay.Start, whose end closes c and logs
+	obs      observe.Access
+	settled  bool // rec and obs hold the decision's fields; decision is nil
 }
 
 // ServeConn serves c, accepted by a transparent listener, whose original
@@ -209,6 +211,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, orig netip.AddrPort)
 	// The relay's goroutines carry the tunnel on; this one returns and
 	// frees its stack (see relay.Start).
 	a.tunnel = true
+	a.settle()
 	relay.Start(ctx, relay.WithPrefix(c, o.Result.Data), relay.WithPrefix(origin, originData), s.idleTimeout(), func(st relay.Stats, err error) {
 		a.rec.Up, a.rec.Down = st.Up, st.Down
 		if err != nil {
@@ -301,24 +304,12 @@ func (s *Server) idleTimeout() time.Duration {
 
 // logAccess writes the connection's access line and reports it to Observe.
 func (s *Server) logAccess(a *access) {
+	a.settle()
 	r := &a.rec
 	r.Duration = time.Since(r.Start)
-	o := observe.Access{Frontend: Proto, Verdict: observe.None, Up: r.Up, Down: r.Down, DialErr: a.dialErr}
-	if d := a.decision; d != nil {
-		r.Decided = true
-		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.RuleName()
-		r.Category, r.Route = d.Category, d.Route()
-		if a.route != "" && r.Route != "" {
-			r.Route = a.route
-		}
-		o.Verdict, o.Category = observe.Allow, d.Category
-		if d.Verdict != filter.Allow {
-			o.Verdict = observe.Block
-		}
-		o.Host = sniffedHost(r)
-	}
+	a.obs.Up, a.obs.Down = r.Up, r.Down
 	if s.Observe != nil {
-		s.Observe(o)
+		s.Observe(a.obs)
 	}
 	switch {
 	case s.Access != nil:
@@ -326,6 +317,32 @@ func (s *Server) logAccess(a *access) {
 	case s.Logger != nil:
 		accesslog.LogJSON(s.Logger, r)
 	}
+}
+
+// settle writes what a's decision says into its access record and
+// Observe report, once, and drops the decision: a tunnel keeps only these
+// until it ends.
+func (a *access) settle() {
+	if a.settled {
+		return
+	}
+	a.settled = true
+	r := &a.rec
+	a.obs = observe.Access{Frontend: Proto, Verdict: observe.None, DialErr: a.dialErr}
+	if d := a.decision; d != nil {
+		r.Decided = true
+		r.Verdict, r.Reason, r.Rule = d.Verdict.String(), d.Reason, d.RuleName()
+		r.Category, r.Route = d.Category, d.Route()
+		if a.route != "" && r.Route != "" {
+			r.Route = a.route
+		}
+		a.obs.Verdict, a.obs.Category = observe.Allow, d.Category
+		if d.Verdict != filter.Allow {
+			a.obs.Verdict = observe.Block
+		}
+		a.obs.Host = sniffedHost(r)
+	}
+	a.decision, a.dialErr = nil, nil
 }
 
 // sniffedHost is the host the metrics count: the sniffed name, else the
