@@ -157,7 +157,7 @@ func openIdleTunnel(t *testing.T, proxy, echo, kind string) net.Conn {
 func TestIdleTunnelHeap(t *testing.T) {
 	const (
 		perKind = 300
-		budget  = 3650 // bytes of live heap per idle tunnel
+		budget  = 3700 // bytes of live heap per idle tunnel (measured 3,448-3,521; runs vary by about 80)
 	)
 	p := startSluice(t, idleConfig, nil)
 	admin := p.adminAddr(t)
