@@ -30,7 +30,7 @@ limits: {per_client: 5000}
 // back to what they were.
 func TestIdleTunnelsCostTwoFDs(t *testing.T) {
 	const (
-		perKind = 300
+		perKind = 1000
 		slack   = 16
 	)
 	p := startSluice(t, idleConfig, nil)
@@ -156,8 +156,8 @@ func openIdleTunnel(t *testing.T, proxy, echo, kind string) net.Conn {
 // Goroutine stacks are not heap and not counted here.
 func TestIdleTunnelHeap(t *testing.T) {
 	const (
-		perKind = 300
-		budget  = 3700 // bytes of live heap per idle tunnel (measured 3,448-3,521; runs vary by about 80)
+		perKind = 1000
+		budget  = 3700 // bytes of live heap per idle tunnel (measured 3,440-3,521 with 1,000; with 300 the rest of the heap made it swing by 500)
 	)
 	p := startSluice(t, idleConfig, nil)
 	admin := p.adminAddr(t)
