@@ -3,10 +3,12 @@
 //
 // A tunnel costs little while it is idle: each direction waits for its
 // source to become readable without holding a buffer or a pipe. Between two
-// TCP sockets on Linux the bytes then move through a pooled kernel pipe with
-// splice(2) and never enter Sluice's memory; the pipe goes back to the pool
-// as soon as the source has nothing more to read. Other conns (TLS, test
-// pipes) are copied through pooled buffers.
+// TCP sockets on Linux the first 64 KiB of each direction are copied with
+// read(2) and write(2) through a pooled buffer (cheaper than splice for the
+// few KiB most tunnels carry), and the rest moves through a pooled kernel
+// pipe with splice(2) and never enters Sluice's memory; the buffer or pipe
+// goes back to the pool as soon as the source has nothing more to read.
+// Other conns (TLS, test pipes) are copied through pooled buffers.
 package relay
 
 import (
