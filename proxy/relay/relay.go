@@ -128,6 +128,9 @@ func (c *prefixConn) CloseWrite() error {
 
 type closeWriter interface{ CloseWrite() error }
 
+// closeWrite half-closes; a variable so that tests can count the calls.
+var closeWrite = closeWriter.CloseWrite
+
 // Splice copies client→origin and origin→client until both directions have
 // ended, ctx is cancelled, or no byte moved either way for idle (0 means no
 // idle timeout). When one direction reaches EOF, the other side is
@@ -224,6 +227,7 @@ type splicer struct {
 	last           atomic.Int64 // unix nanoseconds of the last byte written either way
 	stop           func() bool  // stops the abort on ctx's end
 	left           atomic.Int32 // directions of a Start still running
+	eofs           atomic.Int32 // directions that ended with their source's EOF
 	done           func(Stats, error)
 	release        func() // of the hold, or nil
 
@@ -304,9 +308,15 @@ func (sp *splicer) fail(dir string, err error) {
 }
 
 // eof propagates the end of one direction's source to its destination.
+// When the other direction has ended already, a TCP destination is left
+// to finish, whose close(2) sends the same FIN: its source was read to its
+// end, so the close cannot turn into a reset, and a shutdown(2) is saved.
 func (sp *splicer) eof(dst net.Conn) {
+	if sp.eofs.Add(1) == 2 && isTCP(dst) {
+		return
+	}
 	if cw, ok := dst.(closeWriter); ok {
-		if err := cw.CloseWrite(); err == nil || sp.isAborted() {
+		if err := closeWrite(cw); err == nil || sp.isAborted() {
 			return
 		}
 	}

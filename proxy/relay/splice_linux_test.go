@@ -433,3 +433,34 @@ func TestShortTunnelsTakeNoPipe(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondEOFClosesWithoutShutdown: of two TCP directions ending
+// cleanly, the first half-closes its destination and the second leaves it
+// to the close that follows (one shutdown(2) less per tunnel); both peers
+// still read everything and then EOF.
+func TestSecondEOFClosesWithoutShutdown(t *testing.T) {
+	var calls atomic.Int32
+	closeWrite = func(cw closeWriter) error { calls.Add(1); return cw.CloseWrite() }
+	t.Cleanup(func() { closeWrite = closeWriter.CloseWrite })
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
+	for _, size := range []int{0, 3000, 200_000} {
+		calls.Store(0)
+		user, client := tcpPair(t)
+		origin, server := tcpPair(t)
+		done := make(chan result, 1)
+		go func() {
+			st, err := Splice(t.Context(), client, origin, time.Minute)
+			done <- result{st, err}
+		}()
+		up, down := make([]byte, size), make([]byte, size+100)
+		fillRandom(rng, up)
+		fillRandom(rng, down)
+		exchange(t, rng, user, server, up, down, up, down)
+		if r := <-done; r.err != nil {
+			t.Fatal(r.err)
+		}
+		if n := calls.Load(); n != 1 {
+			t.Errorf("%d bytes: %d half-closes, want 1", size, n)
+		}
+	}
+}
