@@ -22,13 +22,14 @@ const Stderr = "stderr"
 // FileMode is the mode of a log file Sluice creates.
 const FileMode = 0o640
 
-// Lines to a file are buffered and written together, at most flushAfter
-// after the first of them, or when the buffer (bufSize) is full, and
-// before the file is switched, reopened or closed: one write(2) for many
-// lines rather than one each. A line is never split between two writes.
+// bufSize is the buffer of a log file. Lines to a file are written
+// together: flushAfter after the first of them, when the buffer is full,
+// and before the file is switched, reopened or closed; one write(2) for
+// many lines rather than one each. A line is never split between writes.
 const bufSize = 64 << 10
 
-// flushAfter is a variable so that tests can hold lines in the buffer.
+// flushAfter is how long a line may wait in the buffer; a variable so
+// that tests can hold lines there.
 var flushAfter = 100 * time.Millisecond
 
 // Log writes access records in one format to stderr or a file. It is safe

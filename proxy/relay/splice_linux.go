@@ -93,8 +93,9 @@ func (h *half) splice() (ok bool, err error) {
 }
 
 // fill moves what the source socket holds into the pipe (or, for the
-// first spliceAfter bytes and when no pipe could be had, into a buffer). The pipe is empty on entry; when the socket has
-// nothing, the pipe goes back to the pool before the goroutine parks.
+// first spliceAfter bytes and when no pipe could be had, into a buffer).
+// The pipe is empty on entry; when the socket has nothing, the pipe (or
+// buffer) goes back to the pool before the goroutine parks.
 func (pu *pump) fill(fd uintptr) bool {
 	if pu.early && pu.h.n >= spliceAfter { // enough buffered: splice from now on
 		largeBufs.Put(pu.buf)
