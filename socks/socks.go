@@ -336,7 +336,7 @@ func (s *Server) dial(ctx context.Context, route, network, addr string) (net.Con
 	if s.Dial != nil {
 		return s.Dial(ctx, route, network, addr)
 	}
-	d := net.Dialer{Timeout: DefaultDialTimeout}
+	d := net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: -1}
 	return d.DialContext(ctx, network, addr)
 }
 

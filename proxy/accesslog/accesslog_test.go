@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -121,7 +123,7 @@ func TestFileReopenAfterRename(t *testing.T) {
 	}
 	l.Write(rec("three.test:443"))
 	old, _ := os.ReadFile(path + ".1")
-	cur, _ := os.ReadFile(path)
+	cur := eventually(t, path, "three.test")
 	if !strings.Contains(string(old), "one.test") || !strings.Contains(string(old), "two.test") || strings.Contains(string(old), "three.test") {
 		t.Errorf("rotated file:\n%s", old)
 	}
@@ -132,11 +134,114 @@ func TestFileReopenAfterRename(t *testing.T) {
 		t.Error("a file in a missing folder was accepted")
 	}
 	l.Write(rec("four.test:443")) // the failed Configure kept the file and the format
-	cur, _ = os.ReadFile(path)
+	cur = eventually(t, path, "four.test")
 	if !strings.Contains(string(cur), "\n1700000000.007") || !strings.Contains(string(cur), "four.test") {
 		t.Errorf("after a failed Configure:\n%s", cur)
 	}
 	if err := l.Configure(path, "apache"); err == nil {
 		t.Error("an unknown format was accepted")
+	}
+}
+
+// eventually returns path's content once it holds want (lines are
+// buffered for up to flushAfter), or what it holds after 10 s.
+func eventually(t *testing.T, path, want string) []byte {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), want) || time.Now().After(deadline) {
+			return b
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestFileLinesBuffered: lines to a file wait in the buffer (here for an
+// hour) rather than costing a write(2) each; Reopen writes them to the old
+// file, Close to the current one, every line whole and in its writer's
+// order, none lost; a line longer than the buffer goes out whole too.
+func TestFileLinesBuffered(t *testing.T) {
+	saved := flushAfter
+	flushAfter = time.Hour
+	t.Cleanup(func() { flushAfter = saved })
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	l, err := Open(path, FormatSquid, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 8, 500
+	rec := func(w, i int) *Record {
+		return &Record{Start: start, Client: "127.0.0.1:1", Proto: "http", Method: "CONNECT",
+			Target: fmt.Sprintf("w%d-%d.test:443", w, i), Reply: -1}
+	}
+	write := func() {
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := range each {
+					l.Write(rec(w, i))
+				}
+			})
+		}
+		wg.Wait()
+	}
+	check := func(name string, b []byte) {
+		t.Helper()
+		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		if len(lines) != writers*each {
+			t.Fatalf("%s: %d lines, want %d", name, len(lines), writers*each)
+		}
+		next := make([]int, writers)
+		for _, line := range lines {
+			var w, i int
+			f := strings.Fields(line)
+			if len(f) != 10 {
+				t.Fatalf("%s: a line cut or merged: %q", name, line)
+			}
+			if _, err := fmt.Sscanf(f[6], "w%d-%d.test:443", &w, &i); err != nil || w >= writers || i != next[w] {
+				t.Fatalf("%s: line %q out of order (want w%d-%d)", name, line, w, next[w])
+			}
+			next[w]++
+		}
+	}
+	l.Write(rec(0, 0))
+	if b, _ := os.ReadFile(path); len(b) != 0 {
+		t.Fatalf("a line was written at once, not buffered: %q", b)
+	}
+	l.Reopen() // same file: what was buffered goes out first
+	if b, _ := os.ReadFile(path); strings.Count(string(b), "\n") != 1 {
+		t.Fatalf("after Reopen: %q", b)
+	}
+	os.Truncate(path, 0)
+	write()
+	os.Rename(path, path+".1")
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path + ".1")
+	check("rotated", b)
+	write()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(path)
+	check("closed", b)
+
+	// A line longer than the buffer, after a short one.
+	l, err = Open(path, FormatSquid, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Write(rec(0, 0))
+	l.Write(&Record{Start: start, Client: "127.0.0.1:1", Proto: "http", Method: "GET", Reply: -1,
+		Target: "http://long.test/" + strings.Repeat("x", 2*bufSize)})
+	l.Close()
+	b, _ = os.ReadFile(path)
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != writers*each+2 || !strings.Contains(lines[len(lines)-2], "w0-0.test") ||
+		len(strings.Fields(lines[len(lines)-1])) != 10 || !strings.Contains(lines[len(lines)-1], strings.Repeat("x", 2*bufSize)) {
+		t.Fatalf("long line: %d lines, last %.80q", len(lines), lines[len(lines)-1])
 	}
 }

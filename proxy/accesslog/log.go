@@ -1,11 +1,13 @@
 package accesslog
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 )
 
 // Formats of the access log.
@@ -20,6 +22,16 @@ const Stderr = "stderr"
 // FileMode is the mode of a log file Sluice creates.
 const FileMode = 0o640
 
+// bufSize is the buffer of a log file. Lines to a file are written
+// together: flushAfter after the first of them, when the buffer is full,
+// and before the file is switched, reopened or closed; one write(2) for
+// many lines rather than one each. A line is never split between writes.
+const bufSize = 64 << 10
+
+// flushAfter is how long a line may wait in the buffer; a variable so
+// that tests can hold lines there.
+var flushAfter = 100 * time.Millisecond
+
 // Log writes access records in one format to stderr or a file. It is safe
 // for concurrent use; Reopen and Configure may be called while records
 // are written. The zero Log discards everything.
@@ -28,9 +40,11 @@ type Log struct {
 	path   string // "" or Stderr: the server's log
 	format string
 	f      *os.File
-	stderr *slog.Logger // the server's log, for JSON to stderr
-	raw    io.Writer    // stderr's writer, for Squid lines to stderr
-	json   *slog.Logger // JSON to the file
+	buf    *bufio.Writer // lines not yet written to f
+	armed  bool          // a flush is scheduled
+	stderr *slog.Logger  // the server's log, for JSON to stderr
+	raw    io.Writer     // stderr's writer, for Squid lines to stderr
+	json   *slog.Logger  // JSON to the file
 }
 
 // Open returns a Log writing format ("json" or "squid"; "" is json) to
@@ -79,9 +93,13 @@ func (l *Log) Configure(path, format string) error {
 		}
 	}
 	if l.f != nil {
+		l.flushLocked()
 		l.f.Close()
 	}
 	l.path, l.format, l.f = path, format, f
+	if f != nil {
+		l.buf = bufio.NewWriterSize(f, bufSize)
+	}
 	l.json = nil
 	if f != nil {
 		l.json = slog.New(slog.NewJSONHandler(lockedFile{l}, nil))
@@ -110,8 +128,10 @@ func (l *Log) Reopen() error {
 	if err != nil {
 		return err
 	}
+	l.flushLocked() // the lines logged so far go to the old file
 	l.f.Close()
 	l.f = f
+	l.buf.Reset(f)
 	return nil
 }
 
@@ -128,7 +148,10 @@ func (l *Log) Close() error {
 	defer l.mu.Unlock()
 	var err error
 	if l.f != nil {
-		err = l.f.Close()
+		err = l.flushLocked()
+		if cerr := l.f.Close(); err == nil {
+			err = cerr
+		}
 		l.f = nil
 	}
 	l.path, l.format, l.json, l.stderr, l.raw = "", "", nil, nil, nil
@@ -162,14 +185,50 @@ func (l *Log) Write(r *Record) {
 	}
 }
 
-// lockedFile writes whole lines to l's current file.
+// lockedFile writes whole lines to l's current file, through its buffer.
 type lockedFile struct{ l *Log }
 
 func (w lockedFile) Write(p []byte) (int, error) {
-	w.l.mu.Lock()
-	defer w.l.mu.Unlock()
-	if w.l.f == nil {
+	l := w.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
 		return len(p), nil
 	}
-	return w.l.f.Write(p)
+	if len(p) > l.buf.Available() && l.buf.Buffered() > 0 {
+		l.flushLocked() // so that p goes out whole, in one write
+	}
+	if len(p) > l.buf.Available() { // longer than the buffer
+		return l.f.Write(p)
+	}
+	l.buf.Write(p)
+	if !l.armed {
+		l.armed = true
+		time.AfterFunc(flushAfter, l.flush)
+	}
+	return len(p), nil
+}
+
+// flush writes the buffered lines; it runs flushAfter after the first.
+func (l *Log) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.armed = false
+	if l.f != nil {
+		l.flushLocked()
+	}
+}
+
+// flushLocked writes the buffered lines to l.f. On a failure (a full
+// disk) the lines are dropped, as an unbuffered write would have dropped
+// them, and the buffer takes new ones again.
+func (l *Log) flushLocked() error {
+	if l.buf == nil || l.buf.Buffered() == 0 {
+		return nil
+	}
+	err := l.buf.Flush()
+	if err != nil {
+		l.buf.Reset(l.f)
+	}
+	return err
 }

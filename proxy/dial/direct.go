@@ -36,8 +36,10 @@ type Direct struct {
 	// C library's: names like "0x7f000002", which glibc reads as addresses,
 	// then stay names. Tests count lookups through it.
 	LookupHook func(ctx context.Context, host string) ([]netip.Addr, error)
-	// KeepAlive is the TCP keep-alive period. Zero means Go's default
-	// (15s); negative disables keep-alives.
+	// KeepAlive is the TCP keep-alive period of the sockets it dials. Zero
+	// or negative means none: a tunnel's idle timeout ends silent tunnels
+	// already, and Go's default (15s) costs four setsockopt(2) calls per
+	// connection.
 	KeepAlive time.Duration
 }
 
@@ -92,7 +94,10 @@ func (d *Direct) dial(ctx context.Context, network, addr string, check Check, or
 			return nil, err
 		}
 	}
-	nd := net.Dialer{KeepAlive: d.KeepAlive}
+	nd := net.Dialer{KeepAlive: -1}
+	if d.KeepAlive > 0 {
+		nd.KeepAlive = d.KeepAlive
+	}
 	var first error
 	for i, a := range addrs {
 		actx := ctx

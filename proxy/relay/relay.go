@@ -3,10 +3,12 @@
 //
 // A tunnel costs little while it is idle: each direction waits for its
 // source to become readable without holding a buffer or a pipe. Between two
-// TCP sockets on Linux the bytes then move through a pooled kernel pipe with
-// splice(2) and never enter Sluice's memory; the pipe goes back to the pool
-// as soon as the source has nothing more to read. Other conns (TLS, test
-// pipes) are copied through pooled buffers.
+// TCP sockets on Linux the first 64 KiB of each direction are copied with
+// read(2) and write(2) through a pooled buffer (cheaper than splice for the
+// few KiB most tunnels carry), and the rest moves through a pooled kernel
+// pipe with splice(2) and never enters Sluice's memory; the buffer or pipe
+// goes back to the pool as soon as the source has nothing more to read.
+// Other conns (TLS, test pipes) are copied through pooled buffers.
 package relay
 
 import (
@@ -126,6 +128,9 @@ func (c *prefixConn) CloseWrite() error {
 
 type closeWriter interface{ CloseWrite() error }
 
+// closeWrite half-closes; a variable so that tests can count the calls.
+var closeWrite = closeWriter.CloseWrite
+
 // Splice copies client→origin and origin→client until both directions have
 // ended, ctx is cancelled, or no byte moved either way for idle (0 means no
 // idle timeout). When one direction reaches EOF, the other side is
@@ -222,6 +227,7 @@ type splicer struct {
 	last           atomic.Int64 // unix nanoseconds of the last byte written either way
 	stop           func() bool  // stops the abort on ctx's end
 	left           atomic.Int32 // directions of a Start still running
+	eofs           atomic.Int32 // directions that ended with their source's EOF
 	done           func(Stats, error)
 	release        func() // of the hold, or nil
 
@@ -302,9 +308,15 @@ func (sp *splicer) fail(dir string, err error) {
 }
 
 // eof propagates the end of one direction's source to its destination.
+// When the other direction has ended already, a TCP destination is left
+// to finish, whose close(2) sends the same FIN: its source was read to its
+// end, so the close cannot turn into a reset, and a shutdown(2) is saved.
 func (sp *splicer) eof(dst net.Conn) {
+	if sp.eofs.Add(1) == 2 && isTCP(dst) {
+		return
+	}
 	if cw, ok := dst.(closeWriter); ok {
-		if err := cw.CloseWrite(); err == nil || sp.isAborted() {
+		if err := closeWrite(cw); err == nil || sp.isAborted() {
 			return
 		}
 	}

@@ -11,6 +11,11 @@ import (
 // (the default /proc/sys/fs/pipe-max-size). A smaller pipe still works.
 const maxSplice = 1 << 20
 
+// spliceAfter is how many bytes a direction copies through a buffer
+// before it splices: most tunnels carry a few KiB each way, and for them
+// read(2) and write(2) are cheaper than splice(2) through a pipe.
+const spliceAfter = 64 << 10
+
 // spliceFlags: the pipes are non-blocking, and so are Go's sockets.
 const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
 
@@ -23,8 +28,9 @@ type pump struct {
 	h               *half
 	p               *pipe   // held only while bytes flow; nil while waiting
 	inPipe          int     // bytes in p
-	buf             *[]byte // instead of p when no pipe could be had
+	buf             *[]byte // instead of p for the first spliceAfter bytes, or when no pipe could be had
 	inBuf           int     // bytes in buf
+	early           bool    // buf is for the first spliceAfter bytes
 	err             error   // the failure of the last callback
 	eof             bool    // the source ended
 	moved           bool    // splice(2) has moved bytes: no falling back now
@@ -88,12 +94,25 @@ func (h *half) splice() (ok bool, err error) {
 	}
 }
 
-// fill moves what the source socket holds into the pipe (or, without a
-// pipe, into a buffer). The pipe is empty on entry; when the socket has
-// nothing, the pipe goes back to the pool before the goroutine parks.
+// fill moves what the source socket holds into the pipe (or, for the
+// first spliceAfter bytes and when no pipe could be had, into a buffer).
+// The pipe is empty on entry; when the socket has nothing, the pipe (or
+// buffer) goes back to the pool before the goroutine parks.
 func (pu *pump) fill(fd uintptr) bool {
+	if pu.early && pu.h.n >= spliceAfter { // enough buffered: splice from now on
+		largeBufs.Put(pu.buf)
+		pu.buf, pu.early = nil, false
+	}
 	if pu.p == nil && pu.buf == nil {
-		if pu.p = getPipe(); pu.p == nil {
+		// The first bytes of a direction go through a buffer: for a
+		// short exchange read(2) and write(2) cost less than two
+		// splice(2) calls and a pipe taken from the pool.
+		if pu.h.n >= spliceAfter {
+			pu.p = getPipe()
+		} else {
+			pu.early = true
+		}
+		if pu.p == nil {
 			pu.buf = largeBufs.Get().(*[]byte)
 		}
 	}
@@ -167,6 +186,6 @@ func (pu *pump) release() {
 	}
 	if pu.buf != nil {
 		largeBufs.Put(pu.buf)
-		pu.buf, pu.inBuf = nil, 0
+		pu.buf, pu.inBuf, pu.early = nil, 0, false
 	}
 }

@@ -398,3 +398,69 @@ func TestPipePoolTrims(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestShortTunnelsTakeNoPipe: a tunnel that moves a few KiB each way
+// copies them with read(2) and write(2) and never takes a pipe; one that
+// moves more than spliceAfter splices the rest. Bytes and counts stay
+// exact either way.
+func TestShortTunnelsTakeNoPipe(t *testing.T) {
+	emptyPipePool()
+	var made atomic.Int32
+	makePipe = func() *pipe { made.Add(1); return newPipe() }
+	t.Cleanup(func() { makePipe = newPipe; emptyPipePool() })
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	for _, size := range []int{1, 1 << 10, 8 << 10, spliceAfter - 1, 4 * spliceAfter} {
+		up, down := make([]byte, size), make([]byte, size)
+		fillRandom(rng, up)
+		fillRandom(rng, down)
+		user, client := tcpPair(t)
+		origin, server := tcpPair(t)
+		done := make(chan result, 1)
+		go func() {
+			st, err := Splice(t.Context(), client, origin, time.Minute)
+			done <- result{st, err}
+		}()
+		exchange(t, rng, user, server, up, down, up, down)
+		r := <-done
+		if r.err != nil || r.st != (Stats{Up: int64(size), Down: int64(size)}) {
+			t.Fatalf("%d bytes each way: %+v %v", size, r.st, r.err)
+		}
+		switch n := made.Load(); {
+		case size < spliceAfter && n != 0:
+			t.Fatalf("%d bytes each way took %d pipes, want none", size, n)
+		case size > spliceAfter && n == 0:
+			t.Fatalf("%d bytes each way were never spliced", size)
+		}
+	}
+}
+
+// TestSecondEOFClosesWithoutShutdown: of two TCP directions ending
+// cleanly, the first half-closes its destination and the second leaves it
+// to the close that follows (one shutdown(2) less per tunnel); both peers
+// still read everything and then EOF.
+func TestSecondEOFClosesWithoutShutdown(t *testing.T) {
+	var calls atomic.Int32
+	closeWrite = func(cw closeWriter) error { calls.Add(1); return cw.CloseWrite() }
+	t.Cleanup(func() { closeWrite = closeWriter.CloseWrite })
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
+	for _, size := range []int{0, 3000, 200_000} {
+		calls.Store(0)
+		user, client := tcpPair(t)
+		origin, server := tcpPair(t)
+		done := make(chan result, 1)
+		go func() {
+			st, err := Splice(t.Context(), client, origin, time.Minute)
+			done <- result{st, err}
+		}()
+		up, down := make([]byte, size), make([]byte, size+100)
+		fillRandom(rng, up)
+		fillRandom(rng, down)
+		exchange(t, rng, user, server, up, down, up, down)
+		if r := <-done; r.err != nil {
+			t.Fatal(r.err)
+		}
+		if n := calls.Load(); n != 1 {
+			t.Errorf("%d bytes: %d half-closes, want 1", size, n)
+		}
+	}
+}

@@ -36,6 +36,10 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.stop()
 	st := s.state.Load()
 	raiseFDLimit(s.log)
+	// Accepted sockets get no TCP keep-alive (Go's default would cost four
+	// setsockopt(2) calls per connection): idle tunnels and keep-alive
+	// connections end with the idle timeout, as in Squid and microsocks.
+	lc := net.ListenConfig{KeepAlive: -1}
 	var lns []net.Listener
 	closeAll := func() {
 		for _, ln := range lns {
@@ -43,7 +47,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	for _, a := range st.cfg.Listen {
-		ln, err := net.Listen("tcp", a)
+		ln, err := lc.Listen(ctx, "tcp", a)
 		if err != nil {
 			closeAll()
 			return listenError("", a, err)
@@ -52,7 +56,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	var tlns []net.Listener // transparent
 	for _, a := range st.cfg.Transparent.Listen {
-		ln, err := net.Listen("tcp", a)
+		ln, err := lc.Listen(ctx, "tcp", a)
 		if err != nil {
 			closeAll()
 			return listenError("transparent", a, err)
