@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/sluiceproxy/sluice/rules"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -131,7 +131,7 @@ func readLines(path string) ([]string, error) {
 
 // writeLines writes lines to path atomically: a temporary file beside it,
 // synced, mode 0600, then renamed into place. Lines "\x00" are skipped.
-func writeLines(path string, lines []string) (err error) {
+func writeLines(path string, lines []string) error {
 	var b strings.Builder
 	for _, l := range lines {
 		if l == "\x00" {
@@ -140,48 +140,5 @@ func writeLines(path string, lines []string) (err error) {
 		b.WriteString(l)
 		b.WriteByte('\n')
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return writeError(path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return writeError(path, err)
-	}
-	if _, err := tmp.WriteString(b.String()); err != nil {
-		return writeError(path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return writeError(path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return writeError(path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return writeError(path, err)
-	}
-	return nil
-}
-
-// writeError says that path could not be written, and why, once: the
-// temporary file's name and Go's step are the writer's business.
-func writeError(path string, err error) error {
-	var pe *fs.PathError
-	var le *os.LinkError
-	switch {
-	case errors.As(err, &pe):
-		err = pe.Err
-	case errors.As(err, &le):
-		err = le.Err
-	}
-	return fmt.Errorf("auth: %w", &fs.PathError{Op: "write", Path: path, Err: err})
+	return rules.WriteFileAtomic(path, []byte(b.String()), 0o600)
 }
