@@ -394,7 +394,8 @@ func (s *Server) preflight(req filter.Request, d filter.Decision, addr string) (
 // success reply can only close the connection. A client that sent nothing
 // within the wait is sniffed late, once dialed (sniffpolicy.Late).
 func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req filter.Request, d filter.Decision, reply func(replyCode, netip.AddrPort)) {
-	c.SetDeadline(time.Time{})
+	// sniff.Read sets the read deadline of its wait and clears it.
+	c.SetWriteDeadline(time.Time{})
 	reply(repSucceeded, netip.AddrPort{})
 	a.pending = nil
 	o := sniffpolicy.Check(c, s.Sniff, s.Policy, req, d)
