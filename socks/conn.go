@@ -65,17 +65,28 @@ func (a *access) noteRoute(ctx context.Context) context.Context {
 func (s *Server) serve(ctx context.Context, c net.Conn) {
 	start := time.Now()
 	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
-	stopServer := context.AfterFunc(s.ctx, cancel)
-	stopConn := context.AfterFunc(ctx, func() { c.Close() })
-	s.stats.conns.Add(1)
-
-	a := &access{id: reqid.New(), proto: "socks", reply: -1, parent: parent, stopConn: stopConn}
-	a.release = func() {
-		stopConn()
-		stopServer()
-		cancel()
+	a := &access{id: reqid.New(), proto: "socks", reply: -1, parent: parent}
+	if shared := s.tunnelCtx(parent); shared != nil {
+		// The context shared by the connections served under parent ends
+		// when parent or the server does, as a context of the connection's
+		// own would: one AfterFunc instead of a context and two AfterFuncs
+		// per connection.
+		ctx = shared
+		a.stopConn = context.AfterFunc(ctx, func() { c.Close() })
+		a.release = func() { a.stopConn() }
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		stopServer := context.AfterFunc(s.ctx, cancel)
+		stopConn := context.AfterFunc(ctx, func() { c.Close() })
+		a.stopConn = stopConn
+		a.release = func() {
+			stopConn()
+			stopServer()
+			cancel()
+		}
 	}
+	s.stats.conns.Add(1)
 	a.end = func() {
 		if a.release != nil {
 			a.release()
@@ -383,7 +394,8 @@ func (s *Server) preflight(req filter.Request, d filter.Decision, addr string) (
 // success reply can only close the connection. A client that sent nothing
 // within the wait is sniffed late, once dialed (sniffpolicy.Late).
 func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req filter.Request, d filter.Decision, reply func(replyCode, netip.AddrPort)) {
-	c.SetDeadline(time.Time{})
+	// sniff.Read sets the read deadline of its wait and clears it.
+	c.SetWriteDeadline(time.Time{})
 	reply(repSucceeded, netip.AddrPort{})
 	a.pending = nil
 	o := sniffpolicy.Check(c, s.Sniff, s.Policy, req, d)

@@ -139,3 +139,41 @@ func readN(t *testing.T, c net.Conn, n int) []byte {
 	}
 	return b
 }
+
+// TestServeConnHandshakeEnds checks that a connection still in its
+// handshake ends when the server is closed, under the context shared by
+// the connections of one parent as under any other parent, and that one
+// connection's end does not end the others sharing its parent's context.
+func TestServeConnHandshakeEnds(t *testing.T) {
+	srv := &Server{Policy: allowAll}
+	parent, other := context.Background(), context.WithValue(context.Background(), struct{}{}, 1)
+	// One connection that ends first, under the shared parent.
+	a0, b0 := tcpPair(t)
+	first := make(chan struct{})
+	go func() { srv.ServeConn(parent, a0); close(first) }()
+	b0.Close()
+	<-first
+	var bs []net.Conn
+	returned := make(chan struct{}, 3)
+	for _, ctx := range []context.Context{parent, parent, other} {
+		a, b := tcpPair(t)
+		bs = append(bs, b)
+		go func() { srv.ServeConn(ctx, a); returned <- struct{}{} }()
+	}
+	// Each is in its handshake: a greeting gets its method reply.
+	for _, b := range bs {
+		b.Write([]byte{socks5Version, 1, methodNoAuth})
+		if got := readN(t, b, 2); got[1] != methodNoAuth {
+			t.Fatalf("method reply % x", got)
+		}
+	}
+	srv.Close()
+	for range bs {
+		<-returned
+	}
+	for i, b := range bs {
+		if _, err := b.Read(make([]byte, 1)); !isClosed(err) {
+			t.Errorf("conn %d: read = %v, want EOF once the server closed", i, err)
+		}
+	}
+}

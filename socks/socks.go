@@ -234,10 +234,10 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	s.serve(ctx, c) // which ends with s.wg.Done
 }
 
-// tunnelCtx returns the context the tunnels of connections served under
-// parent run with, shared by all of them: it ends when parent ends or s
-// is closed, as each connection's own context does. A tunnel then needs
-// no context, cancel func and AfterFuncs of its own while it idles. Only
+// tunnelCtx returns the context the connections served under parent and
+// their tunnels run with, shared by all of them: it ends when parent ends
+// or s is closed. A connection then needs no context and cancel func of
+// its own, and a tunnel no AfterFunc while it idles. Only
 // the first parent seen is shared (the one a server passes to every
 // ServeConn, or s's own for Serve); for any other tunnelCtx returns nil
 // and the tunnel keeps its connection's context.

@@ -308,11 +308,12 @@ func (s *Server) handle(nc net.Conn) {
 		c.Close() // a client that said nothing in time
 		return
 	}
-	c.SetReadDeadline(time.Time{})
 	c.prefix = first
 	s.count(c, first[0])
 	switch first[0] {
 	case 0x05, 0x04:
+		// The SOCKS front end sets its own handshake deadline first thing
+		// (Refuse as ServeConn): the peek's is not cleared in between.
 		if c.refused {
 			socks.Refuse(c, hs)
 			return
@@ -322,6 +323,7 @@ func (s *Server) handle(nc net.Conn) {
 		defer s.socksUse(so, -1)
 		so.ServeConn(s.base, c)
 	default:
+		c.SetReadDeadline(time.Time{})
 		for {
 			g := s.httpServer(st.cfg.Timeouts)
 			if g == nil { // the grace period is over
