@@ -40,16 +40,19 @@ type access struct {
 	udpBlock int64       // UDP datagrams dropped by the policy
 	udpDrop  int64       // UDP datagrams dropped for other reasons
 	granted  bool        // the request was granted (reply "succeeded")
-	peer     netip.Addr  // the origin's address, for a direct connection
-	route    string      // the failover member that carried it ("pool/member"), or ""
-	err      error
-	dialErr  error           // the dial that failed, for Observe
-	pending  []byte          // failure reply to send if the handler panics
-	tunnel   bool            // a tunnel took the connection over and ends it
-	end      func()          // ends the connection: closes it, logs it
-	release  func()          // ends its context and the AfterFuncs on it, once; nil after
-	stopConn func() bool     // stops closing the connection when its context ends
-	parent   context.Context // the context it was served under
+	// succeeded is set just before the reply "succeeded" is sent; read by
+	// the goroutine that closes the connection when the server stops.
+	succeeded atomic.Bool
+	peer      netip.Addr // the origin's address, for a direct connection
+	route     string     // the failover member that carried it ("pool/member"), or ""
+	err       error
+	dialErr   error           // the dial that failed, for Observe
+	pending   []byte          // failure reply to send if the handler panics
+	tunnel    bool            // a tunnel took the connection over and ends it
+	end       func()          // ends the connection: closes it, logs it
+	release   func()          // ends its context and the AfterFuncs on it, once; nil after
+	stopConn  func() bool     // stops closing the connection when its context ends
+	parent    context.Context // the context it was served under
 }
 
 // noteRoute returns ctx noting, in a.route, the failover member that
@@ -72,13 +75,13 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 		// own would: one AfterFunc instead of a context and two AfterFuncs
 		// per connection.
 		ctx = shared
-		a.stopConn = context.AfterFunc(ctx, func() { c.Close() })
+		a.stopConn = context.AfterFunc(ctx, func() { a.close(c) })
 		a.release = func() { a.stopConn() }
 	} else {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		stopServer := context.AfterFunc(s.ctx, cancel)
-		stopConn := context.AfterFunc(ctx, func() { c.Close() })
+		stopConn := context.AfterFunc(ctx, func() { a.close(c) })
 		a.stopConn = stopConn
 		a.release = func() {
 			stopConn()
@@ -328,9 +331,21 @@ func (s *Server) connect(ctx context.Context, c net.Conn, req request, a *access
 	if d.Route() == "direct" || strings.HasSuffix(a.route, "/"+dial.RouteDirect) {
 		a.peer = addrPort(origin.RemoteAddr()).Addr().Unmap()
 	}
+	a.succeeded.Store(true)
 	reply(repSucceeded, addrPort(origin.LocalAddr()))
 	a.pending = nil
 	s.tunnel(ctx, a, c, origin)
+}
+
+// close ends c when the server or its parent stops it before a tunnel
+// took it over. Once the client is told "succeeded", it is cut (a RST):
+// a tunnel must never look as if it ended cleanly.
+func (a *access) close(c net.Conn) {
+	if a.succeeded.Load() {
+		relay.Cut(c)
+		return
+	}
+	c.Close()
 }
 
 // tunnel hands c and origin to relay.Start: the goroutine that served the
@@ -396,6 +411,7 @@ func (s *Server) preflight(req filter.Request, d filter.Decision, addr string) (
 func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req filter.Request, d filter.Decision, reply func(replyCode, netip.AddrPort)) {
 	// sniff.Read sets the read deadline of its wait and clears it.
 	c.SetWriteDeadline(time.Time{})
+	a.succeeded.Store(true)
 	reply(repSucceeded, netip.AddrPort{})
 	a.pending = nil
 	o := sniffpolicy.Check(c, s.Sniff, s.Policy, req, d)

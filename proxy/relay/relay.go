@@ -324,6 +324,14 @@ func (sp *splicer) eof(dst net.Conn) {
 	sp.abort(nil)
 }
 
+// Cut closes c so that its peer sees an error, not an end: a RST instead
+// of a FIN where a TCP socket lies underneath (see reset). For a
+// connection told it has a tunnel that is cut before the tunnel starts.
+func Cut(c net.Conn) {
+	reset(c)
+	c.Close()
+}
+
 // reset makes closing c send a RST instead of a FIN, when a TCP socket
 // lies underneath: on a cut tunnel the peer must see an error, not an end.
 // It sees through Unwrappers and through wrappers that reveal their conn
