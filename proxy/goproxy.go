@@ -221,8 +221,11 @@ func (s *Server) transport(route string) http.RoundTripper {
 
 // servePlain serves an absolute-URI request: decide on the URL's host and
 // port, then forward through goproxy on the route's transport, or serve a
-// WebSocket upgrade directly.
-func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
+// WebSocket upgrade directly. ctx is the request's (ServeHTTP's detach);
+// r still carries net/http's until servePlain copies it with ctx, once the
+// request is allowed (one copy per request: this path runs for every
+// keep-alive request).
+func (s *Server) servePlain(ctx context.Context, x *exchange, w *countingWriter, r *http.Request) {
 	x.target = r.URL.Host
 	x.scheme, x.path = strings.ToLower(r.URL.Scheme), r.URL.EscapedPath()
 	if !s.authenticate(x, w, r) {
@@ -251,6 +254,8 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 		s.refusePlain(w, x, t, d)
 		return
 	}
+	st := &reqState{x: x, w: w, route: d.Via, target: t}
+	r = r.WithContext(context.WithValue(s.guarded(ctx, x), stateKey{}, st))
 	// Forward to exactly what was decided. RFC 9112 3.2.2: with an
 	// absolute-form target the Host header is replaced by the URI's host,
 	// so a forged Host cannot reach another virtual host. User info in the
@@ -285,8 +290,6 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 		r.Body = cb
 		defer func() { x.up = cb.n.Load() }()
 	}
-	st := &reqState{x: x, w: w, route: d.Via, target: t}
-	r = r.WithContext(context.WithValue(s.guarded(r.Context(), x), stateKey{}, st))
 	w.flushEach = true
 	s.gp.ServeHTTP(w, r)
 	if st.body != nil && st.body.err != nil {
@@ -312,8 +315,8 @@ func abort(x *exchange, w *countingWriter, err error) {
 // serveUpgrade forwards a WebSocket upgrade: it dials the route, writes the
 // request, and on 101 hijacks the client and splices both raw conns.
 func (s *Server) serveUpgrade(x *exchange, w *countingWriter, r *http.Request, t target, d filter.Decision) {
-	ctx := r.Context() // ServeHTTP's (detach): it outlives the handler when a tunnel takes over
-	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", dial.Redirect(t.addr(), d.Enforce))
+	ctx := r.Context() // ServeHTTP's (detach) and guarded: it outlives the handler when a tunnel takes over
+	origin, err := s.dial(ctx, d.Via, "tcp", dial.Redirect(t.addr(), d.Enforce))
 	if err != nil {
 		x.err = err
 		s.failDial(w, x, t.addr(), err)

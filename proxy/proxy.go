@@ -159,7 +159,6 @@ func (s *Server) CloseIdleConnections() {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
 	ctx, cancel := s.detach(r)
-	r = r.WithContext(ctx)
 	x := &exchange{
 		s:      s,
 		id:     reqid.New(),
@@ -206,10 +205,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	switch {
 	case r.Method == http.MethodConnect:
-		s.serveConnect(x, cw, r)
+		s.serveConnect(x, cw, r.WithContext(ctx))
 	case r.URL.IsAbs():
-		s.servePlain(x, cw, r)
-	case s.Local != nil && s.Local(cw, r):
+		s.servePlain(ctx, x, cw, r) // one copy of r, made there, carries ctx
+	case s.Local != nil && s.Local(cw, r.WithContext(ctx)):
 		x.reason, x.target, x.scheme, x.path = "local", r.Host, "http", r.URL.EscapedPath()
 	default:
 		x.reason = "not a proxy request"
