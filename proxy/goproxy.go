@@ -58,13 +58,35 @@ import (
 // be used: every request carries its route's RoundTripper.
 var errNoTransport = errors.New("proxy: request without a route reached goproxy's transport")
 
-// reqState is the per-request state shared with goproxy's handlers.
+// reqState is the per-request state shared with goproxy's handlers. It is
+// the request's goproxy.RoundTripper too (no closure per request).
 type reqState struct {
 	x      *exchange
 	w      *countingWriter
 	route  string
 	target target
-	body   *cutBody // the response body, once the round trip returned one
+	rt     http.RoundTripper // the route's, set by the OnRequest handler
+	body   *cutBody          // the response body, once the round trip returned one
+	cut    cutBody           // what body points to (one allocation with st)
+}
+
+// RoundTrip sends req on the route's transport and wraps the response
+// body in st.body.
+func (st *reqState) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+	// Whether the client's connection closes is hop-by-hop: an HTTP/1.0
+	// client (or "Connection: close") must not make the Transport add a
+	// "Connection: close" the client never sent to the origin. The
+	// client's own connection still closes.
+	req.Close = false
+	resp, err := st.rt.RoundTrip(req)
+	if resp != nil && resp.Body != nil {
+		// Wrapped before goproxy keeps it as the original body, so that
+		// it keeps the Content-Length.
+		st.cut = cutBody{ReadCloser: resp.Body}
+		st.body = &st.cut
+		resp.Body = st.body
+	}
+	return resp, err
 }
 
 type stateKey struct{}
@@ -113,22 +135,8 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 		if st == nil {
 			return r, errorResponse(r, http.StatusInternalServerError, "sluice: request without a decision")
 		}
-		rt := s.transport(st.route)
-		pctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
-			// Whether the client's connection closes is hop-by-hop: an
-			// HTTP/1.0 client (or "Connection: close") must not make the
-			// Transport add a "Connection: close" the client never sent
-			// to the origin. The client's own connection still closes.
-			req.Close = false
-			resp, err := rt.RoundTrip(req)
-			if resp != nil && resp.Body != nil {
-				// Wrapped before goproxy keeps it as the original body,
-				// so that it keeps the Content-Length.
-				st.body = &cutBody{ReadCloser: resp.Body}
-				resp.Body = st.body
-			}
-			return resp, err
-		})
+		st.rt = s.transport(st.route)
+		pctx.RoundTripper = st
 		return r, nil
 	})
 	gp.OnResponse().DoFunc(func(resp *http.Response, pctx *goproxy.ProxyCtx) *http.Response {
@@ -265,7 +273,7 @@ func (s *Server) servePlain(ctx context.Context, x *exchange, w *countingWriter,
 		host = "[" + host + "]"
 	}
 	if t.port != defPort {
-		host += ":" + strconv.Itoa(int(t.port))
+		host = x.target // t.addr(): the bracketed host and the port
 	}
 	r.URL.Host, r.URL.User, r.Host = host, nil, ""
 	if d.Enforce != "" {
