@@ -58,13 +58,35 @@ import (
 // be used: every request carries its route's RoundTripper.
 var errNoTransport = errors.New("proxy: request without a route reached goproxy's transport")
 
-// reqState is the per-request state shared with goproxy's handlers.
+// reqState is the per-request state shared with goproxy's handlers. It is
+// the request's goproxy.RoundTripper too (no closure per request).
 type reqState struct {
 	x      *exchange
 	w      *countingWriter
 	route  string
 	target target
-	body   *cutBody // the response body, once the round trip returned one
+	rt     http.RoundTripper // the route's, set by the OnRequest handler
+	body   *cutBody          // the response body, once the round trip returned one
+	cut    cutBody           // what body points to (one allocation with st)
+}
+
+// RoundTrip sends req on the route's transport and wraps the response
+// body in st.body.
+func (st *reqState) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+	// Whether the client's connection closes is hop-by-hop: an HTTP/1.0
+	// client (or "Connection: close") must not make the Transport add a
+	// "Connection: close" the client never sent to the origin. The
+	// client's own connection still closes.
+	req.Close = false
+	resp, err := st.rt.RoundTrip(req)
+	if resp != nil && resp.Body != nil {
+		// Wrapped before goproxy keeps it as the original body, so that
+		// it keeps the Content-Length.
+		st.cut = cutBody{ReadCloser: resp.Body}
+		st.body = &st.cut
+		resp.Body = st.body
+	}
+	return resp, err
 }
 
 type stateKey struct{}
@@ -113,22 +135,8 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 		if st == nil {
 			return r, errorResponse(r, http.StatusInternalServerError, "sluice: request without a decision")
 		}
-		rt := s.transport(st.route)
-		pctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
-			// Whether the client's connection closes is hop-by-hop: an
-			// HTTP/1.0 client (or "Connection: close") must not make the
-			// Transport add a "Connection: close" the client never sent
-			// to the origin. The client's own connection still closes.
-			req.Close = false
-			resp, err := rt.RoundTrip(req)
-			if resp != nil && resp.Body != nil {
-				// Wrapped before goproxy keeps it as the original body,
-				// so that it keeps the Content-Length.
-				st.body = &cutBody{ReadCloser: resp.Body}
-				resp.Body = st.body
-			}
-			return resp, err
-		})
+		st.rt = s.transport(st.route)
+		pctx.RoundTripper = st
 		return r, nil
 	})
 	gp.OnResponse().DoFunc(func(resp *http.Response, pctx *goproxy.ProxyCtx) *http.Response {
@@ -221,8 +229,11 @@ func (s *Server) transport(route string) http.RoundTripper {
 
 // servePlain serves an absolute-URI request: decide on the URL's host and
 // port, then forward through goproxy on the route's transport, or serve a
-// WebSocket upgrade directly.
-func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
+// WebSocket upgrade directly. ctx is the request's (ServeHTTP's detach);
+// r still carries net/http's until servePlain copies it with ctx, once the
+// request is allowed (one copy per request: this path runs for every
+// keep-alive request).
+func (s *Server) servePlain(ctx context.Context, x *exchange, w *countingWriter, r *http.Request) {
 	x.target = r.URL.Host
 	x.scheme, x.path = strings.ToLower(r.URL.Scheme), r.URL.EscapedPath()
 	if !s.authenticate(x, w, r) {
@@ -251,6 +262,8 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 		s.refusePlain(w, x, t, d)
 		return
 	}
+	st := &reqState{x: x, w: w, route: d.Via, target: t}
+	r = r.WithContext(context.WithValue(s.guarded(ctx, x), stateKey{}, st))
 	// Forward to exactly what was decided. RFC 9112 3.2.2: with an
 	// absolute-form target the Host header is replaced by the URI's host,
 	// so a forged Host cannot reach another virtual host. User info in the
@@ -260,7 +273,7 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 		host = "[" + host + "]"
 	}
 	if t.port != defPort {
-		host += ":" + strconv.Itoa(int(t.port))
+		host = x.target // t.addr(): the bracketed host and the port
 	}
 	r.URL.Host, r.URL.User, r.Host = host, nil, ""
 	if d.Enforce != "" {
@@ -285,8 +298,6 @@ func (s *Server) servePlain(x *exchange, w *countingWriter, r *http.Request) {
 		r.Body = cb
 		defer func() { x.up = cb.n.Load() }()
 	}
-	st := &reqState{x: x, w: w, route: d.Via, target: t}
-	r = r.WithContext(context.WithValue(s.guarded(r.Context(), x), stateKey{}, st))
 	w.flushEach = true
 	s.gp.ServeHTTP(w, r)
 	if st.body != nil && st.body.err != nil {
@@ -312,8 +323,8 @@ func abort(x *exchange, w *countingWriter, err error) {
 // serveUpgrade forwards a WebSocket upgrade: it dials the route, writes the
 // request, and on 101 hijacks the client and splices both raw conns.
 func (s *Server) serveUpgrade(x *exchange, w *countingWriter, r *http.Request, t target, d filter.Decision) {
-	ctx := r.Context() // ServeHTTP's (detach): it outlives the handler when a tunnel takes over
-	origin, err := s.dial(s.guarded(ctx, x), d.Via, "tcp", dial.Redirect(t.addr(), d.Enforce))
+	ctx := r.Context() // ServeHTTP's (detach) and guarded: it outlives the handler when a tunnel takes over
+	origin, err := s.dial(ctx, d.Via, "tcp", dial.Redirect(t.addr(), d.Enforce))
 	if err != nil {
 		x.err = err
 		s.failDial(w, x, t.addr(), err)

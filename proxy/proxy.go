@@ -159,7 +159,6 @@ func (s *Server) CloseIdleConnections() {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
 	ctx, cancel := s.detach(r)
-	r = r.WithContext(ctx)
 	x := &exchange{
 		s:      s,
 		id:     reqid.New(),
@@ -206,10 +205,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	switch {
 	case r.Method == http.MethodConnect:
-		s.serveConnect(x, cw, r)
+		s.serveConnect(x, cw, r.WithContext(ctx))
 	case r.URL.IsAbs():
-		s.servePlain(x, cw, r)
-	case s.Local != nil && s.Local(cw, r):
+		s.servePlain(ctx, x, cw, r) // one copy of r, made there, carries ctx
+	case s.Local != nil && s.Local(cw, r.WithContext(ctx)):
 		x.reason, x.target, x.scheme, x.path = "local", r.Host, "http", r.URL.EscapedPath()
 	default:
 		x.reason = "not a proxy request"
@@ -331,14 +330,19 @@ func (s *Server) decide(x *exchange, host string, port uint16) filter.Decision {
 // each address the direct dialer is about to connect to goes to Guard, and
 // the first refusal is kept for the answer and the access line.
 func (s *Server) guarded(ctx context.Context, x *exchange) context.Context {
-	req, d := x.req, x.d
-	ctx = dial.WithIdentity(ctx, dial.Identity{Client: req.Client, User: req.User})
+	ctx = dial.WithIdentity(ctx, dial.Identity{Client: x.req.Client, User: x.req.User})
 	ctx = dial.WithRouteNote(ctx, func(route string) { x.route.Store(&route) })
 	if s.Guard == nil {
 		return ctx
 	}
+	// The check keeps its own copy of the request and decision (one
+	// allocation for both): x's may be decided again later (sniffing).
+	g := &struct {
+		req filter.Request
+		d   filter.Decision
+	}{x.req, x.d}
 	return dial.WithCheck(ctx, func(ap netip.AddrPort) error {
-		rd, err := s.Guard(&req, &d, ap)
+		rd, err := s.Guard(&g.req, &g.d, ap)
 		if err != nil {
 			x.refused.CompareAndSwap(nil, refusal(rd))
 		} else {

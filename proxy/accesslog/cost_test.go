@@ -2,6 +2,7 @@ package accesslog
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -79,5 +80,44 @@ func BenchmarkSquid(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = Squid(r)
+	}
+}
+
+// TestLogJSONSameLine: LogJSON hands the fields to the handler as one
+// group without a key; the line must be byte for byte the one the fields
+// given one by one make, through the JSON and the text handler (a
+// ReplaceAttr sees them too), and the handler must get them without the
+// record's per-line allocation of the fields beyond its inline five.
+func TestLogJSONSameLine(t *testing.T) {
+	full := tunnelRecord()
+	full.User, full.WouldBlock, full.WouldBlockRule, full.SafeSearch = "alice smith", true, "rule 3", "forcesafesearch.test"
+	full.Err = errors.New(`boom "quoted"`)
+	full.Sniffed = []slog.Attr{slog.String("sniff", "tls"), slog.String("sniffed", "b.test")}
+	noTime := func(groups []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey && len(groups) == 0 {
+			return slog.Attr{}
+		}
+		if a.Key == "up" {
+			a.Value = slog.StringValue("replaced")
+		}
+		return a
+	}
+	opts := &slog.HandlerOptions{ReplaceAttr: noTime}
+	for _, r := range []*Record{full, tunnelRecord()} {
+		for name, h := range map[string]func(io.Writer) slog.Handler{
+			"json": func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, opts) },
+			"text": func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, opts) },
+		} {
+			var got, want bytes.Buffer
+			LogJSON(slog.New(h(&got)), r)
+			slog.New(h(&want)).LogAttrs(context.Background(), slog.LevelInfo, "access", r.attrs(nil)...)
+			if got.String() != want.String() || got.Len() == 0 {
+				t.Errorf("%s: LogJSON wrote\n%s\nfields one by one write\n%s", name, got.String(), want.String())
+			}
+		}
+	}
+	l, r := slog.New(slog.NewJSONHandler(io.Discard, nil)), tunnelRecord()
+	if n := testing.AllocsPerRun(100, func() { LogJSON(l, r) }); n > 1 && !raceEnabled {
+		t.Errorf("%.0f allocations per tunnel line, want at most 1", n)
 	}
 }

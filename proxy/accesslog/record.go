@@ -162,7 +162,10 @@ func LogJSON(l *slog.Logger, r *Record) {
 	}
 	a := attrBufs.Get().(*[]slog.Attr)
 	*a = r.attrs((*a)[:0])
-	l.LogAttrs(ctx, slog.LevelInfo, "access", *a...)
+	// One group without a key, which handlers inline: the same line as
+	// the fields one by one, but an slog.Record holds only five fields
+	// inline and would allocate for the rest on every line.
+	l.LogAttrs(ctx, slog.LevelInfo, "access", slog.Attr{Value: slog.GroupValue(*a...)})
 	clear(*a) // keep no strings alive in the pool
 	attrBufs.Put(a)
 }
