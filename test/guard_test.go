@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -386,37 +385,10 @@ rules:
 // resolves into a blocked range is dropped and counted as blocked; the
 // blocked address receives nothing.
 func TestResolvedAddressBlockedUDP(t *testing.T) {
-	var got9 atomic.Int64
-	pc9, err := net.ListenPacket("udp", "127.0.0.9:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc9.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, _, err := pc9.ReadFrom(buf); err != nil {
-				return
-			}
-			got9.Add(1)
-		}
-	}()
-	port := pc9.LocalAddr().(*net.UDPAddr).Port
-	pc10, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.10:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc10.Close()
-	go func() { // echo
-		buf := make([]byte, 2048)
-		for {
-			n, a, err := pc10.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc10.WriteTo(buf[:n], a)
-		}
-	}()
+	// The blocked address counts what it receives; the allowed one, on the
+	// same port, echoes.
+	port, got9 := udpPeer(t, "127.0.0.9:0", nil)
+	udpPeer(t, fmt.Sprintf("127.0.0.10:%d", port), func(b []byte) []byte { return b })
 	p := startSluice(t, "socks: {udp: true}\n"+resolvedConfig, nil)
 	ctl := dialFrom(t, "127.0.0.1", p.addr)
 	ctl.Write([]byte{5, 1, 0})

@@ -108,37 +108,10 @@ rules:
 // TestSafeSearchSOCKSUDP: a SOCKS5 UDP datagram (QUIC) to an engine's host
 // goes to the enforcement host.
 func TestSafeSearchSOCKSUDP(t *testing.T) {
-	var gotReal atomic.Int64
-	pcReal, err := net.ListenPacket("udp", "127.0.0.81:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pcReal.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, _, err := pcReal.ReadFrom(buf); err != nil {
-				return
-			}
-			gotReal.Add(1)
-		}
-	}()
-	port := pcReal.LocalAddr().(*net.UDPAddr).Port
-	pcEnf, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.82:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pcEnf.Close()
-	go func() { // echo, marked
-		buf := make([]byte, 2048)
-		for {
-			n, a, err := pcEnf.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pcEnf.WriteTo(append([]byte("enforced:"), buf[:n]...), a)
-		}
-	}()
+	port, gotReal := udpPeer(t, "127.0.0.81:0", nil)
+	udpPeer(t, fmt.Sprintf("127.0.0.82:%d", port), func(b []byte) []byte { // echo, marked
+		return append([]byte("enforced:"), b...)
+	})
 	p := startSluice(t, `
 socks: {udp: true}
 hosts: {www.youtube.com: 127.0.0.81, restrict.youtube.com: 127.0.0.82}
