@@ -52,7 +52,7 @@ type access struct {
 	end       func()          // ends the connection: closes it, logs it
 	release   func()          // ends its context and the AfterFuncs on it, once; nil after
 	stopConn  func() bool     // stops closing the connection when its context ends
-	parent    context.Context // the context it was served under
+	shared    context.Context // the context the server's connections share (see tunnelCtx), or nil
 }
 
 // noteRoute returns ctx noting, in a.route, the failover member that
@@ -67,9 +67,8 @@ func (a *access) noteRoute(ctx context.Context) context.Context {
 // writes the access line and releases the server's count of it (s.wg).
 func (s *Server) serve(ctx context.Context, c net.Conn) {
 	start := time.Now()
-	parent := ctx
-	a := &access{id: reqid.New(), proto: "socks", reply: -1, parent: parent}
-	if shared := s.tunnelCtx(parent); shared != nil {
+	a := &access{id: reqid.New(), proto: "socks", reply: -1, shared: s.tunnelCtx(ctx)}
+	if shared := a.shared; shared != nil {
 		// The context shared by the connections served under parent ends
 		// when parent or the server does, as a context of the connection's
 		// own would: one AfterFunc instead of a context and two AfterFuncs
@@ -353,11 +352,11 @@ func (a *access) close(c net.Conn) {
 // end the connection (a.end) when it is done.
 func (s *Server) tunnel(ctx context.Context, a *access, c, origin net.Conn) {
 	a.tunnel = true
-	if shared := s.tunnelCtx(a.parent); shared != nil {
+	if shared := a.shared; shared != nil {
 		// The connection's context, its cancel func and the AfterFuncs
 		// on it go now; the shared context ends the tunnel as it would.
 		a.release()
-		a.release, a.stopConn, a.parent = nil, nil, nil
+		a.release, a.stopConn = nil, nil
 		ctx = shared
 	} else {
 		a.stopConn() // the relay resets both conns when ctx ends

@@ -170,8 +170,12 @@ func LogJSON(l *slog.Logger, r *Record) {
 	attrBufs.Put(a)
 }
 
-// attrBufs holds the slices LogJSON builds a line's fields in: a handler
-// copies the fields it gets, so a slice serves one line after another.
+// attrBufs holds the slices LogJSON builds a line's fields in, one line
+// after another. slog's GroupValue wants a slice that is not changed
+// afterwards: that holds here because the handlers Sluice logs through
+// (slog's JSON and text handlers, see cmd/sluice) write the line before
+// LogAttrs returns. A handler that kept records for later (an async or
+// buffering handler) would need LogJSON to build a fresh slice instead.
 var attrBufs = sync.Pool{New: func() any { a := make([]slog.Attr, 0, 32); return &a }}
 
 // Squid returns r in Squid's native access.log format, without the
