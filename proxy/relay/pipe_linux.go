@@ -50,6 +50,14 @@ var pipeAsk = askFor(readSysctl("/proc/sys/fs/pipe-max-size"))
 // pipeBytes is the capacity of the open pipes, pooled or in use.
 var pipeBytes atomic.Int64
 
+// smallUntil is when newPipe tries again (unix nanoseconds) after the
+// kernel made a pipe smaller than pipeMin: until then its user is over
+// the limit, and a pipe made and closed for every read would be waste.
+var smallUntil atomic.Int64
+
+// smallPause is how long newPipe makes no pipe after a small one.
+const smallPause = time.Second
+
 // budgetFor returns the pipe budget for a pipe-user-pages-soft of soft
 // pages (-1: unknown); 0 means no limit, and then the budget stands for
 // the kernel memory pipes may pin: 64 pipes of 1 MiB.
@@ -162,6 +170,9 @@ func trimPipes() {
 // than pipeMin (its user is over pipe-user-pages-soft) or would overrun
 // the budget.
 func newPipe() *pipe {
+	if pipeBytes.Load()+pipeMin > pipeBudget || time.Now().UnixNano() < smallUntil.Load() {
+		return nil
+	}
 	var fds [2]int
 	if err := openPipe(fds[:]); err != nil {
 		return nil
@@ -169,6 +180,7 @@ func newPipe() *pipe {
 	p := &pipe{r: fds[0], w: fds[1]}
 	size, err := unix.FcntlInt(uintptr(p.r), unix.F_GETPIPE_SZ, 0)
 	if err != nil || size < pipeMin {
+		smallUntil.Store(time.Now().Add(smallPause).UnixNano())
 		p.closeFDs()
 		return nil
 	}

@@ -24,6 +24,7 @@ func withBudget(t *testing.T, budget int64) {
 	pipeBudget = budget
 	t.Cleanup(func() {
 		emptyPipePool()
+		smallUntil.Store(0)
 		pipeBudget = old
 		makePipe, openPipe = newPipe, defaultOpenPipe
 	})
@@ -68,8 +69,9 @@ func TestPipeBudget(t *testing.T) {
 
 // TestSmallPipesAreNotUsed: a pipe the kernel made smaller than pipeMin
 // (as it does for a user over pipe-user-pages-soft, whose new pipes get 2
-// pages and cannot be enlarged) is closed at once, and the tunnel copies
-// through a buffer instead, every byte exact.
+// pages and cannot be enlarged) is closed at once, no other is tried for
+// smallPause, and the tunnel copies through a buffer instead, every byte
+// exact.
 func TestSmallPipesAreNotUsed(t *testing.T) {
 	withBudget(t, 64*pipeWant)
 	before := pipeFDs(t)
@@ -82,12 +84,18 @@ func TestSmallPipesAreNotUsed(t *testing.T) {
 		_, err := unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, 8<<10)
 		return err
 	}
-	if p := getPipe(); p != nil {
-		t.Fatalf("got a pipe of %d bytes, want none below %d", p.size, pipeMin)
+	for range 3 {
+		if p := getPipe(); p != nil {
+			t.Fatalf("got a pipe of %d bytes, want none below %d", p.size, pipeMin)
+		}
 	}
 	if n := pipeFDs(t); n != before {
 		t.Fatalf("a refused pipe left %d fds open", n-before)
 	}
+	if n := made.Load(); n != 1 {
+		t.Fatalf("%d pipes made in a row, want 1: after a small one, no pipe for %v", n, smallPause)
+	}
+	smallUntil.Store(0) // the tunnel below tries again
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
 	up, down := make([]byte, 3<<20), make([]byte, 2<<20)
 	fillRandom(rng, up)
@@ -104,7 +112,7 @@ func TestSmallPipesAreNotUsed(t *testing.T) {
 		t.Fatalf("%+v %v", r.st, r.err)
 	}
 	if made.Load() < 2 {
-		t.Fatalf("%d pipes were tried, want one per direction at least", made.Load())
+		t.Fatalf("%d pipes were tried, want 2 at least", made.Load())
 	}
 	if n := pipeBytes.Load(); n != 0 {
 		t.Fatalf("%d bytes of pipe counted, want 0", n)
