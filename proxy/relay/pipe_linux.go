@@ -68,9 +68,11 @@ func budgetFor(soft int64) int64 {
 	return soft * int64(os.Getpagesize()) / 2
 }
 
-func askFor(max int64) int {
-	if max >= pipeMin && max < pipeWant {
-		return int(max)
+// askFor returns the size to enlarge pipes to for a pipe-max-size of
+// limit bytes (-1: unknown).
+func askFor(limit int64) int {
+	if limit >= pipeMin && limit < pipeWant {
+		return int(limit)
 	}
 	return pipeWant
 }
@@ -166,9 +168,9 @@ func trimPipes() {
 
 // newPipe makes a non-blocking pipe within the budget: of pipeAsk bytes
 // where the budget and the kernel allow it, else of the size the kernel
-// made it with. It returns nil when the pipe cannot be made, is smaller
-// than pipeMin (its user is over pipe-user-pages-soft) or would overrun
-// the budget.
+// made it with. It returns nil when the pipe cannot be made, would
+// overrun the budget, or is smaller than pipeMin (its user is over
+// pipe-user-pages-soft: then no pipe is tried for smallPause).
 func newPipe() *pipe {
 	if pipeBytes.Load()+pipeMin > pipeBudget || time.Now().UnixNano() < smallUntil.Load() {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -232,4 +233,24 @@ func transfer(user, server halfCloser, up, down []byte, read <-chan struct{}) er
 		return fmt.Errorf("down: got %d bytes (err %v), want %d", len(gotDown), errDown, len(down))
 	}
 	return nil
+}
+
+// TestPipeLimitsFromSysctls: the budget is half of pipe-user-pages-soft
+// (or 64 MiB when it is 0 or unreadable), and pipes are enlarged to
+// pipe-max-size when that is below 1 MiB.
+func TestPipeLimitsFromSysctls(t *testing.T) {
+	page := int64(os.Getpagesize())
+	for _, c := range []struct{ soft, want int64 }{{16384, 8192 * page}, {1024, 512 * page}, {0, 64 << 20}, {-1, 64 << 20}} {
+		if got := budgetFor(c.soft); got != c.want {
+			t.Errorf("budgetFor(%d) = %d, want %d", c.soft, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		limit int64
+		want  int
+	}{{1 << 20, 1 << 20}, {4 << 20, 1 << 20}, {256 << 10, 256 << 10}, {64 << 10, 64 << 10}, {4096, 1 << 20}, {-1, 1 << 20}} {
+		if got := askFor(c.limit); got != c.want {
+			t.Errorf("askFor(%d) = %d, want %d", c.limit, got, c.want)
+		}
+	}
 }
