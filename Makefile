@@ -21,7 +21,7 @@ export SOURCE_DATE_EPOCH
 TEST_TOOLS := curl:curl nc:netcat-openbsd squid:squid danted:dante-server \
               microsocks:microsocks htpasswd:apache2-utils \
               chromium:chromium systemd-analyze:systemd man:man-db goaccess:goaccess \
-              slapd:slapd ldapadd:ldap-utils nft:nftables ip:iproute2
+              slapd:slapd ldapadd:ldap-utils nft:nftables ip:iproute2 setpriv:util-linux
 
 .PHONY: all build run test deps-test deps-peers vet loadgen bench bench-peers fuzz clean install uninstall
 

@@ -1,7 +1,11 @@
 package relay
 
 import (
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -10,15 +14,81 @@ import (
 // pipe is a kernel pipe that splice(2) moves bytes through.
 type pipe struct {
 	r, w int
+	size int   // its capacity in bytes (F_GETPIPE_SZ)
 	idle int64 // unix nanoseconds when it went back to the pool
 }
 
-// Pipe pool limits. A pipe costs two fds, so the pool keeps few, and only
-// for a while: a proxy that has gone quiet holds none.
+// Pipe sizes. The kernel charges a pipe's pages to its user, and once the
+// user's pipes hold pipe-user-pages-soft pages (16,384 by default: 64
+// MiB) it gives every new pipe of an unprivileged user 2 pages and refuses
+// to enlarge any. So the process keeps its pipes within a budget of half
+// that limit (see pipeBudget): a pipe is enlarged to pipeWant while the
+// budget allows, is kept at the size it was made with (64 KiB) beyond
+// that, and no pipe is made when even that would overrun the budget; a
+// direction without a pipe copies through a buffer.
 const (
-	maxFreePipes = 32
+	pipeWant = 1 << 20  // the size asked for (the default pipe-max-size)
+	pipeMin  = 64 << 10 // a pipe the kernel made smaller is closed, not used
+)
+
+// Pipe pool limits. A pipe costs two fds and pins its pages, so the pool
+// keeps few, and only for a while: a proxy that has gone quiet holds none.
+const (
+	maxFreePipes = 16
 	pipeKeep     = 2 * time.Second
 )
+
+// pipeBudget is how many bytes of pipe the process holds at most, pooled
+// or in use: half of pipe-user-pages-soft, so that the pipes of other
+// processes of the same user still find room; a variable for tests.
+var pipeBudget = budgetFor(readSysctl("/proc/sys/fs/pipe-user-pages-soft"))
+
+// pipeAsk is the size a pipe is enlarged to: pipeWant, or pipe-max-size
+// when that is smaller (an unprivileged process cannot exceed it).
+var pipeAsk = askFor(readSysctl("/proc/sys/fs/pipe-max-size"))
+
+// pipeBytes is the capacity of the open pipes, pooled or in use.
+var pipeBytes atomic.Int64
+
+// smallUntil is when newPipe tries again (unix nanoseconds) after the
+// kernel made a pipe smaller than pipeMin: until then its user is over
+// the limit, and a pipe made and closed for every read would be waste.
+var smallUntil atomic.Int64
+
+// smallPause is how long newPipe makes no pipe after a small one.
+const smallPause = time.Second
+
+// budgetFor returns the pipe budget for a pipe-user-pages-soft of soft
+// pages (-1: unknown); 0 means no limit, and then the budget stands for
+// the kernel memory pipes may pin: 64 pipes of 1 MiB.
+func budgetFor(soft int64) int64 {
+	if soft <= 0 {
+		return 64 * pipeWant
+	}
+	return soft * int64(os.Getpagesize()) / 2
+}
+
+// askFor returns the size to enlarge pipes to for a pipe-max-size of
+// limit bytes (-1: unknown).
+func askFor(limit int64) int {
+	if limit >= pipeMin && limit < pipeWant {
+		return int(limit)
+	}
+	return pipeWant
+}
+
+// readSysctl returns the number in a /proc/sys file, or -1.
+func readSysctl(path string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
 
 // pipes is the pool of empty pipes. Unlike a sync.Pool, which closes its
 // pipes only when a garbage collection happens to run, it closes the pipes
@@ -33,8 +103,13 @@ var pipes struct {
 // makePipe makes a new pipe; a variable so that tests can run out of pipes.
 var makePipe = newPipe
 
+// openPipe is pipe2(2) for newPipe; a variable so that tests can make the
+// small pipes the kernel gives a user over pipe-user-pages-soft.
+var openPipe = func(fds []int) error { return unix.Pipe2(fds, unix.O_CLOEXEC|unix.O_NONBLOCK) }
+
 // getPipe returns an empty pipe from the pool or a new one, or nil when no
-// pipe can be made (out of fds).
+// pipe can be had (out of fds, over the budget, or the kernel made it too
+// small).
 func getPipe() *pipe {
 	pipes.mu.Lock()
 	if n := len(pipes.free); n > 0 {
@@ -91,18 +166,47 @@ func trimPipes() {
 	}
 }
 
-// newPipe makes a non-blocking pipe of maxSplice bytes where the system
-// allows it (pipe-max-size, pipe-user-pages-soft), else of its default size.
+// newPipe makes a non-blocking pipe within the budget: of pipeAsk bytes
+// where the budget and the kernel allow it, else of the size the kernel
+// made it with. It returns nil when the pipe cannot be made, would
+// overrun the budget, or is smaller than pipeMin (its user is over
+// pipe-user-pages-soft: then no pipe is tried for smallPause).
 func newPipe() *pipe {
-	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+	if pipeBytes.Load()+pipeMin > pipeBudget || time.Now().UnixNano() < smallUntil.Load() {
 		return nil
 	}
-	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, maxSplice)
-	return &pipe{r: fds[0], w: fds[1]}
+	var fds [2]int
+	if err := openPipe(fds[:]); err != nil {
+		return nil
+	}
+	p := &pipe{r: fds[0], w: fds[1]}
+	size, err := unix.FcntlInt(uintptr(p.r), unix.F_GETPIPE_SZ, 0)
+	if err != nil || size < pipeMin {
+		smallUntil.Store(time.Now().Add(smallPause).UnixNano())
+		p.closeFDs()
+		return nil
+	}
+	if pipeBytes.Add(int64(pipeAsk)) <= pipeBudget {
+		if n, err := unix.FcntlInt(uintptr(p.r), unix.F_SETPIPE_SZ, pipeAsk); err == nil {
+			size = n
+		}
+		pipeBytes.Add(int64(size - pipeAsk))
+	} else if pipeBytes.Add(int64(size-pipeAsk)) > pipeBudget {
+		pipeBytes.Add(int64(-size))
+		p.closeFDs()
+		return nil
+	}
+	p.size = size
+	return p
 }
 
+// close closes the pipe and takes it off the budget.
 func (p *pipe) close() {
+	pipeBytes.Add(int64(-p.size))
+	p.closeFDs()
+}
+
+func (p *pipe) closeFDs() {
 	unix.Close(p.r)
 	unix.Close(p.w)
 }

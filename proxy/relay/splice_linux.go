@@ -7,10 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxSplice bounds one splice(2) call, and is the size asked for the pipes
-// (the default /proc/sys/fs/pipe-max-size). A smaller pipe still works.
-const maxSplice = 1 << 20
-
 // spliceAfter is how many bytes a direction copies through a buffer
 // before it splices: most tunnels carry a few KiB each way, and for them
 // read(2) and write(2) are cheaper than splice(2) through a pipe.
@@ -121,7 +117,7 @@ func (pu *pump) fill(fd uintptr) bool {
 		var err error
 		if pu.p != nil {
 			var m int64
-			m, err = unix.Splice(int(fd), nil, pu.p.w, nil, maxSplice, spliceFlags)
+			m, err = unix.Splice(int(fd), nil, pu.p.w, nil, pu.p.size, spliceFlags)
 			n = int(m)
 		} else {
 			n, err = unix.Read(int(fd), *pu.buf)
