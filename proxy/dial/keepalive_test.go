@@ -1,0 +1,409 @@
+package dial
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// scriptedOrigin is a loopback origin that hands each accepted connection
+// (numbered from 0) to serve, and counts the accepts.
+type scriptedOrigin struct {
+	ln      net.Listener
+	accepts atomic.Int64
+	wg      sync.WaitGroup
+}
+
+func newScriptedOrigin(t *testing.T, serve func(i int, c net.Conn, br *bufio.Reader)) *scriptedOrigin {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &scriptedOrigin{ln: ln}
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			i := int(o.accepts.Add(1)) - 1
+			o.wg.Add(1)
+			go func() {
+				defer o.wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				serve(i, c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); o.wg.Wait() })
+	return o
+}
+
+// readReq reads one request head; false at the connection's end.
+func readReq(br *bufio.Reader) (*http.Request, bool) {
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return nil, false
+	}
+	io.Copy(io.Discard, req.Body)
+	return req, true
+}
+
+// directTransport is the direct route's RoundTripper of a fresh Router.
+func directTransport(t *testing.T) (http.RoundTripper, *Router) {
+	t.Helper()
+	r, err := NewRouter(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.CloseIdleConnections)
+	return r.Transport("direct"), r
+}
+
+// fetch sends a GET (or method) for path to addr on tr and reads the whole
+// answer.
+func fetch(ctx context.Context, tr http.RoundTripper, method, addr, path string) (*http.Response, string, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, string(b), err
+}
+
+// TestKeepAlivePoolReuses: answers that allow it leave their connection
+// in the pool, HEAD and 204 included; one that asks to close, or whose
+// body ends with the connection, does not.
+func TestKeepAlivePoolReuses(t *testing.T) {
+	o := newScriptedOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readReq(br)
+			if !ok {
+				return
+			}
+			switch req.URL.Path {
+			case "/head":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+			case "/204":
+				io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+			case "/chunked":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n")
+			case "/close":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+				return
+			case "/eof": // delimited by the connection's end
+				io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nok")
+				return
+			default:
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	tr, _ := directTransport(t)
+	addr := o.ln.Addr().String()
+	steps := []struct {
+		method, path, body string
+		accepts            int64 // after the step
+	}{
+		{"GET", "/", "ok", 1},
+		{"HEAD", "/head", "", 1},
+		{"GET", "/204", "", 1},
+		{"GET", "/chunked", "ok", 1},
+		{"GET", "/", "ok", 1},
+		{"GET", "/close", "ok", 1},
+		{"GET", "/", "ok", 2},
+		{"GET", "/eof", "ok", 2},
+		{"GET", "/", "ok", 3},
+	}
+	for _, s := range steps {
+		resp, body, err := fetch(context.Background(), tr, s.method, addr, s.path)
+		if err != nil {
+			t.Fatalf("%s %s: %v", s.method, s.path, err)
+		}
+		if body != s.body {
+			t.Errorf("%s %s: body %q, want %q", s.method, s.path, body, s.body)
+		}
+		if s.path == "/chunked" && resp.Trailer.Get("X-T") != "1" {
+			t.Errorf("chunked: trailer %v, want X-T: 1", resp.Trailer)
+		}
+		if s.method == "HEAD" && resp.ContentLength != 10 {
+			t.Errorf("HEAD: Content-Length %d, want 10", resp.ContentLength)
+		}
+		if n := o.accepts.Load(); n != s.accepts {
+			t.Fatalf("after %s %s: %d connections, want %d", s.method, s.path, n, s.accepts)
+		}
+	}
+}
+
+// TestKeepAliveResendsOnce: a pooled connection the origin closed is
+// found out when the request is written or its answer ends before a byte;
+// the GET goes once more on a new connection. A new connection that ends
+// without an answer is an error, not a loop of resends.
+func TestKeepAliveResendsOnce(t *testing.T) {
+	closed := make(chan struct{}, 10)
+	o := newScriptedOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		if i >= 2 { // the third connection and after: close without a word
+			readReq(br)
+			return
+		}
+		if _, ok := readReq(br); ok {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+		// ... and close a connection the client thinks is kept alive.
+		c.Close()
+		closed <- struct{}{}
+	})
+	tr, _ := directTransport(t)
+	addr := o.ln.Addr().String()
+	for i := range 2 {
+		if _, body, err := fetch(context.Background(), tr, "GET", addr, "/"); err != nil || body != "ok" {
+			t.Fatalf("request %d: %q, %v", i, body, err)
+		}
+		<-closed // the next request meets a connection closed by now
+	}
+	if n := o.accepts.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2 (one resend)", n)
+	}
+	if _, _, err := fetch(context.Background(), tr, "GET", addr, "/"); err == nil {
+		t.Fatal("an origin that never answers gave an answer")
+	}
+	if n := o.accepts.Load(); n != 3 {
+		// The pooled (dead) second connection, then one new one: never
+		// more than one resend.
+		t.Errorf("%d connections after the failing request, want 3", n)
+	}
+}
+
+// TestKeepAliveNoReuseAfterPartialBody: a body the caller stopped reading,
+// or one followed by bytes the origin should not have sent, leaves its
+// connection closed: the next request never reads the rest as its answer.
+func TestKeepAliveNoReuseAfterPartialBody(t *testing.T) {
+	o := newScriptedOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readReq(br)
+			if !ok {
+				return
+			}
+			switch req.URL.Path {
+			case "/big":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("x", 100000))
+			case "/extra":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+			default:
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+			}
+		}
+	})
+	tr, _ := directTransport(t)
+	addr := o.ln.Addr().String()
+	req, _ := http.NewRequest("GET", "http://"+addr+"/big", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	io.ReadFull(resp.Body, buf)
+	resp.Body.Close()
+	if _, body, err := fetch(context.Background(), tr, "GET", addr, "/"); err != nil || body != "good" {
+		t.Fatalf("after a partly read body: %q, %v", body, err)
+	}
+	if n := o.accepts.Load(); n != 2 {
+		t.Errorf("%d connections, want 2: the partly read one was not reused", n)
+	}
+	if _, body, err := fetch(context.Background(), tr, "GET", addr, "/extra"); err != nil || body != "ok" {
+		t.Fatalf("/extra: %q, %v", body, err)
+	}
+	if _, body, err := fetch(context.Background(), tr, "GET", addr, "/"); err != nil || body != "good" {
+		t.Fatalf("after an answer with extra bytes: %q, %v (want a fresh answer)", body, err)
+	}
+}
+
+// TestKeepAliveCutBody: a body cut by the origin is an error to the
+// reader, never a clean end.
+func TestKeepAliveCutBody(t *testing.T) {
+	o := newScriptedOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		req, ok := readReq(br)
+		if !ok {
+			return
+		}
+		if req.URL.Path == "/chunked" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")
+	})
+	tr, _ := directTransport(t)
+	for _, path := range []string{"/length", "/chunked"} {
+		_, body, err := fetch(context.Background(), tr, "GET", o.ln.Addr().String(), path)
+		if err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%s: body %q, err %v; want io.ErrUnexpectedEOF", path, body, err)
+		}
+	}
+}
+
+// TestKeepAliveSkips1xx: 1xx answers before the real one are skipped, up
+// to a bound; an origin that sends nothing else fails the request.
+func TestKeepAliveSkips1xx(t *testing.T) {
+	o := newScriptedOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readReq(br)
+			if !ok {
+				return
+			}
+			if req.URL.Path == "/endless" {
+				for range 50 {
+					io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+				}
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr, _ := directTransport(t)
+	addr := o.ln.Addr().String()
+	resp, body, err := fetch(context.Background(), tr, "GET", addr, "/")
+	if err != nil || resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("got %v %q %v, want 200 ok", resp, body, err)
+	}
+	if _, _, err := fetch(context.Background(), tr, "GET", addr, "/endless"); err == nil {
+		t.Error("endless 1xx answers gave a response")
+	}
+}
+
+// TestKeepAliveBoundsHeaders: an answer whose headers never end fails
+// after maxHeaderBytes instead of being read without bound: the origin
+// offers 64 MiB and cannot write much more than the bound before the
+// client closes.
+func TestKeepAliveBoundsHeaders(t *testing.T) {
+	var wrote atomic.Int64
+	o := newScriptedOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, ok := readReq(br); !ok {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+		line := "X-Pad: " + strings.Repeat("p", 1000) + "\r\n"
+		for range 64 << 20 / len(line) {
+			n, err := io.WriteString(c, line)
+			wrote.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	tr, _ := directTransport(t)
+	if resp, _, err := fetch(context.Background(), tr, "GET", o.ln.Addr().String(), "/"); err == nil {
+		t.Fatalf("endless headers gave %s", resp.Status)
+	}
+	o.ln.Close()
+	o.wg.Wait()
+	if n := wrote.Load(); n > 16<<20 {
+		t.Errorf("the origin wrote %d bytes of headers before the client gave up", n)
+	}
+}
+
+// TestKeepAliveCancel: a request whose context ends while the origin
+// says nothing returns with the cancellation, on a new or pooled
+// connection, and does not leave that connection in the pool.
+func TestKeepAliveCancel(t *testing.T) {
+	o := newScriptedOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readReq(br)
+			if !ok {
+				return
+			}
+			if req.URL.Path == "/silent" {
+				io.Copy(io.Discard, br) // until the client closes
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr, _ := directTransport(t)
+	addr := o.ln.Addr().String()
+	if _, _, err := fetch(context.Background(), tr, "GET", addr, "/"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, _, err := fetch(ctx, tr, "GET", addr, "/silent")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled request: %v, want context.Canceled", err)
+	}
+	if _, body, err := fetch(context.Background(), tr, "GET", addr, "/"); err != nil || body != "ok" {
+		t.Fatalf("after the cancel: %q, %v", body, err)
+	}
+	if n := o.accepts.Load(); n != 2 {
+		t.Errorf("%d connections, want 2: the cancelled one is closed, not pooled", n)
+	}
+}
+
+// TestKeepAliveCloseIdle: CloseIdleConnections closes the pooled
+// connections (the origin sees them end).
+func TestKeepAliveCloseIdle(t *testing.T) {
+	ended := make(chan struct{}, 1)
+	o := newScriptedOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, ok := readReq(br); !ok {
+				ended <- struct{}{}
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr, r := directTransport(t)
+	if _, _, err := fetch(context.Background(), tr, "GET", o.ln.Addr().String(), "/"); err != nil {
+		t.Fatal(err)
+	}
+	r.CloseIdleConnections()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pooled connection stayed open after CloseIdleConnections")
+	}
+}
+
+// TestKeepAliveOnlySimple: requests with a body stay on http.Transport,
+// which sends the body (a pool bug would drop it).
+func TestKeepAliveOnlySimple(t *testing.T) {
+	o := newScriptedOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(req.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(b))+"\r\n\r\n"+string(b))
+		}
+	})
+	tr, _ := directTransport(t)
+	req, _ := http.NewRequest("POST", "http://"+o.ln.Addr().String()+"/", strings.NewReader("payload"))
+	if simple(req) {
+		t.Fatal("a POST with a body counts as simple")
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); string(b) != "payload" {
+		t.Errorf("echoed %q", b)
+	}
+}
