@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// writeCounter is a listener whose accepted conns count their Write calls
+// (each is one write(2) on a TCP conn).
+type writeCounter struct {
+	net.Listener
+	writes atomic.Int64
+}
+
+func (l *writeCounter) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countedConn{Conn: c, writes: &l.writes}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestSmallResponseOneWrite: a small answer of known length leaves the
+// proxy in one write to the client, status line, headers and body
+// together, for each request on a kept-alive connection (a write on
+// loopback costs about as much as the rest of the request: issue 13).
+func TestSmallResponseOneWrite(t *testing.T) {
+	body := strings.Repeat("b", 1024)
+	o := newOrigin(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/304":
+				io.WriteString(c, "HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n")
+			default: // HEAD gets the GET's headers and no body
+				head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", len(body))
+				if req.Method == http.MethodHead {
+					io.WriteString(c, head)
+				} else {
+					io.WriteString(c, head+body)
+				}
+			}
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc := &writeCounter{Listener: ln}
+	s := &Server{Policy: &testPolicy{}, Dial: (&testDial{}).Dial}
+	_, stop := serve(s, wc)
+	t.Cleanup(func() { stop() })
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	reqs := []struct{ method, path string }{
+		{"GET", "/1k"}, {"GET", "/1k"}, {"HEAD", "/1k"}, {"GET", "/304"}, {"GET", "/1k"},
+	}
+	for i, r := range reqs {
+		fmt.Fprintf(c, "%s http://%s%s HTTP/1.1\r\nHost: x\r\n\r\n", r.method, o.ln.Addr(), r.path)
+		resp, err := http.ReadResponse(br, &http.Request{Method: r.method})
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("request %d: body: %v", i, err)
+		}
+		if want := len(body); r.method == "GET" && r.path == "/1k" && len(b) != want {
+			t.Fatalf("request %d: %d bytes, want %d", i, len(b), want)
+		}
+		// Every byte of the answer has arrived, so every write of it was
+		// counted.
+		if n := wc.writes.Load(); n != int64(i+1) {
+			t.Fatalf("after %s %s (request %d): %d writes to the client, want %d", r.method, r.path, i, n, i+1)
+		}
+	}
+}
