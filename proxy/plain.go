@@ -74,6 +74,11 @@ func (s *Server) forward(x *exchange, w *countingWriter, r *http.Request, t targ
 	for k, v := range resp.Header {
 		h[k] = v
 	}
+	if _, ok := h["Content-Type"]; !ok {
+		// The origin gave none: the server must not guess one from the
+		// body (net/http would sniff and add it), the client decides.
+		h["Content-Type"] = nil
+	}
 	// Trailers announced now make the server commit to chunked encoding;
 	// late ones are sent with http.TrailerPrefix after the body.
 	announced := len(resp.Trailer)
@@ -375,6 +380,9 @@ var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 // WriteTo copies the body to w through a pooled buffer, as io.Copy would
 // (forward calls it): each chunk read is written before the next read, a
 // read error is remembered as Read does, and a write error ends the copy.
+// The last bytes, those that came with io.EOF, are not flushed when w is
+// a countingWriter: the handler's end writes them with the rest of the
+// answer (the final chunk), in one write instead of two.
 func (b *cutBody) WriteTo(w io.Writer) (int64, error) {
 	buf := copyBufs.Get().(*[32 << 10]byte)
 	defer copyBufs.Put(buf)
@@ -382,6 +390,9 @@ func (b *cutBody) WriteTo(w io.Writer) (int64, error) {
 	for {
 		n, rerr := b.Read(buf[:])
 		if n > 0 {
+			if cw, ok := w.(*countingWriter); ok && rerr == io.EOF {
+				cw.flushEach = false // nothing more will come to wait for
+			}
 			m, werr := w.Write(buf[:n])
 			total += int64(m)
 			if werr == nil && m < n {
