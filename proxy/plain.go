@@ -94,6 +94,11 @@ func (s *Server) forward(x *exchange, w *countingWriter, r *http.Request, t targ
 	if _, err := body.WriteTo(w); err != nil {
 		return // servePlain aborts: body.err or w.err says which side failed
 	}
+	if resp.ContentLength >= 0 && len(resp.Trailer) == 0 {
+		// The answer is whole and nothing follows it: flushing costs no
+		// write of its own and tells a client that went away (w.err).
+		w.flushErr()
+	}
 	if len(resp.Trailer) > 0 {
 		w.Flush() // chunked even for a short body, or the trailers are lost
 		for k, vs := range resp.Trailer {

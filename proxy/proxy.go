@@ -469,6 +469,16 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// flushErr flushes and remembers a failure in err.
+func (w *countingWriter) flushErr() {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = http.StatusOK, true
+	}
+	if err := http.NewResponseController(w.ResponseWriter).Flush(); err != nil && w.err == nil {
+		w.err = err
+	}
+}
+
 // Flush implements http.Flusher.
 func (w *countingWriter) Flush() {
 	if !w.wroteHeader {

@@ -193,20 +193,24 @@ type pooledBody struct {
 	stop  func() bool // ends the context's watch; false if it fired
 	ctx   context.Context
 	reuse bool
+	err   error // what Read returns once oc is released
 }
+
+// errBodyClosed is a read after Close, as net/http's.
+var errBodyClosed = errors.New("dial: read on closed response body")
 
 func (b *pooledBody) Read(p []byte) (int, error) {
 	if b.oc == nil {
-		return 0, errors.New("dial: read on a closed body")
+		return 0, b.err
 	}
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF {
-		b.release(b.reuse)
+		b.release(b.reuse, io.EOF)
 	} else if err != nil {
 		if b.ctx.Err() != nil {
 			err = fmt.Errorf("%w: %w", errCut, b.ctx.Err())
 		}
-		b.release(false)
+		b.release(false, err)
 	}
 	return n, err
 }
@@ -214,16 +218,17 @@ func (b *pooledBody) Read(p []byte) (int, error) {
 // Close ends the body; a connection whose answer was not read to its end
 // is closed.
 func (b *pooledBody) Close() error {
-	b.release(false)
+	b.release(false, errBodyClosed)
+	b.err = errBodyClosed
 	return nil
 }
 
-func (b *pooledBody) release(reuse bool) {
+func (b *pooledBody) release(reuse bool, err error) {
 	oc := b.oc
 	if oc == nil {
 		return
 	}
-	b.oc = nil
+	b.oc, b.err = nil, err
 	if b.stop() && reuse && oc.br.Buffered() == 0 {
 		b.k.put(oc)
 		return

@@ -407,3 +407,39 @@ func TestKeepAliveOnlySimple(t *testing.T) {
 		t.Errorf("echoed %q", b)
 	}
 }
+
+// TestKeepAliveBodyAfterEnd: a body read to its end keeps answering
+// io.EOF (the connection is back in the pool by then, and reading on
+// must not reach it); a closed body answers an error.
+func TestKeepAliveBodyAfterEnd(t *testing.T) {
+	o := newScriptedOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, ok := readReq(br); !ok {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr, _ := directTransport(t)
+	req, _ := http.NewRequest("GET", "http://"+o.ln.Addr().String()+"/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "ok" {
+		t.Fatalf("body %q, %v", b, err)
+	}
+	for range 2 {
+		if n, err := resp.Body.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+			t.Fatalf("read after the end: %d, %v; want 0, io.EOF", n, err)
+		}
+	}
+	resp.Body.Close()
+	if _, err := resp.Body.Read(make([]byte, 8)); err == nil || err == io.EOF {
+		t.Errorf("read after Close: %v, want an error", err)
+	}
+	// The connection went back to the pool at the end, not at Close.
+	if _, body, err := fetch(context.Background(), tr, "GET", o.ln.Addr().String(), "/"); err != nil || body != "ok" || o.accepts.Load() != 1 {
+		t.Errorf("next request: %q, %v, %d connections (want the pooled one)", body, err, o.accepts.Load())
+	}
+}
