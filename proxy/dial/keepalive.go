@@ -27,7 +27,8 @@ import (
 // origin (the write fails or the answer ends before its first byte) is
 // sent once more on a new connection, as GET and HEAD may be; 1xx
 // answers are skipped; response headers are bounded; a request whose
-// context ends is cut. Idle connections close after keepAliveIdle.
+// context ends is cut. Idle connections close after keepAliveIdle, or
+// within sweepEvery of the origin closing them.
 
 const (
 	// keepAliveIdle closes pooled connections idle for this long (the
@@ -55,6 +56,7 @@ type keepAlive struct {
 	idle  map[string][]*originConn // by "host:port", most recently used last
 	n     int                      // idle connections in all of idle
 	timer *time.Timer              // sweeps idle connections; nil when none
+	gen   int                      // counts closeIdle calls
 }
 
 // originConn is one pooled connection.
@@ -137,30 +139,30 @@ func (k *keepAlive) roundTrip(req *http.Request, check Check) (*http.Response, e
 // nothing of an answer came (the request may be sent again).
 func (k *keepAlive) exchange(ctx context.Context, oc *originConn, req *http.Request) (resp *http.Response, err error, retry bool) {
 	stop := context.AfterFunc(ctx, func() { oc.conn.SetDeadline(aLongTimeAgo) })
-	cut := func(err error) error {
+	cut := func(what string, err error) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: %w", errCut, ctx.Err())
 		}
-		return err
+		return fmt.Errorf("dial: %s %s: %w", what, oc.addr, err)
 	}
 	if err := req.Write(oc.bw); err != nil {
 		stop()
-		return nil, cut(err), true
+		return nil, cut("writing the request to", err), true
 	}
 	if err := oc.bw.Flush(); err != nil {
 		stop()
-		return nil, cut(err), true
+		return nil, cut("writing the request to", err), true
 	}
 	oc.lr.n = maxHeaderBytes
 	if _, err := oc.br.Peek(1); err != nil {
 		stop()
-		return nil, cut(err), true
+		return nil, cut("reading the answer of", err), true
 	}
 	for n := 0; ; n++ {
 		resp, err = http.ReadResponse(oc.br, req)
 		if err != nil {
 			stop()
-			return nil, cut(err), false
+			return nil, cut("reading the answer of", err), false
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
@@ -272,53 +274,60 @@ func (k *keepAlive) get(addr string, check Check) *originConn {
 func (k *keepAlive) put(oc *originConn) {
 	oc.since = time.Now()
 	k.mu.Lock()
+	k.keepLocked(oc)
+	k.mu.Unlock()
+}
+
+// keepLocked adds oc to the pool, or closes it when the pool is full, and
+// arms the sweep. k.mu is held.
+func (k *keepAlive) keepLocked(oc *originConn) {
 	if k.idle == nil {
 		k.idle = map[string][]*originConn{}
 	}
 	l := k.idle[oc.addr]
 	if len(l) >= keepAlivePerHost || k.n >= keepAliveTotal {
-		k.mu.Unlock()
-		oc.conn.Close()
+		oc.conn.Close() // a nonblocking close of a socket: fine under the lock
 		return
 	}
 	k.idle[oc.addr] = append(l, oc)
 	k.n++
 	if k.timer == nil {
-		k.timer = time.AfterFunc(keepAliveIdle/3, k.sweep)
+		k.timer = time.AfterFunc(sweepEvery, k.sweep)
 	}
-	k.mu.Unlock()
 }
 
-// sweep closes the connections idle for keepAliveIdle and runs again
-// while any are left.
+// sweepEvery is how often idle connections are looked at: those idle for
+// keepAliveIdle and those the origin closed (or wrote to unasked) are
+// closed, so that a closed one does not linger in CLOSE_WAIT (as
+// http.Transport's readLoop would notice at once).
+const sweepEvery = 10 * time.Second
+
+// sweep takes the idle connections out of the pool, closes the old and
+// the dead ones, and puts the others back; requests that come meanwhile
+// dial anew. It runs again while any are left.
 func (k *keepAlive) sweep() {
-	var old []*originConn
 	k.mu.Lock()
-	for addr, l := range k.idle {
-		kept := l[:0]
-		for _, oc := range l {
-			if time.Since(oc.since) >= keepAliveIdle {
-				old = append(old, oc)
-			} else {
-				kept = append(kept, oc)
-			}
-		}
-		clear(l[len(kept):])
-		if len(kept) == 0 {
-			delete(k.idle, addr)
-		} else {
-			k.idle[addr] = kept
-		}
-	}
-	k.n -= len(old)
-	if k.n > 0 {
-		k.timer.Reset(keepAliveIdle / 3)
-	} else {
-		k.timer = nil
-	}
+	idle, gen := k.idle, k.gen
+	k.idle, k.n, k.timer = nil, 0, nil
 	k.mu.Unlock()
-	for _, oc := range old {
-		oc.conn.Close()
+	var keep []*originConn
+	for _, l := range idle {
+		for _, oc := range l {
+			if time.Since(oc.since) >= keepAliveIdle || !idleAlive(oc.conn) {
+				oc.conn.Close()
+				continue
+			}
+			keep = append(keep, oc)
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, oc := range keep {
+		if k.gen != gen { // closeIdle ran meanwhile
+			oc.conn.Close()
+			continue
+		}
+		k.keepLocked(oc)
 	}
 }
 
@@ -327,6 +336,7 @@ func (k *keepAlive) closeIdle() {
 	k.mu.Lock()
 	idle := k.idle
 	k.idle, k.n = nil, 0
+	k.gen++
 	if k.timer != nil {
 		k.timer.Stop()
 		k.timer = nil
