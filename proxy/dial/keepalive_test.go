@@ -512,3 +512,40 @@ func TestKeepAliveSweep(t *testing.T) {
 		t.Errorf("the kept connection: %q, %v, %d connections", body, err, origins["keep"].accepts.Load())
 	}
 }
+
+// TestWriteRequestAsRequestWrite: the pool writes a request head byte for
+// byte as Request.Write does (what http.Transport sends), for the
+// requests it takes.
+func TestWriteRequestAsRequestWrite(t *testing.T) {
+	cases := []struct {
+		method, url, host string
+		header            http.Header
+	}{
+		{"GET", "http://example.test/", "", http.Header{"User-Agent": {""}}},
+		{"GET", "http://example.test:8080/a/b?q=1&r=%20x", "", http.Header{"User-Agent": {"curl/8.0"}, "Accept": {"*/*"}}},
+		{"HEAD", "http://[::1]:8080/x", "", http.Header{"User-Agent": {"  spaced ua\t"}, "X-Dup": {"one", "two"}, "x-lower": {"v"}}},
+		{"GET", "http://safe.test/", "www.example.test", http.Header{"User-Agent": {"a", "b"}, "Cookie": {"k=v; l=w"}, "Content-Length": {"0"}, "Host": {"forged"}}},
+		{"GET", "http://127.0.0.1:9/%7Euser/", "", http.Header{"User-Agent": {""}, "If-None-Match": {`"e"`}, "Trailer": {"X"}, "Transfer-Encoding": {"chunked"}}},
+		{"GET", "http://example.test/", "", http.Header{}},                                    // no User-Agent key: Request.Write adds Go's
+		{"GET", "http://example.test/", "", http.Header{"User-Agent": {"caf\u00e9"}}},         // not ASCII
+		{"GET", "http://example.test/", "bad host\x7f", http.Header{"User-Agent": {""}}},      // invalid Host: both fail
+		{"GET", "http://example.test/", "", http.Header{"User-Agent": {""}, "X-Empty": {""}}}, // empty value
+	}
+	for i, c := range cases {
+		req, err := http.NewRequest(c.method, c.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host, req.Header = c.host, c.header
+		var want, got strings.Builder
+		bw := bufio.NewWriter(&want)
+		werr := req.Write(bw)
+		bw.Flush()
+		bw = bufio.NewWriter(&got)
+		gerr := writeRequest(bw, req)
+		bw.Flush()
+		if (werr == nil) != (gerr == nil) || got.String() != want.String() {
+			t.Errorf("case %d: wrote\n%q (%v)\nRequest.Write\n%q (%v)", i, got.String(), gerr, want.String(), werr)
+		}
+	}
+}
