@@ -26,10 +26,13 @@ import (
 //
 // What the pool keeps from http.Transport: connections are per origin
 // address and reused only after a complete answer that did not ask to
-// close; a reused connection is checked again for the request that reuses
-// it (as checkedTransport does) and a request that finds it closed by the
-// origin (the write fails or the answer ends before its first byte) is
-// sent once more on a new connection, as GET and HEAD may be; 1xx
+// close, and only while idle and silent (a peek that does not wait finds
+// nothing: bytes the origin sent unasked are never taken for the next
+// answer, as the Transport's readLoop ensures); a reused connection is
+// checked again for the request that reuses it (as checkedTransport does)
+// and a request that finds it closed by the origin anyway (the write
+// fails or the answer ends before its first byte) is sent once more on a
+// new connection, as GET and HEAD may be; 1xx
 // answers are skipped; response headers are bounded; a request whose
 // context ends is cut. Idle connections close after keepAliveIdle, or
 // within sweepEvery of the origin closing them.
@@ -320,7 +323,9 @@ func (k *keepAlive) get(addr string, check Check) *originConn {
 		k.idle[addr] = l[:len(l)-1]
 		k.n--
 		k.mu.Unlock()
-		if time.Since(oc.since) >= keepAliveIdle {
+		if time.Since(oc.since) >= keepAliveIdle || !idleAlive(oc.conn) {
+			// Old, closed by the origin, or holding bytes nobody asked
+			// for (which must never pass for the next request's answer).
 			oc.conn.Close()
 			continue
 		}

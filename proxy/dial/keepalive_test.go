@@ -153,41 +153,48 @@ func TestKeepAlivePoolReuses(t *testing.T) {
 	}
 }
 
-// TestKeepAliveResendsOnce: a pooled connection the origin closed is
-// found out when the request is written or its answer ends before a byte;
-// the GET goes once more on a new connection. A new connection that ends
-// without an answer is an error, not a loop of resends.
+// TestKeepAliveResendsOnce: a pooled connection the origin closes as the
+// next request arrives (its keep-alive timeout and the request crossed)
+// is found out when the answer ends before its first byte; the GET goes
+// once more on a new connection. One closed by the origin before (a FIN
+// waiting) is not even written to. A new connection that ends without an
+// answer is an error, not a loop of resends.
 func TestKeepAliveResendsOnce(t *testing.T) {
 	closed := make(chan struct{}, 10)
 	o := newScriptedOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
-		if i >= 2 { // the third connection and after: close without a word
+		switch i {
+		case 0: // one answer, then the next request meets a close
+			if _, ok := readReq(br); ok {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=1\r\n\r\nok")
+			}
 			readReq(br)
-			return
+		case 1: // one answer, then a close before any request
+			if _, ok := readReq(br); ok {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+			c.Close()
+			closed <- struct{}{}
+		default: // never a word
+			readReq(br)
 		}
-		if _, ok := readReq(br); ok {
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		}
-		// ... and close a connection the client thinks is kept alive.
-		c.Close()
-		closed <- struct{}{}
 	})
 	tr, _ := directTransport(t)
 	addr := o.ln.Addr().String()
-	for i := range 2 {
+	for i, want := range []int64{1, 2} {
 		if _, body, err := fetch(context.Background(), tr, "GET", addr, "/"); err != nil || body != "ok" {
 			t.Fatalf("request %d: %q, %v", i, body, err)
 		}
-		<-closed // the next request meets a connection closed by now
+		if n := o.accepts.Load(); n != want {
+			t.Fatalf("after request %d: %d connections, want %d", i, n, want)
+		}
 	}
-	if n := o.accepts.Load(); n != 2 {
-		t.Fatalf("%d connections, want 2 (one resend)", n)
-	}
+	<-closed // the next request finds a connection closed by now
 	if _, _, err := fetch(context.Background(), tr, "GET", addr, "/"); err == nil {
 		t.Fatal("an origin that never answers gave an answer")
 	}
 	if n := o.accepts.Load(); n != 3 {
-		// The pooled (dead) second connection, then one new one: never
-		// more than one resend.
+		// The closed pooled connection is dropped unwritten, then one
+		// new connection; a failure there is not resent.
 		t.Errorf("%d connections after the failing request, want 3", n)
 	}
 }
@@ -547,5 +554,48 @@ func TestWriteRequestAsRequestWrite(t *testing.T) {
 		if (werr == nil) != (gerr == nil) || got.String() != want.String() {
 			t.Errorf("case %d: wrote\n%q (%v)\nRequest.Write\n%q (%v)", i, got.String(), gerr, want.String(), werr)
 		}
+	}
+}
+
+// TestKeepAliveUnsolicitedNeverAnswers: bytes an origin sends on an idle
+// pooled connection (a second answer to one request, a body after a
+// HEAD's headers) never pass for the next request's answer: that
+// connection is closed and the request goes on a new one.
+func TestKeepAliveUnsolicitedNeverAnswers(t *testing.T) {
+	pooled := make(chan struct{})
+	o := newScriptedOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readReq(br)
+			if !ok {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+			if i == 0 && req.URL.Path == "/first" {
+				<-pooled // the client has the answer and pooled the connection
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+			}
+		}
+	})
+	tr, r := directTransport(t)
+	addr := o.ln.Addr().String()
+	if _, body, err := fetch(context.Background(), tr, "GET", addr, "/first"); err != nil || body != "fresh" {
+		t.Fatalf("first: %q, %v", body, err)
+	}
+	close(pooled)
+	ka := r.direct0.ka
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		ka.mu.Lock()
+		l := ka.idle[addr]
+		arrived := len(l) == 1 && !idleAlive(l[0].conn)
+		ka.mu.Unlock()
+		if arrived {
+			break
+		}
+	}
+	if _, body, err := fetch(context.Background(), tr, "GET", addr, "/second"); err != nil || body != "fresh" {
+		t.Fatalf("second request: %q, %v; want a fresh answer", body, err)
+	}
+	if n := o.accepts.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
 	}
 }
