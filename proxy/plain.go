@@ -18,8 +18,11 @@ package proxy
 //     either way, so that a cut body reaches the client as a cut (no final
 //     chunk), never as a complete-looking response.
 //   - Every write of the body is flushed (countingWriter.flushEach), so
-//     that a slow body of any length is relayed as it arrives; a small
-//     response goes out in one write (headers and body together).
+//     that a slow body of any length is relayed as it arrives, except the
+//     last bytes, those that came with io.EOF: they leave with the rest
+//     of the answer (a final chunk, or nothing), so that a small answer
+//     goes out in one write, headers and body together.
+//   - No Content-Type is guessed for an answer without one.
 //
 // WebSocket upgrades are served in serveUpgrade; CONNECT in connect.go.
 
