@@ -74,6 +74,7 @@ type originConn struct {
 	bw    *bufio.Writer
 	addr  string
 	since time.Time // when it became idle
+	peek  *peeker
 }
 
 // limitReader reads from r and fails after n bytes.
@@ -125,7 +126,7 @@ func (k *keepAlive) roundTrip(req *http.Request, check Check) (*http.Response, e
 			if err != nil {
 				return nil, err
 			}
-			oc = &originConn{conn: c, addr: addr}
+			oc = &originConn{conn: c, addr: addr, peek: newPeeker(c)}
 			oc.lr.r = c
 			oc.br = bufio.NewReaderSize(&oc.lr, 4<<10)
 			oc.bw = bufio.NewWriterSize(c, 4<<10)
@@ -323,7 +324,7 @@ func (k *keepAlive) get(addr string, check Check) *originConn {
 		k.idle[addr] = l[:len(l)-1]
 		k.n--
 		k.mu.Unlock()
-		if time.Since(oc.since) >= keepAliveIdle || !idleAlive(oc.conn) {
+		if time.Since(oc.since) >= keepAliveIdle || !oc.peek.idleAlive() {
 			// Old, closed by the origin, or holding bytes nobody asked
 			// for (which must never pass for the next request's answer).
 			oc.conn.Close()
@@ -386,7 +387,7 @@ func (k *keepAlive) sweep() {
 	var keep []*originConn
 	for _, l := range idle {
 		for _, oc := range l {
-			if time.Since(oc.since) >= keepAliveIdle || !idleAlive(oc.conn) {
+			if time.Since(oc.since) >= keepAliveIdle || !oc.peek.idleAlive() {
 				oc.conn.Close()
 				continue
 			}

@@ -4,7 +4,11 @@ package dial
 
 import "net"
 
-// idleAlive cannot look without reading here: an idle connection counts
-// as open, and one the origin closed is found out (and the request sent
-// again) when it is reused.
-func idleAlive(net.Conn) bool { return true }
+// peeker cannot look at a connection without reading from it here.
+type peeker struct{}
+
+func newPeeker(net.Conn) *peeker { return &peeker{} }
+
+// idleAlive counts an idle connection as open: one the origin closed is
+// found out (and the request sent again) when it is reused.
+func (*peeker) idleAlive() bool { return true }

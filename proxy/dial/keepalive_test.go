@@ -498,7 +498,7 @@ func TestKeepAliveSweep(t *testing.T) {
 		alive := 0
 		for _, m := range []string{"close", "chatter"} {
 			for _, oc := range ka.idle[origins[m].ln.Addr().String()] {
-				if idleAlive(oc.conn) {
+				if oc.peek.idleAlive() {
 					alive++
 				}
 			}
@@ -586,7 +586,7 @@ func TestKeepAliveUnsolicitedNeverAnswers(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		ka.mu.Lock()
 		l := ka.idle[addr]
-		arrived := len(l) == 1 && !idleAlive(l[0].conn)
+		arrived := len(l) == 1 && !l[0].peek.idleAlive()
 		ka.mu.Unlock()
 		if arrived {
 			break
