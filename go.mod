@@ -3,7 +3,6 @@ module github.com/sluiceproxy/sluice
 go 1.26.8
 
 require (
-	github.com/elazarl/goproxy v1.9.3
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/go-ldap/ldap/v3 v3.4.15
 	github.com/gobwas/glob v1.1.0

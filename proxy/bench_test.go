@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/accesslog"
+	"github.com/sluiceproxy/sluice/proxy/dial"
 )
 
 // allowAll allows every request without remembering it.
@@ -25,7 +26,21 @@ func (allowAll) Decide(filter.Request) filter.Decision {
 // through the proxy to a loopback origin. Its allocs/op (client and origin
 // included, constant) is the figure to compare across changes of the
 // plain-request path: go test -run '^$' -bench KeepAlivePlain -benchmem ./proxy/
-func BenchmarkKeepAlivePlain(b *testing.B) {
+func BenchmarkKeepAlivePlain(b *testing.B) { benchKeepAlive(b, nil) }
+
+// BenchmarkKeepAlivePlainRouter is BenchmarkKeepAlivePlain on the
+// transports sluice serve uses: a dial.Router's, whose direct route
+// sends simple requests on its own keep-alive pool.
+func BenchmarkKeepAlivePlainRouter(b *testing.B) {
+	r, err := dial.NewRouter(dial.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.CloseIdleConnections()
+	benchKeepAlive(b, r.Transport)
+}
+
+func benchKeepAlive(b *testing.B, transport func(route string) http.RoundTripper) {
 	body := strings.Repeat("x", 1024)
 	oln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -48,7 +63,8 @@ func BenchmarkKeepAlivePlain(b *testing.B) {
 		Guard: func(*filter.Request, *filter.Decision, netip.AddrPort) (*filter.Decision, error) {
 			return nil, nil
 		},
-		Access: func(*accesslog.Record) {},
+		Access:    func(*accesslog.Record) {},
+		Transport: transport,
 	}
 	_, stop := serve(s, pln)
 	defer stop()

@@ -40,7 +40,7 @@ func (s *Server) authenticate(x *exchange, w http.ResponseWriter, r *http.Reques
 	return false
 }
 
-// serveConnect serves CONNECT itself, in front of goproxy: it decides
+// serveConnect serves CONNECT: it decides
 // before dialing, answers 403 without dialing when blocked, and otherwise
 // hijacks the client's conn and splices the raw conns, bytes the client
 // sent right behind its CONNECT first.

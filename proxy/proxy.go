@@ -2,8 +2,8 @@
 // (plain HTTP) requests, WebSocket upgrades, proxy authentication and the
 // block page. Every request becomes a filter.Request that the Policy decides
 // before anything is dialed; allowed traffic leaves through the Dial hook
-// (tunnels, upgrades) or the route's Transport (plain requests, through
-// github.com/elazarl/goproxy, configured in goproxy.go).
+// (tunnels, upgrades) or the route's Transport (plain requests, see
+// plain.go).
 package proxy
 
 import (
@@ -19,7 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/accesslog"
 	"github.com/sluiceproxy/sluice/proxy/dial"
@@ -126,16 +125,8 @@ type Server struct {
 	// zero value sniffs nothing.
 	Sniff sniffpolicy.Config
 
-	initOnce sync.Once
-	gp       *goproxy.ProxyHttpServer
-
 	mu         sync.Mutex
 	transports map[string]*http.Transport // the default per-route transports
-}
-
-// init builds the lazily initialized goproxy server.
-func (s *Server) init() {
-	s.initOnce.Do(func() { s.gp = s.newGoproxy() })
 }
 
 // CloseIdleConnections closes the idle pooled connections of the default
@@ -157,7 +148,6 @@ func (s *Server) CloseIdleConnections() {
 // http.Server turns into a closed connection without a final chunk, so
 // that the client sees the truncation.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.init()
 	ctx, cancel := s.detach(r)
 	x := &exchange{
 		s:      s,
@@ -479,7 +469,17 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Flush implements http.Flusher (goproxy checks for it).
+// flushErr flushes and remembers a failure in err.
+func (w *countingWriter) flushErr() {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = http.StatusOK, true
+	}
+	if err := http.NewResponseController(w.ResponseWriter).Flush(); err != nil && w.err == nil {
+		w.err = err
+	}
+}
+
+// Flush implements http.Flusher.
 func (w *countingWriter) Flush() {
 	if !w.wroteHeader {
 		w.status, w.wroteHeader = http.StatusOK, true

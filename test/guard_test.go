@@ -282,7 +282,7 @@ func TestResolvedAddressBlocked(t *testing.T) {
 		c.Close()
 		t.Errorf("x/net/proxy %s: connected", target)
 	}
-	// A WebSocket upgrade (served outside goproxy) is refused the same way.
+	// A WebSocket upgrade (served by serveUpgrade, not forward) is refused the same way.
 	ws := "GET http://" + target + "/ws HTTP/1.1\r\nHost: " + target + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
 	if out := ncPlain(t, p.addr, ws); !strings.HasPrefix(out, "HTTP/1.1 403 ") || !strings.Contains(out, "X-Sluice-Block: resolved address blocked: rule 1") {

@@ -110,6 +110,7 @@ type route struct {
 
 	tmu sync.Mutex
 	tr  *http.Transport
+	ka  *keepAlive                   // the direct route's pool for simple requests, on tr's dialer
 	itr map[Identity]*http.Transport // isolating routes: one per identity
 }
 
@@ -424,23 +425,33 @@ func (r *Router) Transport(name string) http.RoundTripper {
 		return isoTransport{r: r, rt: rt}
 	}
 	if rt == r.direct0 {
-		return checkedTransport{rt.tr}
+		if rt.ka == nil {
+			rt.ka = &keepAlive{dial: rt.tr.DialContext}
+		}
+		return checkedTransport{rt.tr, rt.ka}
 	}
 	return rt.tr
 }
 
-// checkedTransport is the direct route's Transport. A pooled connection
-// was checked when it was dialed, for the request that dialed it; before a
+// checkedTransport is the direct route's Transport: a GET or HEAD
+// without a body goes to its keep-alive pool ka (keepalive.go), the rest
+// to tr. In both, a pooled connection was checked when it was dialed, for the request that dialed it; before a
 // request is written on any connection, the request's own Check decides
 // the connection's address again (another request's client, user or time
 // may differ). A refused connection is closed before a byte is written on
-// it: the Transport then dials anew, and that dial is checked and refused,
-// or the request fails.
-type checkedTransport struct{ tr *http.Transport }
+// it: the pool or the Transport then dials anew, and that dial is checked
+// and refused, or the request fails.
+type checkedTransport struct {
+	tr *http.Transport
+	ka *keepAlive
+}
 
 // RoundTrip sends req, re-checking a reused connection's address.
 func (c checkedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	check := checkFrom(req.Context())
+	if simple(req) {
+		return c.ka.roundTrip(req, check)
+	}
 	if check == nil {
 		return c.tr.RoundTrip(req)
 	}
@@ -569,6 +580,9 @@ func (r *Router) CloseIdleConnections() {
 		rt.tmu.Lock()
 		if rt.tr != nil {
 			rt.tr.CloseIdleConnections()
+		}
+		if rt.ka != nil {
+			rt.ka.closeIdle()
 		}
 		for _, tr := range rt.itr {
 			tr.CloseIdleConnections()

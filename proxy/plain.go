@@ -1,37 +1,30 @@
 package proxy
 
-// All goproxy glue lives in this file. goproxy v1.9.3's defaults that would
-// hurt Sluice, and what we do about each (issue 3):
+// Plain (absolute-URI) requests are served here, without goproxy since
+// issue 13: the request is decided, cleaned and sent on its route's
+// RoundTripper from the handler's goroutine, and the answer is relayed by
+// forward. What goproxy did that Sluice relies on, and what replaced it:
 //
-//   - NewProxyHttpServer sets Tr.Proxy = http.ProxyFromEnvironment and a
-//     ConnectDial from HTTPS_PROXY: Tr is replaced by a transport that
-//     refuses to dial, ConnectDial is cleared and ConnectDialWithReq
-//     refuses; every request gets its route's RoundTripper through
-//     ProxyCtx.RoundTripper. No environment variable is ever read.
-//   - KeepAcceptEncoding false would drop the client's Accept-Encoding and
-//     make the transport decompress: it is true, and our transports set
-//     DisableCompression.
-//   - A failed round trip answers 500 with the raw error as body: our
-//     OnResponse handler turns a nil response into Sluice's own 502/504
-//     text; ConnectionErrHandler does the same for CONNECT (never reached:
-//     CONNECT is served in connect.go, which keeps the raw conn and the
-//     bytes buffered behind the request).
-//   - The default transport keeps 2 idle connections per host: ours keep 64.
-//   - goproxy's WebSocket relay waits for one direction only and never
-//     closes the hijacked conn: upgrades are served in serveUpgrade.
-//   - goproxy/ext auth is not used; authentication happens before goproxy.
-//   - On an error goproxy's OnResponse handlers see a nil response.
-//   - goproxy's copy of the response body ignores errors, and the server
-//     then ends the response as if it were complete (a final 0 chunk):
-//     the body is wrapped (cutBody) to remember a read error, and
-//     servePlain aborts the response when the copy failed either way.
-//   - goproxy flushes only event streams and responses whose header map
-//     says chunked (the transport never leaves it there): servePlain
-//     flushes after every write, so that a slow body of any length is
-//     relayed as it arrives.
+//   - Hop-by-hop headers (Connection and what it names, Proxy-*, Te,
+//     Trailer, Upgrade, ...) are removed both ways by removeHopByHop;
+//     Accept-Encoding passes through and the transports never ask for
+//     compression (DisableCompression), so bodies are relayed as they come.
+//   - A failed round trip is answered with Sluice's own 403/502/504 text
+//     (failDial), never with the raw error.
+//   - Announced and late response trailers are relayed (as
+//     httputil.ReverseProxy does).
+//   - The response body is copied through cutBody, which remembers a read
+//     error, and servePlain aborts the response when the copy failed
+//     either way, so that a cut body reaches the client as a cut (no final
+//     chunk), never as a complete-looking response.
+//   - Every write of the body is flushed (countingWriter.flushEach), so
+//     that a slow body of any length is relayed as it arrives, except the
+//     last bytes, those that came with io.EOF: they leave with the rest
+//     of the answer (a final chunk, or nothing), so that a small answer
+//     goes out in one write, headers and body together.
+//   - No Content-Type is guessed for an answer without one.
 //
-// The per-request state reaches the handlers through the request's context
-// and the single accessor stateOf.
+// WebSocket upgrades are served in serveUpgrade; CONNECT in connect.go.
 
 import (
 	"bufio"
@@ -49,147 +42,74 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/elazarl/goproxy"
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/dial"
 )
 
-// errNoTransport is returned by goproxy's own transport, which must never
-// be used: every request carries its route's RoundTripper.
-var errNoTransport = errors.New("proxy: request without a route reached goproxy's transport")
-
-// reqState is the per-request state shared with goproxy's handlers. It is
-// the request's goproxy.RoundTripper too (no closure per request).
-type reqState struct {
-	x      *exchange
-	w      *countingWriter
-	route  string
-	target target
-	rt     http.RoundTripper // the route's, set by the OnRequest handler
-	body   *cutBody          // the response body, once the round trip returned one
-	cut    cutBody           // what body points to (one allocation with st)
-}
-
-// RoundTrip sends req on the route's transport and wraps the response
-// body in st.body.
-func (st *reqState) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+// forward sends r, allowed and cleaned, on the route's RoundTripper and
+// relays the answer to w: the status, the headers without the hop-by-hop
+// ones, the body through cutBody (body, which servePlain inspects), and
+// the trailers. A failed round trip is answered by failDial.
+func (s *Server) forward(x *exchange, w *countingWriter, r *http.Request, t target, route string, body *cutBody) {
 	// Whether the client's connection closes is hop-by-hop: an HTTP/1.0
 	// client (or "Connection: close") must not make the Transport add a
 	// "Connection: close" the client never sent to the origin. The
 	// client's own connection still closes.
-	req.Close = false
-	resp, err := st.rt.RoundTrip(req)
-	if resp != nil && resp.Body != nil {
-		// Wrapped before goproxy keeps it as the original body, so that
-		// it keeps the Content-Length.
-		st.cut = cutBody{ReadCloser: resp.Body}
-		st.body = &st.cut
-		resp.Body = st.body
+	r.Close = false
+	r.RequestURI = "" // a server's request: a client must not send it
+	resp, err := s.transport(route).RoundTrip(r)
+	if err == nil && resp == nil {
+		err = errors.New("proxy: no response")
 	}
-	return resp, err
-}
-
-type stateKey struct{}
-
-// stateOf returns the request's state; nil for a request that did not come
-// through servePlain (it then fails closed in the transport).
-func stateOf(pctx *goproxy.ProxyCtx) *reqState {
-	if pctx == nil || pctx.Req == nil {
-		return nil
-	}
-	st, _ := pctx.Req.Context().Value(stateKey{}).(*reqState)
-	return st
-}
-
-// newGoproxy builds the goproxy server for plain requests.
-func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
-	gp := goproxy.NewProxyHttpServer()
-	gp.Logger = goproxyLogger{s}
-	gp.Verbose = false
-	gp.Tr = &http.Transport{
-		Proxy: nil,
-		DialContext: func(context.Context, string, string) (net.Conn, error) {
-			return nil, errNoTransport
-		},
-		DisableCompression: true,
-	}
-	gp.ConnectDial = nil
-	gp.ConnectDialWithReq = func(*http.Request, string, string) (net.Conn, error) { return nil, errNoTransport }
-	gp.KeepAcceptEncoding = true
-	gp.KeepHeader = false
-	gp.KeepDestinationHeaders = false
-	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		textError(w, http.StatusBadRequest, "sluice: this is a proxy; send absolute-URI or CONNECT requests")
-	})
-	gp.ConnectionErrHandler = func(w io.Writer, pctx *goproxy.ProxyCtx, err error) {
-		addr := ""
-		if pctx != nil && pctx.Req != nil {
-			addr = pctx.Req.Host
+	if err != nil {
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
 		}
-		code, msg := dialFailure(addr, err)
-		fmt.Fprintf(w, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s\n",
-			code, http.StatusText(code), len(msg)+1, msg)
+		x.err = err
+		s.failDial(w, x, t.addr(), err)
+		return
 	}
-	gp.OnRequest().DoFunc(func(r *http.Request, pctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-		st := stateOf(pctx)
-		if st == nil {
-			return r, errorResponse(r, http.StatusInternalServerError, "sluice: request without a decision")
+	body.ReadCloser = resp.Body
+	defer body.Close()
+	removeHopByHop(resp.Header, false)
+	h := w.Header()
+	clear(h)
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	if _, ok := h["Content-Type"]; !ok {
+		// The origin gave none: the server must not guess one from the
+		// body (net/http would sniff and add it), the client decides.
+		h["Content-Type"] = nil
+	}
+	// Trailers announced now make the server commit to chunked encoding;
+	// late ones are sent with http.TrailerPrefix after the body.
+	announced := len(resp.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range resp.Trailer {
+			keys = append(keys, k)
 		}
-		st.rt = s.transport(st.route)
-		pctx.RoundTripper = st
-		return r, nil
-	})
-	gp.OnResponse().DoFunc(func(resp *http.Response, pctx *goproxy.ProxyCtx) *http.Response {
-		if resp == nil {
-			st := stateOf(pctx)
-			addr := ""
-			var x *exchange
-			if st != nil {
-				addr = st.target.addr()
-				st.x.err = pctx.Error
-				st.x.dialErr = pctx.Error
-				x = st.x
+		h["Trailer"] = []string{strings.Join(keys, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+	w.flushEach = true
+	if _, err := body.WriteTo(w); err != nil {
+		return // servePlain aborts: body.err or w.err says which side failed
+	}
+	if resp.ContentLength >= 0 && len(resp.Trailer) == 0 {
+		// The answer is whole and nothing follows it: flushing costs no
+		// write of its own and tells a client that went away (w.err).
+		w.flushErr()
+	}
+	if len(resp.Trailer) > 0 {
+		w.Flush() // chunked even for a short body, or the trailers are lost
+		for k, vs := range resp.Trailer {
+			if len(resp.Trailer) != announced {
+				k = http.TrailerPrefix + k
 			}
-			err := pctx.Error
-			if err == nil {
-				err = errors.New("proxy: no response")
-			}
-			code, msg, block := dialAnswer(x, addr, err)
-			resp := errorResponse(pctx.Req, code, msg)
-			if block != "" {
-				resp.Header.Set(HeaderBlock, block)
-			}
-			return resp
+			h[k] = vs
 		}
-		removeHopByHop(resp.Header, false)
-		return resp
-	})
-	return gp
-}
-
-// goproxyLogger sends goproxy's messages to the Logger at debug level.
-type goproxyLogger struct{ s *Server }
-
-func (l goproxyLogger) Printf(format string, v ...any) {
-	l.s.logger().Debug("goproxy: " + strings.TrimSpace(fmt.Sprintf(format, v...)))
-}
-
-// errorResponse builds a short text response for goproxy to send.
-func errorResponse(r *http.Request, code int, msg string) *http.Response {
-	body := msg + "\n"
-	h := http.Header{}
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	return &http.Response{
-		StatusCode:    code,
-		Status:        strconv.Itoa(code) + " " + http.StatusText(code),
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        h,
-		Body:          io.NopCloser(strings.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       r,
 	}
 }
 
@@ -228,8 +148,8 @@ func (s *Server) transport(route string) http.RoundTripper {
 }
 
 // servePlain serves an absolute-URI request: decide on the URL's host and
-// port, then forward through goproxy on the route's transport, or serve a
-// WebSocket upgrade directly. ctx is the request's (ServeHTTP's detach);
+// port, then forward it on the route's transport, or serve a WebSocket
+// upgrade. ctx is the request's (ServeHTTP's detach);
 // r still carries net/http's until servePlain copies it with ctx, once the
 // request is allowed (one copy per request: this path runs for every
 // keep-alive request).
@@ -262,8 +182,7 @@ func (s *Server) servePlain(ctx context.Context, x *exchange, w *countingWriter,
 		s.refusePlain(w, x, t, d)
 		return
 	}
-	st := &reqState{x: x, w: w, route: d.Via, target: t}
-	r = r.WithContext(context.WithValue(s.guarded(ctx, x), stateKey{}, st))
+	r = r.WithContext(s.guarded(ctx, x))
 	// Forward to exactly what was decided. RFC 9112 3.2.2: with an
 	// absolute-form target the Host header is replaced by the URI's host,
 	// so a forged Host cannot reach another virtual host. User info in the
@@ -298,10 +217,10 @@ func (s *Server) servePlain(ctx context.Context, x *exchange, w *countingWriter,
 		r.Body = cb
 		defer func() { x.up = cb.n.Load() }()
 	}
-	w.flushEach = true
-	s.gp.ServeHTTP(w, r)
-	if st.body != nil && st.body.err != nil {
-		abort(x, w, fmt.Errorf("proxy: response body from %s cut short: %w", t.addr(), st.body.err))
+	var body cutBody
+	s.forward(x, w, r, t, d.Via, &body)
+	if body.err != nil {
+		abort(x, w, fmt.Errorf("proxy: response body from %s cut short: %w", t.addr(), body.err))
 	}
 	if w.err != nil {
 		abort(x, w, fmt.Errorf("proxy: writing the response: %w", w.err))
@@ -448,7 +367,7 @@ func hasToken(values []string, token string) bool {
 
 // cutBody is a response body that remembers its first read error other
 // than io.EOF: the origin cut the body short (or the round trip ended).
-// goproxy reads it on the handler's goroutine, servePlain looks after.
+// forward reads it on the handler's goroutine, servePlain looks after.
 type cutBody struct {
 	io.ReadCloser
 	err error
@@ -463,12 +382,15 @@ func (b *cutBody) Read(p []byte) (int, error) {
 }
 
 // copyBufs holds the buffers cutBody.WriteTo copies through: without it,
-// goproxy's io.Copy allocates 32 KiB for every response.
+// io.Copy would allocate 32 KiB for every response.
 var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
 // WriteTo copies the body to w through a pooled buffer, as io.Copy would
-// (io.Copy calls it): each chunk read is written before the next read, a
+// (forward calls it): each chunk read is written before the next read, a
 // read error is remembered as Read does, and a write error ends the copy.
+// The last bytes, those that came with io.EOF, are not flushed when w is
+// a countingWriter: the handler's end writes them with the rest of the
+// answer (the final chunk), in one write instead of two.
 func (b *cutBody) WriteTo(w io.Writer) (int64, error) {
 	buf := copyBufs.Get().(*[32 << 10]byte)
 	defer copyBufs.Put(buf)
@@ -476,6 +398,9 @@ func (b *cutBody) WriteTo(w io.Writer) (int64, error) {
 	for {
 		n, rerr := b.Read(buf[:])
 		if n > 0 {
+			if cw, ok := w.(*countingWriter); ok && rerr == io.EOF {
+				cw.flushEach = false // nothing more will come to wait for
+			}
 			m, werr := w.Write(buf[:n])
 			total += int64(m)
 			if werr == nil && m < n {
