@@ -207,6 +207,7 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	if e.names, err = b.names.pack(len(e.namePats), noMerge); err != nil {
 		return nil, err
 	}
+	adviseHuge(e.pre.words)
 	return e, nil
 }
 

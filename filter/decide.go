@@ -17,36 +17,75 @@ import (
 // ReasonInvalid. The Via of an allowed decision is the rule's route, else
 // the configured default route; a blocked decision has none.
 func (e *Engine) Decide(req Request) Decision {
-	d := e.decide(req)
-	if e.report != nil && d.Verdict == Allow {
-		if rd := e.report.decide(req); rd.Verdict == Block && !rd.Default && e.reported[rd.Rule.Index] {
-			d.WouldBlock, d.Report = true, rd.Rule
+	o := e.decide(&req)
+	if e.report != nil && e.allows(o) {
+		if ro := e.report.decide(&req); ro.rule != noRule && ro.rule != invalid &&
+			e.report.rules[ro.rule].verdict == Block && e.reported[e.report.rules[ro.rule].ref.Index] {
+			d := e.decision(o)
+			d.WouldBlock, d.Report = true, e.report.decision(ro).Rule
+			return d
 		}
 	}
-	return d
+	return e.decision(o)
 }
 
-// decide is Decide without the report-only rules.
-func (e *Engine) decide(req Request) Decision {
+// outcome is what decide found: the rule that decides (noRule: none, the
+// default applies; invalid: the host is empty) and its pattern, or nil. It
+// is two words, where a Decision is thirty: the Decision is made once, in
+// Decide's result, not copied out of each function that returns it.
+type outcome struct {
+	rule uint32
+	info *patInfo
+}
+
+// invalid is the rule number of the outcome for an empty host.
+const invalid = noRule - 1
+
+// allows reports whether o's decision allows.
+func (e *Engine) allows(o outcome) bool {
+	switch o.rule {
+	case noRule:
+		return e.fallback == Allow
+	case invalid:
+		return false
+	}
+	return e.rules[o.rule].verdict == Allow
+}
+
+// decision returns the Decision of o.
+func (e *Engine) decision(o outcome) Decision {
+	switch o.rule {
+	case noRule:
+		return e.dflt
+	case invalid:
+		return Decision{Verdict: Block, Reason: ReasonInvalid}
+	}
+	return e.rules[o.rule].decision(o.info)
+}
+
+// decide is Decide without the report-only rules, and without making the
+// Decision.
+func (e *Engine) decide(req *Request) outcome {
 	host := req.Host
 	if host == "" {
-		return Decision{Verdict: Block, Reason: ReasonInvalid}
+		return outcome{rule: invalid}
 	}
 	// The best candidate so far: the first (rule, pattern) in order whose
 	// destination matched and whose rule's conditions hold. Candidates are
 	// offered as they are found, in no order, so none need be kept; one
 	// that comes after the best is not even matched.
-	d := decider{e: e, req: &req, best: atom{rule: noRule}}
+	d := decider{e: e, req: req, best: atom{rule: noRule}}
 	var bb, ab [catBuf]uint16
 	blocked, excepted := bb[:0], ab[:0]
 
 	// An IP literal is parsed only when its last label could be one: a
 	// domain's starts with a letter (or is punycode "xn--"), an IPv4
-	// address's with a digit, and an IPv6 address has colons.
+	// address's with a digit, and an IPv6 address has colons (and a dot
+	// only before an IPv4 address at its end, whose last label is digits).
 	i := strings.LastIndexByte(host, '.')
 	var ip netip.Addr
 	isIP := false
-	if tld := host[i+1:]; tld != "" && (tld[0]-'0' <= 9 || host[0] == '[' || strings.IndexByte(tld, ':') >= 0) {
+	if tld := host[i+1:]; tld != "" && (tld[0]-'0' <= 9 || host[0] == '[' || i < 0 && strings.IndexByte(tld, ':') >= 0) {
 		ip, isIP = parseIP(host)
 	}
 
@@ -70,7 +109,7 @@ func (e *Engine) decide(req Request) Decision {
 		labels++
 		if heavy {
 			bi := e.pre.blockOf(h)
-			blk, names = &e.pre.blocks[bi], e.pre.hasNames(bi)
+			blk, names = e.pre.at(bi), e.pre.hasNames(bi)
 			cpos, npos = e.cats.start(h), e.names.start(h)
 			if labels >= 2 && !isIP {
 				// The index line of a listed host is read below only
@@ -121,7 +160,11 @@ func (e *Engine) decide(req Request) Decision {
 	// A glob matches only hosts that start with its literal prefix: most
 	// hosts can skip the loose ones at once.
 	if c := host[0]; e.looseAt[c>>6]>>(c&63)&1 != 0 {
+		hw := head(host)
 		for gi := range e.loose {
+			if k := &e.looseKey[gi]; hw&k.mask != k.word {
+				continue
+			}
 			if g := &e.loose[gi]; less(g.at, d.best) && g.match(host, -1) {
 				d.offer(g.at, &g.info)
 			}
@@ -147,14 +190,11 @@ func (e *Engine) decide(req Request) Decision {
 		if ri >= d.best.rule {
 			break
 		}
-		if r := &e.rules[ri]; r.admits(&req) {
-			return r.decision(nil)
+		if r := &e.rules[ri]; r.admits(req) {
+			return outcome{rule: ri}
 		}
 	}
-	if d.best.rule == noRule {
-		return e.dflt
-	}
-	return e.rules[d.best.rule].decision(d.info)
+	return outcome{rule: d.best.rule, info: d.info}
 }
 
 // decider is the state of one decision that its helpers share; it lives on

@@ -55,6 +55,7 @@ type Engine struct {
 	catRefs  [][]atom       // category id -> the patterns that name it
 	loose    []namePat      // globs with no literal suffix: tried one by one
 	looseAt  [4]uint64      // the first bytes of hosts a loose glob may match
+	looseKey []prefixKey    // loose glob -> the first bytes of its prefix
 	cidrs    []cidrAtom     // every CIDR pattern
 	counts   map[string]int // category name -> entries, for Categories
 

@@ -167,6 +167,10 @@ func (b *builder) packNames() {
 	}
 	e.namePats = pool[:start:start]
 	e.loose = pool[start:len(pool):len(pool)]
+	e.looseKey = make([]prefixKey, len(e.loose))
+	for i, g := range e.loose {
+		e.looseKey[i] = newPrefixKey(g.prefix)
+	}
 	for _, g := range e.loose {
 		if g.prefix == "" {
 			e.looseAt = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
@@ -197,4 +201,32 @@ func literalSuffix(g string) string {
 		return ""
 	}
 	return rest[j+1:]
+}
+
+// prefixKey holds the first bytes of a glob's literal prefix (up to eight)
+// as a little-endian word, and a mask of those bytes: a host that has the
+// prefix has these first bytes (head(host)&mask == word), so most hosts
+// are turned away from a loose glob by one comparison, without a call.
+type prefixKey struct{ word, mask uint64 }
+
+func newPrefixKey(prefix string) prefixKey {
+	var k prefixKey
+	for i := 0; i < len(prefix) && i < 8; i++ {
+		k.word |= uint64(prefix[i]) << (8 * i)
+		k.mask |= 0xff << (8 * i)
+	}
+	return k
+}
+
+// head returns the first eight bytes of s as a little-endian word, zeros
+// past its end.
+func head(s string) uint64 {
+	if len(s) >= 8 {
+		return load64(s)
+	}
+	var w uint64
+	for i := len(s) - 1; i >= 0; i-- {
+		w = w<<8 | uint64(s[i])
+	}
+	return w
 }

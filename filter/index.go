@@ -105,7 +105,7 @@ type index struct {
 // when they cannot be, and Compile then tries another seed).
 func (t *buildTable) pack(nodes int, merge func(a, b uint32) (uint32, error)) (*index, error) {
 	b := max(bits.Len32(uint32(nodes-1)), 1)
-	x := &index{words: make([]uint64, len(t.slots)), mask: 1<<b - 1}
+	x := &index{words: hugeWords(len(t.slots)), mask: 1<<b - 1}
 	for i, s := range t.slots {
 		if s.key != 0 {
 			x.words[i] = s.key&^x.mask | uint64(s.val)

@@ -42,11 +42,15 @@ const prefilterBits = 8
 // bloomBlock is one cache line of the prefilter.
 type bloomBlock [8]uint64
 
-// prefilter is a blocked Bloom filter of the index keys. Its slice of
-// blocks is over 32 KiB for more than about 2,000 keys, which the Go
-// allocator places on a page boundary, so each block is a cache line.
+// prefilter is a blocked Bloom filter of the index keys. Its words are
+// over 32 KiB for more than about 2,000 keys, which the Go allocator
+// places on a page boundary, so each block is a cache line; from a
+// megabyte, on a huge page boundary (see hugeWords), so that the few
+// megabytes of a large engine's prefilter are one or two pages for the
+// TLB, which the reads of the index do not push out.
 type prefilter struct {
-	blocks []bloomBlock // at least one
+	words  []uint64 // the blocks, eight words each; at least one
+	blocks int
 	// names has a bit for each block, set when the block holds a key of
 	// the rule index (see nameKey): a few KiB, in cache. Most blocks hold
 	// none, and their hosts skip the test for the rule index.
@@ -56,18 +60,21 @@ type prefilter struct {
 // newPrefilter returns an empty prefilter sized for n keys.
 func newPrefilter(n int) prefilter {
 	nb := max((n*prefilterBits+511)/512, 1)
-	return prefilter{blocks: make([]bloomBlock, nb), names: make([]uint64, (nb+63)/64)}
+	return prefilter{words: hugeWords(nb * 8), blocks: nb, names: make([]uint64, (nb+63)/64)}
 }
 
 // blockOf returns the number of the block of the keys whose base hashes
 // to base.
 func (p *prefilter) blockOf(base uint64) uint64 {
-	i, _ := bits.Mul64(base, uint64(len(p.blocks)))
+	i, _ := bits.Mul64(base, uint64(p.blocks))
 	return i
 }
 
+// at returns block i.
+func (p *prefilter) at(i uint64) *bloomBlock { return (*bloomBlock)(p.words[i*8:]) }
+
 // block returns the block of the keys whose base hashes to base.
-func (p *prefilter) block(base uint64) *bloomBlock { return &p.blocks[p.blockOf(base)] }
+func (p *prefilter) block(base uint64) *bloomBlock { return p.at(p.blockOf(base)) }
 
 // hasNames reports whether block i may hold a key of the rule index.
 func (p *prefilter) hasNames(i uint64) bool { return p.names[i>>6]>>(i&63)&1 != 0 }
