@@ -103,11 +103,12 @@ type builder struct {
 	cats   *buildTable         // the category index being built
 	names  *buildTable         // the rule index being built
 
-	ruleNames []string    // the names of exact, suffix and glob patterns
-	nodeNames []string    // rule name id -> the name
-	nodePats  [][]namePat // rule name id -> its patterns, until packNames
-	checks    []uint64    // rule name id -> its namePat.check
-	first     []uint32    // rule name id -> its first pattern in e.namePats
+	ruleNames []string     // the names of exact, suffix and glob patterns
+	nodeNames []string     // rule name id -> the name
+	nodePats  [][]buildPat // rule name id -> its patterns, until packNames
+	loose     []buildPat   // the globs with no literal suffix, until packNames
+	checks    []uint64     // rule name id -> its namePat.check
+	first     []uint32     // rule name id -> its first pattern in e.namePats
 }
 
 type mergeKey struct {
@@ -134,7 +135,7 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	b := &builder{e: e, set: set, catID: map[string]uint16{}, merged: map[mergeKey]uint32{}}
 	// Node 0 of each index: the empty node of a fresh slot.
 	e.catNodes = []catNode{{}}
-	b.nodeNames, b.nodePats, b.checks = []string{""}, [][]namePat{nil}, []uint64{0}
+	b.nodeNames, b.nodePats, b.checks = []string{""}, [][]buildPat{nil}, []uint64{0}
 
 	// Pass 1: the categories in use and the size of the indexes.
 	keys, nameKeys := 0, 0
@@ -196,7 +197,9 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 		return nil, err
 	}
 	// The rule index maps a name to its first pattern.
-	b.packNames()
+	if err := b.packNames(); err != nil {
+		return nil, err
+	}
 	for i := range b.names.slots {
 		if s := &b.names.slots[i]; s.key != 0 {
 			s.val = b.first[s.val]
@@ -385,7 +388,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			if p.Kind == rules.Exact {
 				kind = patExact
 			}
-			b.nodePats[id] = append(b.nodePats[id], namePat{kind: kind, at: at, info: info})
+			b.nodePats[id] = append(b.nodePats[id], buildPat{namePat: namePat{kind: kind, at: at}})
 		case rules.Glob:
 			g, err := glob.Compile(p.Host, '.')
 			if err != nil || p.Host == "" {
@@ -393,9 +396,9 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			}
 			lit := literalSuffix(p.Host)
 			ga := newGlob(p.Host, g, lit)
-			ga.at, ga.info = at, info
+			ga.at = at
 			if lit == "" {
-				e.loose = append(e.loose, ga)
+				b.loose = append(b.loose, ga)
 				break
 			}
 			id, err := b.own(lit)

@@ -4,6 +4,7 @@ package filter
 // patterns, and each rule's conditions.
 
 import (
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,17 +17,35 @@ import (
 // reads req.Time), no allocation. An empty host is blocked with
 // ReasonInvalid. The Via of an allowed decision is the rule's route, else
 // the configured default route; a blocked decision has none.
-func (e *Engine) Decide(req Request) Decision {
+func (e *Engine) Decide(req Request) (d Decision) {
 	o := e.decide(&req)
-	if e.report != nil && e.allows(o) {
-		if ro := e.report.decide(&req); ro.rule != noRule && ro.rule != invalid &&
-			e.report.rules[ro.rule].verdict == Block && e.reported[e.report.rules[ro.rule].ref.Index] {
-			d := e.decision(o)
-			d.WouldBlock, d.Report = true, e.report.decision(ro).Rule
-			return d
+	// The Decision is made here, in the result, not copied out of a
+	// function that returns it: it is thirty words.
+	switch o.rule {
+	case noRule:
+		d = e.dflt
+	case invalid:
+		d.Reason = ReasonInvalid
+	default:
+		r := &e.rules[o.rule]
+		d.Verdict, d.Reason, d.Rule = r.verdict, r.reason, r.ref
+		if o.info != nil {
+			d.Rule.Pattern, d.Category = o.info.text, o.info.category
+		}
+		if d.Verdict == Allow {
+			d.Via = r.via
+			if r.enforce != nil && o.info != nil {
+				d.Enforce = r.enforce[o.info.text]
+			}
 		}
 	}
-	return e.decision(o)
+	if e.report != nil && d.Verdict == Allow {
+		if ro := e.report.decide(&req); ro.rule != noRule && ro.rule != invalid &&
+			e.report.rules[ro.rule].verdict == Block && e.reported[e.report.rules[ro.rule].ref.Index] {
+			d.WouldBlock, d.Report = true, e.report.decision(ro).Rule
+		}
+	}
+	return d
 }
 
 // outcome is what decide found: the rule that decides (noRule: none, the
@@ -40,17 +59,6 @@ type outcome struct {
 
 // invalid is the rule number of the outcome for an empty host.
 const invalid = noRule - 1
-
-// allows reports whether o's decision allows.
-func (e *Engine) allows(o outcome) bool {
-	switch o.rule {
-	case noRule:
-		return e.fallback == Allow
-	case invalid:
-		return false
-	}
-	return e.rules[o.rule].verdict == Allow
-}
 
 // decision returns the Decision of o.
 func (e *Engine) decision(o outcome) Decision {
@@ -82,7 +90,8 @@ func (e *Engine) decide(req *Request) outcome {
 	// domain's starts with a letter (or is punycode "xn--"), an IPv4
 	// address's with a digit, and an IPv6 address has colons (and a dot
 	// only before an IPv4 address at its end, whose last label is digits).
-	i := strings.LastIndexByte(host, '.')
+	dots := dotMask(host) // valid when len(host) <= 64
+	i := lastDot(host, dots, len(host))
 	var ip netip.Addr
 	isIP := false
 	if tld := host[i+1:]; tld != "" && (tld[0]-'0' <= 9 || host[0] == '[' || i < 0 && strings.IndexByte(tld, ':') >= 0) {
@@ -155,7 +164,7 @@ func (e *Engine) decide(req *Request) outcome {
 			break
 		}
 		end = i
-		i = strings.LastIndexByte(host[:end], '.')
+		i = lastDot(host, dots, end)
 	}
 	// A glob matches only hosts that start with its literal prefix: most
 	// hosts can skip the loose ones at once.
@@ -165,15 +174,15 @@ func (e *Engine) decide(req *Request) outcome {
 			if k := &e.looseKey[gi]; hw&k.mask != k.word {
 				continue
 			}
-			if g := &e.loose[gi]; less(g.at, d.best) && g.match(host, -1) {
-				d.offer(g.at, &g.info)
+			if g := &e.loose[gi]; less(g.at, d.best) && g.match(e, host, -1) {
+				d.offer(g.at)
 			}
 		}
 	}
 	if isIP {
 		for i := range e.cidrs {
 			if c := &e.cidrs[i]; less(c.at, d.best) && c.prefix.Contains(ip) {
-				d.offer(c.at, &e.rules[c.at.rule].pats[c.at.pat])
+				d.offer(c.at)
 			}
 		}
 	}
@@ -182,7 +191,7 @@ func (e *Engine) decide(req *Request) outcome {
 			continue
 		}
 		for _, at := range e.catRefs[c] {
-			d.offer(at, &e.rules[at.rule].pats[at.pat])
+			d.offer(at)
 		}
 	}
 	// The rules without destinations compete by their order alone.
@@ -194,7 +203,55 @@ func (e *Engine) decide(req *Request) outcome {
 			return outcome{rule: ri}
 		}
 	}
-	return outcome{rule: d.best.rule, info: d.info}
+	if d.best.rule == noRule {
+		return outcome{rule: noRule}
+	}
+	return outcome{rule: d.best.rule, info: &e.rules[d.best.rule].pats[d.best.pat]}
+}
+
+// dotMask returns the positions of the dots of host, a bit for each byte,
+// when host is at most 64 bytes long, as most are: the dots of eight bytes
+// are found at once, without a branch for each byte. A longer host gets
+// 0, and lastDot looks for its dots one by one.
+func dotMask(host string) uint64 {
+	n := len(host)
+	if n > 64 {
+		return 0
+	}
+	var m uint64
+	off := 0
+	for ; off+8 <= n; off += 8 {
+		m |= dots8(load64(host[off:])) << off
+	}
+	switch rest := n - off; {
+	case rest == 0:
+	case n >= 8: // the last eight bytes, of which the first 8-rest are done
+		m |= dots8(load64(host[n-8:])) >> (8 - rest) << off
+	default:
+		m = dots8(head(host)) // zeros past the end are not dots
+	}
+	return m
+}
+
+// dots8 returns a bit for each byte of w (little-endian) that is a dot:
+// bit i for byte i. The high bit of each byte of t is set where the byte
+// of w equals '.', exactly (no carry crosses a byte: each byte is at most
+// 0x7f + 0x7f); the multiply gathers the eight high bits into the top
+// byte, each partial product landing on a bit of its own.
+func dots8(w uint64) uint64 {
+	const lo7, hi1 = 0x7f7f7f7f7f7f7f7f, 0x8080808080808080
+	x := w ^ 0x2e2e2e2e2e2e2e2e // '.' bytes become 0
+	t := ^((x&lo7 + lo7) | x) & hi1
+	return (t >> 7) * 0x0102040810204080 >> 56
+}
+
+// lastDot returns the index of the last dot in host[:end], or -1: from
+// dots, the dotMask of host, when host is at most 64 bytes long.
+func lastDot(host string, dots uint64, end int) int {
+	if len(host) > 64 {
+		return strings.LastIndexByte(host[:end], '.')
+	}
+	return 63 - bits.LeadingZeros64(dots&(1<<uint(end)-1))
 }
 
 // decider is the state of one decision that its helpers share; it lives on
@@ -202,15 +259,14 @@ func (e *Engine) decide(req *Request) outcome {
 type decider struct {
 	e    *Engine
 	req  *Request
-	best atom     // the first candidate whose conditions hold; rule noRule: none
-	info *patInfo // the pattern of best
+	best atom // the first candidate whose conditions hold; rule noRule: none
 }
 
-// offer makes at, whose pattern is info, the best candidate if it comes
-// before it and its rule's conditions hold.
-func (d *decider) offer(at atom, info *patInfo) {
+// offer makes at the best candidate if it comes before it and its rule's
+// conditions hold.
+func (d *decider) offer(at atom) {
 	if less(at, d.best) && d.e.rules[at.rule].admits(d.req) {
-		d.best, d.info = at, info
+		d.best = at
 	}
 }
 
@@ -239,7 +295,7 @@ func (d *decider) patterns(first uint32, host string, off int, isIP bool) {
 				continue
 			}
 		default:
-			if !p.match(host, off) {
+			if !p.match(d.e, host, off) {
 				continue
 			}
 		}
@@ -249,7 +305,7 @@ func (d *decider) patterns(first uint32, host string, off int, isIP bool) {
 			}
 			verified = true
 		}
-		d.offer(p.at, &p.info)
+		d.offer(p.at)
 	}
 }
 

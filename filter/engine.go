@@ -5,6 +5,8 @@ import (
 	"hash/maphash"
 	"net/netip"
 
+	"github.com/gobwas/glob"
+
 	"github.com/sluiceproxy/sluice/rules"
 )
 
@@ -45,8 +47,10 @@ type Engine struct {
 	pre      prefilter // the keys of both indexes, in cache: see prefilter.go
 	cats     *index    // category domains -> catNodes
 	catNodes []catNode
-	names    *index    // rule names and literal suffixes of globs -> namePats
-	namePats []namePat // the patterns of each name, name after name
+	names    *index          // rule names and literal suffixes of globs -> namePats
+	namePats []namePat       // the patterns of each name, name after name
+	globText string          // the literal texts of the globs: see namePat
+	generals []*glob.Pattern // the matchers of the general globs
 
 	rules   []rule
 	anyDest []uint32 // rules without destination patterns, in order
