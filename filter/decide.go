@@ -108,13 +108,35 @@ func (e *Engine) decide(req *Request) outcome {
 	// only the prefilter, which holds the keys of both indexes (those of
 	// the rule index as nameKey), so one line of it answers for both.
 	cw, nw := e.cats.words, e.names.words
+	k0, k1 := e.hk.k0, e.hk.k1
 	h, labels, end := uint64(0), 0, len(host)
 	heavy := true // every suffix so far (but the top label) is heavy
 	var cpos, npos uint64
 	var blk *bloomBlock
 	var names bool // blk may hold keys of the rule index
 	for {
-		h = step(&e.hk, h, host[i+1:end])
+		// h = step(&e.hk, h, label), written out for labels of up to 16
+		// bytes, as nearly all are: step is too big for the compiler to
+		// inline, and a call for each label spills the walk's state.
+		if label := host[i+1 : end]; len(label) > 16 {
+			h = step(&e.hk, h, label)
+		} else {
+			n := len(label)
+			seed := h ^ mix(h^k0, k1)
+			var a, b uint64
+			switch {
+			case n >= 8:
+				a, b = load64(label), load64(label[n-8:])
+			case n >= 4:
+				a, b = load32(label), load32(label[n-4:])
+			case n > 0:
+				a = uint64(label[0])<<16 | uint64(label[n>>1])<<8 | uint64(label[n-1])
+			}
+			a, b = bits.Mul64(a^k1, b^seed)
+			if h = mix(a^k0^uint64(n), b^k1); h == 0 {
+				h = 1
+			}
+		}
 		labels++
 		if heavy {
 			bi := e.pre.blockOf(h)
