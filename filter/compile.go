@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/gobwas/glob"
 
@@ -175,6 +176,21 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	cats := make([]nameHash, 0, keys)
 	b.forEachDomain(func(d string, _ uint16, _ bool) { cats = append(cats, e.hashName(d)) })
 	b.findHeavy(cats)
+	// The keys of one label ("localhost", "com"): a host's top-level
+	// label is looked up only when it is one of them (see decide).
+	var top []uint64
+	for _, n := range cats {
+		if n.labels == 1 {
+			top = append(top, n.key)
+		}
+	}
+	for _, name := range b.ruleNames {
+		if name != "" && strings.IndexByte(name, '.') < 0 {
+			key, _ := e.keyBase(name)
+			top = append(top, key)
+		}
+	}
+	e.top = newHashSet(top)
 	b.cats, b.names = newBuildTable(keys), newBuildTable(nameKeys)
 	e.pre = newPrefilter(keys + nameKeys)
 

@@ -138,6 +138,12 @@ func (e *Engine) decide(req *Request) outcome {
 			}
 		}
 		labels++
+		if labels == 1 && !e.top.has(h) {
+			// No key is this top-level label alone ("com"), as most
+			// rule sets have none: it need not be tested, nor its block
+			// of the prefilter read. (The suffixes below have their own.)
+			goto next
+		}
 		if heavy {
 			bi := e.pre.blockOf(h)
 			blk, names = e.pre.at(bi), e.pre.hasNames(bi)
@@ -182,6 +188,7 @@ func (e *Engine) decide(req *Request) outcome {
 				}
 			}
 		}
+	next:
 		if i < 0 {
 			break
 		}

@@ -43,6 +43,7 @@ type Engine struct {
 	hk    hashKey      // the secret of the index keys: see step
 	seed2 maphash.Seed // of nameNode.check, independent of seed
 	heavy hashSet      // the heavy suffixes: see keyBase
+	top   hashSet      // the keys of one label, of both indexes: see decide
 
 	pre      prefilter // the keys of both indexes, in cache: see prefilter.go
 	cats     *index    // category domains -> catNodes

@@ -46,3 +46,25 @@ func TestWalkLabelLengths(t *testing.T) {
 		check("sub."+h, filter.Allow) // exact: not its subdomains
 	}
 }
+
+// TestWalkTopLabelKeys checks keys of one label, whose lookup Decide skips
+// unless the host's top-level label is one of them: a category domain, an
+// exact and a suffix pattern, and the literal suffix of a glob, each of one
+// label, and IP literals without a dot.
+func TestWalkTopLabelKeys(t *testing.T) {
+	cats := map[string]*rules.CategoryList{"c": {Name: "c", Block: []string{"intranet", "::1"}}}
+	e := mustCompile(t, newSet(rules.Allow, cats,
+		r(t, "block", "category:c"),
+		r(t, "block", "printer", ".corp", "*.lan")))
+	for host, want := range map[string]filter.Verdict{
+		"intranet": filter.Block, "a.intranet": filter.Block, "::1": filter.Block,
+		"printer": filter.Block, "a.printer": filter.Allow,
+		"corp": filter.Block, "x.y.corp": filter.Block,
+		"x.lan": filter.Block, "lan": filter.Allow,
+		"other": filter.Allow, "intranet.com": filter.Allow, "printer.": filter.Allow, "::2": filter.Allow,
+	} {
+		if d := e.Decide(filter.Request{Host: host, Port: 443}); d.Verdict != want {
+			t.Errorf("%q: %v (%s), want %v", host, d.Verdict, d.Rule.Pattern, want)
+		}
+	}
+}
