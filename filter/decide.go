@@ -292,11 +292,13 @@ type decider struct {
 }
 
 // offer makes at the best candidate if it comes before it and its rule's
-// conditions hold.
-func (d *decider) offer(at atom) {
+// conditions hold, and reports whether it did.
+func (d *decider) offer(at atom) bool {
 	if less(at, d.best) && d.e.rules[at.rule].admits(d.req) {
 		d.best = at
+		return true
 	}
+	return false
 }
 
 // patterns offers the rule patterns of the name host[off:], the run of
@@ -334,7 +336,12 @@ func (d *decider) patterns(first uint32, host string, off int, isIP bool) {
 			}
 			verified = true
 		}
-		d.offer(p.at)
+		if d.offer(p.at) {
+			// The pattern as written is read for the Decision, at the
+			// end: ask for it now. (A glob rule's thousands of patterns
+			// are mostly not in cache.)
+			prefetchPat(&d.e.rules[p.at.rule].pats[p.at.pat])
+		}
 	}
 }
 

@@ -158,7 +158,7 @@ func (b *builder) packNames() error {
 	}
 	pool := make([]namePat, 1, n+1) // 0: no name's first pattern
 	pack := func(g buildPat) error {
-		if text.Len() > 1<<32-1-2*maxGlobText {
+		if uint64(text.Len()) > 1<<32-1-2*maxGlobText {
 			return fmt.Errorf("filter: the texts of the globs exceed 4 GiB")
 		}
 		g.text, g.plen, g.slen = uint32(text.Len()), uint16(len(g.prefix)), uint16(len(g.suffix))

@@ -4,3 +4,6 @@ package filter
 
 // prefetch does nothing here: see prefetch_asm.go.
 func prefetch(p *uint64) {}
+
+// prefetchPat does nothing here: see prefetch_asm.go.
+func prefetchPat(p *patInfo) {}
