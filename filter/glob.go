@@ -16,14 +16,15 @@ import (
 // (Engine.loose) are namePats too.
 //
 // The patterns of a name are a run of Engine.namePats, the last one
-// marked; the rule index maps the name to the first. A namePat is 32
-// bytes, two to a cache line, and holds only what matching needs: its
-// texts are in Engine.globText, next to those of the name's other
-// patterns, and the pattern as written is its rule's (rule.pats), read
-// only for the pattern that decides. So the namePats of ten thousand
-// globs, a third of a megabyte, mostly stay in cache, and a decision reads
-// what it needs of a name that the host has, check included, from one
-// cache line or two.
+// marked; the rule index maps the name to the first. A namePat is 40
+// bytes and holds only what matching needs: the first bytes of its
+// prefix, and where its texts are in Engine.globText, next to those of the
+// name's other patterns, read only for a prefix over eight bytes or a
+// suffix that is not "." and the name; the pattern as written is its
+// rule's (rule.pats), read only for the pattern that decides. So a
+// decision mostly reads what it needs of a name that the host has, check
+// included, from one cache line, where each read that depends on another
+// is a cache miss more.
 type namePat struct {
 	// check is a second hash of the name, with a seed of its own
 	// (Engine.seed2), the same in every pattern of the run. Decide
@@ -34,7 +35,8 @@ type namePat struct {
 	check uint64
 	at    atom
 	text  uint32 // where the prefix starts in Engine.globText; the suffix follows it
-	plen  uint16 // the length of the literal text before the first wildcard, checked first
+	pre   uint64 // the first bytes (up to eight) of the prefix, as prefixKey.word
+	plen  uint16 // the length of the prefix: the literal text before the first wildcard, checked first
 	slen  uint16 // for a simple glob, the length of the literal text after its wildcard
 	gen   uint32 // for a general glob (kind globGeneral), its matcher in Engine.generals
 	kind  uint8
@@ -72,34 +74,47 @@ const (
 // the glob's node starts in host (known to be there), or -1. g is a glob
 // of engine e.
 func (g *namePat) match(e *Engine, host string, off int) bool {
-	if len(host) < int(g.plen)+int(g.slen) {
+	plen, slen := int(g.plen), int(g.slen)
+	if len(host) < plen+slen {
 		return false
 	}
-	text := e.globText[g.text : g.text+uint32(g.plen)+uint32(g.slen)]
-	prefix, suffix := text[:g.plen], text[g.plen:]
-	if prefix != "" && (host[0] != prefix[0] || host[:len(prefix)] != prefix) {
-		return false
+	// The prefix: its first eight bytes are in the namePat (pre), so
+	// that most hosts are told without reading Engine.globText.
+	if plen > 0 {
+		var hw uint64
+		if len(host) >= 8 {
+			hw = load64(host)
+		} else {
+			hw = head(host)
+		}
+		if hw&(^uint64(0)>>(64-8*min(plen, 8))) != g.pre ||
+			plen > 8 && host[8:plen] != e.globText[g.text+8:g.text+uint32(plen)] {
+			return false
+		}
 	}
+	at := len(host) - slen // where the suffix must start
 	switch g.kind {
 	case globGeneral:
 		return e.generals[g.gen].Match(host)
 	case globOne:
 		// As gobwas: the character is the rune decoded at its place (an
 		// invalid byte is one), and the rest must be the suffix exactly.
-		rest := host[len(prefix):]
-		r, w := utf8.DecodeRuneInString(rest)
-		return w > 0 && r != '.' && rest[w:] == suffix
-	}
-	if g.dot && off > 0 {
-		// host[off:] is the node's name: the suffix is there if a dot is
-		// before it. No need to compare the suffix.
-		if host[off-1] != '.' {
+		r, w := utf8.DecodeRuneInString(host[plen:])
+		if w == 0 || r == '.' || plen+w != at {
 			return false
 		}
-	} else if !strings.HasSuffix(host, suffix) {
-		return false
+	case globStar:
+		if strings.IndexByte(host[plen:at], '.') >= 0 {
+			return false
+		}
 	}
-	return g.kind == globAny || strings.IndexByte(host[len(prefix):len(host)-len(suffix)], '.') < 0
+	if g.dot && off > 0 {
+		// host[off:] is the node's name, and the suffix is "." and the
+		// name: it is there if a dot is before it. No need to read the
+		// suffix from memory.
+		return host[off-1] == '.'
+	}
+	return host[at:] == e.globText[g.text+uint32(plen):g.text+uint32(plen+slen)]
 }
 
 // newGlob prepares glob p, compiled as g, whose literal suffix is lit.
@@ -162,6 +177,7 @@ func (b *builder) packNames() error {
 			return fmt.Errorf("filter: the texts of the globs exceed 4 GiB")
 		}
 		g.text, g.plen, g.slen = uint32(text.Len()), uint16(len(g.prefix)), uint16(len(g.suffix))
+		g.pre = newPrefixKey(g.prefix).word
 		text.WriteString(g.prefix)
 		text.WriteString(g.suffix)
 		if g.kind == globGeneral && g.g != nil {

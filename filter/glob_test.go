@@ -20,7 +20,7 @@ var globHosts = []string{
 	"ads-7.a.b", "tq.x.example", "t.x.example", "t..x.example", "tqq.x.example", "té.x.example",
 	"t\xff.x.example", "t\xc3.x.example", "a", "abc", "a.b", "xx", "xy.com", "é.x.com", "éq.example",
 	"a*.example", "ads.q.example", "b.example", "adserver", "adserver-longer.example", "adserver-long.example",
-	"adserve", "ads-7x.example",
+	"adserve", "ads-7x.example", "adserver-lxng.example", "adserver-lonx.example", "tq.y.example", "tqx.example",
 }
 
 func TestSimpleGlobAgreesWithGobwas(t *testing.T) {
