@@ -404,7 +404,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			if p.Kind == rules.Exact {
 				kind = patExact
 			}
-			b.nodePats[id] = append(b.nodePats[id], buildPat{namePat: namePat{kind: kind, at: at}})
+			b.nodePats[id] = append(b.nodePats[id], buildPat{namePat: namePat{kind: kind, at: at}, written: p.Text})
 		case rules.Glob:
 			g, err := glob.Compile(p.Host, '.')
 			if err != nil || p.Host == "" {
@@ -412,7 +412,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			}
 			lit := literalSuffix(p.Host)
 			ga := newGlob(p.Host, g, lit)
-			ga.at = at
+			ga.at, ga.written = at, p.Text
 			if lit == "" {
 				b.loose = append(b.loose, ga)
 				break

@@ -30,12 +30,16 @@ func (e *Engine) Decide(req Request) (d Decision) {
 		r := &e.rules[o.rule]
 		d.Verdict, d.Reason, d.Rule = r.verdict, r.reason, r.ref
 		if o.info != nil {
-			d.Rule.Pattern, d.Category = o.info.text, o.info.category
+			o.text, o.named = o.info.text, true
+			d.Category = o.info.category
+		}
+		if o.named {
+			d.Rule.Pattern = o.text
 		}
 		if d.Verdict == Allow {
 			d.Via = r.via
-			if r.enforce != nil && o.info != nil {
-				d.Enforce = r.enforce[o.info.text]
+			if r.enforce != nil && o.named {
+				d.Enforce = r.enforce[o.text]
 			}
 		}
 	}
@@ -49,12 +53,17 @@ func (e *Engine) Decide(req Request) (d Decision) {
 }
 
 // outcome is what decide found: the rule that decides (noRule: none, the
-// default applies; invalid: the host is empty) and its pattern, or nil. It
-// is two words, where a Decision is thirty: the Decision is made once, in
-// Decide's result, not copied out of each function that returns it.
+// default applies; invalid: the host is empty) and its pattern: info, or,
+// for a pattern of a rule name (namePat), only its text as written (named),
+// taken from Engine.globText without reading it; neither for a rule
+// without destinations. It is a few words, where a Decision is thirty: the
+// Decision is made once, in Decide's result, not copied out of each
+// function that returns it.
 type outcome struct {
-	rule uint32
-	info *patInfo
+	rule  uint32
+	named bool
+	info  *patInfo
+	text  string
 }
 
 // invalid is the rule number of the outcome for an empty host.
@@ -67,6 +76,10 @@ func (e *Engine) decision(o outcome) Decision {
 		return e.dflt
 	case invalid:
 		return Decision{Verdict: Block, Reason: ReasonInvalid}
+	}
+	if o.info == nil && o.named {
+		info := patInfo{text: o.text}
+		return e.rules[o.rule].decision(&info)
 	}
 	return e.rules[o.rule].decision(o.info)
 }
@@ -203,15 +216,15 @@ func (e *Engine) decide(req *Request) outcome {
 			if k := &e.looseKey[gi]; hw&k.mask != k.word {
 				continue
 			}
-			if g := &e.loose[gi]; less(g.at, d.best) && g.match(e, host, -1) {
-				d.offer(g.at)
+			if g := &e.loose[gi]; less(g.at, d.best) && g.match(e, host, -1) && d.offer(g.at) {
+				d.name(g)
 			}
 		}
 	}
 	if isIP {
 		for i := range e.cidrs {
 			if c := &e.cidrs[i]; less(c.at, d.best) && c.prefix.Contains(ip) {
-				d.offer(c.at)
+				d.offer(c.at) // its pattern is read from its rule (named false)
 			}
 		}
 	}
@@ -234,6 +247,11 @@ func (e *Engine) decide(req *Request) outcome {
 	}
 	if d.best.rule == noRule {
 		return outcome{rule: noRule}
+	}
+	if d.named && d.text != nil {
+		if t, ok := d.text.writtenText(e); ok {
+			return outcome{rule: d.best.rule, named: true, text: t}
+		}
 	}
 	return outcome{rule: d.best.rule, info: &e.rules[d.best.rule].pats[d.best.pat]}
 }
@@ -289,13 +307,20 @@ type decider struct {
 	e    *Engine
 	req  *Request
 	best atom // the first candidate whose conditions hold; rule noRule: none
+	// named is set when best is a pattern of a rule name, text: the
+	// namePat whose text the Decision takes.
+	named bool
+	text  *namePat
 }
+
+// name notes that the best candidate, just offered, is the namePat g.
+func (d *decider) name(g *namePat) { d.named, d.text = true, g }
 
 // offer makes at the best candidate if it comes before it and its rule's
 // conditions hold, and reports whether it did.
 func (d *decider) offer(at atom) bool {
 	if less(at, d.best) && d.e.rules[at.rule].admits(d.req) {
-		d.best = at
+		d.best, d.named = at, false
 		return true
 	}
 	return false
@@ -337,10 +362,7 @@ func (d *decider) patterns(first uint32, host string, off int, isIP bool) {
 			verified = true
 		}
 		if d.offer(p.at) {
-			// The pattern as written is read for the Decision, at the
-			// end: ask for it now. (A glob rule's thousands of patterns
-			// are mostly not in cache.)
-			prefetchPat(&d.e.rules[p.at.rule].pats[p.at.pat])
+			d.name(p)
 		}
 	}
 }

@@ -16,15 +16,15 @@ import (
 // (Engine.loose) are namePats too.
 //
 // The patterns of a name are a run of Engine.namePats, the last one
-// marked; the rule index maps the name to the first. A namePat is 40
+// marked; the rule index maps the name to the first. A namePat is 48
 // bytes and holds only what matching needs: the first bytes of its
 // prefix, and where its texts are in Engine.globText, next to those of the
 // name's other patterns, read only for a prefix over eight bytes or a
-// suffix that is not "." and the name; the pattern as written is its
-// rule's (rule.pats), read only for the pattern that decides. So a
-// decision mostly reads what it needs of a name that the host has, check
-// included, from one cache line, where each read that depends on another
-// is a cache miss more.
+// suffix that is not "." and the name. The pattern as written, for the
+// Decision, is there too, after them: the Decision takes the string from
+// globText without reading its bytes. So a decision mostly reads what it
+// needs of a name that the host has, check included, from one cache line,
+// where each read that depends on another is a cache miss more.
 type namePat struct {
 	// check is a second hash of the name, with a seed of its own
 	// (Engine.seed2), the same in every pattern of the run. Decide
@@ -38,6 +38,7 @@ type namePat struct {
 	pre   uint64 // the first bytes (up to eight) of the prefix, as prefixKey.word
 	plen  uint16 // the length of the prefix: the literal text before the first wildcard, checked first
 	slen  uint16 // for a simple glob, the length of the literal text after its wildcard
+	wlen  uint16 // the length of the pattern as written, after the suffix; farText: not there
 	gen   uint32 // for a general glob (kind globGeneral), its matcher in Engine.generals
 	kind  uint8
 	last  bool // the last pattern of its name
@@ -48,11 +49,26 @@ type namePat struct {
 // with a longer one is matched by gobwas as a whole.
 const maxGlobText = 1<<16 - 1
 
+// farText is the wlen of a pattern whose text as written is too long to
+// be kept after its prefix and suffix: the Decision reads it from its rule.
+const farText = 1<<16 - 1
+
+// writtenText returns the pattern as written, which is in e.globText after
+// its prefix and suffix, and whether it is there (see farText).
+func (g *namePat) writtenText(e *Engine) (string, bool) {
+	if g.wlen == farText {
+		return "", false
+	}
+	at := g.text + uint32(g.plen) + uint32(g.slen)
+	return e.globText[at : at+uint32(g.wlen)], true
+}
+
 // buildPat is a namePat while Compile builds it, with its texts and
 // matcher, before packNames moves them into the Engine.
 type buildPat struct {
 	namePat
 	prefix, suffix string
+	written        string // the pattern as written
 	g              *glob.Pattern
 }
 
@@ -173,13 +189,18 @@ func (b *builder) packNames() error {
 	}
 	pool := make([]namePat, 1, n+1) // 0: no name's first pattern
 	pack := func(g buildPat) error {
-		if uint64(text.Len()) > 1<<32-1-2*maxGlobText {
+		if uint64(text.Len()) > 1<<32-1-3*maxGlobText {
 			return fmt.Errorf("filter: the texts of the globs exceed 4 GiB")
 		}
 		g.text, g.plen, g.slen = uint32(text.Len()), uint16(len(g.prefix)), uint16(len(g.suffix))
 		g.pre = newPrefixKey(g.prefix).word
 		text.WriteString(g.prefix)
 		text.WriteString(g.suffix)
+		g.wlen = farText
+		if len(g.written) < farText {
+			g.wlen = uint16(len(g.written))
+			text.WriteString(g.written)
+		}
 		if g.kind == globGeneral && g.g != nil {
 			g.gen = uint32(len(e.generals))
 			e.generals = append(e.generals, g.g)

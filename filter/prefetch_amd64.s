@@ -5,9 +5,3 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 	MOVQ	p+0(FP), AX
 	PREFETCHT0	(AX)
 	RET
-
-// func prefetchPat(p *patInfo)
-TEXT ·prefetchPat(SB), NOSPLIT|NOFRAME, $0-8
-	MOVQ	p+0(FP), AX
-	PREFETCHT0	(AX)
-	RET

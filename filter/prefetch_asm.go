@@ -8,8 +8,3 @@ package filter
 //
 //go:noescape
 func prefetch(p *uint64)
-
-// prefetchPat is prefetch for a pattern as written.
-//
-//go:noescape
-func prefetchPat(p *patInfo)

@@ -4,6 +4,3 @@ package filter
 
 // prefetch does nothing here: see prefetch_asm.go.
 func prefetch(p *uint64) {}
-
-// prefetchPat does nothing here: see prefetch_asm.go.
-func prefetchPat(p *patInfo) {}

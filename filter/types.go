@@ -8,8 +8,8 @@
 // with huge pages, advice that changes nothing but speed. It is kept here
 // rather than behind a hook because it applies to the engine's own private
 // slices, once filled; test/layout_test.go holds the package to this.
-// prefetch_amd64.s and prefetch_arm64.s hold two functions of one
-// prefetch instruction each (see prefetch_asm.go).
+// prefetch_amd64.s and prefetch_arm64.s hold one prefetch instruction
+// each (see prefetch_asm.go).
 package filter
 
 import (
