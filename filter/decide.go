@@ -177,11 +177,8 @@ func (e *Engine) decide(req *Request) outcome {
 			}
 		}
 		if off := i + 1; off < len(host) { // not the empty suffix after a final dot
-			// An IP literal has no parent domains. blk.has(h), written
-			// out: it is too big to be inlined.
-			if (off == 0 || !isIP) &&
-				blk[0]>>(h&63)&(blk[1]>>(h>>6&63))&(blk[2]>>(h>>12&63))&(blk[3]>>(h>>18&63))&
-					(blk[4]>>(h>>24&63))&(blk[5]>>(h>>30&63))&(blk[6]>>(h>>36&63))&(blk[7]>>(h>>42&63))&1 != 0 {
+			// An IP literal has no parent domains.
+			if (off == 0 || !isIP) && blk.has(h) {
 				if v, ok := e.cats.getFrom(h, cpos, cw[cpos]); ok {
 					n := &e.catNodes[v]
 					if len(n.cats) > 0 {
@@ -193,9 +190,8 @@ func (e *Engine) decide(req *Request) outcome {
 				}
 			}
 			// The rule index's key in the same block of the prefilter:
-			// blk.has(nameKey(h)), written out.
-			if g := h ^ e.hk.k2; names && blk[0]>>(g&63)&(blk[1]>>(g>>6&63))&(blk[2]>>(g>>12&63))&(blk[3]>>(g>>18&63))&
-				(blk[4]>>(g>>24&63))&(blk[5]>>(g>>30&63))&(blk[6]>>(g>>36&63))&(blk[7]>>(g>>42&63))&1 != 0 {
+			// blk.has(nameKey(h)).
+			if names && blk.has(h^e.hk.k2) {
 				if v, ok := e.names.getFrom(h, npos, nw[npos]); ok {
 					d.patterns(v, host, off, isIP)
 				}
