@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/gobwas/glob"
 
@@ -103,11 +104,12 @@ type builder struct {
 	cats   *buildTable         // the category index being built
 	names  *buildTable         // the rule index being built
 
-	ruleNames []string    // the names of exact, suffix and glob patterns
-	nodeNames []string    // rule name id -> the name
-	nodePats  [][]namePat // rule name id -> its patterns, until packNames
-	checks    []uint64    // rule name id -> its namePat.check
-	first     []uint32    // rule name id -> its first pattern in e.namePats
+	ruleNames []string     // the names of exact, suffix and glob patterns
+	nodeNames []string     // rule name id -> the name
+	nodePats  [][]buildPat // rule name id -> its patterns, until packNames
+	loose     []buildPat   // the globs with no literal suffix, until packNames
+	checks    []uint64     // rule name id -> its namePat.check
+	first     []uint32     // rule name id -> its first pattern in e.namePats
 }
 
 type mergeKey struct {
@@ -134,7 +136,7 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	b := &builder{e: e, set: set, catID: map[string]uint16{}, merged: map[mergeKey]uint32{}}
 	// Node 0 of each index: the empty node of a fresh slot.
 	e.catNodes = []catNode{{}}
-	b.nodeNames, b.nodePats, b.checks = []string{""}, [][]namePat{nil}, []uint64{0}
+	b.nodeNames, b.nodePats, b.checks = []string{""}, [][]buildPat{nil}, []uint64{0}
 
 	// Pass 1: the categories in use and the size of the indexes.
 	keys, nameKeys := 0, 0
@@ -174,6 +176,21 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	cats := make([]nameHash, 0, keys)
 	b.forEachDomain(func(d string, _ uint16, _ bool) { cats = append(cats, e.hashName(d)) })
 	b.findHeavy(cats)
+	// The keys of one label ("localhost", "com"): a host's top-level
+	// label is looked up only when it is one of them (see decide).
+	var top []uint64
+	for _, n := range cats {
+		if n.labels == 1 {
+			top = append(top, n.key)
+		}
+	}
+	for _, name := range b.ruleNames {
+		if name != "" && strings.IndexByte(name, '.') < 0 {
+			key, _ := e.keyBase(name)
+			top = append(top, key)
+		}
+	}
+	e.top = newHashSet(top)
 	b.cats, b.names = newBuildTable(keys), newBuildTable(nameKeys)
 	e.pre = newPrefilter(keys + nameKeys)
 
@@ -196,7 +213,9 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 		return nil, err
 	}
 	// The rule index maps a name to its first pattern.
-	b.packNames()
+	if err := b.packNames(); err != nil {
+		return nil, err
+	}
 	for i := range b.names.slots {
 		if s := &b.names.slots[i]; s.key != 0 {
 			s.val = b.first[s.val]
@@ -207,6 +226,7 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	if e.names, err = b.names.pack(len(e.namePats), noMerge); err != nil {
 		return nil, err
 	}
+	adviseHuge(e.pre.words)
 	return e, nil
 }
 
@@ -384,7 +404,7 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			if p.Kind == rules.Exact {
 				kind = patExact
 			}
-			b.nodePats[id] = append(b.nodePats[id], namePat{kind: kind, at: at, info: info})
+			b.nodePats[id] = append(b.nodePats[id], buildPat{namePat: namePat{kind: kind, at: at}, written: p.Text})
 		case rules.Glob:
 			g, err := glob.Compile(p.Host, '.')
 			if err != nil || p.Host == "" {
@@ -392,9 +412,9 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 			}
 			lit := literalSuffix(p.Host)
 			ga := newGlob(p.Host, g, lit)
-			ga.at, ga.info = at, info
+			ga.at, ga.written = at, p.Text
 			if lit == "" {
-				e.loose = append(e.loose, ga)
+				b.loose = append(b.loose, ga)
 				break
 			}
 			id, err := b.own(lit)

@@ -5,6 +5,8 @@ import (
 	"hash/maphash"
 	"net/netip"
 
+	"github.com/gobwas/glob"
+
 	"github.com/sluiceproxy/sluice/rules"
 )
 
@@ -41,12 +43,15 @@ type Engine struct {
 	hk    hashKey      // the secret of the index keys: see step
 	seed2 maphash.Seed // of nameNode.check, independent of seed
 	heavy hashSet      // the heavy suffixes: see keyBase
+	top   hashSet      // the keys of one label, of both indexes: see decide
 
 	pre      prefilter // the keys of both indexes, in cache: see prefilter.go
 	cats     *index    // category domains -> catNodes
 	catNodes []catNode
-	names    *index    // rule names and literal suffixes of globs -> namePats
-	namePats []namePat // the patterns of each name, name after name
+	names    *index          // rule names and literal suffixes of globs -> namePats
+	namePats []namePat       // the patterns of each name, name after name
+	globText string          // the literal texts of the globs: see namePat
+	generals []*glob.Pattern // the matchers of the general globs
 
 	rules   []rule
 	anyDest []uint32 // rules without destination patterns, in order
@@ -55,6 +60,7 @@ type Engine struct {
 	catRefs  [][]atom       // category id -> the patterns that name it
 	loose    []namePat      // globs with no literal suffix: tried one by one
 	looseAt  [4]uint64      // the first bytes of hosts a loose glob may match
+	looseKey []prefixKey    // loose glob -> the first bytes of its prefix
 	cidrs    []cidrAtom     // every CIDR pattern
 	counts   map[string]int // category name -> entries, for Categories
 

@@ -11,7 +11,7 @@ import (
 var simpleGlobs = []string{
 	"*.ads.example", "**.ads.example", "ads*.example", "t?.x.example", "ads-7.*", "a**",
 	"*", "**", "?", "x?", "?x.com", "*x", "ads.*.example", "{a,b}.example", "[a-c]*.example",
-	"é?.example", `a\*.example`, "***.example",
+	"é?.example", `a\*.example`, "***.example", "adserver-long*.example", "adserver*", "ads-[0-9]*.*",
 }
 
 var globHosts = []string{
@@ -19,7 +19,8 @@ var globHosts = []string{
 	"wwwads.example", "ads.example.com", "adsfoo.example", "ads.example", "ads-7.", "ads-7.com",
 	"ads-7.a.b", "tq.x.example", "t.x.example", "t..x.example", "tqq.x.example", "té.x.example",
 	"t\xff.x.example", "t\xc3.x.example", "a", "abc", "a.b", "xx", "xy.com", "é.x.com", "éq.example",
-	"a*.example", "ads.q.example", "b.example",
+	"a*.example", "ads.q.example", "b.example", "adserver", "adserver-longer.example", "adserver-long.example",
+	"adserve", "ads-7x.example", "adserver-lxng.example", "adserver-lonx.example", "tq.y.example", "tqx.example",
 }
 
 func TestSimpleGlobAgreesWithGobwas(t *testing.T) {
@@ -36,17 +37,27 @@ func TestSimpleGlobAgreesWithGobwas(t *testing.T) {
 func checkGlob(t *testing.T, p string, g *glob.Pattern, host string) {
 	t.Helper()
 	lit := literalSuffix(p)
-	ga := newGlob(p, g, lit)
+	b := &builder{e: &Engine{}, loose: []buildPat{newGlob(p, g, lit)}}
+	if err := b.packNames(); err != nil {
+		t.Fatal(err)
+	}
+	e := b.e
+	ga := &e.loose[0]
 	want := g.Match(host)
-	if got := ga.match(host, -1); got != want {
+	if got := ga.match(e, host, -1); got != want {
 		t.Errorf("glob %q on %q: match = %v, gobwas says %v", p, host, got, want)
+	}
+	// Decide turns a host away from a loose glob by the first bytes of
+	// its prefix: never one that the glob matches.
+	if k := e.looseKey[0]; head(host)&k.mask != k.word && want {
+		t.Errorf("glob %q on %q: turned away by its prefix key, but gobwas matches", p, host)
 	}
 	// Decide passes the offset of the literal suffix when host ends with it
 	// on a label boundary (or is it).
 	if lit != "" && len(host) >= len(lit) && host[len(host)-len(lit):] == lit {
 		off := len(host) - len(lit)
 		if off == 0 || host[off-1] == '.' {
-			if got := ga.match(host, off); got != want {
+			if got := ga.match(e, host, off); got != want {
 				t.Errorf("glob %q on %q at %d: match = %v, gobwas says %v", p, host, off, got, want)
 			}
 		}

@@ -18,10 +18,12 @@ import (
 // hash (see step) is keyed with a secret drawn for each Engine from a
 // maphash seed: deterministic for the life of the Engine, and not
 // predictable by a client who would forge a host name that collides with a
-// listed one. A blocked Bloom filter of the same keys, small enough to stay
-// in cache, answers most lookups of absent names first (see prefilter); each
-// index has its own, so that a host a glob matches does not read the
-// category index, whose lines are mostly not in cache.
+// listed one. A blocked Bloom filter of the keys of both indexes, a byte
+// per key, answers most lookups of absent names first (see prefilter), so
+// that a host a glob matches does not read the category index, whose lines
+// are mostly not in cache. The keys of one label are also in an exact set
+// (Engine.top), so that a host's top-level label is looked up only when
+// some key is that label alone.
 //
 // The key of a domain is the hash of its labels chained right to left (see
 // step), so that Decide hashes a host once for all its suffixes. A key's
@@ -105,7 +107,7 @@ type index struct {
 // when they cannot be, and Compile then tries another seed).
 func (t *buildTable) pack(nodes int, merge func(a, b uint32) (uint32, error)) (*index, error) {
 	b := max(bits.Len32(uint32(nodes-1)), 1)
-	x := &index{words: make([]uint64, len(t.slots)), mask: 1<<b - 1}
+	x := &index{words: hugeWords(len(t.slots)), mask: 1<<b - 1}
 	for i, s := range t.slots {
 		if s.key != 0 {
 			x.words[i] = s.key&^x.mask | uint64(s.val)

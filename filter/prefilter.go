@@ -17,7 +17,11 @@ import "math/bits"
 // often as for any absent name.
 //
 // A block is one 64-byte cache line: eight words, of which each key sets
-// one bit per word (a "split block" Bloom filter). The block of a key is
+// four bits in one (a "register-blocked" Bloom filter): a test is one
+// word and a mask, where setting one bit in each of the eight words (a
+// "split block" filter, as this was) took eight shifts and loads, for a
+// tenth fewer false positives (3.0% against 3.3% of names; measured:
+// 7% fewer instructions per decision of the uniform mix). The block of a key is
 // chosen by its base, as its home slot in the index is (see keyBase), so
 // the label suffixes of a host below its first non-heavy suffix are all
 // tested in one cache line, and a host with no listed suffix costs one
@@ -25,15 +29,16 @@ import "math/bits"
 // above the base (the top-level label and heavy ones such as "co.uk") each
 // have a block of their own, read by every host under them, so in cache.
 //
-// The block is chosen from the high bits of the base's hash and the bits
-// within it from the low 48 bits of the key's hash: for a key that is its
-// own base, the two do not depend on each other.
+// The block is chosen from the high bits of the base's hash, and the word
+// and the bits within it from the low 27 bits of the key's hash: for a key
+// that is its own base, the two do not depend on each other.
 //
 // A Bloom filter has no false negatives: every key of the index tests
 // positive, so Decide, which skips the index for a suffix that tests
 // negative, decides as it would without the prefilter. A false positive
 // costs the lookup in the index that would have happened anyway. At 8 bits
-// per key, about three tests in a hundred are false positives (see
+// per key, about 3.3 tests in a hundred are false positives, and 4.3 hosts
+// in a hundred test positive for some suffix (see
 // TestPrefilterFalsePositives).
 
 // prefilterBits is the number of filter bits per key.
@@ -42,11 +47,15 @@ const prefilterBits = 8
 // bloomBlock is one cache line of the prefilter.
 type bloomBlock [8]uint64
 
-// prefilter is a blocked Bloom filter of the index keys. Its slice of
-// blocks is over 32 KiB for more than about 2,000 keys, which the Go
-// allocator places on a page boundary, so each block is a cache line.
+// prefilter is a blocked Bloom filter of the index keys. Its words are
+// over 32 KiB for more than about 2,000 keys, which the Go allocator
+// places on a page boundary, so each block is a cache line; from a
+// megabyte, on a huge page boundary (see hugeWords), so that the few
+// megabytes of a large engine's prefilter are one or two pages for the
+// TLB, which the reads of the index do not push out.
 type prefilter struct {
-	blocks []bloomBlock // at least one
+	words  []uint64 // the blocks, eight words each; at least one
+	blocks int
 	// names has a bit for each block, set when the block holds a key of
 	// the rule index (see nameKey): a few KiB, in cache. Most blocks hold
 	// none, and their hosts skip the test for the rule index.
@@ -56,18 +65,21 @@ type prefilter struct {
 // newPrefilter returns an empty prefilter sized for n keys.
 func newPrefilter(n int) prefilter {
 	nb := max((n*prefilterBits+511)/512, 1)
-	return prefilter{blocks: make([]bloomBlock, nb), names: make([]uint64, (nb+63)/64)}
+	return prefilter{words: hugeWords(nb * 8), blocks: nb, names: make([]uint64, (nb+63)/64)}
 }
 
 // blockOf returns the number of the block of the keys whose base hashes
 // to base.
 func (p *prefilter) blockOf(base uint64) uint64 {
-	i, _ := bits.Mul64(base, uint64(len(p.blocks)))
+	i, _ := bits.Mul64(base, uint64(p.blocks))
 	return i
 }
 
+// at returns block i.
+func (p *prefilter) at(i uint64) *bloomBlock { return (*bloomBlock)(p.words[i*8:]) }
+
 // block returns the block of the keys whose base hashes to base.
-func (p *prefilter) block(base uint64) *bloomBlock { return &p.blocks[p.blockOf(base)] }
+func (p *prefilter) block(base uint64) *bloomBlock { return p.at(p.blockOf(base)) }
 
 // hasNames reports whether block i may hold a key of the rule index.
 func (p *prefilter) hasNames(i uint64) bool { return p.names[i>>6]>>(i&63)&1 != 0 }
@@ -83,9 +95,7 @@ func (p *prefilter) addName(h, base uint64) {
 // add records key h, whose base hashes to base.
 func (p *prefilter) add(h, base uint64) {
 	b := p.block(base)
-	for i := range b {
-		b[i] |= 1 << (h >> (6 * i) & 63)
-	}
+	b[h>>24&7] |= keyBits(h)
 }
 
 // has reports whether key h, whose base hashes to base, may be in the
@@ -94,9 +104,13 @@ func (p *prefilter) has(h, base uint64) bool {
 	return p.block(base).has(h)
 }
 
-// has reports whether the bits of key h are all set in b. The eight tests
-// are independent of each other, written out so that they run side by side.
+// keyBits returns the four bits that key h sets in its word.
+func keyBits(h uint64) uint64 {
+	return 1<<(h&63) | 1<<(h>>6&63) | 1<<(h>>12&63) | 1<<(h>>18&63)
+}
+
+// has reports whether the bits of key h are all set in its word of b.
 func (b *bloomBlock) has(h uint64) bool {
-	return b[0]>>(h&63)&(b[1]>>(h>>6&63))&(b[2]>>(h>>12&63))&(b[3]>>(h>>18&63))&
-		(b[4]>>(h>>24&63))&(b[5]>>(h>>30&63))&(b[6]>>(h>>36&63))&(b[7]>>(h>>42&63))&1 != 0
+	m := keyBits(h)
+	return b[h>>24&7]&m == m
 }

@@ -35,7 +35,7 @@ func TestPrefilterHasEveryKey(t *testing.T) {
 				t.Fatalf("n=%d: key %#x (base %#x) added but tests negative", n, k[0], k[1])
 			}
 		}
-		if got, want := len(p.blocks)*64, max(n*prefilterBits/8, 64)+64; got > want {
+		if got, want := p.blocks*64, max(n*prefilterBits/8, 64)+64; got > want {
 			t.Errorf("n=%d: prefilter is %d bytes, want at most %d", n, got, want)
 		}
 	}
@@ -116,7 +116,7 @@ func TestPrefilterNoFalseNegatives(t *testing.T) {
 		}
 	}
 	t.Logf("%d names, prefilter %d bytes (%.2f bytes per name)",
-		len(names), len(e.pre.blocks)*64, float64(len(e.pre.blocks)*64)/float64(len(names)))
+		len(names), e.pre.blocks*64, float64(e.pre.blocks*64)/float64(len(names)))
 }
 
 // TestPrefilterFalsePositives measures how often the prefilter lets a name
