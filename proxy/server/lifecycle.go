@@ -322,18 +322,14 @@ func (s *Server) handle(nc net.Conn) {
 		s.socksUse(so, 1)
 		defer s.socksUse(so, -1)
 		so.ServeConn(s.base, c)
+	case 'C':
+		if !c.refused && s.serveConnect(c) {
+			return
+		}
+		fallthrough
 	default:
 		c.SetReadDeadline(time.Time{})
-		for {
-			g := s.httpServer(st.cfg.Timeouts)
-			if g == nil { // the grace period is over
-				c.Close()
-				return
-			}
-			if g.ln.push(s.base, c) {
-				return
-			}
-		}
+		s.toHTTP(c)
 	}
 }
 
