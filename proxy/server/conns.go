@@ -68,12 +68,13 @@ func (c *conn) Close() error {
 	return err
 }
 
-// track runs done exactly once when c closes (at once if it already has),
-// whichever goroutine closes it.
-func (c *conn) track(done func()) {
-	c.onClose.Store(&done)
-	if c.closed.Load() && c.onClose.CompareAndSwap(&done, nil) {
-		done()
+// track runs *done exactly once when c closes (at once if it already
+// has), whichever goroutine closes it. done may be shared by many conns
+// (see metrics.opened): a pointer made once, so tracking allocates nothing.
+func (c *conn) track(done *func()) {
+	c.onClose.Store(done)
+	if c.closed.Load() && c.onClose.CompareAndSwap(done, nil) {
+		(*done)()
 	}
 }
 
