@@ -27,17 +27,17 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	connsActive  *prometheus.GaugeVec          // frontend
-	connsTotal   *prometheus.CounterVec        // frontend
-	rejected     *prometheus.CounterVec        // reason
-	requests     *prometheus.CounterVec        // frontend, verdict, category
-	bytes        *prometheus.CounterVec        // frontend, direction
-	dialErrors   *prometheus.CounterVec        // kind
-	failovers    *prometheus.CounterVec        // route
-	authFailures *prometheus.CounterVec        // frontend
-	wouldBlock   *prometheus.CounterVec        // frontend, rule
-	up, down     map[string]prometheus.Counter // bytes per front end, resolved once
-	fronts       map[string]*frontCounters     // connections per front end, resolved once
+	connsActive  *prometheus.GaugeVec                              // frontend
+	connsTotal   *prometheus.CounterVec                            // frontend
+	rejected     *prometheus.CounterVec                            // reason
+	requests     *prometheus.CounterVec                            // frontend, verdict, category
+	bytes        *prometheus.CounterVec                            // frontend, direction
+	dialErrors   *prometheus.CounterVec                            // kind
+	failovers    *prometheus.CounterVec                            // route
+	authFailures *prometheus.CounterVec                            // frontend
+	wouldBlock   *prometheus.CounterVec                            // frontend, rule
+	up, down     map[string]prometheus.Counter                     // bytes per front end, resolved once
+	fronts       map[string]*frontCounters                         // connections per front end, resolved once
 	reqs         atomic.Pointer[map[requestKey]prometheus.Counter] // resolved label sets; replaced, never changed
 	reqsMu       sync.Mutex                                        // held to replace reqs
 
