@@ -40,7 +40,7 @@ func randomRecord(rng *rand.Rand) *Record {
 	s := func() string { return oddStrings[rng.IntN(len(oddStrings))] }
 	r := &Record{
 		ID: s(), Start: start, Duration: time.Duration(rng.Int64N(1e12)), Client: s(),
-		Proto: []string{"http", "socks5", "socks4a", "transparent"}[rng.IntN(4)],
+		Proto:  []string{"http", "socks5", "socks4a", "transparent"}[rng.IntN(4)],
 		Method: s(), Target: s(), Path: s(), User: s(), Cmd: []string{"connect", "udp", s()}[rng.IntN(3)],
 		Decided: rng.IntN(2) == 0, Verdict: s(), Reason: s(), Rule: s(), Category: s(), Route: s(),
 		Status: rng.IntN(600), Reply: rng.IntN(300) - 1, Up: rng.Int64() - rng.Int64(), Down: rng.Int64N(1 << 40),
