@@ -74,9 +74,9 @@ func (g *guard) Check(req *filter.Request, d *filter.Decision, addr netip.AddrPo
 //go:noinline
 func (g *guard) checkRules(req *filter.Request, d *filter.Decision, a netip.Addr, addr netip.AddrPort) (*filter.Decision, error) {
 	ad := *d
-	if host := a.String(); host != req.Host {
+	if !sameAddr(req.Host, a) {
 		ipReq := *req
-		ipReq.Host = host
+		ipReq.Host = a.String()
 		ad = g.engine.Decide(ipReq)
 	}
 	if g.checkResolved && ad.Verdict == filter.Block && !ad.Default && ad.Rule.Pattern != "" {
@@ -88,6 +88,14 @@ func (g *guard) checkRules(req *filter.Request, d *filter.Decision, a netip.Addr
 			fmt.Errorf("%w %s: private address (deny_private)", dial.ErrBlocked, addr)
 	}
 	return nil, nil
+}
+
+// sameAddr reports whether host, a request's normalized host, is a as
+// a.String() writes it: then the decision on the host is the decision on
+// the address. It formats a on the stack: no string per dial.
+func sameAddr(host string, a netip.Addr) bool {
+	var buf [48]byte
+	return string(a.AppendTo(buf[:0])) == host
 }
 
 // explicitAllow reports whether d allows by a rule whose destination list
