@@ -80,8 +80,10 @@ func (g *guard) checkRules(req *filter.Request, d *filter.Decision, a netip.Addr
 		ad = g.engine.Decide(ipReq)
 	}
 	if g.checkResolved && ad.Verdict == filter.Block && !ad.Default && ad.Rule.Pattern != "" {
-		ad.Reason = ReasonResolved
-		return &ad, fmt.Errorf("%w %s by %s (%s)", dial.ErrBlocked, addr, ad.Rule, ad.Rule.Pattern)
+		rd := new(filter.Decision) // only a refusal is on the heap, not ad on every dial
+		*rd = ad
+		rd.Reason = ReasonResolved
+		return rd, fmt.Errorf("%w %s by %s (%s)", dial.ErrBlocked, addr, rd.Rule, rd.Rule.Pattern)
 	}
 	if g.denyPrivate && isPrivate(a) && !explicitAllow(*d) && !explicitAllow(ad) {
 		return &filter.Decision{Verdict: filter.Block, Reason: ReasonPrivate},

@@ -231,3 +231,24 @@ func TestSameAddr(t *testing.T) {
 		t.Errorf("%.0f allocations", n)
 	}
 }
+
+// TestGuardCheckCost: checking an allowed IP-literal target's address
+// under check_resolved and deny_private allocates nothing.
+func TestGuardCheckCost(t *testing.T) {
+	g := compileGuard(t, "check_resolved: true\ndeny_private: true\ndefault: allow\nrules:\n  - block: [192.0.2.0/24]\n", "127.0.0.1:3128")
+	eng := g.engine
+	req := filter.Request{Client: netip.MustParseAddr("127.0.0.1"), Host: "198.51.100.7", Port: 443}
+	d := eng.Decide(req)
+	ap := netip.MustParseAddrPort("198.51.100.7:443")
+	if n := testing.AllocsPerRun(100, func() {
+		if rd, err := g.Check(&req, &d, ap); rd != nil || err != nil {
+			t.Fatal(rd, err)
+		}
+	}); n != 0 {
+		t.Errorf("%.0f allocations per check", n)
+	}
+	blocked := netip.MustParseAddrPort("192.0.2.1:443")
+	if rd, err := g.Check(&req, &d, blocked); rd == nil || err == nil || rd.Reason != ReasonResolved {
+		t.Errorf("a blocked address: %v, %v", rd, err)
+	}
+}
