@@ -12,8 +12,9 @@ import (
 
 // conn is one accepted client connection, tracked from accept to Close
 // whatever serves it: the HTTP server (keep-alive requests, hijacked
-// CONNECT and WebSocket tunnels) or SOCKS. Shutdown waits for every conn
-// to close, and closes those still open when the grace period ends.
+// CONNECT and WebSocket tunnels), its worker (a CONNECT whose head came in
+// the first read, see serveConnect) or SOCKS. Shutdown waits for every
+// conn to close, and closes those still open when the grace period ends.
 type conn struct {
 	net.Conn
 	t       *conns
