@@ -172,7 +172,9 @@ func (l *Log) Write(r *Record) {
 			LogJSON(server, r)
 		}
 	case format == FormatJSON:
-		LogJSON(j, r) // through lockedFile
+		if !writeJSON(lockedFile{l}, r, time.Now()) {
+			LogJSON(j, r) // through lockedFile
+		}
 	case format == FormatSquid:
 		line := Squid(r) + "\n"
 		if path == "" {

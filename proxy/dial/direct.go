@@ -78,8 +78,13 @@ func (d *Direct) dial(ctx context.Context, network, addr string, check Check, or
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > timeout {
+		// A caller's earlier deadline (a front end's dial timeout) bounds
+		// the dial already: no second context and timer for it.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

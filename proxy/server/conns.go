@@ -12,8 +12,9 @@ import (
 
 // conn is one accepted client connection, tracked from accept to Close
 // whatever serves it: the HTTP server (keep-alive requests, hijacked
-// CONNECT and WebSocket tunnels) or SOCKS. Shutdown waits for every conn
-// to close, and closes those still open when the grace period ends.
+// CONNECT and WebSocket tunnels), its worker (a CONNECT whose head came in
+// the first read, see serveConnect) or SOCKS. Shutdown waits for every
+// conn to close, and closes those still open when the grace period ends.
 type conn struct {
 	net.Conn
 	t       *conns
@@ -68,12 +69,13 @@ func (c *conn) Close() error {
 	return err
 }
 
-// track runs done exactly once when c closes (at once if it already has),
-// whichever goroutine closes it.
-func (c *conn) track(done func()) {
-	c.onClose.Store(&done)
-	if c.closed.Load() && c.onClose.CompareAndSwap(&done, nil) {
-		done()
+// track runs *done exactly once when c closes (at once if it already
+// has), whichever goroutine closes it. done may be shared by many conns
+// (see metrics.opened): a pointer made once, so tracking allocates nothing.
+func (c *conn) track(done *func()) {
+	c.onClose.Store(done)
+	if c.closed.Load() && c.onClose.CompareAndSwap(done, nil) {
+		(*done)()
 	}
 }
 

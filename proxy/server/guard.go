@@ -74,20 +74,30 @@ func (g *guard) Check(req *filter.Request, d *filter.Decision, addr netip.AddrPo
 //go:noinline
 func (g *guard) checkRules(req *filter.Request, d *filter.Decision, a netip.Addr, addr netip.AddrPort) (*filter.Decision, error) {
 	ad := *d
-	if host := a.String(); host != req.Host {
+	if !sameAddr(req.Host, a) {
 		ipReq := *req
-		ipReq.Host = host
+		ipReq.Host = a.String()
 		ad = g.engine.Decide(ipReq)
 	}
 	if g.checkResolved && ad.Verdict == filter.Block && !ad.Default && ad.Rule.Pattern != "" {
-		ad.Reason = ReasonResolved
-		return &ad, fmt.Errorf("%w %s by %s (%s)", dial.ErrBlocked, addr, ad.Rule, ad.Rule.Pattern)
+		rd := new(filter.Decision) // only a refusal is on the heap, not ad on every dial
+		*rd = ad
+		rd.Reason = ReasonResolved
+		return rd, fmt.Errorf("%w %s by %s (%s)", dial.ErrBlocked, addr, rd.Rule, rd.Rule.Pattern)
 	}
 	if g.denyPrivate && isPrivate(a) && !explicitAllow(*d) && !explicitAllow(ad) {
 		return &filter.Decision{Verdict: filter.Block, Reason: ReasonPrivate},
 			fmt.Errorf("%w %s: private address (deny_private)", dial.ErrBlocked, addr)
 	}
 	return nil, nil
+}
+
+// sameAddr reports whether host, a request's normalized host, is a as
+// a.String() writes it: then the decision on the host is the decision on
+// the address. It formats a on the stack: no string per dial.
+func sameAddr(host string, a netip.Addr) bool {
+	var buf [48]byte
+	return string(a.AppendTo(buf[:0])) == host
 }
 
 // explicitAllow reports whether d allows by a rule whose destination list

@@ -205,3 +205,50 @@ func check(t *testing.T, g *guard, req filter.Request, d filter.Decision, ap net
 	}
 	return *rd, err
 }
+
+// TestSameAddr: a host is the address when it is written as a.String()
+// writes it, and telling so allocates nothing.
+func TestSameAddr(t *testing.T) {
+	for _, c := range []struct {
+		host string
+		a    string
+		want bool
+	}{
+		{"127.0.0.1", "127.0.0.1", true},
+		{"127.0.0.2", "127.0.0.1", false},
+		{"a.test", "127.0.0.1", false},
+		{"::1", "::1", true},
+		{"0:0::1", "::1", false}, // not as a.String() writes it: decided again, as before
+		{"fe80::1%eth0", "fe80::1%eth0", true},
+		{"", "127.0.0.1", false},
+	} {
+		if got := sameAddr(c.host, netip.MustParseAddr(c.a)); got != c.want {
+			t.Errorf("sameAddr(%q, %s) = %v", c.host, c.a, got)
+		}
+	}
+	a := netip.MustParseAddr("192.0.2.10")
+	if n := testing.AllocsPerRun(100, func() { sameAddr("192.0.2.10", a) }); n != 0 {
+		t.Errorf("%.0f allocations", n)
+	}
+}
+
+// TestGuardCheckCost: checking an allowed IP-literal target's address
+// under check_resolved and deny_private allocates nothing.
+func TestGuardCheckCost(t *testing.T) {
+	g := compileGuard(t, "check_resolved: true\ndeny_private: true\ndefault: allow\nrules:\n  - block: [192.0.2.0/24]\n", "127.0.0.1:3128")
+	eng := g.engine
+	req := filter.Request{Client: netip.MustParseAddr("127.0.0.1"), Host: "198.51.100.7", Port: 443}
+	d := eng.Decide(req)
+	ap := netip.MustParseAddrPort("198.51.100.7:443")
+	if n := testing.AllocsPerRun(100, func() {
+		if rd, err := g.Check(&req, &d, ap); rd != nil || err != nil {
+			t.Fatal(rd, err)
+		}
+	}); n != 0 {
+		t.Errorf("%.0f allocations per check", n)
+	}
+	blocked := netip.MustParseAddrPort("192.0.2.1:443")
+	if rd, err := g.Check(&req, &d, blocked); rd == nil || err == nil || rd.Reason != ReasonResolved {
+		t.Errorf("a blocked address: %v, %v", rd, err)
+	}
+}

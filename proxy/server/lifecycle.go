@@ -277,7 +277,9 @@ func (s *Server) work(ctx context.Context, idle chan net.Conn, handle func(net.C
 
 // handle checks the client against `clients` and `limits`, peeks at the
 // first byte and gives the connection to the SOCKS or HTTP front end of the
-// current state.
+// current state: a CONNECT whose whole head came in the first read is
+// served here, on the worker (serveConnect); other HTTP goes to the HTTP
+// server.
 func (s *Server) handle(nc net.Conn) {
 	st := s.state.Load()
 	client := remoteAddr(nc)
@@ -322,18 +324,14 @@ func (s *Server) handle(nc net.Conn) {
 		s.socksUse(so, 1)
 		defer s.socksUse(so, -1)
 		so.ServeConn(s.base, c)
+	case 'C':
+		if !c.refused && s.serveConnect(c) {
+			return
+		}
+		fallthrough
 	default:
 		c.SetReadDeadline(time.Time{})
-		for {
-			g := s.httpServer(st.cfg.Timeouts)
-			if g == nil { // the grace period is over
-				c.Close()
-				return
-			}
-			if g.ln.push(s.base, c) {
-				return
-			}
-		}
+		s.toHTTP(c)
 	}
 }
 

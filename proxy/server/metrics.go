@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,16 +27,19 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	connsActive  *prometheus.GaugeVec          // frontend
-	connsTotal   *prometheus.CounterVec        // frontend
-	rejected     *prometheus.CounterVec        // reason
-	requests     *prometheus.CounterVec        // frontend, verdict, category
-	bytes        *prometheus.CounterVec        // frontend, direction
-	dialErrors   *prometheus.CounterVec        // kind
-	failovers    *prometheus.CounterVec        // route
-	authFailures *prometheus.CounterVec        // frontend
-	wouldBlock   *prometheus.CounterVec        // frontend, rule
-	up, down     map[string]prometheus.Counter // bytes per front end, resolved once
+	connsActive  *prometheus.GaugeVec                              // frontend
+	connsTotal   *prometheus.CounterVec                            // frontend
+	rejected     *prometheus.CounterVec                            // reason
+	requests     *prometheus.CounterVec                            // frontend, verdict, category
+	bytes        *prometheus.CounterVec                            // frontend, direction
+	dialErrors   *prometheus.CounterVec                            // kind
+	failovers    *prometheus.CounterVec                            // route
+	authFailures *prometheus.CounterVec                            // frontend
+	wouldBlock   *prometheus.CounterVec                            // frontend, rule
+	up, down     map[string]prometheus.Counter                     // bytes per front end, resolved once
+	fronts       map[string]*frontCounters                         // connections per front end, resolved once
+	reqs         atomic.Pointer[map[requestKey]prometheus.Counter] // resolved label sets; replaced, never changed
+	reqsMu       sync.Mutex                                        // held to replace reqs
 
 	// For the status page.
 	now          func() time.Time
@@ -90,9 +94,11 @@ func newMetrics(s *Server, now func() time.Time) *metrics {
 		blockedHosts: newHourTop(topKeys, now),
 	}
 	m.up, m.down = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}
+	m.fronts = map[string]*frontCounters{}
 	for _, fe := range frontends {
-		m.connsActive.WithLabelValues(fe)
-		m.connsTotal.WithLabelValues(fe)
+		active := m.connsActive.WithLabelValues(fe)
+		closed := active.Dec
+		m.fronts[fe] = &frontCounters{total: m.connsTotal.WithLabelValues(fe), active: active, closed: &closed}
 		m.up[fe] = m.bytes.WithLabelValues(fe, "up")
 		m.down[fe] = m.bytes.WithLabelValues(fe, "down")
 	}
@@ -132,7 +138,7 @@ func (m *metrics) observe(a observe.Access) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(a.Frontend, a.Verdict, a.Category).Inc()
+	m.request(a.Frontend, a.Verdict, a.Category).Inc()
 	if a.WouldBlock != "" {
 		m.wouldBlock.WithLabelValues(a.Frontend, a.WouldBlock).Inc()
 	}
@@ -153,21 +159,71 @@ func (m *metrics) observe(a observe.Access) {
 	}
 }
 
+// frontCounters are the connection metrics of one front end.
+type frontCounters struct {
+	total  prometheus.Counter
+	active prometheus.Gauge
+	closed *func() // active.Dec, made once
+}
+
+// requestKey is the label set of sluice_requests_total.
+type requestKey struct{ frontend, verdict, category string }
+
+// maxRequestKeys bounds the label sets request keeps resolved; past it
+// (many categories) it looks them up each time.
+const maxRequestKeys = 1024
+
+// request returns the sluice_requests_total counter of a label set. The
+// counters of the label sets seen are kept: the vector's lookup hashes
+// and checks the three values on every request.
+func (m *metrics) request(frontend, verdict, category string) prometheus.Counter {
+	k := requestKey{frontend, verdict, category}
+	if p := m.reqs.Load(); p != nil {
+		if c, ok := (*p)[k]; ok {
+			return c
+		}
+	}
+	c := m.requests.WithLabelValues(frontend, verdict, category)
+	m.reqsMu.Lock()
+	defer m.reqsMu.Unlock()
+	old := map[requestKey]prometheus.Counter{}
+	if p := m.reqs.Load(); p != nil {
+		old = *p
+	}
+	if len(old) < maxRequestKeys {
+		next := make(map[requestKey]prometheus.Counter, len(old)+1)
+		maps.Copy(next, old)
+		next[k] = c
+		m.reqs.Store(&next)
+	}
+	return c
+}
+
 // kindLabel is a dial error kind as a label value: "host unreachable"
 // becomes "host_unreachable".
 func kindLabel(k dial.Kind) string { return strings.ReplaceAll(k.String(), " ", "_") }
 
 // opened counts a connection whose front end is known, and returns what
 // counts its end.
-func (m *metrics) opened(frontend string) (closed func()) {
+func (m *metrics) opened(frontend string) (closed *func()) {
 	if m == nil {
-		return func() {}
+		return &noop
 	}
-	m.connsTotal.WithLabelValues(frontend).Inc()
-	g := m.connsActive.WithLabelValues(frontend)
-	g.Inc()
-	return g.Dec
+	f, ok := m.fronts[frontend]
+	if !ok {
+		m.connsTotal.WithLabelValues(frontend).Inc()
+		g := m.connsActive.WithLabelValues(frontend)
+		g.Inc()
+		dec := g.Dec
+		return &dec
+	}
+	f.total.Inc()
+	f.active.Inc()
+	return f.closed
 }
+
+// noop is the closed func of a nil *metrics.
+var noop = func() {}
 
 // reject counts a connection refused at accept for reason.
 func (m *metrics) reject(reason string) {

@@ -88,6 +88,8 @@ type Server struct {
 	conns    *conns          // every accepted connection, until it closes
 	handlers inflight        // HTTP handlers and tunnels running (holdTunnel)
 	base     context.Context // of every connection; cancelled when the grace period ends
+	httpBase context.Context // base as the HTTP servers give it (see connectBase)
+	baseOnce sync.Once
 	stop     context.CancelFunc
 	wg       sync.WaitGroup // accept loops, connections, reload triggers, HTTP servers
 	workers  atomic.Int64   // connection goroutines started (see work)

@@ -184,11 +184,20 @@ func TestConnTrackOnce(t *testing.T) {
 			c.Close()
 		}
 		wg.Go(func() { c.Close() })
-		wg.Go(func() { c.track(done) })
+		// Another conn tracks with the same func, as the connections of
+		// one front end do (metrics.opened).
+		other := &conn{t: c.t, Conn: nopConn{}}
+		wg.Go(func() { c.track(&done) })
+		wg.Go(func() { other.track(&done) })
 		wg.Wait()
 		c.Close()
 		if ends != 1 {
 			t.Fatalf("round %d: the end counted %d times", i, ends)
+		}
+		other.Close()
+		other.Close()
+		if ends != 2 {
+			t.Fatalf("round %d: two conns' ends counted %d times", i, ends)
 		}
 	}
 }

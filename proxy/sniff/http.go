@@ -41,8 +41,11 @@ func isRequestLine(buf []byte) tri {
 		if !complete {
 			return yes // the head must still end within the bounds
 		}
-		f := bytes.Fields(line)
-		if len(f) < 2 || !bytes.HasPrefix(f[len(f)-1], []byte("HTTP/")) {
+		n, last := 0, []byte(nil)
+		for w := range bytes.FieldsSeq(line) {
+			n, last = n+1, w
+		}
+		if n < 2 || !bytes.HasPrefix(last, httpVersion) {
 			return no
 		}
 		return yes
@@ -63,40 +66,55 @@ func isTokenChar(c byte) bool {
 // an absolute-form or authority-form request target, or the Host header.
 // Several different hosts are ErrAmbiguous. A request line that does not
 // have the three usual fields still has its Host headers read.
+//
+// It reads head in place (its lines and fields are iterated, not split
+// into slices) and copies only the hosts it finds: it runs on the first
+// bytes of every sniffed tunnel.
 func requestHost(head []byte) (string, error) {
-	lines := strings.Split(strings.TrimRight(string(head), "\r\n"), "\n")
-	var hosts []string
-	if f := strings.Fields(lines[0]); len(f) == 3 {
+	head = bytes.TrimRight(head, "\r\n")
+	var buf [4][]byte
+	hosts := buf[:0]
+	line, rest, more := bytes.Cut(head, newline)
+	var f [3][]byte
+	n := 0
+	for w := range bytes.FieldsSeq(line) {
+		if n < len(f) {
+			f[n] = w
+		}
+		n++
+	}
+	if n == 3 {
 		method, target := f[0], f[1]
 		switch {
-		case strings.EqualFold(method, "CONNECT"):
+		case bytes.EqualFold(method, connectMethod):
 			hosts = append(hosts, target)
-		case strings.HasPrefix(target, "/") || target == "*":
+		case bytes.HasPrefix(target, slash) || string(target) == "*":
 		default: // absolute form: scheme://authority/path
-			_, rest, ok := strings.Cut(target, "://")
+			_, authority, ok := bytes.Cut(target, schemeSep)
 			if !ok {
 				return "", fmt.Errorf("%w: request target %.64q", ErrMalformed, target)
 			}
-			if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-				rest = rest[:i]
+			if i := bytes.IndexAny(authority, "/?#"); i >= 0 {
+				authority = authority[:i]
 			}
-			if i := strings.LastIndexByte(rest, '@'); i >= 0 {
-				rest = rest[i+1:]
+			if i := bytes.LastIndexByte(authority, '@'); i >= 0 {
+				authority = authority[i+1:]
 			}
-			hosts = append(hosts, rest)
+			hosts = append(hosts, authority)
 		}
 	}
-	for _, l := range lines[1:] {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok || !strings.EqualFold(strings.TrimSpace(k), "host") {
+	for more {
+		line, rest, more = bytes.Cut(rest, newline)
+		k, v, ok := bytes.Cut(line, colon)
+		if !ok || !bytes.EqualFold(bytes.TrimSpace(k), hostHeader) {
 			continue
 		}
-		hosts = append(hosts, strings.TrimSpace(v))
+		hosts = append(hosts, bytes.TrimSpace(v))
 	}
 	name := ""
-	for _, h := range hosts {
-		h = stripPort(h)
-		if h == "" || !printable([]byte(h)) {
+	for _, hb := range hosts {
+		h := stripPort(string(hb))
+		if h == "" || !printable(h) {
 			return "", fmt.Errorf("%w: host %.64q", ErrMalformed, h)
 		}
 		if name != "" && !strings.EqualFold(strings.TrimSuffix(name, "."), strings.TrimSuffix(h, ".")) {
@@ -110,10 +128,22 @@ func requestHost(head []byte) (string, error) {
 	return name, nil
 }
 
+var (
+	newline       = []byte("\n")
+	colon         = []byte(":")
+	slash         = []byte("/")
+	schemeSep     = []byte("://")
+	connectMethod = []byte("CONNECT")
+	hostHeader    = []byte("host")
+	httpVersion   = []byte("HTTP/")
+)
+
 // stripPort returns the host of host[:port], without the brackets of an
 // IPv6 literal.
 func stripPort(hp string) string {
-	if h, _, err := net.SplitHostPort(hp); err == nil {
+	if strings.IndexByte(hp, ':') < 0 {
+		// No port: SplitHostPort would fail, allocating its error.
+	} else if h, _, err := net.SplitHostPort(hp); err == nil {
 		return h
 	}
 	if strings.HasPrefix(hp, "[") && strings.HasSuffix(hp, "]") {

@@ -179,9 +179,9 @@ func parseServerName(data cryptobyte.String) (string, error) {
 }
 
 // printable reports whether b holds printable ASCII only, without spaces.
-func printable(b []byte) bool {
-	for _, c := range b {
-		if c <= ' ' || c >= 0x7f {
+func printable[T ~string | ~[]byte](b T) bool {
+	for i := range len(b) {
+		if c := b[i]; c <= ' ' || c >= 0x7f {
 			return false
 		}
 	}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package dial
+
+const raceEnabled = false
