@@ -4,8 +4,10 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -54,6 +56,11 @@ func socketInode(from, to netip.AddrPort) (string, error) {
 	return "", nil
 }
 
+// findInode scans path for the line of the socket from local to remote
+// and returns its inode. It reads line by line into one buffer and splits
+// only the line that matches: the file has a line per TCP socket of the
+// host, tens of thousands on a busy gateway, and an admin request (each
+// Prometheus scrape) scans it.
 func findInode(path, local, remote string) (string, error) {
 	fh, err := os.Open(path)
 	if err != nil {
@@ -63,15 +70,31 @@ func findInode(path, local, remote string) (string, error) {
 		return "", err
 	}
 	defer fh.Close()
-	sc := bufio.NewScanner(fh)
-	for sc.Scan() {
-		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
-		f := strings.Fields(sc.Text())
-		if len(f) > 9 && f[1] == local && f[2] == remote {
-			return f[9], nil
+	// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+	want := []byte(" " + local + " " + remote + " ")
+	br := bufio.NewReaderSize(fh, 64<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		if i := bytes.Index(line, want); i >= 0 {
+			if f := bytes.Fields(line); len(f) > 9 && string(f[1]) == local && string(f[2]) == remote {
+				return string(f[9]), nil
+			}
+		}
+		switch {
+		case err == io.EOF:
+			return "", nil
+		case err == bufio.ErrBufferFull: // a line longer than the buffer: not one of ours
+			for err == bufio.ErrBufferFull {
+				_, err = br.ReadSlice('\n')
+			}
+			if err == io.EOF {
+				return "", nil
+			}
+		}
+		if err != nil {
+			return "", err
 		}
 	}
-	return "", sc.Err()
 }
 
 // procAddr writes ap as /proc/net/tcp{,6} do: the address as 32-bit words
