@@ -172,3 +172,13 @@ func (d Decision) Route() string {
 	}
 	return d.Via
 }
+
+// OrBlock returns d, or a plain Block decision when d is nil: the decision
+// a refusal stands on when whoever refused (a dial-time guard) gave none,
+// so that a refusal is never logged or answered as an allow.
+func OrBlock(d *Decision) *Decision {
+	if d == nil {
+		return &Decision{Verdict: Block}
+	}
+	return d
+}

@@ -175,18 +175,9 @@ func (s *Server) preflight(x *exchange, addr string, d filter.Decision) error {
 	}
 	rd, err := s.Guard(&x.req, &d, ap)
 	if err != nil {
-		x.refused.CompareAndSwap(nil, refusal(rd))
+		x.refused.CompareAndSwap(nil, filter.OrBlock(rd))
 	}
 	return err
-}
-
-// refusal is the decision a Guard refused with: rd, or a plain block when
-// a Guard returned none.
-func refusal(rd *filter.Decision) *filter.Decision {
-	if rd == nil {
-		return &filter.Decision{Verdict: filter.Block}
-	}
-	return rd
 }
 
 // sniffTunnel serves a CONNECT that the first decision allowed and whose

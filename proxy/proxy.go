@@ -334,7 +334,7 @@ func (s *Server) guarded(ctx context.Context, x *exchange) context.Context {
 	return dial.WithCheck(ctx, func(ap netip.AddrPort) error {
 		rd, err := s.Guard(&g.req, &g.d, ap)
 		if err != nil {
-			x.refused.CompareAndSwap(nil, refusal(rd))
+			x.refused.CompareAndSwap(nil, filter.OrBlock(rd))
 		} else {
 			a := ap.Addr().Unmap()
 			x.peer.Store(&a)

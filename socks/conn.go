@@ -393,7 +393,7 @@ func (s *Server) preflight(req filter.Request, d filter.Decision, addr string) (
 	}
 	rd, err := s.Guard(&req, &d, ap)
 	if err != nil {
-		return refusal(rd), err
+		return filter.OrBlock(rd), err
 	}
 	return nil, nil
 }

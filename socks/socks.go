@@ -351,19 +351,10 @@ func (s *Server) guarded(ctx context.Context, req filter.Request, d filter.Decis
 	return dial.WithCheck(ctx, func(ap netip.AddrPort) error {
 		rd, err := s.Guard(&req, &d, ap)
 		if err != nil {
-			refused.CompareAndSwap(nil, refusal(rd))
+			refused.CompareAndSwap(nil, filter.OrBlock(rd))
 		}
 		return err
 	})
-}
-
-// refusal is the decision a Guard refused with: rd, or a plain block when
-// a Guard returned none.
-func refusal(rd *filter.Decision) *filter.Decision {
-	if rd == nil {
-		return &filter.Decision{Verdict: filter.Block}
-	}
-	return rd
 }
 
 func (s *Server) decide(req filter.Request) filter.Decision {

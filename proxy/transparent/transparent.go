@@ -157,10 +157,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, orig netip.AddrPort)
 	a.decision = &d
 	if d.Verdict == filter.Allow && s.Guard != nil {
 		if rd, err := s.Guard(&req, &d, orig); err != nil {
-			if rd == nil {
-				rd = &filter.Decision{Verdict: filter.Block}
-			}
-			a.decision, a.rec.Err = rd, err
+			a.decision, a.rec.Err = filter.OrBlock(rd), err
 		}
 	}
 	if a.decision.Verdict != filter.Allow {
