@@ -307,21 +307,26 @@ func (sp *splicer) fail(dir string, err error) {
 	sp.abort(&DirError{Dir: dir, Err: err})
 }
 
-// eof propagates the end of one direction's source to its destination.
-// When the other direction has ended already, a TCP destination is left
-// to finish, whose close(2) sends the same FIN: its source was read to its
-// end, so the close cannot turn into a reset, and a shutdown(2) is saved.
-func (sp *splicer) eof(dst net.Conn) {
-	if sp.eofs.Add(1) == 2 && isTCP(dst) {
+// eof propagates the end of h's source to its destination. When the
+// other direction has ended already, a TCP destination is left to finish,
+// whose close(2) sends the same FIN: its source was read to its end, so
+// the close cannot turn into a reset, and a shutdown(2) is saved. When the
+// half-close fails (the destination's peer reset it: ENOTCONN), the
+// destination's peer cannot learn of the end: the splice fails with h's
+// error, and both sides are reset rather than told of a clean end.
+func (sp *splicer) eof(h *half) {
+	if sp.eofs.Add(1) == 2 && isTCP(h.dst) {
 		return
 	}
-	if cw, ok := dst.(closeWriter); ok {
-		if err := closeWrite(cw); err == nil || sp.isAborted() {
-			return
-		}
+	cw, ok := h.dst.(closeWriter)
+	if !ok {
+		// The peer cannot learn of the EOF any other way.
+		sp.abort(nil)
+		return
 	}
-	// The peer cannot learn of the EOF any other way.
-	sp.abort(nil)
+	if err := closeWrite(cw); err != nil {
+		sp.fail(h.dir, err)
+	}
 }
 
 // Cut closes c so that its peer sees an error, not an end: a RST instead
@@ -393,7 +398,7 @@ func (h *half) run() {
 	}
 	switch {
 	case err == io.EOF:
-		h.sp.eof(h.dst)
+		h.sp.eof(h)
 	case err == ErrIdle:
 		h.sp.abort(ErrIdle)
 	case err != nil:
