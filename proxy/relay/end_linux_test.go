@@ -1,9 +1,12 @@
 package relay
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,5 +50,61 @@ func TestHalfCloseFailureIsAnError(t *testing.T) {
 	f.user.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadAll(f.user); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("user read after the origin's reset: %v, want a reset", err)
+	}
+}
+
+// TestCancelAfterBothEOFs: ctx ends after both directions reached EOF but
+// before the splice closed its conns (a shutdown racing the tunnel's last
+// moments). The tunnel is complete: the user, who has not read yet, must
+// still get every byte that waits in the proxy's send buffer and then a
+// FIN, and the result must be nil, not the cancellation.
+func TestCancelAfterBothEOFs(t *testing.T) {
+	user, client := tcpPair(t)
+	origin, server := tcpPair(t)
+	// The down bytes wait in the client socket's send buffer: the user's
+	// receive buffer is small and the user reads only after the cancel.
+	if err := user.SetReadBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.SetWriteBuffer(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	down := bytes.Repeat([]byte("0123456789abcdef"), 100_000/16)
+	up := []byte("request")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	sp := newSplicer(ctx, client, origin, time.Minute)
+	go func() { server.Write(down); server.CloseWrite() }()
+	user.Write(up)
+	user.CloseWrite()
+	var wg sync.WaitGroup
+	wg.Go(sp.up.run)
+	wg.Go(sp.down.run)
+	wg.Wait()
+	if n := sp.eofs.Load(); n != 2 {
+		t.Fatalf("%d EOFs, want 2", n)
+	}
+	cancel()
+	for deadline := time.Now().Add(10 * time.Second); !sp.isAborted(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the cancel did not end the splice")
+		}
+	}
+	st, err := sp.finish()
+	if err != nil {
+		t.Errorf("err = %v, want nil: the tunnel had finished", err)
+	}
+	if st != (Stats{Up: int64(len(up)), Down: int64(len(down))}) {
+		t.Errorf("stats %+v", st)
+	}
+	user.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(user)
+	if err != nil || !bytes.Equal(got, down) {
+		t.Errorf("user read %d of %d bytes, then %v; want all, then EOF", len(got), len(down), err)
+	}
+	server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got, err := io.ReadAll(server); err != nil || !bytes.Equal(got, up) {
+		t.Errorf("server read %q, then %v; want %q, then EOF", got, err, up)
 	}
 }

@@ -192,7 +192,7 @@ func WithHold(ctx context.Context, hold func() (release func())) context.Context
 func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration) *splicer {
 	sp := &splicer{idle: idle, client: client, origin: origin}
 	sp.touch()
-	sp.stop = context.AfterFunc(ctx, func() { sp.abort(ctx.Err()) })
+	sp.stop = context.AfterFunc(ctx, func() { sp.cancel(ctx.Err()) })
 	cRaw, cPending := take(client)
 	oRaw, oPending := take(origin)
 	sp.up = half{sp: sp, dir: dirUp, dst: oRaw, src: cRaw, pending: cPending}
@@ -237,6 +237,18 @@ type splicer struct {
 }
 
 func (sp *splicer) touch() { sp.last.Store(time.Now().UnixNano()) }
+
+// cancel ends the splice on ctx's end (a server's shutdown, a client gone).
+// A tunnel whose two directions have both reached their source's EOF is
+// complete: every byte was handed to the kernel, and resetting the sockets
+// now would throw away what still waits in their send buffers. It is
+// closed with a FIN, and its result stays nil.
+func (sp *splicer) cancel(cause error) {
+	if sp.eofs.Load() == 2 {
+		cause = nil
+	}
+	sp.abort(cause)
+}
 
 // abort records cause (when it is the first) and closes both conns, which
 // unblocks both directions. Unless cause is nil, the conns are reset.
