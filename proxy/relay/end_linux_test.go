@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -106,5 +107,47 @@ func TestCancelAfterBothEOFs(t *testing.T) {
 	server.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if got, err := io.ReadAll(server); err != nil || !bytes.Equal(got, up) {
 		t.Errorf("server read %q, then %v; want %q, then EOF", got, err, up)
+	}
+}
+
+// lateReader reads its conn and then sleeps before it returns, as a
+// goroutine scheduled late does: the bytes it returns were read before
+// the idle deadline, and their write comes after it.
+type lateReader struct {
+	opaque
+	delay time.Duration
+}
+
+func (l lateReader) Read(p []byte) (int, error) {
+	n, err := l.Conn.Read(p)
+	if n > 0 {
+		time.Sleep(l.delay)
+	}
+	return n, err
+}
+
+// TestReadJustBeforeIdleIsNotIdle: bytes read just before the idle
+// deadline, whose write then meets the destination's write deadline set
+// at the start, are activity: they are delivered and the tunnel goes on.
+// (The server has half-closed first, so that only this direction runs.)
+func TestReadJustBeforeIdleIsNotIdle(t *testing.T) {
+	const idle = time.Second
+	f := start(t, t.Context(), idle, func(c net.Conn) net.Conn {
+		return lateReader{opaque{c}, idle + idle/2}
+	})
+	f.server.CloseWrite()
+	f.user.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(f.user); err != nil {
+		t.Fatal(err)
+	}
+	f.user.Write([]byte("late"))
+	got := make([]byte, 4)
+	f.server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(f.server, got); err != nil {
+		t.Fatalf("the bytes read before the idle deadline were not delivered: %v", err)
+	}
+	f.user.CloseWrite()
+	if r := f.wait(t); r.err != nil || r.st.Up != 4 {
+		t.Errorf("result %+v, want no error and 4 bytes up", r)
 	}
 }

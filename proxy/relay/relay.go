@@ -224,7 +224,7 @@ type splicer struct {
 	idle           time.Duration
 	client, origin net.Conn
 	up, down       half
-	last           atomic.Int64 // unix nanoseconds of the last byte written either way
+	last           atomic.Int64 // unix nanoseconds of the last byte read or written either way
 	stop           func() bool  // stops the abort on ctx's end
 	left           atomic.Int32 // directions of a Start still running
 	eofs           atomic.Int32 // directions that ended with their source's EOF

@@ -62,6 +62,9 @@ func (h *half) splice() (ok bool, err error) {
 			}
 			return true, err
 		}
+		if pu.inBuf > 0 || pu.inPipe > 0 {
+			h.sp.touch() // bytes read are activity: a stale write deadline must not call them idle
+		}
 		switch {
 		case pu.err == unix.EINVAL && !pu.moved:
 			return false, nil // sockets splice(2) cannot read
