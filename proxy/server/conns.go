@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluiceproxy/sluice/proxy/relay"
 )
 
 // conn is one accepted client connection, tracked from accept to Close
@@ -68,6 +70,14 @@ func (c *conn) Close() error {
 	return err
 }
 
+// cut closes c with a RST where a TCP socket lies underneath: its peer
+// sees an error, not an end. It resets the wrapped conn (not c, whose
+// peeked prefix belongs to the goroutine serving it).
+func (c *conn) cut() {
+	relay.Cut(c.Conn)
+	c.Close()
+}
+
 // track runs done exactly once when c closes (at once if it already has),
 // whichever goroutine closes it.
 func (c *conn) track(done func()) {
@@ -77,9 +87,12 @@ func (c *conn) track(done func()) {
 	}
 }
 
-// closeAfter closes c after d, whatever it is doing (timeouts.lifetime).
+// closeAfter cuts c after d, whatever it is doing (timeouts.lifetime):
+// with a RST, so that a client whose transfer is cut sees an error rather
+// than an end that makes it look complete. A tunnel's relay then resets
+// the origin too.
 func (c *conn) closeAfter(d time.Duration) {
-	c.life.Store(time.AfterFunc(d, func() { c.Close() }))
+	c.life.Store(time.AfterFunc(d, c.cut))
 	if c.closed.Load() { // closed meanwhile: Close may have missed the timer
 		c.life.Load().Stop()
 	}
@@ -222,7 +235,8 @@ func (t *conns) drain() {
 	}
 }
 
-// closeAll closes every connection still open (the end of the grace period).
+// closeAll cuts every connection still open (the end of the grace
+// period) with a RST: what they were doing did not finish.
 func (t *conns) closeAll() int {
 	t.mu.Lock()
 	open := make([]*conn, 0, len(t.all))
@@ -231,7 +245,7 @@ func (t *conns) closeAll() int {
 	}
 	t.mu.Unlock()
 	for _, c := range open {
-		c.Close()
+		c.cut()
 	}
 	return len(open)
 }
