@@ -80,8 +80,8 @@ func TestCancelAfterBothEOFs(t *testing.T) {
 	user.Write(up)
 	user.CloseWrite()
 	var wg sync.WaitGroup
-	wg.Go(sp.up.run)
-	wg.Go(sp.down.run)
+	wg.Go(func() { sp.up.run() })
+	wg.Go(func() { sp.down.run() })
 	wg.Wait()
 	if n := sp.eofs.Load(); n != 2 {
 		t.Fatalf("%d EOFs, want 2", n)

@@ -19,12 +19,18 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 var (
 	// ErrIdle means no byte moved either way for the idle timeout.
 	ErrIdle = errors.New("relay: idle timeout")
+
+	// errParked is what a direction's copy returns when it parked (see
+	// park_linux.go): its goroutine must return without touching the
+	// half, which another goroutine may already be running.
+	errParked = errors.New("relay: parked")
 )
 
 // Stats counts the bytes a splice moved.
@@ -202,7 +208,14 @@ func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration
 
 // runHalf runs one direction of a Start; the last one to end finishes.
 func (sp *splicer) runHalf(h *half) {
-	h.run()
+	if h.run() {
+		sp.halfDone()
+	}
+}
+
+// halfDone counts the end of one direction of a Start; the last one to
+// end finishes.
+func (sp *splicer) halfDone() {
 	if sp.left.Add(-1) > 0 {
 		return
 	}
@@ -269,6 +282,7 @@ func (sp *splicer) abort(cause error) {
 	}
 	sp.client.Close()
 	sp.origin.Close()
+	sp.unparkAll() // a parked direction has no goroutine for the close to wake
 }
 
 // finish closes both conns once both directions have ended (after two
@@ -387,14 +401,19 @@ type half struct {
 	dir      string
 	dst, src net.Conn
 	pending  []byte
-	n        int64 // bytes written to dst
-	armed    int64 // unix nanoseconds when a buffered copy last moved dst's write deadline
-	pu       pump  // the splice loop's state
+	n        int64           // bytes written to dst
+	armed    int64           // unix nanoseconds when a buffered copy last moved dst's write deadline
+	state    atomic.Int32    // halfRunning, or halfParked while no goroutine waits for src (park_linux.go)
+	slot     uint32          // while parked: its slot in the parker
+	inEpoll  bool            // src is registered with the parker's epoll instance
+	srcRC    syscall.RawConn // while parked: src's, to learn whether it was closed
+	pu       pump            // the splice loop's state
 }
 
 // run copies until src ends or the splice is aborted, and propagates EOF
-// or the failure.
-func (h *half) run() {
+// or the failure. It reports false when the direction parked instead (see
+// park_linux.go): then it has not ended, and h is no longer the caller's.
+func (h *half) run() bool {
 	if h.sp.idle > 0 {
 		dl := time.Now().Add(h.sp.idle)
 		h.src.SetReadDeadline(dl)
@@ -408,6 +427,16 @@ func (h *half) run() {
 	if err == nil {
 		err = h.copy()
 	}
+	if err == errParked {
+		return false
+	}
+	h.ended(err)
+	return true
+}
+
+// ended propagates the end of h's copy: EOF to its destination, or the
+// failure to the whole splice.
+func (h *half) ended(err error) {
 	switch {
 	case err == io.EOF:
 		h.sp.eof(h)
