@@ -83,9 +83,33 @@ func getParker() *parker {
 	return parkers.p
 }
 
+// parkAfter is how long a direction waits for its source in Go's poller
+// before it parks: most tunnels are short, and for them a wait in Go's
+// poller (where the socket is registered already) costs less than an
+// epoll_ctl(2), a wake-up by the waiter and a new goroutine. run sets the
+// source's read deadline to parkAfter (or to the idle timeout when that
+// is shorter); when it passes, the deadline is cleared and from then on
+// the direction parks whenever its source has nothing to read.
+const parkAfter = 100 * time.Millisecond
+
 // canPark reports whether h may park: only the directions of a Start,
-// whose goroutines may end while the tunnel lives on.
-func (h *half) canPark() bool { return h.sp.done != nil && getParker() != nil }
+// whose goroutines may end while the tunnel lives on, between two TCP
+// sockets (the splice path).
+func (h *half) canPark() bool {
+	return h.sp.done != nil && isTCP(h.src) && isTCP(h.dst) && getParker() != nil
+}
+
+// startParking handles err of a wait for h's source in Go's poller: when
+// it is the deadline run set to start parking, it clears it and reports
+// true (park from now on).
+func (h *half) startParking(err error) bool {
+	if h.parking || !errors.Is(err, os.ErrDeadlineExceeded) || !h.canPark() || h.sp.isAborted() {
+		return false
+	}
+	h.parking = true
+	h.src.SetReadDeadline(time.Time{})
+	return true
+}
 
 // park parks h, whose source src had nothing to read (fill said so with
 // pu.block). It reports false when h could not park and must wait for src

@@ -406,6 +406,7 @@ type half struct {
 	state    atomic.Int32    // halfRunning, or halfParked while no goroutine waits for src (park_linux.go)
 	slot     uint32          // while parked: its slot in the parker
 	inEpoll  bool            // src is registered with the parker's epoll instance
+	parking  bool            // parks when src has nothing to read (after parkAfter)
 	srcRC    syscall.RawConn // while parked: src's, to learn whether it was closed
 	pu       pump            // the splice loop's state
 }
@@ -414,14 +415,22 @@ type half struct {
 // or the failure. It reports false when the direction parked instead (see
 // park_linux.go): then it has not ended, and h is no longer the caller's.
 func (h *half) run() bool {
-	if h.sp.idle > 0 {
-		dl := time.Now().Add(h.sp.idle)
-		h.src.SetReadDeadline(dl)
-		h.dst.SetWriteDeadline(dl)
-	} else { // clear deadlines left by a handshake
-		h.src.SetReadDeadline(time.Time{})
-		h.dst.SetWriteDeadline(time.Time{})
+	var rdl, wdl time.Time // zero clears deadlines left by a handshake
+	if h.sp.idle > 0 || h.canPark() {
+		now := time.Now()
+		if h.sp.idle > 0 {
+			rdl = now.Add(h.sp.idle)
+			wdl = rdl
+		}
+		if h.canPark() && (h.sp.idle <= 0 || h.sp.idle > parkAfter) {
+			// The read deadline says when to start parking (see
+			// park_linux.go); the idle timeout of a parked direction
+			// is the parker's sweep.
+			rdl = now.Add(parkAfter)
+		}
 	}
+	h.src.SetReadDeadline(rdl)
+	h.dst.SetWriteDeadline(wdl)
 	err := h.writeAll(h.pending, isTCP(h.dst))
 	h.pending = nil
 	if err == nil {
@@ -454,6 +463,9 @@ func (h *half) copy() error {
 	if isTCP(h.src) && isTCP(h.dst) {
 		if ok, err := h.splice(); ok {
 			return err
+		}
+		if h.sp.idle <= 0 { // no idle timeout: drop run's deadline to start parking
+			h.src.SetReadDeadline(time.Time{})
 		}
 	}
 	return h.copyBuffered()

@@ -53,7 +53,7 @@ func (h *half) splice() (ok bool, err error) {
 		return false, nil
 	}
 	pu := &h.pu
-	*pu = pump{h: h, moved: pu.moved, fillFn: pu.fillFn, drainFn: pu.drainFn, park: h.canPark()}
+	*pu = pump{h: h, moved: pu.moved, fillFn: pu.fillFn, drainFn: pu.drainFn, park: h.parking}
 	if pu.fillFn == nil {
 		pu.fillFn, pu.drainFn = pu.fill, pu.drain
 	}
@@ -65,6 +65,10 @@ func (h *half) splice() (ok bool, err error) {
 	for {
 		pu.err = nil
 		if err := src.Read(pu.fillFn); err != nil {
+			if h.startParking(err) {
+				pu.park = true
+				continue
+			}
 			if h.sp.expired(err, h.src.SetReadDeadline) {
 				continue
 			}
@@ -75,7 +79,7 @@ func (h *half) splice() (ok bool, err error) {
 			if h.park(src) {
 				return true, errParked
 			}
-			pu.park = false // from now on this direction waits in Go's poller
+			pu.park = false // for the rest of this call: wait in Go's poller
 			continue
 		}
 		if pu.inBuf > 0 || pu.inPipe > 0 {

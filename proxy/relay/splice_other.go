@@ -10,3 +10,9 @@ type pump struct{}
 
 // unparkAll has nothing to do: directions never park on this platform.
 func (sp *splicer) unparkAll() {}
+
+// canPark is false: directions never park on this platform.
+func (h *half) canPark() bool { return false }
+
+// parkAfter is unused on this platform.
+const parkAfter = 0
