@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -110,4 +111,44 @@ func httpConnectBuf(t *testing.T, proxy, target string) (*net.TCPConn, io.Reader
 func socks5ConnectBuf(t *testing.T, proxy, host string, port int) (*net.TCPConn, io.Reader) {
 	c, br := socks5Connect(t, proxy, host, port)
 	return c, br
+}
+
+// TestGraceEndCutsWithReset: at the end of shutdown_grace, a plain HTTP
+// download still in flight (a body that ends with the connection) is cut
+// with a reset: a client reading to the close must not take it for the
+// whole body.
+func TestGraceEndCutsWithReset(t *testing.T) {
+	o := newRawOrigin(t, func(c net.Conn, _ *bufio.Reader, _ string) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+		chunk := make([]byte, 1024)
+		for range 2500 { // 25 s at most
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	p := startSluice(t, "shutdown_grace: 1s\n", nil)
+	c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	target := "127.0.0.1:" + o.port
+	io.WriteString(c, "GET http://"+target+"/endless HTTP/1.0\r\nHost: "+target+"\r\n\r\n")
+	br := bufio.NewReader(c)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(br, make([]byte, 4096)); err != nil {
+		t.Fatalf("the download did not start: %v", err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, br)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the download ended with %v after %d more bytes, want a reset at the end of the grace period", err, n)
+	}
 }

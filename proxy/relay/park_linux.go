@@ -297,8 +297,14 @@ func (p *parker) sweep() (tick time.Duration, done bool) {
 			go h.resume() // its copy fails on the closed conn, and the splice with it
 		}
 	}
-	for _, sp := range idle {
-		sp.abort(ErrIdle)
+	if len(idle) > 0 {
+		// Not on the waiter: an abort ends the tunnels, and their done
+		// funcs (access lines) must not delay the other tunnels' wake-ups.
+		go func() {
+			for _, sp := range idle {
+				sp.abort(ErrIdle)
+			}
+		}()
 	}
 	return tick, false
 }
