@@ -8,7 +8,10 @@
 // few KiB most tunnels carry), and the rest moves through a pooled kernel
 // pipe with splice(2) and never enters Sluice's memory; the buffer or pipe
 // goes back to the pool as soon as the source has nothing more to read.
-// Other conns (TLS, test pipes) are copied through pooled buffers.
+// Other conns (TLS, test pipes) are copied through pooled buffers. A
+// direction of a Start between two TCP sockets that has waited for its
+// source for a while parks in the relay's own epoll instance (see
+// park_linux.go) and holds no goroutine until bytes come.
 package relay
 
 import (
@@ -167,8 +170,10 @@ func Splice(ctx context.Context, client, origin net.Conn, idle time.Duration) (S
 // the two directions, and the last of them to end closes both conns and
 // calls done with what Splice would have returned. It lets the goroutine
 // that handled a client's request end (and free its stack, its buffers and
-// its request) while the tunnel lives on, so that an idle tunnel costs two
-// small goroutine stacks, a few hundred bytes and two fds.
+// its request) while the tunnel lives on. Between two TCP sockets on
+// Linux, a direction that waits for its source longer than parkAfter
+// parks (park_linux.go): its goroutine ends, and a new one carries on when
+// bytes come, so that an idle tunnel costs its splicer and two fds.
 //
 // When ctx carries a hold (WithHold), Start calls it first and the release
 // it returned after done has returned. done must not be nil.
