@@ -70,14 +70,6 @@ func (c *conn) Close() error {
 	return err
 }
 
-// cut closes c with a RST where a TCP socket lies underneath: its peer
-// sees an error, not an end. It resets the wrapped conn (not c, whose
-// peeked prefix belongs to the goroutine serving it).
-func (c *conn) cut() {
-	relay.Cut(c.Conn)
-	c.Close()
-}
-
 // track runs done exactly once when c closes (at once if it already has),
 // whichever goroutine closes it.
 func (c *conn) track(done func()) {
@@ -96,6 +88,14 @@ func (c *conn) closeAfter(d time.Duration) {
 	if c.closed.Load() { // closed meanwhile: Close may have missed the timer
 		c.life.Load().Stop()
 	}
+}
+
+// cut closes c with a RST where a TCP socket lies underneath: its peer
+// sees an error, not an end. It resets the wrapped conn (not c, whose
+// peeked prefix belongs to the goroutine serving it).
+func (c *conn) cut() {
+	relay.Cut(c.Conn)
+	c.Close()
 }
 
 // conns tracks the open client connections, enforces `limits` and rate
