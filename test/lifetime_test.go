@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -150,5 +151,27 @@ func TestGraceEndCutsWithReset(t *testing.T) {
 	n, err := io.Copy(io.Discard, br)
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("the download ended with %v after %d more bytes, want a reset at the end of the grace period", err, n)
+	}
+}
+
+// TestLifetimeCutsIdleTunnel: timeouts.lifetime cuts a tunnel that has
+// been idle long enough for the relay to park it (no goroutine waits on
+// its sockets): the client sees a reset, the origin's connection is
+// closed, and the tunnel's access line is written.
+func TestLifetimeCutsIdleTunnel(t *testing.T) {
+	echo := newTCPEcho(t)
+	p := startSluice(t, idleConfig+"timeouts: {lifetime: 2s}\n", nil)
+	for _, kind := range []string{"connect", "socks5"} {
+		t.Run(kind, func(t *testing.T) {
+			before := strings.Count(p.Log(), `"msg":"access"`)
+			c := openIdleTunnel(t, p.addr, echo.addr, kind)
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("the idle tunnel ended with %v, want a reset", err)
+			}
+			eventually(t, "the origin's connection closes", func() bool { return echo.open.Load() == 0 })
+			eventually(t, "the tunnel's access line", func() bool { return strings.Count(p.Log(), `"msg":"access"`) > before })
+		})
 	}
 }
