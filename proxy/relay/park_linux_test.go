@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -193,5 +195,103 @@ func TestParkedTunnelClosedElsewhere(t *testing.T) {
 	tu.server.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := tu.server.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("server read after the client was cut: %v, want a reset", err)
+	}
+}
+
+// TestParkStress runs tunnels that alternate bursts both ways with pauses
+// longer and shorter than parkAfter (so that their directions park and
+// wake again and again), beside tunnels cancelled at random moments, all
+// at once: every byte must arrive once and in order, every done must be
+// called once with the right result.
+func TestParkStress(t *testing.T) {
+	const (
+		tunnels   = 24
+		cancelled = 8
+		rounds    = 4
+	)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	type outcome struct {
+		i   int
+		err error
+	}
+	out := make(chan outcome, tunnels+cancelled)
+	for i := range tunnels + cancelled {
+		ctx, cancel := context.WithCancel(t.Context())
+		tu := startTunnel(t, ctx, time.Minute)
+		rng := rand.New(rand.NewPCG(seed, uint64(i)))
+		go func() {
+			defer cancel()
+			if i >= tunnels { // cancelled at a random moment, parked or not
+				time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
+				cancel()
+				r := tu.waitResult()
+				if !errors.Is(r.err, context.Canceled) {
+					out <- outcome{i, fmt.Errorf("cancelled tunnel: %v", r.err)}
+					return
+				}
+				out <- outcome{i, nil}
+				return
+			}
+			var up, down int64
+			for range rounds {
+				time.Sleep(time.Duration(rng.IntN(250)) * time.Millisecond)
+				for _, d := range []struct {
+					from, to *net.TCPConn
+					n        *int64
+				}{{tu.user, tu.server, &up}, {tu.server, tu.user, &down}} {
+					b := make([]byte, 1+rng.IntN(200_000))
+					fillRandom(rng, b)
+					go d.from.Write(b)
+					got := make([]byte, len(b))
+					d.to.SetReadDeadline(time.Now().Add(10 * time.Second))
+					if _, err := io.ReadFull(d.to, got); err != nil || !bytes.Equal(got, b) {
+						out <- outcome{i, fmt.Errorf("burst of %d bytes: %v", len(b), err)}
+						return
+					}
+					*d.n += int64(len(b))
+				}
+			}
+			tu.user.CloseWrite()
+			tu.server.CloseWrite()
+			r := tu.waitResult()
+			if r.err != nil || r.st != (Stats{Up: up, Down: down}) {
+				out <- outcome{i, fmt.Errorf("result %+v, want up %d down %d", r, up, down)}
+				return
+			}
+			out <- outcome{i, nil}
+		}()
+	}
+	maxParked := 0
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.After(30 * time.Second)
+	for left := tunnels + cancelled; left > 0; {
+		select {
+		case o := <-out:
+			left--
+			if o.err != nil {
+				t.Errorf("tunnel %d: %v", o.i, o.err)
+			}
+		case <-tick.C:
+			maxParked = max(maxParked, parked())
+		case <-timeout:
+			t.Fatal("a tunnel did not finish")
+		}
+	}
+	if maxParked == 0 {
+		t.Error("no direction ever parked")
+	}
+	t.Logf("at most %d directions parked at once", maxParked)
+}
+
+// waitResult is wait for other goroutines than the test's: it returns an
+// error result instead of failing the test.
+func (tu *tunnel) waitResult() result {
+	select {
+	case r := <-tu.done:
+		return r
+	case <-time.After(10 * time.Second):
+		return result{err: errors.New("done was not called")}
 	}
 }
