@@ -28,6 +28,7 @@ func (h *half) copyBuffered() error {
 	for {
 		n, err := h.src.Read(buf)
 		if n > 0 {
+			h.sp.touch() // a read is activity too: see splicer.last
 			if werr := h.writeAll(buf[:n], retry); werr != nil {
 				return werr
 			}

@@ -8,7 +8,10 @@
 // few KiB most tunnels carry), and the rest moves through a pooled kernel
 // pipe with splice(2) and never enters Sluice's memory; the buffer or pipe
 // goes back to the pool as soon as the source has nothing more to read.
-// Other conns (TLS, test pipes) are copied through pooled buffers.
+// Other conns (TLS, test pipes) are copied through pooled buffers. A
+// direction of a Start between two TCP sockets that has waited for its
+// source for a while parks in the relay's own epoll instance (see
+// park_linux.go) and holds no goroutine until bytes come.
 package relay
 
 import (
@@ -19,12 +22,18 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 var (
 	// ErrIdle means no byte moved either way for the idle timeout.
 	ErrIdle = errors.New("relay: idle timeout")
+
+	// errParked is what a direction's copy returns when it parked (see
+	// park_linux.go): its goroutine must return without touching the
+	// half, which another goroutine may already be running.
+	errParked = errors.New("relay: parked")
 )
 
 // Stats counts the bytes a splice moved.
@@ -161,8 +170,10 @@ func Splice(ctx context.Context, client, origin net.Conn, idle time.Duration) (S
 // the two directions, and the last of them to end closes both conns and
 // calls done with what Splice would have returned. It lets the goroutine
 // that handled a client's request end (and free its stack, its buffers and
-// its request) while the tunnel lives on, so that an idle tunnel costs two
-// small goroutine stacks, a few hundred bytes and two fds.
+// its request) while the tunnel lives on. Between two TCP sockets on
+// Linux, a direction that waits for its source longer than parkAfter
+// parks (park_linux.go): its goroutine ends, and a new one carries on when
+// bytes come, so that an idle tunnel costs its splicer and two fds.
 //
 // When ctx carries a hold (WithHold), Start calls it first and the release
 // it returned after done has returned. done must not be nil.
@@ -192,7 +203,7 @@ func WithHold(ctx context.Context, hold func() (release func())) context.Context
 func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration) *splicer {
 	sp := &splicer{idle: idle, client: client, origin: origin}
 	sp.touch()
-	sp.stop = context.AfterFunc(ctx, func() { sp.abort(ctx.Err()) })
+	sp.stop = context.AfterFunc(ctx, func() { sp.cancel(ctx.Err()) })
 	cRaw, cPending := take(client)
 	oRaw, oPending := take(origin)
 	sp.up = half{sp: sp, dir: dirUp, dst: oRaw, src: cRaw, pending: cPending}
@@ -202,7 +213,14 @@ func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration
 
 // runHalf runs one direction of a Start; the last one to end finishes.
 func (sp *splicer) runHalf(h *half) {
-	h.run()
+	if h.run() {
+		sp.halfDone()
+	}
+}
+
+// halfDone counts the end of one direction of a Start; the last one to
+// end finishes.
+func (sp *splicer) halfDone() {
 	if sp.left.Add(-1) > 0 {
 		return
 	}
@@ -224,7 +242,7 @@ type splicer struct {
 	idle           time.Duration
 	client, origin net.Conn
 	up, down       half
-	last           atomic.Int64 // unix nanoseconds of the last byte written either way
+	last           atomic.Int64 // unix nanoseconds of the last byte read or written either way
 	stop           func() bool  // stops the abort on ctx's end
 	left           atomic.Int32 // directions of a Start still running
 	eofs           atomic.Int32 // directions that ended with their source's EOF
@@ -237,6 +255,18 @@ type splicer struct {
 }
 
 func (sp *splicer) touch() { sp.last.Store(time.Now().UnixNano()) }
+
+// cancel ends the splice on ctx's end (a server's shutdown, a client gone).
+// A tunnel whose two directions have both reached their source's EOF is
+// complete: every byte was handed to the kernel, and resetting the sockets
+// now would throw away what still waits in their send buffers. It is
+// closed with a FIN, and its result stays nil.
+func (sp *splicer) cancel(cause error) {
+	if sp.eofs.Load() == 2 {
+		cause = nil
+	}
+	sp.abort(cause)
+}
 
 // abort records cause (when it is the first) and closes both conns, which
 // unblocks both directions. Unless cause is nil, the conns are reset.
@@ -257,6 +287,7 @@ func (sp *splicer) abort(cause error) {
 	}
 	sp.client.Close()
 	sp.origin.Close()
+	sp.unparkAll() // a parked direction has no goroutine for the close to wake
 }
 
 // finish closes both conns once both directions have ended (after two
@@ -307,21 +338,26 @@ func (sp *splicer) fail(dir string, err error) {
 	sp.abort(&DirError{Dir: dir, Err: err})
 }
 
-// eof propagates the end of one direction's source to its destination.
-// When the other direction has ended already, a TCP destination is left
-// to finish, whose close(2) sends the same FIN: its source was read to its
-// end, so the close cannot turn into a reset, and a shutdown(2) is saved.
-func (sp *splicer) eof(dst net.Conn) {
-	if sp.eofs.Add(1) == 2 && isTCP(dst) {
+// eof propagates the end of h's source to its destination. When the
+// other direction has ended already, a TCP destination is left to finish,
+// whose close(2) sends the same FIN: its source was read to its end, so
+// the close cannot turn into a reset, and a shutdown(2) is saved. When the
+// half-close fails (the destination's peer reset it: ENOTCONN), the
+// destination's peer cannot learn of the end: the splice fails with h's
+// error, and both sides are reset rather than told of a clean end.
+func (sp *splicer) eof(h *half) {
+	if sp.eofs.Add(1) == 2 && isTCP(h.dst) {
 		return
 	}
-	if cw, ok := dst.(closeWriter); ok {
-		if err := closeWrite(cw); err == nil || sp.isAborted() {
-			return
-		}
+	cw, ok := h.dst.(closeWriter)
+	if !ok {
+		// The peer cannot learn of the EOF any other way.
+		sp.abort(nil)
+		return
 	}
-	// The peer cannot learn of the EOF any other way.
-	sp.abort(nil)
+	if err := closeWrite(cw); err != nil {
+		sp.fail(h.dir, err)
+	}
 }
 
 // Cut closes c so that its peer sees an error, not an end: a RST instead
@@ -370,30 +406,54 @@ type half struct {
 	dir      string
 	dst, src net.Conn
 	pending  []byte
-	n        int64 // bytes written to dst
-	armed    int64 // unix nanoseconds when a buffered copy last moved dst's write deadline
-	pu       pump  // the splice loop's state
+	n        int64           // bytes written to dst
+	armed    int64           // unix nanoseconds when a buffered copy last moved dst's write deadline
+	state    atomic.Int32    // halfRunning, or halfParked while no goroutine waits for src (park_linux.go)
+	slot     uint32          // while parked: its slot in the parker
+	inEpoll  bool            // src is registered with the parker's epoll instance
+	parking  bool            // parks when src has nothing to read (after parkAfter)
+	srcRC    syscall.RawConn // while parked: src's, to learn whether it was closed
+	pu       pump            // the splice loop's state
 }
 
 // run copies until src ends or the splice is aborted, and propagates EOF
-// or the failure.
-func (h *half) run() {
-	if h.sp.idle > 0 {
-		dl := time.Now().Add(h.sp.idle)
-		h.src.SetReadDeadline(dl)
-		h.dst.SetWriteDeadline(dl)
-	} else { // clear deadlines left by a handshake
-		h.src.SetReadDeadline(time.Time{})
-		h.dst.SetWriteDeadline(time.Time{})
+// or the failure. It reports false when the direction parked instead (see
+// park_linux.go): then it has not ended, and h is no longer the caller's.
+func (h *half) run() bool {
+	var rdl, wdl time.Time // zero clears deadlines left by a handshake
+	if h.sp.idle > 0 || h.canPark() {
+		now := time.Now()
+		if h.sp.idle > 0 {
+			rdl = now.Add(h.sp.idle)
+			wdl = rdl
+		}
+		if h.canPark() && (h.sp.idle <= 0 || h.sp.idle > parkAfter) {
+			// The read deadline says when to start parking (see
+			// park_linux.go); the idle timeout of a parked direction
+			// is the parker's sweep.
+			rdl = now.Add(parkAfter)
+		}
 	}
+	h.src.SetReadDeadline(rdl)
+	h.dst.SetWriteDeadline(wdl)
 	err := h.writeAll(h.pending, isTCP(h.dst))
 	h.pending = nil
 	if err == nil {
 		err = h.copy()
 	}
+	if err == errParked {
+		return false
+	}
+	h.ended(err)
+	return true
+}
+
+// ended propagates the end of h's copy: EOF to its destination, or the
+// failure to the whole splice.
+func (h *half) ended(err error) {
 	switch {
 	case err == io.EOF:
-		h.sp.eof(h.dst)
+		h.sp.eof(h)
 	case err == ErrIdle:
 		h.sp.abort(ErrIdle)
 	case err != nil:
@@ -408,6 +468,9 @@ func (h *half) copy() error {
 	if isTCP(h.src) && isTCP(h.dst) {
 		if ok, err := h.splice(); ok {
 			return err
+		}
+		if h.sp.idle <= 0 { // no idle timeout: drop run's deadline to start parking
+			h.src.SetReadDeadline(time.Time{})
 		}
 	}
 	return h.copyBuffered()

@@ -30,6 +30,8 @@ type pump struct {
 	err             error   // the failure of the last callback
 	eof             bool    // the source ended
 	moved           bool    // splice(2) has moved bytes: no falling back now
+	park            bool    // on EAGAIN, fill reports block instead of letting Go's poller wait (see park_linux.go)
+	block           bool    // fill found nothing to read and did not wait
 	fillFn, drainFn func(uintptr) bool
 }
 
@@ -47,16 +49,37 @@ func (h *half) splice() (ok bool, err error) {
 		return false, nil
 	}
 	pu := &h.pu
-	*pu = pump{h: h}
-	pu.fillFn, pu.drainFn = pu.fill, pu.drain
-	defer pu.release()
+	*pu = pump{h: h, moved: pu.moved, fillFn: pu.fillFn, drainFn: pu.drainFn, park: h.parking}
+	if pu.fillFn == nil {
+		pu.fillFn, pu.drainFn = pu.fill, pu.drain
+	}
+	defer func() {
+		if err != errParked { // a parked h may already run elsewhere
+			pu.release()
+		}
+	}()
 	for {
 		pu.err = nil
 		if err := src.Read(pu.fillFn); err != nil {
+			if h.startParking(err) {
+				pu.park = true
+				continue
+			}
 			if h.sp.expired(err, h.src.SetReadDeadline) {
 				continue
 			}
 			return true, err
+		}
+		if pu.block {
+			pu.block = false
+			if h.park(src) {
+				return true, errParked
+			}
+			pu.park = false // for the rest of this call: wait in Go's poller
+			continue
+		}
+		if pu.inBuf > 0 || pu.inPipe > 0 {
+			h.sp.touch() // bytes read are activity: a stale write deadline must not call them idle
 		}
 		switch {
 		case pu.err == unix.EINVAL && !pu.moved:
@@ -127,7 +150,8 @@ func (pu *pump) fill(fd uintptr) bool {
 			continue
 		case err == unix.EAGAIN:
 			pu.release()
-			return false
+			pu.block = pu.park
+			return pu.block
 		case err != nil:
 			pu.err = err
 		case n == 0:

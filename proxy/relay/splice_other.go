@@ -7,3 +7,12 @@ func (h *half) splice() (ok bool, err error) { return false, nil }
 
 // pump is the state of a splice loop, which this platform does not have.
 type pump struct{}
+
+// unparkAll has nothing to do: directions never park on this platform.
+func (sp *splicer) unparkAll() {}
+
+// canPark is false: directions never park on this platform.
+func (h *half) canPark() bool { return false }
+
+// parkAfter is unused on this platform.
+const parkAfter = 0

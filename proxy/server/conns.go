@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluiceproxy/sluice/proxy/relay"
 )
 
 // conn is one accepted client connection, tracked from accept to Close
@@ -79,12 +81,23 @@ func (c *conn) track(done *func()) {
 	}
 }
 
-// closeAfter closes c after d, whatever it is doing (timeouts.lifetime).
+// closeAfter cuts c after d, whatever it is doing (timeouts.lifetime):
+// with a RST, so that a client whose transfer is cut sees an error rather
+// than an end that makes it look complete. A tunnel's relay then resets
+// the origin too.
 func (c *conn) closeAfter(d time.Duration) {
-	c.life.Store(time.AfterFunc(d, func() { c.Close() }))
+	c.life.Store(time.AfterFunc(d, c.cut))
 	if c.closed.Load() { // closed meanwhile: Close may have missed the timer
 		c.life.Load().Stop()
 	}
+}
+
+// cut closes c with a RST where a TCP socket lies underneath: its peer
+// sees an error, not an end. It resets the wrapped conn (not c, whose
+// peeked prefix belongs to the goroutine serving it).
+func (c *conn) cut() {
+	relay.Cut(c.Conn)
+	c.Close()
 }
 
 // conns tracks the open client connections, enforces `limits` and rate
@@ -224,7 +237,8 @@ func (t *conns) drain() {
 	}
 }
 
-// closeAll closes every connection still open (the end of the grace period).
+// closeAll cuts every connection still open (the end of the grace
+// period) with a RST: what they were doing did not finish.
 func (t *conns) closeAll() int {
 	t.mu.Lock()
 	open := make([]*conn, 0, len(t.all))
@@ -233,7 +247,7 @@ func (t *conns) closeAll() int {
 	}
 	t.mu.Unlock()
 	for _, c := range open {
-		c.Close()
+		c.cut()
 	}
 	return len(open)
 }

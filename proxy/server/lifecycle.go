@@ -185,6 +185,10 @@ func (s *Server) shutdown() {
 		socksServers = append(socksServers, so)
 	}
 	s.mu.Unlock()
+	// Cut what is still open first, with a RST (closeAll): the HTTP
+	// servers' Close would close their connections with a FIN, and a
+	// download cut short would look complete.
+	s.conns.closeAll()
 	for _, g := range gens {
 		g.ln.Close()
 		g.hs.Close()
@@ -192,7 +196,6 @@ func (s *Server) shutdown() {
 	for _, so := range socksServers {
 		so.Close() // ends its connections and waits for them
 	}
-	s.conns.closeAll()
 	s.wg.Wait()
 	select { // handlers and tunnels end once their connection is closed
 	case <-s.handlers.idle():
