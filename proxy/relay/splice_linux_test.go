@@ -244,14 +244,19 @@ func TestSpliceBusyOneWayIsNotIdle(t *testing.T) {
 		{"buffered", func(c net.Conn) net.Conn { return opaque{c} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			const idle = 400 * time.Millisecond
+			// A tick every tenth of the idle timeout: the test stands a
+			// stall of nine tenths of it on a loaded machine (with 400 ms
+			// and ticks every 50 ms it failed about once in ten runs at
+			// load average 8).
+			const idle = time.Second
+			const ticks = 25 // 2.5 s: two and a half idle timeouts
 			f := start(t, t.Context(), idle, tc.wrap)
 			go io.Copy(io.Discard, f.server)
-			for range 30 { // 1.5 s: nearly four idle timeouts
+			for range ticks {
 				if _, err := f.user.Write([]byte("tick")); err != nil {
 					t.Fatalf("write: %v", err)
 				}
-				time.Sleep(idle / 8)
+				time.Sleep(idle / 10)
 			}
 			select {
 			case r := <-f.done:
@@ -260,8 +265,8 @@ func TestSpliceBusyOneWayIsNotIdle(t *testing.T) {
 			}
 			f.user.CloseWrite()
 			f.server.CloseWrite()
-			if r := f.wait(t); r.err != nil || r.st.Up != 30*4 {
-				t.Errorf("result %+v, want no error and 120 bytes up", r)
+			if r := f.wait(t); r.err != nil || r.st.Up != ticks*4 {
+				t.Errorf("result %+v, want no error and %d bytes up", r, ticks*4)
 			}
 		})
 	}
