@@ -38,12 +38,12 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sluiceproxy/sluice/filter"
 	"github.com/sluiceproxy/sluice/proxy/dial"
+	"github.com/sluiceproxy/sluice/proxy/relay"
 )
 
 // forward sends r, allowed and cleaned, on the route's RoundTripper and
@@ -381,22 +381,20 @@ func (b *cutBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// copyBufs holds the buffers cutBody.WriteTo copies through: without it,
-// io.Copy would allocate 32 KiB for every response.
-var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
-
-// WriteTo copies the body to w through a pooled buffer, as io.Copy would
-// (forward calls it): each chunk read is written before the next read, a
+// WriteTo copies the body to w as io.Copy would, but through a pooled
+// buffer (relay.Buffer; io.Copy would allocate 32 KiB per response), for
+// forward: each chunk read is written before the next read, a
 // read error is remembered as Read does, and a write error ends the copy.
 // The last bytes, those that came with io.EOF, are not flushed when w is
 // a countingWriter: the handler's end writes them with the rest of the
 // answer (the final chunk), in one write instead of two.
 func (b *cutBody) WriteTo(w io.Writer) (int64, error) {
-	buf := copyBufs.Get().(*[32 << 10]byte)
-	defer copyBufs.Put(buf)
+	bp := relay.Buffer()
+	defer relay.PutBuffer(bp)
+	buf := *bp
 	var total int64
 	for {
-		n, rerr := b.Read(buf[:])
+		n, rerr := b.Read(buf)
 		if n > 0 {
 			if cw, ok := w.(*countingWriter); ok && rerr == io.EOF {
 				cw.flushEach = false // nothing more will come to wait for

@@ -13,6 +13,14 @@ const (
 
 var largeBufs = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
 
+// Buffer lends a pooled buffer of 32 KiB, the one a buffered copy uses, to
+// a copy outside a splice (the proxy's response bodies), so that the
+// process keeps one pool of them; give it back with PutBuffer.
+func Buffer() *[]byte { return largeBufs.Get().(*[]byte) }
+
+// PutBuffer gives back a buffer from Buffer; b must not be used after.
+func PutBuffer(b *[]byte) { largeBufs.Put(b) }
+
 // copyBuffered copies src to dst through buffers, for conns that are not
 // two TCP sockets (TLS, test pipes). It returns io.EOF when src ended.
 func (h *half) copyBuffered() error {
