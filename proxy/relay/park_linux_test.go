@@ -192,9 +192,11 @@ func TestParkedTunnelClosedElsewhere(t *testing.T) {
 	if r := tu.wait(t); !errors.As(r.err, &de) {
 		t.Errorf("err = %v, want a *DirError", r.err)
 	}
-	tu.server.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := tu.server.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("server read after the client was cut: %v, want a reset", err)
+	// The server read the user's EOF already (CLOSE_WAIT), where a RST
+	// makes the next write fail (EPIPE); after a FIN it would succeed.
+	tu.server.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := tu.server.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("server write after the client was cut: %v, want the error of a reset", err)
 	}
 }
 
@@ -293,5 +295,33 @@ func (tu *tunnel) waitResult() result {
 		return r
 	case <-time.After(10 * time.Second):
 		return result{err: errors.New("done was not called")}
+	}
+}
+
+// TestHalfClosedParkedTunnelCutElsewhere: the user half-closed its side
+// (client→origin ended with EOF), so only origin→client is parked, on the
+// origin socket; then the client conn is cut by someone else (a
+// connection's lifetime). The parked direction's source is still open, yet
+// the tunnel must end with an error at once (not after the idle timeout,
+// here a minute) and the origin's peer must see a reset.
+func TestHalfClosedParkedTunnelCutElsewhere(t *testing.T) {
+	tu := startTunnel(t, t.Context(), time.Minute)
+	tu.ping(t)
+	tu.user.CloseWrite()
+	tu.server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := tu.server.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("server read after the user's half-close: %d, %v; want EOF", n, err)
+	}
+	waitParked(t, 1)
+	Cut(tu.client)
+	var de *DirError
+	if r := tu.wait(t); !errors.As(r.err, &de) {
+		t.Errorf("err = %v, want a *DirError", r.err)
+	}
+	// The server read the user's EOF already (CLOSE_WAIT), where a RST
+	// makes the next write fail (EPIPE); after a FIN it would succeed.
+	tu.server.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := tu.server.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("server write after the client was cut: %v, want the error of a reset", err)
 	}
 }
