@@ -1,0 +1,100 @@
+package server
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// exchangeHead sends head, then reads the response and, when it is a 200,
+// as many bytes as tail has (the origin echoes them). With split, the
+// first byte goes alone and the rest after a pause, so that the head is
+// not whole in the first read and the HTTP server serves it.
+func exchangeHead(t *testing.T, addr, head, tail string, split bool) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := head + tail
+	if split {
+		io.WriteString(c, msg[:1])
+		time.Sleep(50 * time.Millisecond)
+		msg = msg[1:]
+	}
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		return "no response: " + err.Error()
+	}
+	out := fmt.Sprintf("%d close=%v", resp.StatusCode, resp.Close)
+	if resp.StatusCode != http.StatusOK {
+		return out
+	}
+	got := make([]byte, len(tail))
+	n, err := io.ReadFull(br, got)
+	return fmt.Sprintf("%s echo=%q err=%v", out, got[:n], err)
+}
+
+// TestConnectParsedAsHTTPServerDoes: a CONNECT whose head comes whole in
+// the first read (served on the worker) is answered exactly as when it
+// comes in pieces (served by net/http's server): malformed request lines,
+// versions, Host headers, CTLs in header names and values, bodies,
+// bare-LF line ends; and the bytes behind the head reach the origin once
+// and in order.
+func TestConnectParsedAsHTTPServerDoes(t *testing.T) {
+	o := echoOrigin(t)
+	_, port, _ := strings.Cut(o, ":")
+	r := startRun(t, "sniff: off\nrules:\n  - block: [blocked.test]\n")
+	tail := "tail\r\n\r\nafter the blank line\n"
+	for _, c := range []struct{ name, head, tail string }{
+		{"plain", "CONNECT " + o + " HTTP/1.1\r\nHost: " + o + "\r\n\r\n", tail},
+		{"no Host", "CONNECT " + o + " HTTP/1.1\r\n\r\n", tail},
+		{"HTTP/1.0", "CONNECT " + o + " HTTP/1.0\r\n\r\n", tail},
+		{"bare LF", "CONNECT " + o + " HTTP/1.1\nHost: " + o + "\n\n", tail},
+		{"bare LF then CRLF", "CONNECT " + o + " HTTP/1.1\r\nHost: " + o + "\n\n", tail},
+		{"LF head, CRLF in tail", "CONNECT " + o + " HTTP/1.1\n\n", "x\r\n\r\ny\n"},
+		{"Connection close", "CONNECT " + o + " HTTP/1.1\r\nConnection: close\r\n\r\n", tail},
+		{"Content-Length 0", "CONNECT " + o + " HTTP/1.1\r\nContent-Length: 0\r\n\r\n", tail},
+		{"Content-Length 5", "CONNECT " + o + " HTTP/1.1\r\nContent-Length: 5\r\n\r\n", "hello" + tail},
+		{"chunked", "CONNECT " + o + " HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "0\r\n\r\n" + tail},
+		{"Expect", "CONNECT " + o + " HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", tail},
+		{"two Hosts", "CONNECT " + o + " HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", tail},
+		{"bad Host", "CONNECT " + o + " HTTP/1.1\r\nHost: a b\r\n\r\n", tail},
+		{"CTL in value", "CONNECT " + o + " HTTP/1.1\r\nX-A: a\x01b\r\n\r\n", tail},
+		{"space in name", "CONNECT " + o + " HTTP/1.1\r\nX A: b\r\n\r\n", tail},
+		{"folded", "CONNECT " + o + " HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n", tail},
+		{"HTTP/2.0", "CONNECT " + o + " HTTP/2.0\r\n\r\n", tail},
+		{"HTTP/0.9", "CONNECT " + o + " HTTP/0.9\r\n\r\n", tail},
+		{"HTTP/1.2", "CONNECT " + o + " HTTP/1.2\r\n\r\n", tail},
+		{"no version", "CONNECT " + o + "\r\n\r\n", tail},
+		{"two spaces", "CONNECT  " + o + " HTTP/1.1\r\n\r\n", tail},
+		{"absolute form", "CONNECT http://" + o + "/ HTTP/1.1\r\n\r\n", tail},
+		{"path", "CONNECT /x HTTP/1.1\r\n\r\n", tail},
+		{"no port", "CONNECT 127.0.0.1 HTTP/1.1\r\n\r\n", tail},
+		{"port too big", "CONNECT 127.0.0.1:99999 HTTP/1.1\r\n\r\n", tail},
+		{"IPv6 literal", "CONNECT [::1]:" + port + " HTTP/1.1\r\n\r\n", tail},
+		{"IPv6 unbracketed", "CONNECT ::1:" + port + " HTTP/1.1\r\n\r\n", tail},
+		{"blocked", "CONNECT blocked.test:443 HTTP/1.1\r\n\r\n", tail},
+		{"lower-case method", "connect " + o + " HTTP/1.1\r\n\r\n", tail},
+	} {
+		whole := exchangeHead(t, r.addr, c.head, c.tail, false)
+		split := exchangeHead(t, r.addr, c.head, c.tail, true)
+		if whole != split {
+			t.Errorf("%s: in one read: %s; in pieces (net/http): %s", c.name, whole, split)
+		}
+		if strings.HasPrefix(whole, "200") && !strings.Contains(whole, fmt.Sprintf("echo=%q err=<nil>", c.tail)) {
+			t.Errorf("%s: the bytes behind the head: %s", c.name, whole)
+		}
+	}
+}
