@@ -183,34 +183,12 @@ func TestLifetimeCutsIdleTunnel(t *testing.T) {
 // must still end at once: the origin's connection reset, the access line
 // written; not left until the idle timeout (here the default, minutes).
 func TestLifetimeCutsHalfClosedTunnel(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	// The origin echoes the few bytes openIdleTunnel sends, then stays
-	// silent: the test reads and writes its connection.
-	accepted := make(chan *net.TCPConn, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				buf := make([]byte, 256)
-				n, _ := c.Read(buf)
-				c.Write(buf[:n])
-				accepted <- c.(*net.TCPConn)
-			}()
-		}
-	}()
+	addr, accepted := newSilentOrigin(t)
 	p := startSluice(t, idleConfig+"timeouts: {lifetime: 2s}\n", nil)
 	for _, kind := range []string{"connect", "socks5"} {
 		t.Run(kind, func(t *testing.T) {
 			before := strings.Count(p.Log(), `"msg":"access"`)
-			c := openIdleTunnel(t, p.addr, ln.Addr().String(), kind).(*net.TCPConn)
+			c := openIdleTunnel(t, p.addr, addr, kind).(*net.TCPConn)
 			defer c.Close()
 			var o *net.TCPConn
 			select {
