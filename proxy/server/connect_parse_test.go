@@ -6,10 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
+
+var requestID = regexp.MustCompile(`request id [0-9a-z-]+`)
 
 // exchangeHead sends head, then reads the response and, when it is a 200,
 // as many bytes as tail has (the origin echoes them). With split, the
@@ -39,7 +42,20 @@ func exchangeHead(t *testing.T, addr, head, tail string, split bool) string {
 	}
 	out := fmt.Sprintf("%d close=%v", resp.StatusCode, resp.Close)
 	if resp.StatusCode != http.StatusOK {
-		return out
+		body, err := io.ReadAll(resp.Body)
+		resp.Header.Del("Date")
+		body = requestID.ReplaceAll(body, []byte("request id X"))
+		out += fmt.Sprintf(" header=%v body=%q err=%v", resp.Header, body, err)
+		if resp.Close {
+			return out
+		}
+		// Kept open: the connection serves the next request.
+		io.WriteString(c, "CONNECT blocked.test:443 HTTP/1.1\r\n\r\n")
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			return out + " next: " + err.Error()
+		}
+		return out + fmt.Sprintf(" next: %d", resp.StatusCode)
 	}
 	got := make([]byte, len(tail))
 	n, err := io.ReadFull(br, got)
@@ -85,7 +101,12 @@ func TestConnectParsedAsHTTPServerDoes(t *testing.T) {
 		{"port too big", "CONNECT 127.0.0.1:99999 HTTP/1.1\r\n\r\n", tail},
 		{"IPv6 literal", "CONNECT [::1]:" + port + " HTTP/1.1\r\n\r\n", tail},
 		{"IPv6 unbracketed", "CONNECT ::1:" + port + " HTTP/1.1\r\n\r\n", tail},
-		{"blocked", "CONNECT blocked.test:443 HTTP/1.1\r\n\r\n", tail},
+		{"blocked", "CONNECT blocked.test:443 HTTP/1.1\r\n\r\n", ""},
+		{"blocked, pipelined", "CONNECT blocked.test:443 HTTP/1.1\r\n\r\nCONNECT blocked.test:443 HTTP/1.1\r\n", ""},
+		{"blocked HTTP/1.0", "CONNECT blocked.test:443 HTTP/1.0\r\n\r\n", ""},
+		{"blocked HTTP/1.0 keep-alive", "CONNECT blocked.test:443 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", ""},
+		{"blocked, close", "CONNECT blocked.test:443 HTTP/1.1\r\nConnection: close\r\n\r\n", ""},
+		{"blocked, bare LF", "CONNECT blocked.test:443 HTTP/1.1\n\n", ""},
 		{"lower-case method", "connect " + o + " HTTP/1.1\r\n\r\n", tail},
 	} {
 		whole := exchangeHead(t, r.addr, c.head, c.tail, false)
