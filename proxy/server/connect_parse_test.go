@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 var requestID = regexp.MustCompile(`request id [0-9a-z-]+`)
@@ -116,6 +119,48 @@ func TestConnectParsedAsHTTPServerDoes(t *testing.T) {
 		}
 		if strings.HasPrefix(whole, "200") && !strings.Contains(whole, fmt.Sprintf("echo=%q err=<nil>", c.tail)) {
 			t.Errorf("%s: the bytes behind the head: %s", c.name, whole)
+		}
+	}
+}
+
+// TestConnectAuthAsHTTPServerDoes: the 407 of a CONNECT without (or with
+// wrong or malformed) credentials is the same whether the worker or
+// net/http's server parsed the head, and so is the tunnel of one with
+// good credentials, with the bytes behind its head.
+func TestConnectAuthAsHTTPServerDoes(t *testing.T) {
+	o := echoOrigin(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRunFiles(t, "sniff: off\nusers: users.htpasswd\n", map[string]string{"users.htpasswd": "alice:" + string(hash) + "\n"})
+	basic := func(up string) string {
+		return "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(up)) + "\r\n"
+	}
+	tail := "tail\r\n\r\nafter the blank line\n"
+	for _, c := range []struct{ name, auth, tail string }{
+		{"none", "", ""},
+		{"wrong password", basic("alice:nope"), ""},
+		{"unknown user", basic("bob:pw"), ""},
+		{"not base64", "Proxy-Authorization: Basic !!!\r\n", ""},
+		{"other scheme", "Proxy-Authorization: Bearer x\r\n", ""},
+		{"good", basic("alice:pw"), tail},
+	} {
+		head := "CONNECT " + o + " HTTP/1.1\r\nHost: " + o + "\r\n" + c.auth + "\r\n"
+		whole := exchangeHead(t, r.addr, head, c.tail, false)
+		split := exchangeHead(t, r.addr, head, c.tail, true)
+		if whole != split {
+			t.Errorf("%s: in one read: %s; in pieces (net/http): %s", c.name, whole, split)
+		}
+		want := "407"
+		if c.tail != "" {
+			want = "200"
+		}
+		if !strings.HasPrefix(whole, want) || c.tail != "" && !strings.Contains(whole, fmt.Sprintf("echo=%q err=<nil>", c.tail)) {
+			t.Errorf("%s: %s; want %s", c.name, whole, want)
+		}
+		if strings.Contains(whole, "pw") || strings.Contains(whole, "alice") {
+			t.Errorf("%s: the response names the credentials: %s", c.name, whole)
 		}
 	}
 }
