@@ -290,7 +290,10 @@ func (p *parker) sweep() (tick time.Duration, done bool) {
 			closed = append(closed, h)
 			continue
 		}
-		if h.dstRC != nil && h.dstRC.Control(noControl) != nil { // its destination cut
+		// Its destination is the other direction's source: checked above
+		// when that one is parked too, and a running one's wait wakes on
+		// the close; only after it ended (a half-close) is it checked here.
+		if h.dstRC != nil && h.other().state.Load() != halfParked && h.dstRC.Control(noControl) != nil {
 			cut = append(cut, h)
 			continue
 		}
@@ -321,6 +324,14 @@ func (p *parker) sweep() (tick time.Duration, done bool) {
 		}()
 	}
 	return tick, false
+}
+
+// other returns the opposite direction of h's splice.
+func (h *half) other() *half {
+	if h == &h.sp.up {
+		return &h.sp.down
+	}
+	return &h.sp.up
 }
 
 // noControl is a Control func that does nothing: Control then only says
