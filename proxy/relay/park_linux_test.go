@@ -325,3 +325,77 @@ func TestHalfClosedParkedTunnelCutElsewhere(t *testing.T) {
 		t.Errorf("server write after the client was cut: %v, want the error of a reset", err)
 	}
 }
+
+// fdOf returns c's file descriptor number.
+func fdOf(t *testing.T, c *net.TCPConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	rc.Control(func(u uintptr) { fd = int(u) })
+	return fd
+}
+
+// TestParkedFDReused: the client socket of a parked tunnel is closed
+// elsewhere and its fd number is taken at once by the client socket of a
+// new tunnel, which parks too (an fd number in epoll again, with another
+// open file). The old registration must never act on the new tunnel: the
+// old one ends with an error, the new one moves its bytes exactly, parks
+// and wakes again, and ends cleanly.
+func TestParkedFDReused(t *testing.T) {
+	old := startTunnel(t, t.Context(), time.Minute)
+	old.ping(t)
+	waitParked(t, 2)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fd := fdOf(t, old.client)
+	Cut(old.client)
+	// Take the number back: a new socket gets the lowest free number.
+	var client, user *net.TCPConn
+	var seen []int
+	for range 20 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); a.Close() })
+		if f := fdOf(t, c.(*net.TCPConn)); f == fd {
+			client, user = c.(*net.TCPConn), a.(*net.TCPConn)
+			break
+		} else {
+			seen = append(seen, f)
+		}
+	}
+	if client == nil {
+		t.Fatalf("fd %d was not reused; new sockets got %v", fd, seen)
+	}
+	// The new tunnel starts and parks on fd while the old one may still
+	// be parked on it (until the sweep notices the close).
+	tu := &tunnel{done: make(chan result, 2), user: user, client: client}
+	tu.origin, tu.server = tcpPair(t)
+	Start(t.Context(), tu.client, tu.origin, time.Minute, func(st Stats, err error) { tu.done <- result{st, err} })
+	var up, down int64
+	for range 3 {
+		tu.ping(t)
+		up, down = up+4, down+4
+		waitParked(t, 2)
+	}
+	tu.user.CloseWrite()
+	tu.server.CloseWrite()
+	if r := tu.wait(t); r.err != nil || r.st != (Stats{Up: up, Down: down}) {
+		t.Errorf("the new tunnel on fd %d: %+v, want no error and %d bytes each way", fd, r, up)
+	}
+	var de *DirError
+	if r := old.wait(t); !errors.As(r.err, &de) {
+		t.Errorf("the old tunnel: err = %v, want a *DirError", r.err)
+	}
+}
