@@ -55,7 +55,7 @@ func (s *Server) serveConnect(c *conn) bool {
 	if w.hijacked {
 		return true
 	}
-	if keep := w.finish(r); !keep {
+	if keep := w.finish(r, s.isStopping()); !keep {
 		c.Close()
 		return true
 	}
@@ -134,6 +134,13 @@ func hostHeader(head []byte) (string, bool) {
 	return "", false
 }
 
+// isStopping reports whether a shutdown began.
+func (s *Server) isStopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
+}
+
 // toHTTP hands c to the HTTP server of the current timeouts, or closes it
 // once the grace period is over.
 func (s *Server) toHTTP(c *conn) {
@@ -199,14 +206,17 @@ func (w *connectWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // finish writes the response as net/http's server would (status line,
 // the handler's headers, Date, Content-Type when unset, Content-Length)
-// and reports whether the connection may carry another request.
-func (w *connectWriter) finish(r *http.Request) (keep bool) {
+// and reports whether the connection may carry another request: not when
+// stopping (a shutdown began: the HTTP servers' keep-alives are off, and a
+// kept connection would hold the drain until the client's next request
+// or the handshake timeout).
+func (w *connectWriter) finish(r *http.Request, stopping bool) (keep bool) {
 	status := w.status
 	if status == 0 {
 		status = http.StatusOK
 	}
 	h := w.Header()
-	keep = !r.Close && !hasToken(h.Values("Connection"), "close")
+	keep = !stopping && !r.Close && !hasToken(h.Values("Connection"), "close")
 	if r.ProtoMinor == 0 && !hasToken(r.Header.Values("Connection"), "keep-alive") {
 		keep = false // an HTTP/1.0 client that did not ask to keep it
 	}

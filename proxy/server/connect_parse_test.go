@@ -164,3 +164,30 @@ func TestConnectAuthAsHTTPServerDoes(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectRefusedDuringShutdownCloses: a connection accepted before a
+// shutdown whose CONNECT comes after it and is refused is closed after the
+// response, which says so, as net/http's server (keep-alives off) does: a
+// kept connection would hold the drain.
+func TestConnectRefusedDuringShutdownCloses(t *testing.T) {
+	r := startRun(t, "shutdown_grace: 20s\nrules:\n  - block: [blocked.test]\n")
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "the connection to be accepted", func() bool { return r.open() >= 1 })
+	r.cancel()
+	waitFor(t, "shutting down", func() bool { return strings.Contains(r.log.String(), "shutting down") })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "CONNECT blocked.test:443 HTTP/1.1\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != http.StatusForbidden || !resp.Close {
+		t.Fatalf("refused CONNECT during the shutdown: %v, %v; want 403 and Connection: close", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("after the response: %d bytes, %v; want EOF", n, err)
+	}
+}
