@@ -157,7 +157,7 @@ func (p *parker) park(h *half, src syscall.RawConn, fd int) bool {
 	if !h.inEpoll {
 		op = unix.EPOLL_CTL_ADD
 	}
-	err := unix.EpollCtl(p.epfd, op, fd, &ev)
+	err := epollCtl(p.epfd, op, fd, &ev)
 	if err == nil {
 		h.inEpoll = true
 	}
@@ -172,6 +172,9 @@ func (p *parker) park(h *half, src syscall.RawConn, fd int) bool {
 	}
 	return true
 }
+
+// epollCtl is unix.EpollCtl; a variable so that tests can make it fail.
+var epollCtl = unix.EpollCtl
 
 // claim takes a parked h for the caller, who must then run it or end it.
 // It reports false when h was not parked or another goroutine claimed it.

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // tunnel is a path started with Start: user ⇄ [client | Start | origin] ⇄ server.
@@ -397,5 +399,23 @@ func TestParkedFDReused(t *testing.T) {
 	var de *DirError
 	if r := old.wait(t); !errors.As(r.err, &de) {
 		t.Errorf("the old tunnel: err = %v, want a *DirError", r.err)
+	}
+}
+
+// TestParkFailsIdleTimeout: when a direction cannot park (epoll_ctl fails:
+// the user's epoll watches are used up) it waits in Go's poller, and its
+// tunnel's idle timeout still applies: parking had cleared its read
+// deadline, so that the timeout was the sweep's alone.
+func TestParkFailsIdleTimeout(t *testing.T) {
+	epollCtl = func(int, int, int, *unix.EpollEvent) error { return unix.ENOSPC }
+	defer func() { epollCtl = unix.EpollCtl }()
+	tu := startTunnel(t, t.Context(), 500*time.Millisecond)
+	tu.ping(t)
+	r := tu.wait(t)
+	if !errors.Is(r.err, ErrIdle) || r.st != (Stats{Up: 4, Down: 4}) {
+		t.Errorf("result %+v, want ErrIdle after 4 bytes each way", r)
+	}
+	if n := parked(); n != 0 {
+		t.Errorf("%d directions parked, want none", n)
 	}
 }
