@@ -3,12 +3,14 @@ package server
 import (
 	"bufio"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,7 +76,16 @@ func exchangeHead(t *testing.T, addr, head, tail string, split bool) string {
 func TestConnectParsedAsHTTPServerDoes(t *testing.T) {
 	o := echoOrigin(t)
 	_, port, _ := strings.Cut(o, ":")
-	r := startRun(t, "sniff: off\nrules:\n  - block: [blocked.test]\n")
+	for _, sniff := range []string{"off", "all"} {
+		t.Run("sniff "+sniff, func(t *testing.T) {
+			r := startRun(t, "sniff: "+sniff+"\nrules:\n  - block: [blocked.test]\n")
+			compareHeads(t, r.addr, o, port)
+		})
+	}
+}
+
+// compareHeads runs the cases of TestConnectParsedAsHTTPServerDoes.
+func compareHeads(t *testing.T, addr, o, port string) {
 	tail := "tail\r\n\r\nafter the blank line\n"
 	for _, c := range []struct{ name, head, tail string }{
 		{"plain", "CONNECT " + o + " HTTP/1.1\r\nHost: " + o + "\r\n\r\n", tail},
@@ -112,8 +123,8 @@ func TestConnectParsedAsHTTPServerDoes(t *testing.T) {
 		{"blocked, bare LF", "CONNECT blocked.test:443 HTTP/1.1\n\n", ""},
 		{"lower-case method", "connect " + o + " HTTP/1.1\r\n\r\n", tail},
 	} {
-		whole := exchangeHead(t, r.addr, c.head, c.tail, false)
-		split := exchangeHead(t, r.addr, c.head, c.tail, true)
+		whole := exchangeHead(t, addr, c.head, c.tail, false)
+		split := exchangeHead(t, addr, c.head, c.tail, true)
 		if whole != split {
 			t.Errorf("%s: in one read: %s; in pieces (net/http): %s", c.name, whole, split)
 		}
@@ -189,5 +200,34 @@ func TestConnectRefusedDuringShutdownCloses(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("after the response: %d bytes, %v; want EOF", n, err)
+	}
+}
+
+// TestSniffedTunnelCutAfter200IsReset: a sniffed CONNECT is answered 200
+// before anything is dialed; when the sniffed name is blocked, or the
+// dial then fails, the client must see a reset, not the clean end of a
+// tunnel it was told is established (SOCKS cuts the same way).
+func TestSniffedTunnelCutAfter200IsReset(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := ln.Addr().String()
+	ln.Close() // nothing listens there: the dial is refused
+	o := echoOrigin(t)
+	r := startRun(t, "sniff: all\nrules:\n  - block: [blocked.test]\n")
+	for _, c := range []struct{ name, target, first string }{
+		{"sniffed name blocked", o, "GET / HTTP/1.1\r\nHost: blocked.test\r\n\r\n"},
+		{"dial fails", closedPort, "GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n"},
+	} {
+		conn, br, resp := connectVia(t, r.addr, "CONNECT "+c.target+" HTTP/1.1\r\n\r\n")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d, want 200 before sniffing", c.name, resp.StatusCode)
+		}
+		io.WriteString(conn, c.first)
+		n, err := io.Copy(io.Discard, br)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("%s: the client read %d bytes and %v, want a reset", c.name, n, err)
+		}
 	}
 }
