@@ -64,7 +64,20 @@ func exchangeHead(t *testing.T, addr, head, tail string, split bool) string {
 	}
 	got := make([]byte, len(tail))
 	n, err := io.ReadFull(br, got)
-	return fmt.Sprintf("%s echo=%q err=%v", out, got[:n], err)
+	return fmt.Sprintf("%s echo=%q err=%v", out, got[:n], errKind(err))
+}
+
+// errKind names err without the addresses that differ between runs.
+func errKind(err error) string {
+	switch {
+	case err == nil:
+		return "<nil>"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return err.Error()
+	}
+	return "other"
 }
 
 // TestConnectParsedAsHTTPServerDoes: a CONNECT whose head comes whole in
@@ -128,7 +141,10 @@ func compareHeads(t *testing.T, addr, o, port string) {
 		if whole != split {
 			t.Errorf("%s: in one read: %s; in pieces (net/http): %s", c.name, whole, split)
 		}
-		if strings.HasPrefix(whole, "200") && !strings.Contains(whole, fmt.Sprintf("echo=%q err=<nil>", c.tail)) {
+		// The origin listens on 127.0.0.1 only: with sniffing, a tunnel to
+		// [::1] is answered 200 before its dial fails.
+		reaches := !strings.HasPrefix(c.name, "IPv6")
+		if reaches && strings.HasPrefix(whole, "200") && !strings.Contains(whole, fmt.Sprintf("echo=%q err=<nil>", c.tail)) {
 			t.Errorf("%s: the bytes behind the head: %s", c.name, whole)
 		}
 	}
