@@ -183,12 +183,14 @@ func (s *Server) preflight(x *exchange, addr string, d filter.Decision) error {
 // sniffTunnel serves a CONNECT that the first decision allowed and whose
 // first bytes are sniffed: it takes the connection over, answers 200,
 // reads the client's first bytes and decides again with the name they
-// carry (package sniffpolicy). A block closes the connection: nothing is
+// carry (package sniffpolicy). A block cuts the connection: nothing is
 // dialed and no byte is forwarded. Otherwise it dials addr, the address
 // the client asked for, on the final decision's route and splices,
 // forwarding the bytes read first. A dial that fails after the 200 can
-// only close the connection. A client that sent nothing within the wait is
-// sniffed late, once dialed (sniffpolicy.Late).
+// only cut the connection. A client that sent nothing within the wait is
+// sniffed late, once dialed (sniffpolicy.Late). Every cut after the 200 is
+// a RST (relay.Cut), as SOCKS does after its success reply: a tunnel the
+// client was told is established must never look as if it ended cleanly.
 func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWriter, addr string) {
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -213,13 +215,13 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 	o := sniffpolicy.Check(client, s.Sniff, s.Policy, x.req, x.d)
 	x.d, x.sniffed = o.Decision, o.LogAttrs()
 	if o.Decision.Verdict != filter.Allow {
-		conn.Close()
+		relay.Cut(conn)
 		return
 	}
 	// A search engine's sniffed name dials its SafeSearch enforcement host.
 	origin, err := s.dial(guarded, o.Decision.Via, "tcp", dial.Redirect(addr, o.Decision.Enforce))
 	if err != nil {
-		conn.Close()
+		relay.Cut(conn)
 		x.err, x.dialErr = err, err
 		return
 	}
@@ -228,7 +230,7 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 		o, originData = sniffpolicy.Late(ctx, client, origin, s.Sniff, s.Policy, x.req, o, s.idleTimeout())
 		x.d, x.sniffed = o.Decision, o.LogAttrs()
 		if o.Decision.Verdict != filter.Allow {
-			conn.Close()
+			relay.Cut(conn)
 			origin.Close()
 			return
 		}

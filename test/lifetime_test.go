@@ -175,3 +175,43 @@ func TestLifetimeCutsIdleTunnel(t *testing.T) {
 		})
 	}
 }
+
+// TestLifetimeCutsHalfClosedTunnel: the client has half-closed its side of
+// a tunnel (it sent its request and waits for the answer), and the origin
+// stays silent until timeouts.lifetime cuts the client: the one direction
+// left is parked on the origin's socket, which nobody closed. The tunnel
+// must still end at once: the origin's connection reset, the access line
+// written; not left until the idle timeout (here the default, minutes).
+func TestLifetimeCutsHalfClosedTunnel(t *testing.T) {
+	addr, accepted := newSilentOrigin(t)
+	p := startSluice(t, idleConfig+"timeouts: {lifetime: 2s}\n", nil)
+	for _, kind := range []string{"connect", "socks5"} {
+		t.Run(kind, func(t *testing.T) {
+			before := strings.Count(p.Log(), `"msg":"access"`)
+			c := openIdleTunnel(t, p.addr, addr, kind).(*net.TCPConn)
+			defer c.Close()
+			var o *net.TCPConn
+			select {
+			case o = <-accepted:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the origin was not dialed")
+			}
+			defer o.Close()
+			c.CloseWrite()
+			o.SetDeadline(time.Now().Add(30 * time.Second))
+			if n, err := o.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Fatalf("the origin read %d, %v; want the client's EOF", n, err)
+			}
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("the client's tunnel ended with %v, want a reset", err)
+			}
+			eventually(t, "the tunnel's access line", func() bool { return strings.Count(p.Log(), `"msg":"access"`) > before })
+			// The origin read the EOF (CLOSE_WAIT): after a reset its write
+			// fails at once; after a FIN it would succeed.
+			if _, err := o.Write([]byte("late")); !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("the origin's write after the cut: %v, want the error of a reset", err)
+			}
+		})
+	}
+}

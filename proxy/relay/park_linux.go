@@ -130,8 +130,12 @@ func (h *half) park(src syscall.RawConn) bool {
 // splice was aborted meanwhile and nobody else claimed h). Once it
 // reports true, h may already run in another goroutine.
 func (p *parker) park(h *half, src syscall.RawConn, fd int) bool {
+	var dst syscall.RawConn
+	if sc, ok := h.dst.(syscall.Conn); ok {
+		dst, _ = sc.SyscallConn()
+	}
 	p.mu.Lock()
-	h.srcRC = src
+	h.srcRC, h.dstRC = src, dst
 	var slot uint32
 	if n := len(p.free); n > 0 {
 		slot = p.free[n-1]
@@ -153,7 +157,7 @@ func (p *parker) park(h *half, src syscall.RawConn, fd int) bool {
 	if !h.inEpoll {
 		op = unix.EPOLL_CTL_ADD
 	}
-	err := unix.EpollCtl(p.epfd, op, fd, &ev)
+	err := epollCtl(p.epfd, op, fd, &ev)
 	if err == nil {
 		h.inEpoll = true
 	}
@@ -168,6 +172,9 @@ func (p *parker) park(h *half, src syscall.RawConn, fd int) bool {
 	}
 	return true
 }
+
+// epollCtl is unix.EpollCtl; a variable so that tests can make it fail.
+var epollCtl = unix.EpollCtl
 
 // claim takes a parked h for the caller, who must then run it or end it.
 // It reports false when h was not parked or another goroutine claimed it.
@@ -262,13 +269,16 @@ func (p *parker) wait() {
 // sweep ends the parked tunnels idle for their timeout, starts the parked
 // directions whose source conn was closed by someone else (closing an fd
 // takes it out of the epoll instance without an event: a connection's
-// lifetime, a server's hard stop), and returns the next tick; done is true
-// (and the waiter must exit) when nothing is parked.
+// lifetime, a server's hard stop), fails the tunnels of parked directions
+// whose destination was closed by someone else (after a half-close only
+// one direction is left, parked on the conn that was not cut: nothing
+// would wake it), and returns the next tick; done is true (and the waiter
+// must exit) when nothing is parked.
 func (p *parker) sweep() (tick time.Duration, done bool) {
 	now := time.Now().UnixNano()
 	tick = maxParkTick
 	var idle []*splicer
-	var closed []*half
+	var closed, cut []*half
 	p.mu.Lock()
 	if p.parked == 0 {
 		p.waiting = false
@@ -281,6 +291,13 @@ func (p *parker) sweep() (tick time.Duration, done bool) {
 		}
 		if h.srcRC.Control(noControl) != nil { // closed
 			closed = append(closed, h)
+			continue
+		}
+		// Its destination is the other direction's source: checked above
+		// when that one is parked too, and a running one's wait wakes on
+		// the close; only after it ended (a half-close) is it checked here.
+		if h.dstRC != nil && h.other().state.Load() != halfParked && h.dstRC.Control(noControl) != nil {
+			cut = append(cut, h)
 			continue
 		}
 		if h.sp.idle <= 0 {
@@ -297,16 +314,27 @@ func (p *parker) sweep() (tick time.Duration, done bool) {
 			go h.resume() // its copy fails on the closed conn, and the splice with it
 		}
 	}
-	if len(idle) > 0 {
+	if len(idle) > 0 || len(cut) > 0 {
 		// Not on the waiter: an abort ends the tunnels, and their done
 		// funcs (access lines) must not delay the other tunnels' wake-ups.
 		go func() {
+			for _, h := range cut {
+				h.sp.fail(h.dir, net.ErrClosed) // resets the other side, ends h (unparkAll)
+			}
 			for _, sp := range idle {
 				sp.abort(ErrIdle)
 			}
 		}()
 	}
 	return tick, false
+}
+
+// other returns the opposite direction of h's splice.
+func (h *half) other() *half {
+	if h == &h.sp.up {
+		return &h.sp.down
+	}
+	return &h.sp.up
 }
 
 // noControl is a Control func that does nothing: Control then only says

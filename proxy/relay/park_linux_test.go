@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // tunnel is a path started with Start: user ⇄ [client | Start | origin] ⇄ server.
@@ -192,9 +194,11 @@ func TestParkedTunnelClosedElsewhere(t *testing.T) {
 	if r := tu.wait(t); !errors.As(r.err, &de) {
 		t.Errorf("err = %v, want a *DirError", r.err)
 	}
-	tu.server.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := tu.server.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("server read after the client was cut: %v, want a reset", err)
+	// The server read the user's EOF already (CLOSE_WAIT), where a RST
+	// makes the next write fail (EPIPE); after a FIN it would succeed.
+	tu.server.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := tu.server.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("server write after the client was cut: %v, want the error of a reset", err)
 	}
 }
 
@@ -293,5 +297,125 @@ func (tu *tunnel) waitResult() result {
 		return r
 	case <-time.After(10 * time.Second):
 		return result{err: errors.New("done was not called")}
+	}
+}
+
+// TestHalfClosedParkedTunnelCutElsewhere: the user half-closed its side
+// (client→origin ended with EOF), so only origin→client is parked, on the
+// origin socket; then the client conn is cut by someone else (a
+// connection's lifetime). The parked direction's source is still open, yet
+// the tunnel must end with an error at once (not after the idle timeout,
+// here a minute) and the origin's peer must see a reset.
+func TestHalfClosedParkedTunnelCutElsewhere(t *testing.T) {
+	tu := startTunnel(t, t.Context(), time.Minute)
+	tu.ping(t)
+	tu.user.CloseWrite()
+	tu.server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := tu.server.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("server read after the user's half-close: %d, %v; want EOF", n, err)
+	}
+	waitParked(t, 1)
+	Cut(tu.client)
+	var de *DirError
+	if r := tu.wait(t); !errors.As(r.err, &de) {
+		t.Errorf("err = %v, want a *DirError", r.err)
+	}
+	// The server read the user's EOF already (CLOSE_WAIT), where a RST
+	// makes the next write fail (EPIPE); after a FIN it would succeed.
+	tu.server.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := tu.server.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("server write after the client was cut: %v, want the error of a reset", err)
+	}
+}
+
+// fdOf returns c's file descriptor number.
+func fdOf(t *testing.T, c *net.TCPConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	rc.Control(func(u uintptr) { fd = int(u) })
+	return fd
+}
+
+// TestParkedFDReused: the client socket of a parked tunnel is closed
+// elsewhere and its fd number is taken at once by the client socket of a
+// new tunnel, which parks too (an fd number in epoll again, with another
+// open file). The old registration must never act on the new tunnel: the
+// old one ends with an error, the new one moves its bytes exactly, parks
+// and wakes again, and ends cleanly.
+func TestParkedFDReused(t *testing.T) {
+	old := startTunnel(t, t.Context(), time.Minute)
+	old.ping(t)
+	waitParked(t, 2)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fd := fdOf(t, old.client)
+	Cut(old.client)
+	// Take the number back: a new socket gets the lowest free number.
+	var client, user *net.TCPConn
+	var seen []int
+	for range 20 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); a.Close() })
+		if f := fdOf(t, c.(*net.TCPConn)); f == fd {
+			client, user = c.(*net.TCPConn), a.(*net.TCPConn)
+			break
+		} else {
+			seen = append(seen, f)
+		}
+	}
+	if client == nil {
+		t.Fatalf("fd %d was not reused; new sockets got %v", fd, seen)
+	}
+	// The new tunnel starts and parks on fd while the old one may still
+	// be parked on it (until the sweep notices the close).
+	tu := &tunnel{done: make(chan result, 2), user: user, client: client}
+	tu.origin, tu.server = tcpPair(t)
+	Start(t.Context(), tu.client, tu.origin, time.Minute, func(st Stats, err error) { tu.done <- result{st, err} })
+	var up, down int64
+	for range 3 {
+		tu.ping(t)
+		up, down = up+4, down+4
+		waitParked(t, 2)
+	}
+	tu.user.CloseWrite()
+	tu.server.CloseWrite()
+	if r := tu.wait(t); r.err != nil || r.st != (Stats{Up: up, Down: down}) {
+		t.Errorf("the new tunnel on fd %d: %+v, want no error and %d bytes each way", fd, r, up)
+	}
+	var de *DirError
+	if r := old.wait(t); !errors.As(r.err, &de) {
+		t.Errorf("the old tunnel: err = %v, want a *DirError", r.err)
+	}
+}
+
+// TestParkFailsIdleTimeout: when a direction cannot park (epoll_ctl fails:
+// the user's epoll watches are used up) it waits in Go's poller, and its
+// tunnel's idle timeout still applies: parking had cleared its read
+// deadline, so that the timeout was the sweep's alone.
+func TestParkFailsIdleTimeout(t *testing.T) {
+	epollCtl = func(int, int, int, *unix.EpollEvent) error { return unix.ENOSPC }
+	defer func() { epollCtl = unix.EpollCtl }()
+	tu := startTunnel(t, t.Context(), 500*time.Millisecond)
+	tu.ping(t)
+	r := tu.wait(t)
+	if !errors.Is(r.err, ErrIdle) || r.st != (Stats{Up: 4, Down: 4}) {
+		t.Errorf("result %+v, want ErrIdle after 4 bytes each way", r)
+	}
+	if n := parked(); n != 0 {
+		t.Errorf("%d directions parked, want none", n)
 	}
 }

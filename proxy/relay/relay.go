@@ -413,6 +413,7 @@ type half struct {
 	inEpoll  bool            // src is registered with the parker's epoll instance
 	parking  bool            // parks when src has nothing to read (after parkAfter)
 	srcRC    syscall.RawConn // while parked: src's, to learn whether it was closed
+	dstRC    syscall.RawConn // while parked: dst's, likewise (nil when dst has none)
 	pu       pump            // the splice loop's state
 }
 

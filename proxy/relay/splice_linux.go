@@ -3,6 +3,7 @@ package relay
 import (
 	"io"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,6 +77,11 @@ func (h *half) splice() (ok bool, err error) {
 				return true, errParked
 			}
 			pu.park = false // for the rest of this call: wait in Go's poller
+			if h.sp.idle > 0 {
+				// startParking cleared the read deadline: the idle
+				// timeout was the sweep's, which does not see h now.
+				h.src.SetReadDeadline(time.Unix(0, h.sp.last.Load()).Add(h.sp.idle))
+			}
 			continue
 		}
 		if pu.inBuf > 0 || pu.inPipe > 0 {

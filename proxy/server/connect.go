@@ -55,7 +55,7 @@ func (s *Server) serveConnect(c *conn) bool {
 	if w.hijacked {
 		return true
 	}
-	if keep := w.finish(r); !keep {
+	if keep := w.finish(r, s.isStopping()); !keep {
 		c.Close()
 		return true
 	}
@@ -81,20 +81,27 @@ var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, pe
 
 // readConnect parses head, a whole CONNECT request head, with net/http's
 // own parser and applies the checks the http.Server adds to it. It
-// returns nil for anything the HTTP server should see instead.
+// returns nil for anything the HTTP server should see instead, among
+// them a head the parser ends before its last byte: one whose lines end
+// in a bare LF ends at the first empty line, and what follows it (up to
+// the CRLF CRLF that was taken for the end) is the tunnel's.
 func readConnect(head []byte) *http.Request {
+	rd := bytes.NewReader(head)
 	br := headReaders.Get().(*bufio.Reader)
-	br.Reset(bytes.NewReader(head))
+	br.Reset(rd)
 	r, err := http.ReadRequest(br)
+	whole := br.Buffered() == 0 && rd.Len() == 0
 	br.Reset(nil)
 	headReaders.Put(br)
-	if err != nil || r.Method != http.MethodConnect || r.ProtoMajor != 1 {
+	if err != nil || !whole || r.Method != http.MethodConnect || r.ProtoMajor != 1 {
 		return nil
 	}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 || r.Header.Get("Expect") != "" {
 		return nil
 	}
-	if hosts, ok := r.Header["Host"]; ok && (len(hosts) != 1 || !httpguts.ValidHostHeader(hosts[0])) {
+	// http.ReadRequest drops the Host header (the HTTP server's parser
+	// keeps it for this check); it refused a second one already.
+	if host, ok := hostHeader(head); ok && !httpguts.ValidHostHeader(host) {
 		return nil
 	}
 	for k, vv := range r.Header {
@@ -107,8 +114,31 @@ func readConnect(head []byte) *http.Request {
 			}
 		}
 	}
-	delete(r.Header, "Host") // as the http.Server does: r.Host has it
 	return r
+}
+
+// hostHeader returns the value of the Host header line of head, a request
+// head http.ReadRequest accepted, as net/textproto reads it: lines end in
+// LF with an optional CR before it, the value without the spaces and tabs
+// around it.
+func hostHeader(head []byte) (string, bool) {
+	_, rest, _ := bytes.Cut(head, []byte("\n")) // the request line
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) > 5 && line[4] == ':' && bytes.EqualFold(line[:4], []byte("host")) {
+			return string(bytes.Trim(line[5:], " \t")), true
+		}
+	}
+	return "", false
+}
+
+// isStopping reports whether a shutdown began.
+func (s *Server) isStopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
 }
 
 // toHTTP hands c to the HTTP server of the current timeouts, or closes it
@@ -176,14 +206,17 @@ func (w *connectWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // finish writes the response as net/http's server would (status line,
 // the handler's headers, Date, Content-Type when unset, Content-Length)
-// and reports whether the connection may carry another request.
-func (w *connectWriter) finish(r *http.Request) (keep bool) {
+// and reports whether the connection may carry another request: not when
+// stopping (a shutdown began: the HTTP servers' keep-alives are off, and a
+// kept connection would hold the drain until the client's next request
+// or the handshake timeout).
+func (w *connectWriter) finish(r *http.Request, stopping bool) (keep bool) {
 	status := w.status
 	if status == 0 {
 		status = http.StatusOK
 	}
 	h := w.Header()
-	keep = !r.Close && !hasToken(h.Values("Connection"), "close")
+	keep = !stopping && !r.Close && !hasToken(h.Values("Connection"), "close")
 	if r.ProtoMinor == 0 && !hasToken(r.Header.Values("Connection"), "keep-alive") {
 		keep = false // an HTTP/1.0 client that did not ask to keep it
 	}

@@ -57,8 +57,14 @@ type running struct {
 
 func startRun(t *testing.T, cfg string) *running {
 	t.Helper()
+	return startRunFiles(t, cfg, nil)
+}
+
+// startRunFiles is startRun with files beside the config.
+func startRunFiles(t *testing.T, cfg string, files map[string]string) *running {
+	t.Helper()
 	lb := &logBuf{}
-	s, err := New(Options{Config: writeConfig(t, "default: allow\n"+cfg, nil), Listen: []string{"127.0.0.1:0"}, NoSignals: true,
+	s, err := New(Options{Config: writeConfig(t, "default: allow\n"+cfg, files), Listen: []string{"127.0.0.1:0"}, NoSignals: true,
 		Logger: slog.New(slog.NewTextHandler(lb, nil))})
 	if err != nil {
 		t.Fatal(err)
