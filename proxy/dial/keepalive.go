@@ -64,6 +64,11 @@ type keepAlive struct {
 	n     int                      // idle connections in all of idle
 	timer *time.Timer              // sweeps idle connections; nil when none
 	gen   int                      // counts closeIdle calls
+	// closing is set by closeIdle and cleared by the next request (get):
+	// meanwhile connections that become idle are closed, not kept, as
+	// http.Transport does after CloseIdleConnections, so that requests in
+	// flight at a reload or shutdown leave no connection (nor sweep) behind.
+	closing bool
 }
 
 // originConn is one pooled connection.
@@ -314,6 +319,7 @@ func (b *pooledBody) release(reuse bool, err error) {
 func (k *keepAlive) get(addr string, check Check) *originConn {
 	for {
 		k.mu.Lock()
+		k.closing = false // a request wants connections kept again
 		l := k.idle[addr]
 		if len(l) == 0 {
 			k.mu.Unlock()
@@ -359,7 +365,7 @@ func (k *keepAlive) keepLocked(oc *originConn) {
 		k.idle = map[string][]*originConn{}
 	}
 	l := k.idle[oc.addr]
-	if len(l) >= keepAlivePerHost || k.n >= keepAliveTotal {
+	if k.closing || len(l) >= keepAlivePerHost || k.n >= keepAliveTotal {
 		oc.conn.Close() // a nonblocking close of a socket: fine under the lock
 		return
 	}
@@ -411,6 +417,7 @@ func (k *keepAlive) closeIdle() {
 	idle := k.idle
 	k.idle, k.n = nil, 0
 	k.gen++
+	k.closing = true
 	if k.timer != nil {
 		k.timer.Stop()
 		k.timer = nil
