@@ -225,9 +225,9 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.WriteString(host)
 	w.WriteString("\r\n")
-	if ua = textproto.TrimString(ua); ua != "" {
+	if ua != "" { // as Request.Write: a value of blanks gives an empty header
 		w.WriteString("User-Agent: ")
-		w.WriteString(ua)
+		w.WriteString(textproto.TrimString(ua))
 		w.WriteString("\r\n")
 	}
 	if err := req.Header.WriteSubset(w, reqWriteExclude); err != nil {
