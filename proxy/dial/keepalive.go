@@ -121,6 +121,9 @@ func originAddr(req *http.Request) string {
 // roundTrip sends req on a pooled connection or a new one; check, when not
 // nil, decides a pooled connection's address again.
 func (k *keepAlive) roundTrip(req *http.Request, check Check) (*http.Response, error) {
+	if err := validHeader(req.Header); err != nil {
+		return nil, err
+	}
 	ctx := req.Context()
 	addr := originAddr(req)
 	for attempt := 0; ; attempt++ {
@@ -146,6 +149,22 @@ func (k *keepAlive) roundTrip(req *http.Request, check Check) (*http.Response, e
 		}
 		// A pooled connection the origin had closed: once more, anew.
 	}
+}
+
+// validHeader refuses a header http.Transport refuses to send: a name
+// that is not a token, a value with a control byte other than a tab.
+func validHeader(h http.Header) error {
+	for k, vv := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("dial: invalid header field name %q", k)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("dial: invalid header field value for %q", k)
+			}
+		}
+	}
+	return nil
 }
 
 // exchange writes req on oc and reads the answer. retry is true when
