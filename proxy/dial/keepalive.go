@@ -34,8 +34,10 @@ import (
 // fails or the answer ends before its first byte) is sent once more on a
 // new connection, as GET and HEAD may be; 1xx
 // answers are skipped; response headers are bounded; a request whose
-// context ends is cut. Idle connections close after keepAliveIdle, or
-// within sweepEvery of the origin closing them.
+// context ends is cut; a header the Transport refuses to send is refused;
+// after closeIdle, connections that become idle are closed until the next
+// request. Idle connections close after keepAliveIdle, or within
+// sweepEvery of the origin closing them.
 
 const (
 	// keepAliveIdle closes pooled connections idle for this long (the
