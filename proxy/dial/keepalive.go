@@ -2,6 +2,7 @@ package dial
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -192,7 +193,9 @@ func (k *keepAlive) exchange(ctx context.Context, oc *originConn, req *http.Requ
 		stop()
 		return nil, cut("reading the answer of", err), true
 	}
+	var head []byte // the bytes the answer's head was read from
 	for n := 0; ; n++ {
+		head, _ = oc.br.Peek(oc.br.Buffered())
 		resp, err = http.ReadResponse(oc.br, req)
 		if err != nil {
 			stop()
@@ -208,6 +211,9 @@ func (k *keepAlive) exchange(ctx context.Context, oc *originConn, req *http.Requ
 	}
 	oc.lr.n = 1<<63 - 1 // the body is not bounded
 	reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	if reuse && (len(resp.TransferEncoding) > 0 || !resp.ProtoAtLeast(1, 1)) && framingDoubt(head, !resp.ProtoAtLeast(1, 1)) {
+		reuse = false
+	}
 	if resp.Body == http.NoBody || resp.Body == nil {
 		if stop() && reuse && oc.br.Buffered() == 0 {
 			k.put(oc)
@@ -218,6 +224,39 @@ func (k *keepAlive) exchange(ctx context.Context, oc *originConn, req *http.Requ
 	}
 	resp.Body = &pooledBody{ReadCloser: resp.Body, k: k, oc: oc, stop: stop, reuse: reuse, ctx: ctx}
 	return resp, nil, false
+}
+
+// framingDoubt reports whether an answer's head, read from head (what
+// was buffered when its reading began), had framing that a parser may
+// read two ways: both Transfer-Encoding and Content-Length (net/http
+// follows the first and deletes the second), or Transfer-Encoding in an
+// HTTP/1.0 answer (net/http ignores it and deletes it). RFC 9112 6.1 and
+// 6.3 ask to close the connection after such an answer, as Squid does;
+// http.Transport keeps it. A head not wholly in head is a doubt too.
+// Only asked for answers that were chunked or HTTP/1.0.
+func framingDoubt(head []byte, http10 bool) bool {
+	end := bytes.Index(head, []byte("\n\r\n"))
+	if end < 0 {
+		if end = bytes.Index(head, []byte("\n\n")); end < 0 {
+			return true
+		}
+	}
+	head = head[:end+1]
+	te, cl := false, false
+	for len(head) > 0 {
+		line := head
+		if i := bytes.IndexByte(head, '\n'); i >= 0 {
+			line, head = head[:i], head[i+1:]
+		} else {
+			head = nil
+		}
+		if k, _, ok := bytes.Cut(line, []byte(":")); ok {
+			k = bytes.TrimRight(k, " \t")
+			te = te || bytes.EqualFold(k, []byte("Transfer-Encoding"))
+			cl = cl || bytes.EqualFold(k, []byte("Content-Length"))
+		}
+	}
+	return te && (cl || http10)
 }
 
 // writeRequest writes req's head, as req.Write would write it for a GET

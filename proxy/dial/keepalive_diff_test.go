@@ -96,3 +96,48 @@ func TestKeepAliveAsTransport(t *testing.T) {
 		})
 	}
 }
+
+// TestKeepAliveNoReuseAfterDoubtfulFraming: an answer with both
+// Transfer-Encoding and Content-Length, or with Transfer-Encoding in
+// HTTP/1.0, is relayed as net/http reads it, but its connection is not
+// reused (RFC 9112 6.1, 6.3; Squid closes it): another parser on the
+// way may have framed it otherwise. A plain chunked answer's is reused.
+func TestKeepAliveNoReuseAfterDoubtfulFraming(t *testing.T) {
+	for _, c := range []struct {
+		name, first string
+		accepts     int64
+	}{
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", 1},
+		{"te-and-cl", "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", 2},
+		{"cl-and-te", "HTTP/1.1 200 OK\r\ncontent-length: 12\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", 2},
+		{"http10-te", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\nok", 2},
+		{"http10-ka", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := newScriptedOrigin(t, func(i int, conn net.Conn, br *bufio.Reader) {
+				for n := 0; ; n++ {
+					if _, ok := readReq(br); !ok {
+						return
+					}
+					if i == 0 && n == 0 {
+						io.WriteString(conn, c.first)
+						continue
+					}
+					io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+				}
+			})
+			tr, r := directTransport(t)
+			addr := o.ln.Addr().String()
+			if _, body, err := fetch(context.Background(), tr, "GET", addr, "/"); err != nil || body != "ok" {
+				t.Fatalf("first: %q, %v", body, err)
+			}
+			if _, body, err := fetch(context.Background(), tr, "GET", addr, "/"); err != nil || body != "second" {
+				t.Fatalf("second: %q, %v", body, err)
+			}
+			r.CloseIdleConnections()
+			if n := o.accepts.Load(); n != c.accepts {
+				t.Errorf("%d connections, want %d", n, c.accepts)
+			}
+		})
+	}
+}
