@@ -69,6 +69,18 @@ func (s *Server) forward(x *exchange, w *countingWriter, r *http.Request, t targ
 		s.failDial(w, x, t.addr(), err)
 		return
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The request asked for no switch (its Upgrade was removed; a
+		// WebSocket goes to serveUpgrade): relaying the 101 without a
+		// tunnel would leave the client's connection in a protocol nobody
+		// speaks, and whatever followed would be taken for answers.
+		if resp.Body != nil {
+			resp.Body.Close()
+		}
+		x.err = fmt.Errorf("proxy: %s switched protocols unasked", t.addr())
+		textError(w, http.StatusBadGateway, "sluice: "+t.addr()+" answered 101 Switching Protocols to a request without Upgrade")
+		return
+	}
 	body.ReadCloser = resp.Body
 	defer body.Close()
 	removeHopByHop(resp.Header, false)

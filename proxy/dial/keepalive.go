@@ -2,6 +2,7 @@ package dial
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,8 +35,10 @@ import (
 // fails or the answer ends before its first byte) is sent once more on a
 // new connection, as GET and HEAD may be; 1xx
 // answers are skipped; response headers are bounded; a request whose
-// context ends is cut. Idle connections close after keepAliveIdle, or
-// within sweepEvery of the origin closing them.
+// context ends is cut; a header the Transport refuses to send is refused;
+// after closeIdle, connections that become idle are closed until the next
+// request. Idle connections close after keepAliveIdle, or within
+// sweepEvery of the origin closing them.
 
 const (
 	// keepAliveIdle closes pooled connections idle for this long (the
@@ -64,6 +67,11 @@ type keepAlive struct {
 	n     int                      // idle connections in all of idle
 	timer *time.Timer              // sweeps idle connections; nil when none
 	gen   int                      // counts closeIdle calls
+	// closing is set by closeIdle and cleared by the next request (get):
+	// meanwhile connections that become idle are closed, not kept, as
+	// http.Transport does after CloseIdleConnections, so that requests in
+	// flight at a reload or shutdown leave no connection (nor sweep) behind.
+	closing bool
 }
 
 // originConn is one pooled connection.
@@ -116,6 +124,9 @@ func originAddr(req *http.Request) string {
 // roundTrip sends req on a pooled connection or a new one; check, when not
 // nil, decides a pooled connection's address again.
 func (k *keepAlive) roundTrip(req *http.Request, check Check) (*http.Response, error) {
+	if err := validHeader(req.Header); err != nil {
+		return nil, err
+	}
 	ctx := req.Context()
 	addr := originAddr(req)
 	for attempt := 0; ; attempt++ {
@@ -143,6 +154,22 @@ func (k *keepAlive) roundTrip(req *http.Request, check Check) (*http.Response, e
 	}
 }
 
+// validHeader refuses a header http.Transport refuses to send: a name
+// that is not a token, a value with a control byte other than a tab.
+func validHeader(h http.Header) error {
+	for k, vv := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("dial: invalid header field name %q", k)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("dial: invalid header field value for %q", k)
+			}
+		}
+	}
+	return nil
+}
+
 // exchange writes req on oc and reads the answer. retry is true when
 // nothing of an answer came (the request may be sent again).
 func (k *keepAlive) exchange(ctx context.Context, oc *originConn, req *http.Request) (resp *http.Response, err error, retry bool) {
@@ -166,7 +193,9 @@ func (k *keepAlive) exchange(ctx context.Context, oc *originConn, req *http.Requ
 		stop()
 		return nil, cut("reading the answer of", err), true
 	}
+	var head []byte // the bytes the answer's head was read from
 	for n := 0; ; n++ {
+		head, _ = oc.br.Peek(oc.br.Buffered())
 		resp, err = http.ReadResponse(oc.br, req)
 		if err != nil {
 			stop()
@@ -182,6 +211,9 @@ func (k *keepAlive) exchange(ctx context.Context, oc *originConn, req *http.Requ
 	}
 	oc.lr.n = 1<<63 - 1 // the body is not bounded
 	reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	if reuse && (len(resp.TransferEncoding) > 0 || !resp.ProtoAtLeast(1, 1)) && framingDoubt(head, !resp.ProtoAtLeast(1, 1)) {
+		reuse = false
+	}
 	if resp.Body == http.NoBody || resp.Body == nil {
 		if stop() && reuse && oc.br.Buffered() == 0 {
 			k.put(oc)
@@ -192,6 +224,39 @@ func (k *keepAlive) exchange(ctx context.Context, oc *originConn, req *http.Requ
 	}
 	resp.Body = &pooledBody{ReadCloser: resp.Body, k: k, oc: oc, stop: stop, reuse: reuse, ctx: ctx}
 	return resp, nil, false
+}
+
+// framingDoubt reports whether an answer's head, read from head (what
+// was buffered when its reading began), had framing that a parser may
+// read two ways: both Transfer-Encoding and Content-Length (net/http
+// follows the first and deletes the second), or Transfer-Encoding in an
+// HTTP/1.0 answer (net/http ignores it and deletes it). RFC 9112 6.1 and
+// 6.3 ask to close the connection after such an answer, as Squid does;
+// http.Transport keeps it. A head not wholly in head is a doubt too.
+// Only asked for answers that were chunked or HTTP/1.0.
+func framingDoubt(head []byte, http10 bool) bool {
+	end := bytes.Index(head, []byte("\n\r\n"))
+	if end < 0 {
+		if end = bytes.Index(head, []byte("\n\n")); end < 0 {
+			return true
+		}
+	}
+	head = head[:end+1]
+	te, cl := false, false
+	for len(head) > 0 {
+		line := head
+		if i := bytes.IndexByte(head, '\n'); i >= 0 {
+			line, head = head[:i], head[i+1:]
+		} else {
+			head = nil
+		}
+		if k, _, ok := bytes.Cut(line, []byte(":")); ok {
+			k = bytes.TrimRight(k, " \t")
+			te = te || bytes.EqualFold(k, []byte("Transfer-Encoding"))
+			cl = cl || bytes.EqualFold(k, []byte("Content-Length"))
+		}
+	}
+	return te && (cl || http10)
 }
 
 // writeRequest writes req's head, as req.Write would write it for a GET
@@ -220,9 +285,9 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.WriteString(host)
 	w.WriteString("\r\n")
-	if ua = textproto.TrimString(ua); ua != "" {
+	if ua != "" { // as Request.Write: a value of blanks gives an empty header
 		w.WriteString("User-Agent: ")
-		w.WriteString(ua)
+		w.WriteString(textproto.TrimString(ua))
 		w.WriteString("\r\n")
 	}
 	if err := req.Header.WriteSubset(w, reqWriteExclude); err != nil {
@@ -314,6 +379,7 @@ func (b *pooledBody) release(reuse bool, err error) {
 func (k *keepAlive) get(addr string, check Check) *originConn {
 	for {
 		k.mu.Lock()
+		k.closing = false // a request wants connections kept again
 		l := k.idle[addr]
 		if len(l) == 0 {
 			k.mu.Unlock()
@@ -359,7 +425,7 @@ func (k *keepAlive) keepLocked(oc *originConn) {
 		k.idle = map[string][]*originConn{}
 	}
 	l := k.idle[oc.addr]
-	if len(l) >= keepAlivePerHost || k.n >= keepAliveTotal {
+	if k.closing || len(l) >= keepAlivePerHost || k.n >= keepAliveTotal {
 		oc.conn.Close() // a nonblocking close of a socket: fine under the lock
 		return
 	}
@@ -411,6 +477,7 @@ func (k *keepAlive) closeIdle() {
 	idle := k.idle
 	k.idle, k.n = nil, 0
 	k.gen++
+	k.closing = true
 	if k.timer != nil {
 		k.timer.Stop()
 		k.timer = nil

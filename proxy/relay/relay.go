@@ -203,11 +203,13 @@ func WithHold(ctx context.Context, hold func() (release func())) context.Context
 func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration) *splicer {
 	sp := &splicer{idle: idle, client: client, origin: origin}
 	sp.touch()
-	sp.stop = context.AfterFunc(ctx, func() { sp.cancel(ctx.Err()) })
 	cRaw, cPending := take(client)
 	oRaw, oPending := take(origin)
 	sp.up = half{sp: sp, dir: dirUp, dst: oRaw, src: cRaw, pending: cPending}
 	sp.down = half{sp: sp, dir: dirDown, dst: cRaw, src: oRaw, pending: oPending}
+	// Last: a context that has ended runs the cut at once, on another
+	// goroutine, and the cut reads the directions written above.
+	sp.stop = context.AfterFunc(ctx, func() { sp.cancel(ctx.Err()) })
 	return sp
 }
 
