@@ -65,6 +65,7 @@ func (s *Server) forward(x *exchange, w *countingWriter, r *http.Request, t targ
 		if resp != nil && resp.Body != nil {
 			resp.Body.Close()
 		}
+		err = body.silent.cause(r.Context(), err)
 		x.err = err
 		s.failDial(w, x, t.addr(), err)
 		return
@@ -81,6 +82,7 @@ func (s *Server) forward(x *exchange, w *countingWriter, r *http.Request, t targ
 		textError(w, http.StatusBadGateway, "sluice: "+t.addr()+" answered 101 Switching Protocols to a request without Upgrade")
 		return
 	}
+	body.silent.progress() // the answer's head came
 	body.ReadCloser = resp.Body
 	defer body.Close()
 	removeHopByHop(resp.Header, false)
@@ -224,15 +226,18 @@ func (s *Server) servePlain(ctx context.Context, x *exchange, w *countingWriter,
 		s.serveUpgrade(x, w, r, t, d)
 		return
 	}
+	rctx, silent := watchOrigin(r.Context(), s.idleTimeout())
+	defer silent.stop()
+	r = r.WithContext(rctx)
 	if r.Body != nil && r.Body != http.NoBody {
-		cb := &countingBody{ReadCloser: r.Body}
+		cb := &countingBody{ReadCloser: r.Body, silent: silent}
 		r.Body = cb
 		defer func() { x.up = cb.n.Load() }()
 	}
-	var body cutBody
+	body := cutBody{silent: silent}
 	s.forward(x, w, r, t, d.Via, &body)
 	if body.err != nil {
-		abort(x, w, fmt.Errorf("proxy: response body from %s cut short: %w", t.addr(), body.err))
+		abort(x, w, fmt.Errorf("proxy: response body from %s cut short: %w", t.addr(), silent.cause(rctx, body.err)))
 	}
 	if w.err != nil {
 		abort(x, w, fmt.Errorf("proxy: writing the response: %w", w.err))
@@ -382,11 +387,15 @@ func hasToken(values []string, token string) bool {
 // forward reads it on the handler's goroutine, servePlain looks after.
 type cutBody struct {
 	io.ReadCloser
-	err error
+	err    error
+	silent *silence // told of every byte read; may be nil
 }
 
 func (b *cutBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.silent.progress()
+	}
 	if err != nil && err != io.EOF && b.err == nil {
 		b.err = err
 	}
@@ -432,11 +441,15 @@ func (b *cutBody) WriteTo(w io.Writer) (int64, error) {
 // countingBody counts the request body bytes the transport reads.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64 // the transport may still read after the response
+	n      atomic.Int64 // the transport may still read after the response
+	silent *silence     // told of every byte read; may be nil
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if n > 0 {
+		b.silent.progress()
+	}
 	return n, err
 }
