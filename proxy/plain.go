@@ -65,7 +65,7 @@ func (s *Server) forward(x *exchange, w *countingWriter, r *http.Request, t targ
 		if resp != nil && resp.Body != nil {
 			resp.Body.Close()
 		}
-		err = body.silent.cause(r.Context(), err)
+		err = body.silent.cause(err)
 		x.err = err
 		s.failDial(w, x, t.addr(), err)
 		return
@@ -196,7 +196,14 @@ func (s *Server) servePlain(ctx context.Context, x *exchange, w *countingWriter,
 		s.refusePlain(w, x, t, d)
 		return
 	}
-	r = r.WithContext(s.guarded(ctx, x))
+	ws := isWebSocket(r.Header)
+	rctx := s.guarded(ctx, x)
+	var silent *silence // a WebSocket becomes a tunnel: the relay watches its idle time
+	if !ws {
+		rctx, silent = watchOrigin(rctx, s.idleTimeout())
+		defer silent.stop()
+	}
+	r = r.WithContext(rctx)
 	// Forward to exactly what was decided. RFC 9112 3.2.2: with an
 	// absolute-form target the Host header is replaced by the URI's host,
 	// so a forged Host cannot reach another virtual host. User info in the
@@ -214,7 +221,6 @@ func (s *Server) servePlain(ctx context.Context, x *exchange, w *countingWriter,
 		// enforcement host's; the Host header stays the client's.
 		r.URL.Host, r.Host = dial.Redirect(t.addr(), d.Enforce), host
 	}
-	ws := isWebSocket(r.Header)
 	removeHopByHop(r.Header, ws)
 	if s.anonymize(d.Via) {
 		anonymize(r.Header)
@@ -226,9 +232,6 @@ func (s *Server) servePlain(ctx context.Context, x *exchange, w *countingWriter,
 		s.serveUpgrade(x, w, r, t, d)
 		return
 	}
-	rctx, silent := watchOrigin(r.Context(), s.idleTimeout())
-	defer silent.stop()
-	r = r.WithContext(rctx)
 	if r.Body != nil && r.Body != http.NoBody {
 		cb := &countingBody{ReadCloser: r.Body, silent: silent}
 		r.Body = cb
@@ -237,7 +240,7 @@ func (s *Server) servePlain(ctx context.Context, x *exchange, w *countingWriter,
 	body := cutBody{silent: silent}
 	s.forward(x, w, r, t, d.Via, &body)
 	if body.err != nil {
-		abort(x, w, fmt.Errorf("proxy: response body from %s cut short: %w", t.addr(), silent.cause(rctx, body.err)))
+		abort(x, w, fmt.Errorf("proxy: response body from %s cut short: %w", t.addr(), silent.cause(body.err)))
 	}
 	if w.err != nil {
 		abort(x, w, fmt.Errorf("proxy: writing the response: %w", w.err))

@@ -20,6 +20,7 @@ var errOriginSilent = fmt.Errorf("proxy: nothing moved to or from the origin for
 // Progress pushes the deadline on at most once per idle/16, so a fast
 // body costs no timer reset per read.
 type silence struct {
+	ctx    context.Context
 	idle   time.Duration
 	cancel context.CancelCauseFunc
 	timer  *time.Timer
@@ -30,7 +31,7 @@ type silence struct {
 // exchange ends.
 func watchOrigin(ctx context.Context, idle time.Duration) (context.Context, *silence) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	w := &silence{idle: idle, cancel: cancel}
+	w := &silence{ctx: ctx, idle: idle, cancel: cancel}
 	w.armed.Store(time.Now().UnixNano())
 	w.timer = time.AfterFunc(idle, func() { cancel(errOriginSilent) })
 	return ctx, w
@@ -54,9 +55,10 @@ func (w *silence) stop() {
 	w.cancel(nil)
 }
 
-// cause returns errOriginSilent when the watch fired, else err.
-func (w *silence) cause(ctx context.Context, err error) error {
-	if context.Cause(ctx) == errOriginSilent {
+// cause returns errOriginSilent when the watch fired, else err. A nil w
+// returns err.
+func (w *silence) cause(err error) error {
+	if w != nil && context.Cause(w.ctx) == errOriginSilent {
 		return errOriginSilent
 	}
 	return err
