@@ -252,11 +252,7 @@ func tempDir(name string) (string, error) {
 // sluice.yaml) plus the text that files, when set, returns after writing
 // what it needs into the config's folder; it waits for "listening on".
 func startSluice(ctx context.Context, o *options, name string, files func(dir string) (string, error)) (*target, error) {
-	dir, err := tempDir("sluice")
-	if err != nil {
-		return nil, err
-	}
-	t, err := func() (*target, error) {
+	t, err := inTempDir("sluice", func(dir string) (*target, error) {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
@@ -302,14 +298,29 @@ func startSluice(ctx context.Context, o *options, name string, files func(dir st
 		quiesce(cmd.Process.Pid)
 		// Sluice serves HTTP and SOCKS5 on one port.
 		return &target{name: name, http: addr, socks: addr, pid: cmd.Process.Pid, admin: admin, stop: stop}, nil
-	}()
+	})
+	if err != nil {
+		return nil, err
+	}
+	t.start = func(ctx context.Context) (*target, error) { return startSluice(ctx, o, name, files) }
+	return t, nil
+}
+
+// inTempDir runs start in a new temporary folder for prog: the folder is
+// removed when start fails or when the target it returns stops, and an
+// error names prog.
+func inTempDir(prog string, start func(dir string) (*target, error)) (*target, error) {
+	dir, err := tempDir(prog)
+	if err != nil {
+		return nil, err
+	}
+	t, err := start(dir)
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("sluice: %w", err)
+		return nil, fmt.Errorf("%s: %w", prog, err)
 	}
 	stop := t.stop
 	t.stop = func() { stop(); os.RemoveAll(dir) }
-	t.start = func(ctx context.Context) (*target, error) { return startSluice(ctx, o, name, files) }
 	return t, nil
 }
 
@@ -320,11 +331,7 @@ func startSquid(ctx context.Context, o *options) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := tempDir("squid")
-	if err != nil {
-		return nil, err
-	}
-	t, err := func() (*target, error) {
+	t, err := inTempDir("squid", func(dir string) (*target, error) {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
@@ -349,13 +356,10 @@ func startSquid(ctx context.Context, o *options) (*target, error) {
 			return nil, fmt.Errorf("%w\ncache.log:\n%s", err, tail(b))
 		}
 		return &target{name: "Squid", http: addr, pid: cmd.Process.Pid, stop: stop}, nil
-	}()
+	})
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("squid: %w", err)
+		return nil, err
 	}
-	stop := t.stop
-	t.stop = func() { stop(); os.RemoveAll(dir) }
 	t.start = func(ctx context.Context) (*target, error) { return startSquid(ctx, o) }
 	return t, nil
 }
@@ -367,11 +371,7 @@ func startMicrosocks(ctx context.Context, o *options) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := tempDir("microsocks")
-	if err != nil {
-		return nil, err
-	}
-	t, err := func() (*target, error) {
+	t, err := inTempDir("microsocks", func(dir string) (*target, error) {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
@@ -387,13 +387,10 @@ func startMicrosocks(ctx context.Context, o *options) (*target, error) {
 			return nil, err
 		}
 		return &target{name: "microsocks", socks: addr, pid: cmd.Process.Pid, stop: stop}, nil
-	}()
+	})
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("microsocks: %w", err)
+		return nil, err
 	}
-	stop := t.stop
-	t.stop = func() { stop(); os.RemoveAll(dir) }
 	t.start = func(ctx context.Context) (*target, error) { return startMicrosocks(ctx, o) }
 	return t, nil
 }
