@@ -238,6 +238,13 @@ static void pump(struct worker *w, struct tun *t, int s)
 			else {
 				if (errno != EAGAIN)
 					kill_tun(w, t);
+				else if (w->npipes < 256) {
+					/* Empty and waiting: an idle tunnel
+					 * holds no pipe. */
+					w->pipes[w->npipes][0] = d->pipe[0];
+					w->pipes[w->npipes++][1] = d->pipe[1];
+					d->pipe[0] = d->pipe[1] = -1;
+				}
 				return;
 			}
 		}
