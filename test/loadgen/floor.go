@@ -80,9 +80,10 @@ type floorKind struct {
 }
 
 var floorKinds = []floorKind{
-	{proxy: "floor", name: "floor", args: []string{"-m", "rw"}},
+	{proxy: "floor", name: "floor", args: []string{"-m", "auto"}},
+	{proxy: "floor-rw", name: "floor rw", args: []string{"-m", "rw"}},
 	{proxy: "floor-splice", name: "floor splice", args: []string{"-m", "splice"}},
-	{proxy: "forward", name: "TCP forward", args: []string{"-m", "rw"}, fwd: true},
+	{proxy: "forward", name: "TCP forward", args: []string{"-m", "auto"}, fwd: true},
 }
 
 // startFloor starts floor.c as k says; origins are the addresses a

@@ -78,7 +78,7 @@ type options struct {
 
 var allLoads = []string{"connect", "socks", "keepalive", "bulk", "idle", "rules"}
 
-var proxyNames = []string{"squid", "microsocks", "haproxy", "floor", "floor-splice", "forward", "sluice", "external"}
+var proxyNames = []string{"squid", "microsocks", "haproxy", "floor", "floor-rw", "floor-splice", "forward", "sluice", "external"}
 
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
@@ -89,7 +89,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.squidBin, "squid", "squid", "the squid program")
 	fs.StringVar(&o.microsocksBin, "microsocks", "microsocks", "the microsocks program")
 	fs.StringVar(&o.haproxyBin, "haproxy", "haproxy", "the haproxy program")
-	fs.StringVar(&o.floorBin, "floor", "", "the floor program (floor, floor-splice, forward); empty: compile peers/floor.c with cc -O2")
+	fs.StringVar(&o.floorBin, "floor", "", "the floor program (floor, floor-rw, floor-splice, forward); empty: compile peers/floor.c with cc -O2")
 	fs.StringVar(&o.floorFlags, "floor-flags", "", "more flags for the floor program, e.g. '-p 1048576 -b 4194304' (see peers/floor.c)")
 	fs.StringVar(&o.extHTTP, "http", "", "external: the HTTP proxy address (host:port) of a proxy already running")
 	fs.StringVar(&o.extSOCKS, "socks", "", "external: its SOCKS5 address")
@@ -239,7 +239,7 @@ func run(ctx context.Context, o *options) (*report, error) {
 			t, err = startMicrosocks(ctx, o)
 		case "haproxy":
 			t, err = startHAProxy(ctx, o, origins)
-		case "floor", "floor-splice", "forward":
+		case "floor", "floor-rw", "floor-splice", "forward":
 			for _, k := range floorKinds {
 				if k.proxy == p {
 					t, err = startFloor(ctx, o, k, origins)

@@ -7,8 +7,12 @@
  * connection, no request bodies); or, with -f, plain TCP port forwarding
  * with no handshake at all. One thread per CPU, each with its own
  * SO_REUSEPORT listener and its own edge-triggered epoll; the bytes move
- * with read/write through one buffer per thread (-m rw) or with splice
- * through a pipe per direction (-m splice). It is a measuring instrument,
+ * with read/write through one buffer per thread (-m rw), with splice
+ * through a pipe per direction (-m splice), or with read/write until a
+ * read fills the buffer and splice from then on (-m auto, for each
+ * direction of each tunnel). A pipe goes back to its thread's pool
+ * whenever it is empty and its source has nothing to read, so an idle
+ * tunnel holds its two sockets only. It is a measuring instrument,
  * not a proxy to deploy: it trusts its clients and reaches whatever they
  * name.
  *
@@ -16,8 +20,8 @@
  *   floor -l 127.0.0.1:PORT [options]                    CONNECT + SOCKS5 + GET
  *   floor -f 127.0.0.1:LPORT=127.0.0.1:TPORT ... [options] port forwarding
  *
- * Options: -t threads (default: CPUs), -m rw|splice (default rw), -r read
- * buffer bytes (rw, default 65536), -p pipe bytes (splice, F_SETPIPE_SZ;
+ * Options: -t threads (default: CPUs), -m rw|splice|auto (default rw), -r
+ * read buffer bytes (rw and auto, default 65536), -p pipe bytes (splice, F_SETPIPE_SZ;
  * default the kernel's 65536), -b socket buffer bytes (SO_SNDBUF and
  * SO_RCVBUF on both sides; default: the kernel's autotuning), -d seconds
  * of TCP_DEFER_ACCEPT (default 1; 0 off), -N no TCP_NODELAY.
@@ -68,6 +72,7 @@ struct dir {
 	int pipe[2]; /* splice: -1 until the first byte */
 	int inpipe;
 	unsigned char shut; /* EOF passed on (shutdown SHUT_WR) */
+	unsigned char spl;  /* -m auto: this direction splices from now on */
 };
 
 struct tun {
@@ -200,7 +205,7 @@ static void pump(struct worker *w, struct tun *t, int s)
 			kill_tun(w, t);
 		return;
 	}
-	if (opt_splice) {
+	if (opt_splice == 1 || d->spl) {
 		for (;;) {
 			if (d->inpipe) {
 				ssize_t n = splice(d->pipe[0], NULL, dst, NULL, d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -295,6 +300,11 @@ static void pump(struct worker *w, struct tun *t, int s)
 		 * a new edge. After a FIN, read on to EOF. */
 		if (n < opt_rbuf && !src->rdhup)
 			return;
+		if (opt_splice == 2 && n == opt_rbuf) { /* a bulk transfer */
+			d->spl = 1;
+			pump(w, t, s);
+			return;
+		}
 	}
 }
 
@@ -686,7 +696,7 @@ static int parse_addr(const char *s, struct sockaddr_in *sa)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: floor (-l 127.0.0.1:PORT | -f 127.0.0.1:LPORT=127.0.0.1:TPORT ...) [-t threads] [-m rw|splice] [-r bytes] [-p pipe bytes] [-b socket buffer bytes] [-d defer seconds] [-N]\n");
+	fprintf(stderr, "usage: floor (-l 127.0.0.1:PORT | -f 127.0.0.1:LPORT=127.0.0.1:TPORT ...) [-t threads] [-m rw|splice|auto] [-r bytes] [-p pipe bytes] [-b socket buffer bytes] [-d defer seconds] [-N]\n");
 	exit(2);
 }
 
@@ -718,6 +728,8 @@ int main(int argc, char **argv)
 		case 'm':
 			if (!strcmp(optarg, "splice"))
 				opt_splice = 1;
+			else if (!strcmp(optarg, "auto"))
+				opt_splice = 2;
 			else if (strcmp(optarg, "rw"))
 				usage();
 			break;
