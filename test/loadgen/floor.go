@@ -79,11 +79,15 @@ type floorKind struct {
 	fwd   bool     // a port forwarder (-f) rather than a proxy (-l)
 }
 
+// pipeSize is the floor's pipes (F_SETPIPE_SZ), as Sluice's: 1 MiB cut
+// the floor's CPU per GiB from 0.36 s (the kernel's 64 KiB) to 0.26 s.
+const pipeSize = "1048576"
+
 var floorKinds = []floorKind{
-	{proxy: "floor", name: "floor", args: []string{"-m", "auto"}},
+	{proxy: "floor", name: "floor", args: []string{"-m", "auto", "-p", pipeSize}},
 	{proxy: "floor-rw", name: "floor rw", args: []string{"-m", "rw"}},
-	{proxy: "floor-splice", name: "floor splice", args: []string{"-m", "splice"}},
-	{proxy: "forward", name: "TCP forward", args: []string{"-m", "auto"}, fwd: true},
+	{proxy: "floor-splice", name: "floor splice", args: []string{"-m", "splice", "-p", pipeSize}},
+	{proxy: "forward", name: "TCP forward", args: []string{"-m", "auto", "-p", pipeSize}, fwd: true},
 }
 
 // startFloor starts floor.c as k says; origins are the addresses a
