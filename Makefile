@@ -84,7 +84,7 @@ loadgen:
 # The floor: the leanest forward proxy (C, epoll on every CPU, no filter,
 # no log), what this machine allows any proxy; see test/loadgen/peers/floor.c.
 floor:
-	mkdir -p bin && cc -O2 -pthread -o bin/floor test/loadgen/peers/floor.c
+	mkdir -p bin && cc -O2 -pthread -o bin/floor test/loadgen/peers/floor.c test/loadgen/peers/floor_head.c
 
 # Performance figures: Go benchmarks of the engine, the start-up and reload
 # test on 2,000,000 domains, then the load harness against Sluice.

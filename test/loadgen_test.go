@@ -294,9 +294,11 @@ func TestLoadgenReferences(t *testing.T) {
 		}
 		for _, v := range vias {
 			i, ok := rep.Idle[v][n]
-			// 2 fds each, plus the few empty pipes the floor's threads
-			// keep for all tunnels (a tunnel holding its pipes: 6).
-			if !ok || i.Wanted != idle || i.Held != idle || i.FDs < 2 || i.FDs > 2.5 {
+			// 2 fds each, give or take the few fds a proxy holds for
+			// all tunnels: the empty pipes of the floor's threads, one
+			// HAProxy may close meanwhile (a floor tunnel holding its
+			// pipes: 6).
+			if !ok || i.Wanted != idle || i.Held != idle || i.FDs < 1.8 || i.FDs > 2.5 {
 				t.Errorf("%s, idle %s: %+v; want all %d held, 2 fds each", n, v, i, idle)
 			}
 		}

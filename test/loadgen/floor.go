@@ -17,7 +17,7 @@ import (
 // at all), and HAProxy as a TCP port forwarder. A forwarder leads to one
 // origin per port, so the harness starts it once its origins listen.
 
-// floorBuild compiles peers/floor.c once per run, unless -floor names a
+// floorBuild compiles the floor once per run, unless -floor names a
 // binary.
 var floorBuild struct {
 	once sync.Once
@@ -26,37 +26,42 @@ var floorBuild struct {
 	err  error
 }
 
-// floorBin returns the floor program: -floor, or peers/floor.c compiled
+// floorSources are the floor's files in peers/.
+var floorSources = []string{"floor.h", "floor.c", "floor_head.c"}
+
+// floorBin returns the floor program: -floor, or peers/floor*.c compiled
 // with cc -O2 into a temporary folder that cleanupFloor removes.
 func floorBin(o *options) (string, error) {
 	if o.floorBin != "" {
 		return filepath.Abs(o.floorBin)
 	}
 	floorBuild.once.Do(func() {
-		src, err := peers.ReadFile("peers/floor.c")
-		if err != nil {
-			floorBuild.err = err
-			return
-		}
 		dir, err := os.MkdirTemp("", "sluice-loadgen-floor-build-")
 		if err != nil {
 			floorBuild.err = err
 			return
 		}
 		floorBuild.dir = dir
-		c := filepath.Join(dir, "floor.c")
-		bin := filepath.Join(dir, "floor")
-		if err := os.WriteFile(c, src, 0o644); err != nil {
-			floorBuild.err = err
-			return
+		for _, f := range floorSources {
+			src, err := peers.ReadFile("peers/" + f)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, f), src, 0o644)
+			}
+			if err != nil {
+				floorBuild.err = err
+				return
+			}
 		}
 		cc, err := lookTool("cc")
 		if err != nil {
 			floorBuild.err = fmt.Errorf("floor: %w", err)
 			return
 		}
-		if out, err := exec.Command(cc, "-O2", "-pthread", "-o", bin, c).CombinedOutput(); err != nil {
-			floorBuild.err = fmt.Errorf("floor: cc -O2 -pthread floor.c: %v\n%s", err, out)
+		bin := filepath.Join(dir, "floor")
+		cmd := exec.Command(cc, "-O2", "-pthread", "-o", bin, "floor.c", "floor_head.c")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			floorBuild.err = fmt.Errorf("floor: cc -O2 -pthread floor.c floor_head.c: %v\n%s", err, out)
 			return
 		}
 		floorBuild.bin = bin

@@ -89,7 +89,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.squidBin, "squid", "squid", "the squid program")
 	fs.StringVar(&o.microsocksBin, "microsocks", "microsocks", "the microsocks program")
 	fs.StringVar(&o.haproxyBin, "haproxy", "haproxy", "the haproxy program")
-	fs.StringVar(&o.floorBin, "floor", "", "the floor program (floor, floor-rw, floor-splice, forward); empty: compile peers/floor.c with cc -O2")
+	fs.StringVar(&o.floorBin, "floor", "", "the floor program (floor, floor-rw, floor-splice, forward); empty: compile peers/floor*.c with cc -O2")
 	fs.StringVar(&o.floorFlags, "floor-flags", "", "more flags for the floor program, e.g. '-p 1048576 -b 4194304' (see peers/floor.c)")
 	fs.StringVar(&o.extHTTP, "http", "", "external: the HTTP proxy address (host:port) of a proxy already running")
 	fs.StringVar(&o.extSOCKS, "socks", "", "external: its SOCKS5 address")
