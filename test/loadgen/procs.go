@@ -18,7 +18,7 @@ import (
 
 // target is a proxy under test, or the direct path (no proxy at all).
 type target struct {
-	name  string // column name: "Squid", "microsocks", "Sluice"
+	name  string // column name: "Squid", "microsocks", "Sluice", "floor"...
 	http  string // address of its HTTP proxy (CONNECT and absolute-URI); "" if none
 	socks string // address of its SOCKS5 server; "" if none
 	// fwd maps each origin's address to a port that forwards to it (a
@@ -51,7 +51,8 @@ func (t *target) restart(ctx context.Context) error {
 }
 
 // tunnelVia is how a load reaches the origin through t: HTTP CONNECT when
-// the proxy speaks it, else SOCKS5.
+// the proxy speaks it, straight through when t is a TCP forwarder, else
+// SOCKS5.
 func (t *target) tunnelVia() via {
 	switch {
 	case t.http != "":
