@@ -21,9 +21,10 @@ export SOURCE_DATE_EPOCH
 TEST_TOOLS := curl:curl nc:netcat-openbsd squid:squid danted:dante-server \
               microsocks:microsocks htpasswd:apache2-utils \
               chromium:chromium systemd-analyze:systemd man:man-db goaccess:goaccess \
-              slapd:slapd ldapadd:ldap-utils nft:nftables ip:iproute2 setpriv:util-linux
+              slapd:slapd ldapadd:ldap-utils nft:nftables ip:iproute2 setpriv:util-linux \
+              cc:gcc haproxy:haproxy
 
-.PHONY: all build run test deps-test deps-peers vet loadgen bench bench-peers fuzz clean install uninstall
+.PHONY: all build run test deps-test deps-peers vet loadgen floor bench bench-peers fuzz clean install uninstall
 
 all: build
 
@@ -50,8 +51,9 @@ endef
 deps-test:
 	$(call install_missing,$(TEST_TOOLS))
 
-# The proxies `make bench-peers` compares Sluice with.
-PEER_TOOLS := squid:squid microsocks:microsocks
+# The proxies `make bench-peers` compares Sluice with, and the C compiler
+# of the floor (test/loadgen/peers/floor.c).
+PEER_TOOLS := squid:squid microsocks:microsocks haproxy:haproxy cc:gcc
 deps-peers:
 	$(call install_missing,$(PEER_TOOLS))
 
@@ -79,6 +81,11 @@ LOADGEN_FLAGS ?=
 loadgen:
 	$(GO) build -o bin/loadgen ./test/loadgen
 
+# The floor: the leanest forward proxy (C, epoll on every CPU, no filter,
+# no log), what this machine allows any proxy; see test/loadgen/peers/floor.c.
+floor:
+	mkdir -p bin && cc -O2 -pthread -o bin/floor test/loadgen/peers/floor.c test/loadgen/peers/floor_head.c
+
 # Performance figures: Go benchmarks of the engine, the start-up and reload
 # test on 2,000,000 domains, then the load harness against Sluice.
 bench: build loadgen
@@ -86,12 +93,14 @@ bench: build loadgen
 	$(GO) test -run '^TestLoad' -count=1 -v -timeout 30m -tags bench ./test/
 	./bin/loadgen -proxies sluice -sluice $(BIN) -markdown bin/bench.md $(LOADGEN_FLAGS)
 
-# The same loads against Squid, microsocks and Sluice side by side: the
-# README's table, also written to bin/bench-peers.md. The harness starts
-# each proxy on a loopback port with the configs in test/loadgen/peers and
-# stops it afterwards.
-bench-peers: build loadgen deps-peers
-	./bin/loadgen -proxies squid,microsocks,sluice -sluice $(BIN) -markdown bin/bench-peers.md $(LOADGEN_FLAGS)
+# The same loads against Squid, microsocks and Sluice side by side, then
+# the references: HAProxy as a TCP port forwarder, the floor proxy and the
+# floor as a TCP port forwarder (no handshake at all). The README's table,
+# also written to bin/bench-peers.md. The harness starts each proxy on a
+# loopback port with the configs in test/loadgen/peers and stops it
+# afterwards.
+bench-peers: build loadgen floor deps-peers
+	./bin/loadgen -proxies squid,microsocks,sluice,haproxy,floor,forward -sluice $(BIN) -floor bin/floor -markdown bin/bench-peers.md $(LOADGEN_FLAGS)
 
 # The binary, a man page per command, the systemd unit (pointing at
 # $(BINDIR)), the sysusers.d entry of its `sluice` user, and the bash, zsh

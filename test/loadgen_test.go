@@ -240,3 +240,70 @@ func TestLoadgenProfile(t *testing.T) {
 		t.Errorf("connect.pprof is not a profile: %d bytes starting %x", len(b), b[:min(len(b), 4)])
 	}
 }
+
+// TestLoadgenReferences runs the harness briefly against its references:
+// the floor proxy (peers/floor.c, compiled by the harness with cc; auto,
+// read/write and splice modes), the same program as a TCP port
+// forwarder, and HAProxy as one. Every operation must pass with its bytes
+// exact through each, the forwarders must reach the origin once per
+// tunnel, and an idle tunnel must hold 2 fds, also in splice mode (the
+// floor gives a pipe back while its tunnel waits). It asserts no speed.
+func TestLoadgenReferences(t *testing.T) {
+	const ops, bulkMiB, idle = 200, 4, 50
+	rep, out, code := runLoadgen(t, "-proxies", "floor,floor-rw,floor-splice,forward,haproxy",
+		"-loads", "connect,socks,keepalive,bulk,idle", "-rounds", "1",
+		"-count", "200", "-duration", "60s", "-bulk", "4", "-idle", "50", "-idle-settle", "100ms")
+	if code != 0 {
+		t.Fatalf("loadgen exited %d:\n%s", code, out)
+	}
+	names := []string{"floor", "floor rw", "floor splice", "TCP forward", "HAProxy"}
+	if strings.Join(rep.Targets, ",") != strings.Join(names, ",") {
+		t.Fatalf("targets %q, want %q", rep.Targets, names)
+	}
+	if !strings.Contains(out, "(TCP forward)") {
+		t.Errorf("the table does not mark the forwarders' figures:\n%s", out)
+	}
+	for _, n := range names {
+		forward := n == "TCP forward" || n == "HAProxy"
+		loads := []string{"connect", "socks", "keepalive"}
+		if forward {
+			loads = []string{"connect", "keepalive"} // no SOCKS5 row: no handshake at all
+			if _, ok := rep.Rate["socks"].Targets[n]; ok {
+				t.Errorf("%s: a SOCKS5 figure for a forwarder", n)
+			}
+		}
+		for _, l := range loads {
+			f, ok := rep.Rate[l].Targets[n]
+			if !ok || f.Ops != ops || f.Errors != 0 || f.Mismatch != 0 {
+				t.Errorf("%s, %s: %d operations, %d errors, %d mismatches; want %d, 0, 0", n, l, f.Ops, f.Errors, f.Mismatch, ops)
+			}
+			if len(f.CPUPer10k) != 1 {
+				t.Errorf("%s, %s: CPU %v, want one figure", n, l, f.CPUPer10k)
+			}
+		}
+		if c := rep.Rate["connect"].Targets[n].Conns; len(c) != 1 || c[0] != 1 {
+			t.Errorf("%s: %v origin connections per tunnel, want 1", n, c)
+		}
+		b := rep.Bulk.Targets[n]
+		if b.Bytes != 4*bulkMiB<<20 || b.Errors != 0 || b.Mismatch != 0 {
+			t.Errorf("%s, bulk: %d bytes exact, %d errors, %d mismatches; want %d, 0, 0", n, b.Bytes, b.Errors, b.Mismatch, 4*bulkMiB<<20)
+		}
+		vias := []string{"HTTP CONNECT", "SOCKS5"}
+		if forward {
+			vias = []string{"TCP forward"}
+		}
+		for _, v := range vias {
+			i, ok := rep.Idle[v][n]
+			// 2 fds each, give or take the few fds a proxy holds for
+			// all tunnels: the empty pipes of the floor's threads, one
+			// HAProxy may close meanwhile (a floor tunnel holding its
+			// pipes: 6).
+			if !ok || i.Wanted != idle || i.Held != idle || i.FDs < 1.8 || i.FDs > 2.5 {
+				t.Errorf("%s, idle %s: %+v; want all %d held, 2 fds each", n, v, i, idle)
+			}
+		}
+	}
+	if rep.Mismatches != 0 {
+		t.Errorf("%d mismatches", rep.Mismatches)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -19,10 +20,24 @@ const (
 	viaDirect  via = iota // straight to the origin
 	viaConnect            // an HTTP CONNECT tunnel
 	viaSOCKS              // a SOCKS5 tunnel
+	viaForward            // a TCP port forwarder: no handshake, one port per origin
 )
 
 func (v via) String() string {
-	return [...]string{"direct", "HTTP CONNECT", "SOCKS5"}[v]
+	return [...]string{"direct", "HTTP CONNECT", "SOCKS5", "TCP forward"}[v]
+}
+
+// forwardAddr returns the port of a forwarder that leads to dst: table is
+// what target.forwards returns, "ORIGIN=PORT,ORIGIN=PORT".
+func forwardAddr(table, dst string) string {
+	for table != "" {
+		var e string
+		e, table, _ = strings.Cut(table, ",")
+		if o, l, _ := strings.Cut(e, "="); o == dst {
+			return l
+		}
+	}
+	return "no-forwarder-for-" + dst
 }
 
 // conn is a client connection with its reader: bytes that follow a proxy's
@@ -34,13 +49,17 @@ type conn struct {
 
 func (c *conn) Read(p []byte) (int, error) { return c.br.Read(p) }
 
-// open connects to dst (an IP:port) directly or through proxyAddr, with
-// every step bounded by timeout. The tunnel's target is the IP literal, so
+// open connects to dst (an IP:port) directly or through proxyAddr (for
+// viaForward, a table of forwarders: see forwardAddr), with every step
+// bounded by timeout. The tunnel's target is the IP literal, so
 // that no proxy resolves a name.
 func open(v via, proxyAddr, dst string, timeout time.Duration) (*conn, error) {
 	addr := dst
-	if v != viaDirect {
+	switch v {
+	case viaConnect, viaSOCKS:
 		addr = proxyAddr
+	case viaForward:
+		addr = forwardAddr(proxyAddr, dst)
 	}
 	nc, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {

@@ -159,11 +159,12 @@ func (e *env) tunnelGet(v via, proxy string) func() worker {
 }
 
 // keepAlive is load 3: each worker keeps one connection and sends GETs on
-// it, absolute-URI through the proxy, origin-form when direct; it
+// it, absolute-URI through the proxy, origin-form when direct or through a
+// TCP forwarder (forward: proxy is the forwarder's port to the origin); it
 // reconnects when the connection is closed.
-func (e *env) keepAlive(proxy string) func() worker {
+func (e *env) keepAlive(proxy string, forward bool) func() worker {
 	target := "/k"
-	if proxy != "" {
+	if proxy != "" && !forward {
 		target = "http://" + e.http.addr + "/k"
 	}
 	return func() worker {

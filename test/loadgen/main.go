@@ -1,6 +1,7 @@
 // Command loadgen is Sluice's load harness: it starts its own loopback
 // origins and drives the proxies under test (Sluice, Squid, microsocks,
-// or one already running) with bounded loads, each without a proxy and
+// HAProxy as a TCP forwarder, the floor of peers/floor.c, or one already
+// running) with bounded loads, each without a proxy and
 // through each proxy in turn within the same round (A B B A), and prints
 // every figure as a ratio to direct, the median of several rounds, so that
 // the noise of a shared machine cancels. It uses the standard library only
@@ -20,7 +21,10 @@
 // also fetches CPU profiles of Sluice. Proxies the harness starts run with
 // an open files limit of -nofile, soft and hard.
 // `make bench` runs it against Sluice, `make bench-peers` against Squid,
-// microsocks and Sluice side by side. Exit status 1 when a proxy could not
+// microsocks, HAProxy, the floor and Sluice side by side. The floor is
+// the leanest forward proxy (C, epoll on every CPU, no filter, no log):
+// what the machine allows a proxy; "forward" is the same program as a
+// TCP port forwarder with no handshake at all, and so is HAProxy here. Exit status 1 when a proxy could not
 // be started, or any byte arrived that the origin did not send.
 package main
 
@@ -47,6 +51,9 @@ type options struct {
 	sluiceBin     string
 	squidBin      string
 	microsocksBin string
+	haproxyBin    string
+	floorBin      string
+	floorFlags    string
 	extHTTP       string
 	extSOCKS      string
 	extPID        int
@@ -71,14 +78,19 @@ type options struct {
 
 var allLoads = []string{"connect", "socks", "keepalive", "bulk", "idle", "rules"}
 
+var proxyNames = []string{"squid", "microsocks", "haproxy", "floor", "floor-rw", "floor-splice", "forward", "sluice", "external"}
+
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	proxies := fs.String("proxies", "sluice", "proxies to run, in column order: any of squid, microsocks, sluice, external")
+	proxies := fs.String("proxies", "sluice", "proxies to run, in column order: any of "+strings.Join(proxyNames, ", "))
 	loads := fs.String("loads", strings.Join(allLoads, ","), "loads to run: "+strings.Join(allLoads, ","))
 	fs.StringVar(&o.sluiceBin, "sluice", "bin/sluice", "the Sluice binary")
 	fs.StringVar(&o.squidBin, "squid", "squid", "the squid program")
 	fs.StringVar(&o.microsocksBin, "microsocks", "microsocks", "the microsocks program")
+	fs.StringVar(&o.haproxyBin, "haproxy", "haproxy", "the haproxy program")
+	fs.StringVar(&o.floorBin, "floor", "", "the floor program (floor, floor-rw, floor-splice, forward); empty: compile peers/floor*.c with cc -O2")
+	fs.StringVar(&o.floorFlags, "floor-flags", "", "more flags for the floor program, e.g. '-p 1048576 -b 4194304' (see peers/floor.c)")
 	fs.StringVar(&o.extHTTP, "http", "", "external: the HTTP proxy address (host:port) of a proxy already running")
 	fs.StringVar(&o.extSOCKS, "socks", "", "external: its SOCKS5 address")
 	fs.IntVar(&o.extPID, "pid", 0, "external: its process id, for CPU, memory and fds (0: not measured)")
@@ -108,7 +120,7 @@ func parseFlags(args []string) (*options, error) {
 		if p = strings.TrimSpace(p); p == "" {
 			continue
 		}
-		if !slices.Contains([]string{"squid", "microsocks", "sluice", "external"}, p) {
+		if !slices.Contains(proxyNames, p) {
 			return nil, fmt.Errorf("-proxies: unknown proxy %q", p)
 		}
 		o.proxies = append(o.proxies, p)
@@ -207,6 +219,8 @@ func run(ctx context.Context, o *options) (*report, error) {
 		return nil, err
 	}
 	defer e.echo.close()
+	defer cleanupFloor()
+	origins := []string{e.http.addr, e.bulk.addr, e.echo.addr}
 
 	var targets []*target
 	defer func() {
@@ -223,6 +237,14 @@ func run(ctx context.Context, o *options) (*report, error) {
 			t, err = startSquid(ctx, o)
 		case "microsocks":
 			t, err = startMicrosocks(ctx, o)
+		case "haproxy":
+			t, err = startHAProxy(ctx, o, origins)
+		case "floor", "floor-rw", "floor-splice", "forward":
+			for _, k := range floorKinds {
+				if k.proxy == p {
+					t, err = startFloor(ctx, o, k, origins)
+				}
+			}
 		case "sluice":
 			t, err = startSluice(ctx, o, "Sluice", nil)
 		case "external":
@@ -231,7 +253,7 @@ func run(ctx context.Context, o *options) (*report, error) {
 		if err != nil {
 			return nil, err
 		}
-		progress("started %s (http %q, socks5 %q, pid %d)", t.name, t.http, t.socks, t.pid)
+		progress("started %s (http %q, socks5 %q, forwarders %q, pid %d)", t.name, t.http, t.socks, t.forwards(), t.pid)
 		targets = append(targets, t)
 		rep.Targets = append(rep.Targets, t.name)
 		rep.Via[t.name] = t.tunnelVia().String()

@@ -18,9 +18,12 @@ import (
 
 // target is a proxy under test, or the direct path (no proxy at all).
 type target struct {
-	name  string // column name: "Squid", "microsocks", "Sluice"
+	name  string // column name: "Squid", "microsocks", "Sluice", "floor"...
 	http  string // address of its HTTP proxy (CONNECT and absolute-URI); "" if none
 	socks string // address of its SOCKS5 server; "" if none
+	// fwd maps each origin's address to a port that forwards to it (a
+	// TCP forwarder: no handshake); nil for a proxy.
+	fwd   map[string]string
 	pid   int    // its process, for CPU, memory and fds; 0 if unknown
 	admin string // Sluice's admin listener (profiles), with -profile; else ""
 	stop  func() // stops it and removes its files; nil for an external proxy
@@ -48,12 +51,39 @@ func (t *target) restart(ctx context.Context) error {
 }
 
 // tunnelVia is how a load reaches the origin through t: HTTP CONNECT when
-// the proxy speaks it, else SOCKS5.
+// the proxy speaks it, straight through when t is a TCP forwarder, else
+// SOCKS5.
 func (t *target) tunnelVia() via {
-	if t.http != "" {
+	switch {
+	case t.http != "":
 		return viaConnect
+	case t.fwd != nil:
+		return viaForward
 	}
 	return viaSOCKS
+}
+
+// tunnelAddr is the address a load gives open with t.tunnelVia().
+func (t *target) tunnelAddr() string {
+	switch t.tunnelVia() {
+	case viaConnect:
+		return t.http
+	case viaForward:
+		return t.forwards()
+	}
+	return t.socks
+}
+
+// forwards is t.fwd as the table forwardAddr reads.
+func (t *target) forwards() string {
+	var b strings.Builder
+	for o, l := range t.fwd {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(o + "=" + l)
+	}
+	return b.String()
 }
 
 // peerFiles holds the configurations of the proxies the harness starts,

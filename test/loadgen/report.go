@@ -212,7 +212,7 @@ func (r *report) rows(o *options) [][]string {
 	if r.Rate["connect"] != nil || r.Rate["socks"] != nil {
 		row("new tunnel + 1 KiB GET + close, "+w+" workers (HTTP CONNECT)", "≥ 0.45x", func(n string) string {
 			if c := rateCell("connect", n); c != "–" {
-				return c
+				return c + r.fwdNote(n)
 			}
 			if c := rateCell("socks", n); c != "–" {
 				return c + " (SOCKS5)"
@@ -222,7 +222,12 @@ func (r *report) rows(o *options) [][]string {
 		row("the same through SOCKS5", "≥ 0.45x", func(n string) string { return rateCell("socks", n) })
 	}
 	if r.Rate["keepalive"] != nil {
-		row("keep-alive absolute-URI GET of 1 KiB, "+w+" workers", "≥ 0.30x", func(n string) string { return rateCell("keepalive", n) })
+		row("keep-alive absolute-URI GET of 1 KiB, "+w+" workers", "≥ 0.30x", func(n string) string {
+			if c := rateCell("keepalive", n); c != "–" {
+				return c + r.fwdNote(n)
+			}
+			return "–"
+		})
 	}
 	if len(r.Bulk.Targets) > 0 {
 		row(fmt.Sprintf("one tunnel, %d MiB up / down", o.bulkMiB), "≥ 0.85x each way", func(n string) string {
@@ -234,7 +239,7 @@ func (r *report) rows(o *options) [][]string {
 			if f.Via == viaSOCKS.String() {
 				s += " (SOCKS5)"
 			}
-			return s
+			return s + r.fwdNote(n)
 		})
 	}
 	if r.Rate["connect"] != nil || r.Rate["socks"] != nil {
@@ -245,7 +250,7 @@ func (r *report) rows(o *options) [][]string {
 						if l == "socks" {
 							return fmt.Sprintf("%.1f s (SOCKS5)", m)
 						}
-						return fmt.Sprintf("%.1f s", m)
+						return fmt.Sprintf("%.1f s", m) + r.fwdNote(n)
 					}
 				}
 			}
@@ -266,7 +271,7 @@ func (r *report) rows(o *options) [][]string {
 		row(fmt.Sprintf("idle tunnels (%s opened): memory and fds each, held", group(int64(o.idleN))),
 			"≤ 10 KiB, 2 fds; 9,000 held under the 20,000-fd limit", func(n string) string {
 				var parts []string
-				for _, v := range []via{viaConnect, viaSOCKS} {
+				for _, v := range []via{viaConnect, viaSOCKS, viaForward} {
 					ir, ok := r.Idle[v.String()][n]
 					if !ok {
 						continue
@@ -286,7 +291,7 @@ func (r *report) rows(o *options) [][]string {
 				if len(parts) == 2 {
 					return parts[0] + " (" + parts[1] + ")"
 				}
-				return parts[0]
+				return parts[0] + r.fwdNote(n)
 			})
 	}
 	if len(r.Rules.Ratio) > 0 {
@@ -299,6 +304,14 @@ func (r *report) rows(o *options) [][]string {
 			})
 	}
 	return rows
+}
+
+// fwdNote marks the figures of a TCP forwarder, which does no handshake.
+func (r *report) fwdNote(n string) string {
+	if r.Via[n] == viaForward.String() {
+		return " (TCP forward)"
+	}
+	return ""
 }
 
 func writeTable(w io.Writer, head []string, rows [][]string) {
@@ -364,7 +377,7 @@ func (r *report) writeMarkdown(w io.Writer, o *options) {
 		}
 		rows = append(rows, cells)
 	}
-	for _, v := range []via{viaConnect, viaSOCKS} {
+	for _, v := range []via{viaConnect, viaSOCKS, viaForward} {
 		m := r.Idle[v.String()]
 		if m == nil {
 			continue
@@ -462,6 +475,14 @@ func (r *report) machine(o *options) {
 			out, _ := exec.Command("dpkg-query", "-W", "-f", "${Version}", "microsocks").Output()
 			v, _, _ := strings.Cut(strings.TrimSpace(string(out)), "-") // Debian's revision
 			m["microsocks version"] = v
+		case "haproxy":
+			if bin, err := lookTool(o.haproxyBin); err == nil {
+				out, _ := exec.Command(bin, "-v").Output()
+				if f := strings.Fields(strings.SplitN(string(out), "\n", 2)[0]); len(f) > 2 {
+					v, _, _ := strings.Cut(f[2], "-") // Debian's revision
+					m["HAProxy version"] = v
+				}
+			}
 		case "sluice":
 			out, _ := exec.Command(o.sluiceBin, "version").Output()
 			m["Sluice version"] = strings.TrimPrefix(strings.TrimSpace(string(out)), "sluice ")

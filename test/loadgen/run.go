@@ -23,6 +23,9 @@ func (e *env) rateLoad(ctx context.Context, rep *report, l string, targets []*ta
 			if t.http != "" {
 				return e.tunnelGet(viaConnect, t.http)
 			}
+			if t.fwd != nil {
+				return e.tunnelGet(viaForward, t.forwards())
+			}
 		case "socks":
 			if t == nil {
 				return e.tunnelGet(viaDirect, "")
@@ -32,10 +35,13 @@ func (e *env) rateLoad(ctx context.Context, rep *report, l string, targets []*ta
 			}
 		case "keepalive":
 			if t == nil {
-				return e.keepAlive("")
+				return e.keepAlive("", false)
 			}
 			if t.http != "" {
-				return e.keepAlive(t.http)
+				return e.keepAlive(t.http, false)
+			}
+			if t.fwd != nil {
+				return e.keepAlive(t.fwd[e.http.addr], true)
 			}
 		}
 		return nil
@@ -139,10 +145,7 @@ func (e *env) bulkLoad(ctx context.Context, rep *report, targets []*target) {
 			if ctx.Err() != nil {
 				return
 			}
-			v, addr := t.tunnelVia(), t.http
-			if v == viaSOCKS {
-				addr = t.socks
-			}
+			v, addr := t.tunnelVia(), t.tunnelAddr()
 			f := b.fig(t.name)
 			f.Via = v.String()
 			// The profile spans the four transfers each way; the direct
@@ -212,19 +215,22 @@ func bulkProfileTime(n int64) time.Duration {
 }
 
 // idleLoad is load 6 for every target, through CONNECT and through SOCKS5
-// separately, each on a freshly started proxy.
+// separately (or through a forwarder), each on a freshly started proxy.
 func (e *env) idleLoad(ctx context.Context, rep *report, targets []*target) error {
 	for _, t := range targets {
-		for _, v := range []via{viaConnect, viaSOCKS} {
-			if (v == viaConnect && t.http == "") || (v == viaSOCKS && t.socks == "") || ctx.Err() != nil {
+		for _, v := range []via{viaConnect, viaSOCKS, viaForward} {
+			if (v == viaConnect && t.http == "") || (v == viaSOCKS && t.socks == "") || (v == viaForward && t.fwd == nil) || ctx.Err() != nil {
 				continue
 			}
 			if err := t.restart(ctx); err != nil {
 				return fmt.Errorf("idle: restarting %s: %w", t.name, err)
 			}
 			addr := t.http
-			if v == viaSOCKS {
+			switch v {
+			case viaSOCKS:
 				addr = t.socks
+			case viaForward:
+				addr = t.forwards()
 			}
 			progress("idle: opening %d tunnels through %s (%s)", e.o.idleN, t.name, v)
 			r := e.idle(ctx, v, addr, t.pid, e.o.idleN)
