@@ -215,14 +215,19 @@ func (l *Log) Write(r *Record) {
 			LogJSON(j, r) // through lockedFile
 		}
 	case format == FormatSquid:
-		line := Squid(r) + "\n"
+		bp := lineBufs.Get().(*[]byte)
+		line := append(appendSquid((*bp)[:0], r), '\n')
 		if path == "" {
 			if raw != nil {
-				io.WriteString(raw, line)
+				raw.Write(line)
 			}
-			return
+		} else {
+			lockedFile{l}.Write(line)
 		}
-		lockedFile{l}.Write([]byte(line))
+		if cap(line) <= maxPooledLine {
+			*bp = line
+			lineBufs.Put(bp)
+		}
 	}
 }
 
