@@ -122,6 +122,10 @@ func (d *Direct) dial(ctx context.Context, network, addr string, check Check, or
 				defer acancel()
 			}
 		}
+		// Not net.Dialer.DialTCP with the netip.AddrPort: with no local
+		// address it binds the socket to 0.0.0.0:0 before connecting (one
+		// more system call, and bind-before-connect reserves an ephemeral
+		// port per socket rather than per destination).
 		target := addr
 		if !literal4 || len(addrs) > 1 {
 			target = net.JoinHostPort(a.String(), port)
