@@ -119,6 +119,9 @@ func (l *Log) handOffLocked() bool {
 func (l *Log) kickLocked() {
 	pd := &l.pend
 	if !pd.running {
+		if l.path == "" {
+			return // closed or switched to stderr: takeLocked took the lines
+		}
 		pd.running = true
 		pd.kick, pd.quit = make(chan struct{}, 1), make(chan struct{})
 		go l.writer(pd.kick, pd.quit)
@@ -191,50 +194,57 @@ func (l *Log) reportDropped(path string, n int64) {
 	}
 }
 
-// flushLocked writes the buffer and the queue now, under l.wmu, and
-// returns the first write error.
-func (l *Log) flushLocked() error {
-	l.mu.Lock()
+// takeLocked takes the buffer and the queue, oldest first: every line
+// logged so far, for the file it was logged for (under l.mu).
+func (l *Log) takeLocked() [][]byte {
 	pd := &l.pend
 	if len(pd.buf) > 0 {
 		pd.queue = append(pd.queue, pd.buf) // past maxQueued: this once
 		pd.buf = nil
 	}
-	l.mu.Unlock()
-	return l.drainLocked()
+	q := pd.queue
+	pd.queue = nil
+	return q
 }
 
-// drainLocked writes the queue, oldest first, under l.wmu, and returns
-// the first write error.
-func (l *Log) drainLocked() error {
-	var first error
+// drainLocked writes the queue under l.wmu, until it is empty (the
+// writer goroutine).
+func (l *Log) drainLocked() {
 	for {
 		l.mu.Lock()
 		q := l.pend.queue
 		l.pend.queue = nil
 		l.mu.Unlock()
 		if len(q) == 0 {
-			break
+			return
 		}
-		for i, b := range q {
-			if err := l.writeLocked(b); err != nil && first == nil {
-				first = err
+		l.writeAll(q)
+	}
+}
+
+// writeAll writes q, oldest first, to the file under l.wmu, reports the
+// lines dropped on a full queue, and returns the first write error.
+func (l *Log) writeAll(q [][]byte) error {
+	var first error
+	for i, b := range q {
+		if err := l.writeLocked(b); err != nil && first == nil {
+			first = err
+		}
+		q[i] = nil
+		if cap(b) == bufSize {
+			l.mu.Lock()
+			if len(l.pend.spare) < 2 {
+				l.pend.spare = append(l.pend.spare, b[:0])
 			}
-			q[i] = nil
-			if cap(b) == bufSize {
-				l.mu.Lock()
-				if len(l.pend.spare) < 2 {
-					l.pend.spare = append(l.pend.spare, b[:0])
-				}
-				l.mu.Unlock()
-			}
+			l.mu.Unlock()
 		}
 	}
 	l.mu.Lock()
 	n := l.takeDroppedLocked(true)
-	path := l.path
 	l.mu.Unlock()
-	l.reportDropped(path, n)
+	if n > 0 && l.f != nil {
+		l.reportDropped(l.f.Name(), n)
+	}
 	return first
 }
 

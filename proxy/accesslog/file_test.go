@@ -223,3 +223,56 @@ func TestFileHungDrops(t *testing.T) {
 		t.Errorf("%d lines read, %d lost: want %d in all", len(lines), l.Lost(), n)
 	}
 }
+
+// TestFileSwitchWhileWriting: a reload that switches files while lines
+// are logged sends each line to the file that was current when it was
+// logged: per writer, the first lines are in the old file and the rest in
+// the new, none lost, none twice, every line whole.
+func TestFileSwitchWhileWriting(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
+	l := New(nil, nil)
+	if err := l.Configure(a, FormatSquid, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 4, 3000
+	var wg sync.WaitGroup
+	var started sync.WaitGroup
+	started.Add(writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if i == each/10 {
+					started.Done()
+				}
+				rec := target(i)
+				rec.Target = fmt.Sprintf("w%d-%d.test:443", w, i)
+				l.Write(rec)
+			}
+		})
+	}
+	started.Wait()
+	if err := l.Configure(b, FormatSquid, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	next := make([]int, writers)
+	for _, path := range []string{a, b} {
+		data, _ := os.ReadFile(path)
+		for _, line := range wholeLines(t, data) {
+			var w, i int
+			if _, err := fmt.Sscanf(strings.Fields(line)[6], "w%d-%d.test:443", &w, &i); err != nil || w >= writers || i != next[w] {
+				t.Fatalf("%s: %q out of order (want w%d-%d)", filepath.Base(path), line, w, next[w])
+			}
+			next[w]++
+		}
+	}
+	for w, n := range next {
+		if n != each {
+			t.Errorf("writer %d: %d lines in the two files, want %d", w, n, each)
+		}
+	}
+}

@@ -111,24 +111,26 @@ func (l *Log) Configure(path, format string, flush time.Duration) error {
 			return err
 		}
 	}
-	l.flushLocked()
+	// Switch, and take the lines logged so far: they go to the old file,
+	// the lines logged from now on to the new one.
+	l.mu.Lock()
+	q := l.takeLocked()
+	l.format, l.every = format, every
+	if !same {
+		l.path = path
+		l.json = nil
+		if f != nil {
+			l.json = slog.New(slog.NewJSONHandler(lockedFile{l}, nil))
+		}
+	}
+	l.mu.Unlock()
+	l.writeAll(q)
 	if !same {
 		if l.f != nil {
 			l.f.Close()
 		}
 		l.f = f
 		l.failure = failure{}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.format, l.every = format, every
-	if same {
-		return nil
-	}
-	l.path = path
-	l.json = nil
-	if f != nil {
-		l.json = slog.New(slog.NewJSONHandler(lockedFile{l}, nil))
 	}
 	return nil
 }
@@ -158,7 +160,10 @@ func (l *Log) Reopen() error {
 	if err != nil {
 		return err
 	}
-	l.flushLocked() // the lines logged so far go to the old file
+	l.mu.Lock()
+	q := l.takeLocked()
+	l.mu.Unlock()
+	l.writeAll(q) // the lines logged so far go to the old file
 	l.f.Close()
 	l.f = f
 	l.failure = failure{}
@@ -183,17 +188,18 @@ func (l *Log) Path() string {
 func (l *Log) Close() error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	err := l.flushLocked()
+	l.mu.Lock()
+	l.path, l.format, l.json, l.raw = "", "", nil, nil
+	q := l.takeLocked()
+	l.pend.stop()
+	l.mu.Unlock()
+	err := l.writeAll(q)
 	if l.f != nil {
 		if cerr := l.f.Close(); err == nil {
 			err = cerr
 		}
 		l.f = nil
 	}
-	l.mu.Lock()
-	l.path, l.format, l.json, l.raw = "", "", nil, nil
-	l.pend.stop()
-	l.mu.Unlock()
 	return err
 }
 
