@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -275,4 +276,58 @@ func TestFileSwitchWhileWriting(t *testing.T) {
 			t.Errorf("writer %d: %d lines in the two files, want %d", w, n, each)
 		}
 	}
+}
+
+// TestFileCloseHung: Close does not hang on a file whose write does not
+// return (a FIFO nobody reads, as a hung mount): after closeWait it gives
+// up the buffered lines, counts them lost and says so.
+func TestFileCloseHung(t *testing.T) {
+	saved := closeWait
+	closeWait = 100 * time.Millisecond
+	t.Cleanup(func() { closeWait = saved })
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var server syncBuffer
+	l := New(slog.New(slog.NewTextHandler(&server, nil)), nil)
+	if err := l.Configure(path, FormatSquid, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 40<<10)
+	for i := range 10 { // more than the pipe holds: the writer hangs
+		rec := target(i)
+		rec.Target = long
+		l.Write(rec)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for l.wmu.TryLock() { // wait for the writer to hang in write(2)
+		l.wmu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never blocked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	l.Write(target(99)) // buffered, behind the hung write
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	select {
+	case err := <-closed:
+		if err == nil || !strings.Contains(err.Error(), "lines lost") {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close hung on a file that takes no more")
+	}
+	if l.Lost() == 0 || !strings.Contains(server.String(), "closing without the last lines") {
+		t.Errorf("%d lost; server log:\n%s", l.Lost(), server.String())
+	}
+	// Unblock the writer: it ends, having nothing more to write.
+	syscall.SetNonblock(int(r.Fd()), false)
+	go io.Copy(io.Discard, r)
 }

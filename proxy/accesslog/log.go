@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -182,11 +183,24 @@ func (l *Log) Path() string {
 	return l.path
 }
 
+// closeWait is how long Close waits for a write in progress (a file on a
+// hung mount) before it gives up the lines still buffered; a variable so
+// that tests can shorten it.
+var closeWait = 10 * time.Second
+
 // Close writes the buffered lines and closes the file (at shutdown, after
 // the connections drained). Later records go nowhere. It returns the
-// error of that last write, if any.
+// error of that last write, if any. When a write in progress does not
+// return within closeWait (a hung mount), Close gives up: the lines still
+// buffered are lost, counted and reported, so that a stop never hangs on
+// the log.
 func (l *Log) Close() error {
-	l.wmu.Lock()
+	for deadline := time.Now().Add(closeWait); !l.wmu.TryLock(); {
+		if time.Now().After(deadline) {
+			return l.abandon()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	defer l.wmu.Unlock()
 	l.mu.Lock()
 	l.path, l.format, l.json, l.raw = "", "", nil, nil
@@ -199,6 +213,27 @@ func (l *Log) Close() error {
 			err = cerr
 		}
 		l.f = nil
+	}
+	return err
+}
+
+// abandon closes l without writing its buffered lines, which a hung write
+// holds up: they are counted lost and reported.
+func (l *Log) abandon() error {
+	l.mu.Lock()
+	path := l.path
+	l.path, l.format, l.json, l.raw = "", "", nil, nil
+	var n int64
+	for _, b := range l.takeLocked() {
+		n += int64(bytes.Count(b, []byte{'\n'}))
+	}
+	l.pend.stop()
+	l.mu.Unlock()
+	l.lost.Add(n)
+	err := fmt.Errorf("accesslog: %s: a write did not return within %v; %d buffered lines lost", path, closeWait, n)
+	if l.stderr != nil {
+		l.stderr.Error("access log: closing without the last lines: the file takes no more (a hung disk?)",
+			"file", path, "lines", n, "waited", closeWait)
 	}
 	return err
 }
