@@ -223,6 +223,8 @@ func (p *cfgParser) parseRoot(root *yaml.Node) error {
 			c.ShutdownGrace, err = p.duration(v, ctx)
 		case "access_log":
 			err = p.parseAccessLog(v, ctx)
+		case "access_log_flush":
+			err = p.parseAccessLogFlush(v, ctx)
 		case "log_format":
 			err = p.parseLogFormat(v, ctx)
 		case "pac":

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -15,6 +16,10 @@ const (
 	LogFormatJSON   = "json"
 	LogFormatSquid  = "squid"
 )
+
+// AccessLogUnbuffered is the AccessLogFlush of `access_log_flush: off`:
+// every access line is written to the file at once.
+const AccessLogUnbuffered time.Duration = -1
 
 // PAC configures the proxy auto-config file served as /proxy.pac and
 // /wpad.dat. The zero PAC sends browsers to the address they fetched the
@@ -45,6 +50,24 @@ func (p *cfgParser) parseAccessLog(n *yaml.Node, ctx string) error {
 	default:
 		p.cfg.AccessLog = p.path(s)
 	}
+	return nil
+}
+
+// parseAccessLogFlush reads `access_log_flush: DURATION | off`.
+func (p *cfgParser) parseAccessLogFlush(n *yaml.Node, ctx string) error {
+	s, err := p.str(n, ctx)
+	if err != nil {
+		return err
+	}
+	if s == "off" {
+		p.cfg.AccessLogFlush = AccessLogUnbuffered
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return p.errf(n, "%swant a positive duration such as 1s or 200ms, or off (each line written at once), not %q", ctx, s)
+	}
+	p.cfg.AccessLogFlush = d
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestParseAccessLogAndPAC(t *testing.T) {
@@ -36,11 +37,31 @@ pac:
 	}
 }
 
+// TestParseAccessLogFlush: the buffer of an access log file is set in
+// time, or off; unset is zero (the log's default, 1s).
+func TestParseAccessLogFlush(t *testing.T) {
+	for src, want := range map[string]time.Duration{
+		"":                        0,
+		"access_log_flush: 250ms": 250 * time.Millisecond,
+		"access_log_flush: 1m":    time.Minute,
+		"access_log_flush: off":   AccessLogUnbuffered,
+		`access_log_flush: "off"`: AccessLogUnbuffered,
+	} {
+		cfg, err := Parse("sluice.yaml", []byte("default: allow\naccess_log: a.log\n"+src+"\n"))
+		if err != nil || cfg.AccessLogFlush != want {
+			t.Errorf("%q: AccessLogFlush = %v, %v; want %v", src, cfg.AccessLogFlush, err, want)
+		}
+	}
+}
+
 func TestParseAccessLogAndPACErrors(t *testing.T) {
 	for _, tt := range []struct{ name, src, want string }{
 		{"format", "log_format: apache\n", `sluice.yaml:1: log_format: must be json or squid, not "apache"`},
 		{"empty path", "access_log: \"\"\n", `sluice.yaml:1: access_log: want stderr or a file path, such as /var/log/sluice/access.log`},
 		{"path list", "access_log: [a, b]\n", `sluice.yaml:1: access_log: must be a string`},
+		{"flush zero", "access_log_flush: 0s\n", `sluice.yaml:1: access_log_flush: want a positive duration such as 1s or 200ms, or off (each line written at once), not "0s"`},
+		{"flush word", "default: allow\naccess_log_flush: never\n", `sluice.yaml:2: access_log_flush: want a positive duration such as 1s or 200ms, or off (each line written at once), not "never"`},
+		{"flush bool", "access_log_flush: false\n", `sluice.yaml:1: access_log_flush: want a positive duration such as 1s or 200ms, or off (each line written at once), not "false"`},
 		{"proxy without port", "pac:\n  proxies: [gw1.school.example]\n",
 			`sluice.yaml:2: pac: proxies: invalid proxy "gw1.school.example" (want host:port, such as gw1.school.example:3128)`},
 		{"proxy script", "pac:\n  proxies: ['a\");alert(1);(\":3128']\n",

@@ -133,6 +133,13 @@ type Config struct {
 	// reopened on SIGUSR1). The server's messages stay on stderr.
 	AccessLog string `yaml:"-"`
 
+	// AccessLogFlush is the longest an access line to a file waits in the
+	// log's 64 KiB buffer before it is written (the buffer is also written
+	// when full, on SIGUSR1, on reload and at a clean stop). A crash loses
+	// at most this much of the log. Zero means 1s; AccessLogUnbuffered
+	// (`off`) writes each line at once, one write(2) per line.
+	AccessLogFlush time.Duration `yaml:"-"`
+
 	// LogFormat is the access lines' format: "json" (or empty: the default) or
 	// "squid" (Squid's native access.log format).
 	LogFormat string `yaml:"-"`

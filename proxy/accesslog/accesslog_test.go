@@ -130,7 +130,7 @@ func TestFileReopenAfterRename(t *testing.T) {
 	if strings.Count(string(cur), "\n") != 1 || !strings.Contains(string(cur), "three.test") {
 		t.Errorf("new file:\n%s", cur)
 	}
-	if err := l.Configure(filepath.Join(dir, "missing", "x.log"), FormatJSON); err == nil {
+	if err := l.Configure(filepath.Join(dir, "missing", "x.log"), FormatJSON, 0); err == nil {
 		t.Error("a file in a missing folder was accepted")
 	}
 	l.Write(rec("four.test:443")) // the failed Configure kept the file and the format
@@ -138,13 +138,13 @@ func TestFileReopenAfterRename(t *testing.T) {
 	if !strings.Contains(string(cur), "\n1700000000.007") || !strings.Contains(string(cur), "four.test") {
 		t.Errorf("after a failed Configure:\n%s", cur)
 	}
-	if err := l.Configure(path, "apache"); err == nil {
+	if err := l.Configure(path, "apache", 0); err == nil {
 		t.Error("an unknown format was accepted")
 	}
 }
 
 // eventually returns path's content once it holds want (lines are
-// buffered for up to flushAfter), or what it holds after 10 s.
+// buffered for up to DefaultFlush), or what it holds after 10 s.
 func eventually(t *testing.T, path, want string) []byte {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -162,13 +162,10 @@ func eventually(t *testing.T, path, want string) []byte {
 // file, Close to the current one, every line whole and in its writer's
 // order, none lost; a line longer than the buffer goes out whole too.
 func TestFileLinesBuffered(t *testing.T) {
-	saved := flushAfter
-	flushAfter = time.Hour
-	t.Cleanup(func() { flushAfter = saved })
 	dir := t.TempDir()
 	path := filepath.Join(dir, "access.log")
-	l, err := Open(path, FormatSquid, nil, nil)
-	if err != nil {
+	l := New(nil, nil)
+	if err := l.Configure(path, FormatSquid, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	const writers, each = 8, 500
@@ -230,7 +227,7 @@ func TestFileLinesBuffered(t *testing.T) {
 	check("closed", b)
 
 	// A line longer than the buffer, after a short one.
-	l, err = Open(path, FormatSquid, nil, nil)
+	l, err := Open(path, FormatSquid, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

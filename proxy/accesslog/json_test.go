@@ -59,8 +59,8 @@ func randomRecord(rng *rand.Rand) *Record {
 	return r
 }
 
-// TestJSONLineMatchesSlog: the line encoded by appendJSONLine is the one
-// slog's JSON handler writes, byte for byte, for any record.
+// TestJSONLineMatchesSlog: the line encoded by appendRecordJSON is the
+// one slog's JSON handler writes, byte for byte, for any record.
 func TestJSONLineMatchesSlog(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	at := time.Date(2026, 12, 1, 17, 3, 4, 5006000, time.FixedZone("X", 3600))
@@ -69,7 +69,7 @@ func TestJSONLineMatchesSlog(t *testing.T) {
 		if i == 0 {
 			r = tunnelRecord()
 		}
-		got, ok := appendJSONLine(nil, at, r.attrs(nil))
+		got, ok := appendRecordJSON(nil, at, r)
 		if !ok {
 			t.Fatalf("record %d not encoded", i)
 		}
@@ -83,7 +83,9 @@ func TestJSONLineMatchesSlog(t *testing.T) {
 // (a float, a group, an attribute without a key) leaves it to slog.
 func TestJSONLineOtherKinds(t *testing.T) {
 	for _, a := range []slog.Attr{slog.Float64("f", 1.5), slog.Group("g", slog.Int("n", 1)), slog.Any("", nil), slog.Time("t", start)} {
-		if _, ok := appendJSONLine(nil, start, []slog.Attr{a}); ok {
+		r := tunnelRecord()
+		r.Sniffed = []slog.Attr{a}
+		if _, ok := appendRecordJSON(nil, start, r); ok {
 			t.Errorf("%v encoded", a)
 		}
 	}
@@ -127,10 +129,8 @@ func TestJSONFileLine(t *testing.T) {
 func BenchmarkJSONLine(b *testing.B) {
 	r := tunnelRecord()
 	var buf []byte
-	var a []slog.Attr
 	b.ReportAllocs()
 	for b.Loop() {
-		a = r.attrs(a[:0])
-		buf, _ = appendJSONLine(buf[:0], start, a)
+		buf, _ = appendRecordJSON(buf[:0], start, r)
 	}
 }

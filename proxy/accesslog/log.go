@@ -1,12 +1,13 @@
 package accesslog
 
 import (
-	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,39 +23,50 @@ const Stderr = "stderr"
 // FileMode is the mode of a log file Sluice creates.
 const FileMode = 0o640
 
-// bufSize is the buffer of a log file. Lines to a file are written
-// together: flushAfter after the first of them, when the buffer is full,
-// and before the file is switched, reopened or closed; one write(2) for
-// many lines rather than one each. A line is never split between writes.
-const bufSize = 64 << 10
-
-// flushAfter is how long a line may wait in the buffer; a variable so
-// that tests can hold lines there.
-var flushAfter = 100 * time.Millisecond
+// DefaultFlush is the longest a line waits in the buffer of a log file
+// when the config does not say (access_log_flush). A second, as nginx's
+// `flush=1s` and Squid's buffered logs: a crash (SIGKILL, power loss)
+// loses at most the last second of lines; a clean stop, a reopen and a
+// reload lose none. Under load the buffer fills sooner and is written
+// then, so a shorter interval would buy nothing but wake-ups.
+const DefaultFlush = time.Second
 
 // Log writes access records in one format to stderr or a file. It is safe
 // for concurrent use; Reopen and Configure may be called while records
 // are written. The zero Log discards everything.
+//
+// Lines to a file are buffered (see file.go): a record costs no system
+// call, the file gets one write(2) for many lines, and a file that cannot
+// keep up (a full disk, a hung mount) loses lines, counted and reported
+// on the server's log, rather than holding up the requests that log them.
 type Log struct {
+	// wmu is held while the file is written, switched or closed; it is
+	// taken before mu, never after.
+	wmu     sync.Mutex
+	f       *os.File // under wmu
+	failure failure  // under wmu: the file's write errors, reported
+
 	mu     sync.Mutex
 	path   string // "" or Stderr: the server's log
 	format string
-	f      *os.File
-	buf    *bufio.Writer // lines not yet written to f
-	armed  bool          // a flush is scheduled
-	stderr *slog.Logger  // the server's log, for JSON to stderr
+	every  time.Duration // the longest a line is buffered; 0: not buffered
+	stderr *slog.Logger  // the server's log, for JSON to stderr and failures
 	raw    io.Writer     // stderr's writer, for Squid lines to stderr
 	json   *slog.Logger  // JSON to the file
+	pend   pending       // lines not yet written, under mu
+
+	lost atomic.Int64 // lines that never reached the file
 }
 
 // Open returns a Log writing format ("json" or "squid"; "" is json) to
 // path ("" or "stderr": the server's log, else a file, created with mode
-// 0640 if missing and appended to). JSON access lines to stderr go
-// through server (the server's own logger, so they look like today's),
-// Squid lines straight to raw.
+// 0640 if missing and appended to), buffering a file's lines for up to
+// DefaultFlush. JSON access lines to stderr go through server (the
+// server's own logger, so they look like today's), Squid lines straight
+// to raw. Failures to write the file are reported through server.
 func Open(path, format string, server *slog.Logger, raw io.Writer) (*Log, error) {
 	l := New(server, raw)
-	if err := l.Configure(path, format); err != nil {
+	if err := l.Configure(path, format, 0); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -63,12 +75,15 @@ func Open(path, format string, server *slog.Logger, raw io.Writer) (*Log, error)
 // New returns a Log writing JSON lines through server, until Configure
 // says otherwise.
 func New(server *slog.Logger, raw io.Writer) *Log {
-	return &Log{stderr: server, raw: raw, format: FormatJSON}
+	return &Log{stderr: server, raw: raw, format: FormatJSON, every: DefaultFlush}
 }
 
-// Configure switches l to path and format (on reload). On error l keeps
-// writing where it did.
-func (l *Log) Configure(path, format string) error {
+// Configure switches l to path and format (on reload), with a file's lines
+// buffered for up to flush: zero means DefaultFlush, negative means none
+// (each line written at once, one write(2) per line, on the caller's
+// time). The lines logged before are written first, to the file they
+// were logged for. On error l keeps writing where it did.
+func (l *Log) Configure(path, format string, flush time.Duration) error {
 	switch format {
 	case "", FormatJSON:
 		format = FormatJSON
@@ -79,30 +94,44 @@ func (l *Log) Configure(path, format string) error {
 	if path == Stderr {
 		path = ""
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if path == l.path && l.format != "" {
-		l.format = format
-		return nil
+	every := flush
+	if flush == 0 {
+		every = DefaultFlush
+	} else if flush < 0 {
+		every = 0
 	}
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.mu.Lock()
+	same := path == l.path && l.format != ""
+	l.mu.Unlock()
 	var f *os.File
-	if path != "" {
+	if !same && path != "" {
 		var err error
 		if f, err = openFile(path); err != nil {
 			return err
 		}
 	}
-	if l.f != nil {
-		l.flushLocked()
-		l.f.Close()
+	// Switch, and take the lines logged so far: they go to the old file,
+	// the lines logged from now on to the new one.
+	l.mu.Lock()
+	q := l.takeLocked()
+	l.format, l.every = format, every
+	if !same {
+		l.path = path
+		l.json = nil
+		if f != nil {
+			l.json = slog.New(slog.NewJSONHandler(lockedFile{l}, nil))
+		}
 	}
-	l.path, l.format, l.f = path, format, f
-	if f != nil {
-		l.buf = bufio.NewWriterSize(f, bufSize)
-	}
-	l.json = nil
-	if f != nil {
-		l.json = slog.New(slog.NewJSONHandler(lockedFile{l}, nil))
+	l.mu.Unlock()
+	l.writeAll(q)
+	if !same {
+		if l.f != nil {
+			l.f.Close()
+		}
+		l.f = f
+		l.failure = failure{}
 	}
 	return nil
 }
@@ -116,24 +145,36 @@ func openFile(path string) (*os.File, error) {
 }
 
 // Reopen closes the log file and opens path again: after logrotate moved
-// it away, new lines go to a new file. Logging to stderr, it does nothing.
-// When the file cannot be opened, l keeps writing to the old one.
+// it away, new lines go to a new file, and the lines logged before go to
+// the old one. Logging to stderr, it does nothing. When the file cannot
+// be opened, l keeps writing to the old one.
 func (l *Log) Reopen() error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.path == "" {
+	path := l.path
+	l.mu.Unlock()
+	if path == "" {
 		return nil
 	}
-	f, err := openFile(l.path)
+	f, err := openFile(path)
 	if err != nil {
 		return err
 	}
-	l.flushLocked() // the lines logged so far go to the old file
+	l.mu.Lock()
+	q := l.takeLocked()
+	l.mu.Unlock()
+	l.writeAll(q) // the lines logged so far go to the old file
 	l.f.Close()
 	l.f = f
-	l.buf.Reset(f)
+	l.failure = failure{}
 	return nil
 }
+
+// Lost returns how many lines never reached the file since l was made:
+// dropped because the file could not keep up, or not written because it
+// failed. Each loss is also reported on the server's log.
+func (l *Log) Lost() int64 { return l.lost.Load() }
 
 // Path returns the file written to, "" for stderr.
 func (l *Log) Path() string {
@@ -142,19 +183,58 @@ func (l *Log) Path() string {
 	return l.path
 }
 
-// Close closes the file. Later records go nowhere.
+// closeWait is how long Close waits for a write in progress (a file on a
+// hung mount) before it gives up the lines still buffered; a variable so
+// that tests can shorten it.
+var closeWait = 10 * time.Second
+
+// Close writes the buffered lines and closes the file (at shutdown, after
+// the connections drained). Later records go nowhere. It returns the
+// error of that last write, if any. When a write in progress does not
+// return within closeWait (a hung mount), Close gives up: the lines still
+// buffered are lost, counted and reported, so that a stop never hangs on
+// the log.
 func (l *Log) Close() error {
+	for deadline := time.Now().Add(closeWait); !l.wmu.TryLock(); {
+		if time.Now().After(deadline) {
+			return l.abandon()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer l.wmu.Unlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	var err error
+	l.path, l.format, l.json, l.raw = "", "", nil, nil
+	q := l.takeLocked()
+	l.pend.stop()
+	l.mu.Unlock()
+	err := l.writeAll(q)
 	if l.f != nil {
-		err = l.flushLocked()
 		if cerr := l.f.Close(); err == nil {
 			err = cerr
 		}
 		l.f = nil
 	}
-	l.path, l.format, l.json, l.stderr, l.raw = "", "", nil, nil, nil
+	return err
+}
+
+// abandon closes l without writing its buffered lines, which a hung write
+// holds up: they are counted lost and reported.
+func (l *Log) abandon() error {
+	l.mu.Lock()
+	path := l.path
+	l.path, l.format, l.json, l.raw = "", "", nil, nil
+	var n int64
+	for _, b := range l.takeLocked() {
+		n += int64(bytes.Count(b, []byte{'\n'}))
+	}
+	l.pend.stop()
+	l.mu.Unlock()
+	l.lost.Add(n)
+	err := fmt.Errorf("accesslog: %s: a write did not return within %v; %d buffered lines lost", path, closeWait, n)
+	if l.stderr != nil {
+		l.stderr.Error("access log: closing without the last lines: the file takes no more (a hung disk?)",
+			"file", path, "lines", n, "waited", closeWait)
+	}
 	return err
 }
 
@@ -176,14 +256,19 @@ func (l *Log) Write(r *Record) {
 			LogJSON(j, r) // through lockedFile
 		}
 	case format == FormatSquid:
-		line := Squid(r) + "\n"
+		bp := lineBufs.Get().(*[]byte)
+		line := append(appendSquid((*bp)[:0], r), '\n')
 		if path == "" {
 			if raw != nil {
-				io.WriteString(raw, line)
+				raw.Write(line)
 			}
-			return
+		} else {
+			lockedFile{l}.Write(line)
 		}
-		lockedFile{l}.Write([]byte(line))
+		if cap(line) <= maxPooledLine {
+			*bp = line
+			lineBufs.Put(bp)
+		}
 	}
 }
 
@@ -191,46 +276,6 @@ func (l *Log) Write(r *Record) {
 type lockedFile struct{ l *Log }
 
 func (w lockedFile) Write(p []byte) (int, error) {
-	l := w.l
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f == nil {
-		return len(p), nil
-	}
-	if len(p) > l.buf.Available() && l.buf.Buffered() > 0 {
-		l.flushLocked() // so that p goes out whole, in one write
-	}
-	if len(p) > l.buf.Available() { // longer than the buffer
-		return l.f.Write(p)
-	}
-	l.buf.Write(p)
-	if !l.armed {
-		l.armed = true
-		time.AfterFunc(flushAfter, l.flush)
-	}
+	w.l.line(p)
 	return len(p), nil
-}
-
-// flush writes the buffered lines; it runs flushAfter after the first.
-func (l *Log) flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.armed = false
-	if l.f != nil {
-		l.flushLocked()
-	}
-}
-
-// flushLocked writes the buffered lines to l.f. On a failure (a full
-// disk) the lines are dropped, as an unbuffered write would have dropped
-// them, and the buffer takes new ones again.
-func (l *Log) flushLocked() error {
-	if l.buf == nil || l.buf.Buffered() == 0 {
-		return nil
-	}
-	err := l.buf.Flush()
-	if err != nil {
-		l.buf.Reset(l.f)
-	}
-	return err
 }

@@ -189,37 +189,55 @@ var attrBufs = sync.Pool{New: func() any { a := make([]slog.Attr, 0, 32); return
 // for plain requests, type is the response's media type without
 // parameters, and user, peer and type are "-" when unknown. Fields
 // that carry client-supplied text never contain a space.
-func Squid(r *Record) string {
-	var b strings.Builder
+func Squid(r *Record) string { return string(appendSquid(nil, r)) }
+
+// appendSquid appends Squid(r) to b.
+func appendSquid(b []byte, r *Record) []byte {
 	ms := r.Start.UnixMilli()
-	b.WriteString(strconv.FormatInt(ms/1000, 10))
-	b.WriteByte('.')
-	frac := strconv.FormatInt(ms%1000, 10)
-	b.WriteString(strings.Repeat("0", 3-len(frac)) + frac)
-	el := strconv.FormatInt(r.Duration.Milliseconds(), 10)
-	b.WriteString(strings.Repeat(" ", max(1, 7-len(el))))
-	b.WriteString(el)
-	b.WriteByte(' ')
-	b.WriteString(field(clientIP(r.Client)))
-	b.WriteByte(' ')
+	b = strconv.AppendInt(b, ms/1000, 10)
+	b = append(b, '.')
+	b = appendPadded(b, ms%1000, 3, '0')
+	b = appendPadded(b, r.Duration.Milliseconds(), 7, ' ')
+	b = append(b, ' ')
+	if ap, err := netip.ParseAddrPort(r.Client); err == nil && ap.Addr().Zone() == "" {
+		b = ap.Addr().Unmap().AppendTo(b) // the client's IP: nothing to escape
+	} else if err == nil {
+		b = appendField(b, ap.Addr().Unmap().String())
+	} else {
+		b = appendField(b, r.Client)
+	}
+	b = append(b, ' ')
 	code, status := r.squidCode()
-	b.WriteString(code)
-	b.WriteByte('/')
-	st := strconv.Itoa(status)
-	b.WriteString(strings.Repeat("0", max(0, 3-len(st))) + st)
-	b.WriteByte(' ')
-	b.WriteString(strconv.FormatInt(r.Down, 10))
-	b.WriteByte(' ')
-	b.WriteString(field(r.squidMethod()))
-	b.WriteByte(' ')
-	b.WriteString(field(r.squidURL()))
-	b.WriteByte(' ')
-	b.WriteString(field(r.User))
-	b.WriteByte(' ')
-	b.WriteString(r.hierarchy())
-	b.WriteByte(' ')
-	b.WriteString(field(mediaType(r.ContentType)))
-	return b.String()
+	b = append(b, code...)
+	b = append(b, '/')
+	b = appendPadded(b, int64(status), 3, '0')
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, r.Down, 10)
+	b = append(b, ' ')
+	b = appendField(b, r.squidMethod())
+	b = append(b, ' ')
+	b = r.appendSquidURL(b)
+	b = append(b, ' ')
+	b = appendField(b, r.User)
+	b = append(b, ' ')
+	b = r.appendHierarchy(b)
+	b = append(b, ' ')
+	return appendField(b, mediaType(r.ContentType))
+}
+
+// appendPadded appends n in decimal, padded on the left with pad to width
+// (for the elapsed time: at least one space before it).
+func appendPadded(b []byte, n int64, width int, pad byte) []byte {
+	var digits [20]byte
+	d := strconv.AppendInt(digits[:0], n, 10)
+	fill := width - len(d)
+	if pad == ' ' {
+		fill = max(1, fill)
+	}
+	for range max(0, fill) {
+		b = append(b, pad)
+	}
+	return append(b, d...)
 }
 
 // squidCode returns Squid's result code and the HTTP status: TCP_MISS for
@@ -265,51 +283,62 @@ func (r *Record) squidMethod() string {
 	return strings.ToUpper(r.Cmd)
 }
 
-func (r *Record) squidURL() string {
+// appendSquidURL appends the URL field: host:port for tunnels,
+// scheme://host/path (the port only when not the scheme's) for plain
+// requests, "-" for none.
+func (r *Record) appendSquidURL(b []byte) []byte {
 	if r.Target == "" {
-		return ""
+		return append(b, '-')
 	}
 	if r.tunnel() || r.Scheme == "" {
-		return r.Target
+		return appendField(b, r.Target)
 	}
-	host := r.Target
+	host, bracket := r.Target, false
 	if h, p, err := net.SplitHostPort(r.Target); err == nil && (r.Scheme == "http" && p == "80" || r.Scheme == "https" && p == "443") {
-		host = h
-		if strings.Contains(h, ":") {
-			host = "[" + h + "]"
-		}
+		host, bracket = h, strings.Contains(h, ":")
 	}
-	path := r.Path
-	if path == "" {
-		path = "/"
+	b = appendEscapedField(b, r.Scheme)
+	b = append(b, "://"...)
+	if bracket {
+		b = append(b, '[')
 	}
-	return r.Scheme + "://" + host + path
+	b = appendEscapedField(b, host)
+	if bracket {
+		b = append(b, ']')
+	}
+	if r.Path == "" {
+		return append(b, '/')
+	}
+	return appendEscapedField(b, r.Path)
 }
 
-// hierarchy is Squid's hierarchy/peer field: HIER_DIRECT/ip for a direct
-// dial, FIRSTUP_PARENT/name for a request allowed through an upstream,
-// HIER_NONE/- when nothing was dialed (refused, or a direct dial failed).
-// A failover list's member ("pool/office") is named alone, without a
-// slash that Squid's parsers would split on; "pool/direct" is direct.
-func (r *Record) hierarchy() string {
+// appendHierarchy appends Squid's hierarchy/peer field: HIER_DIRECT/ip
+// for a direct dial, FIRSTUP_PARENT/name for a request allowed through an
+// upstream, HIER_NONE/- when nothing was dialed (refused, or a direct dial
+// failed). A failover list's member ("pool/office") is named alone,
+// without a slash that Squid's parsers would split on; "pool/direct" is
+// direct.
+func (r *Record) appendHierarchy(b []byte) []byte {
 	member := r.Route[strings.LastIndexByte(r.Route, '/')+1:]
 	direct := member == "direct" || member == ""
 	dialed := r.Decided && r.Verdict == "allow" &&
 		(!direct || r.Status != 0 && r.Status < 500 || r.Granted || r.Peer.IsValid())
 	switch {
 	case !dialed:
-		return "HIER_NONE/-"
+		return append(b, "HIER_NONE/-"...)
 	case direct:
+		b = append(b, "HIER_DIRECT/"...)
 		if r.Peer.IsValid() {
-			return "HIER_DIRECT/" + r.Peer.String()
+			return r.Peer.AppendTo(b)
 		}
 		host, _, err := net.SplitHostPort(r.Target)
 		if err != nil {
 			host = r.Target
 		}
-		return "HIER_DIRECT/" + field(host)
+		return appendField(b, host)
 	}
-	return "FIRSTUP_PARENT/" + field(member)
+	b = append(b, "FIRSTUP_PARENT/"...)
+	return appendField(b, member)
 }
 
 // mediaType returns a Content-Type without its parameters ("text/html"
@@ -321,38 +350,27 @@ func mediaType(ct string) string {
 	return strings.TrimSpace(ct)
 }
 
-func clientIP(addr string) string {
-	if ap, err := netip.ParseAddrPort(addr); err == nil {
-		return ap.Addr().Unmap().String()
+// appendField appends s as one whitespace-free field: "-" when empty,
+// spaces and control characters percent-encoded (as Squid does), so that
+// a client's text never shifts the fields after it.
+func appendField(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, '-')
 	}
-	return addr
+	return appendEscapedField(b, s)
 }
 
-// field makes s one whitespace-free field: "-" when empty, spaces and
-// control characters percent-encoded (as Squid does), so that a client's
-// text never shifts the fields after it.
-func field(s string) string {
-	if s == "" {
-		return "-"
-	}
-	clean := true
+// appendEscapedField appends s with spaces, control characters and '%'
+// percent-encoded.
+func appendEscapedField(b []byte, s string) []byte {
+	const upperHex = "0123456789ABCDEF"
+	start := 0
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c <= ' ' || c == 0x7f || c == '%' {
-			clean = false
-			break
+			b = append(b, s[start:i]...)
+			b = append(b, '%', upperHex[c>>4], upperHex[c&0xF])
+			start = i + 1
 		}
 	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c == 0x7f || c == '%' {
-			b.WriteString("%" + strings.ToUpper(hex2(int(c))))
-			continue
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
+	return append(b, s[start:]...)
 }

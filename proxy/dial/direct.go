@@ -94,6 +94,12 @@ func (d *Direct) dial(ctx context.Context, network, addr string, check Check, or
 	if err != nil {
 		return nil, err
 	}
+	// An IPv4 literal is dialed as the caller wrote it: netip accepts
+	// only the canonical dotted form, which net parses to the same
+	// address, so the address checked is still the address dialed,
+	// without formatting it again.
+	ip, perr := netip.ParseAddr(host)
+	literal4 := perr == nil && ip.Is4()
 	if origin {
 		if addrs, err = vet(addrs, port, check); err != nil {
 			return nil, err
@@ -116,7 +122,15 @@ func (d *Direct) dial(ctx context.Context, network, addr string, check Check, or
 				defer acancel()
 			}
 		}
-		c, err := nd.DialContext(actx, network, net.JoinHostPort(a.String(), port))
+		// Not net.Dialer.DialTCP with the netip.AddrPort: with no local
+		// address it binds the socket to 0.0.0.0:0 before connecting (one
+		// more system call, and bind-before-connect reserves an ephemeral
+		// port per socket rather than per destination).
+		target := addr
+		if !literal4 || len(addrs) > 1 {
+			target = net.JoinHostPort(a.String(), port)
+		}
+		c, err := nd.DialContext(actx, network, target)
 		if err == nil {
 			return c, nil
 		}
@@ -151,7 +165,7 @@ func vet(addrs []netip.Addr, port string, check Check) ([]netip.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial: bad port %q", port)
 	}
-	out := addrs[:0:0]
+	out := addrs[:0] // addrs is resolve's own slice: filtered in place
 	var first error
 	for _, a := range addrs {
 		var err error

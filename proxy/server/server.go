@@ -149,7 +149,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.alog.Configure(st.cfg.AccessLog, st.cfg.LogFormat); err != nil {
+	if err := s.alog.Configure(st.cfg.AccessLog, st.cfg.LogFormat, st.cfg.AccessLogFlush); err != nil {
 		return nil, fmt.Errorf("server: access_log: %w", err)
 	}
 	st.set = nil // the engine has what it needs; the lists' strings can go
@@ -333,7 +333,7 @@ func (s *Server) Reload() (err error) {
 		s.log.Error("reload failed; keeping the running rules", "err", err)
 		return err
 	}
-	if err := s.alog.Configure(st.cfg.AccessLog, st.cfg.LogFormat); err != nil {
+	if err := s.alog.Configure(st.cfg.AccessLog, st.cfg.LogFormat, st.cfg.AccessLogFlush); err != nil {
 		// The access log cannot be written where the new config says:
 		// keep the running rules and the running log.
 		s.failures.Add(1)
