@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -51,7 +52,7 @@ func (s *Server) servePlainLoop(c *conn) bool {
 		c.http.Store(int32(http.StateActive))
 		c.SetReadDeadline(time.Time{})
 		r.RemoteAddr = remote
-		if !s.servePlainOne(l, r.WithContext(s.connectBase())) {
+		if !l.serveOne(r.WithContext(s.connectBase()), !s.isStopping(), s.serveHTTP, s.log) {
 			c.Close()
 			return true
 		}
@@ -75,25 +76,26 @@ func (s *Server) servePlainLoop(c *conn) bool {
 	}
 }
 
-// servePlainOne serves r and reports whether the connection may carry
-// another request. A panic ends the connection as net/http's server ends
-// it: what is buffered is sent, then the connection is closed (a handler
-// aborts a response whose body was cut with http.ErrAbortHandler, so
-// that the client sees the cut).
-func (s *Server) servePlainOne(l *plainLoop, r *http.Request) (keep bool) {
+// serveOne serves r with h and reports whether the connection may carry
+// another request; keepAlives is false once a shutdown began. A panic
+// ends the connection as net/http's server ends it: what is buffered is
+// sent, then the connection is closed (a handler aborts a response whose
+// body was cut with http.ErrAbortHandler, so that the client sees the
+// cut).
+func (l *plainLoop) serveOne(r *http.Request, keepAlives bool, h http.HandlerFunc, log *slog.Logger) (keep bool) {
 	w := &l.w
-	w.reset(r, l.out, l.stage, &l.ew, !s.isStopping())
+	w.reset(r, l.out, l.stage, &l.ew, keepAlives)
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler { // as the HTTP servers' ErrorLog
-				s.log.Debug("http: panic serving request", "client", r.RemoteAddr, "panic", fmt.Sprint(p))
+				log.Debug("http: panic serving request", "client", r.RemoteAddr, "panic", fmt.Sprint(p))
 			}
 			l.out.Flush()
 			keep = false
 		}
 		w.req = nil
 	}()
-	s.serveHTTP(w, r)
+	h(w, r)
 	w.finish()
 	return w.reusable()
 }
@@ -143,10 +145,12 @@ func (w *errWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// plainPrefixes are the starts of the requests servePlainLoop serves.
+// The starts of the requests servePlainLoop serves; obs-fold lines.
 var (
 	getPrefix  = []byte("GET ")
 	headPrefix = []byte("HEAD ")
+	foldSpace  = []byte("\n ")
+	foldTab    = []byte("\n\t")
 )
 
 // readPlain parses the request head at the start of buf when it is one
@@ -166,6 +170,11 @@ func readPlain(buf []byte) (r *http.Request, rest []byte) {
 		return nil, nil
 	}
 	head := buf[:end+len(headEnd)]
+	if bytes.Contains(head, foldSpace) || bytes.Contains(head, foldTab) {
+		// An obs-fold line: the parser joins it to the line above, which
+		// hostHeader does not; the HTTP server checks the joined Host.
+		return nil, nil
+	}
 	rd := bytes.NewReader(head)
 	br := headReaders.Get().(*bufio.Reader)
 	br.Reset(rd)
