@@ -1,8 +1,15 @@
 package server
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestReadPlain: the worker serves only the requests net/http's server
@@ -55,5 +62,60 @@ func TestReadPlain(t *testing.T) {
 		if r != nil && (r.Header["Host"] != nil || !strings.HasPrefix(r.URL.String(), "http://")) {
 			t.Errorf("%s: request %+v", tt.name, r)
 		}
+	}
+}
+
+// TestPlainLoopOnWorker: keep-alive GETs and HEADs are served on the
+// worker: no HTTP server is started for them. A request the loop does
+// not serve (a POST with a body), on the same connection after them,
+// goes to the HTTP server with the bytes read, and is answered in turn.
+func TestPlainLoopOnWorker(t *testing.T) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, body)
+	}))
+	defer origin.Close()
+	r := startRun(t, "")
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	ask := func(method, path, extra string) string {
+		fmt.Fprintf(c, "%s %s%s HTTP/1.1\r\nHost: x\r\n%s", method, origin.URL, path, extra)
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, body)
+	}
+	for i := range 5 {
+		if got, want := ask("GET", fmt.Sprintf("/g%d", i), "\r\n"), fmt.Sprintf("200 GET /g%d ", i); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	if got := ask("HEAD", "/h", "\r\n"); got != "200 " {
+		t.Fatalf("HEAD: got %q", got)
+	}
+	r.s.mu.Lock()
+	started := r.s.gen != nil
+	r.s.mu.Unlock()
+	if started {
+		t.Fatal("an HTTP server was started for plain GETs and HEADs")
+	}
+	if got := ask("POST", "/p", "Content-Length: 4\r\n\r\nbody"); got != "200 POST /p body" {
+		t.Fatalf("POST after the loop: got %q", got)
+	}
+	if got := ask("GET", "/last", "\r\n"); got != "200 GET /last " {
+		t.Fatalf("GET after the POST: got %q", got)
+	}
+	r.s.mu.Lock()
+	started = r.s.gen != nil
+	r.s.mu.Unlock()
+	if !started {
+		t.Error("the POST did not go to the HTTP server")
 	}
 }
