@@ -53,6 +53,7 @@ func (s *Server) servePlainLoop(c *conn) bool {
 		c.SetReadDeadline(time.Time{})
 		r.RemoteAddr = remote
 		if !l.serveOne(r.WithContext(s.connectBase()), !s.isStopping(), s.serveHTTP, s.log) {
+			c.prefix = nil // l.buf goes back to the pool
 			c.Close()
 			return true
 		}
@@ -62,6 +63,7 @@ func (s *Server) servePlainLoop(c *conn) bool {
 			c.SetReadDeadline(time.Now().Add(idle))
 			n, err := c.Conn.Read(l.buf[:])
 			if n == 0 || err != nil {
+				c.prefix = nil
 				c.Close() // gone, silent for the idle timeout, or closed by a shutdown
 				return true
 			}
