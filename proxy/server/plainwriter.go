@@ -57,11 +57,17 @@ type plainWriter struct {
 // this long, or flushed, is sent before the handler ends.
 const bufferBeforeChunking = 2048
 
-// reset readies w for r.
+// reset readies w for r; the header map of the previous response is
+// emptied and used again (the handler keeps no reference to it).
 func (w *plainWriter) reset(r *http.Request, out, stage *bufio.Writer, ew *errWriter, keepAlives bool) {
+	h := w.handlerHeader
+	if h == nil {
+		h = make(http.Header)
+	}
+	clear(h)
 	*w = plainWriter{
 		req: r, out: out, stage: stage, ew: ew, keepAlives: keepAlives,
-		handlerHeader: make(http.Header), contentLength: -1,
+		handlerHeader: h, contentLength: -1,
 		wants10KeepAlive: r.ProtoMajor == 1 && r.ProtoMinor == 0 && hasHeaderToken(headerGet(r.Header, "Connection"), "keep-alive"),
 		wantsClose:       r.Close || hasHeaderToken(headerGet(r.Header, "Connection"), "close"),
 	}
