@@ -57,7 +57,10 @@ func (s *Server) servePlainLoop(c *conn) bool {
 			c.Close()
 			return true
 		}
-		s.conns.connState(c, http.StateIdle) // closes c when a shutdown began
+		if s.conns.connState(c, http.StateIdle); c.closed.Load() {
+			c.prefix = nil // a shutdown began: not even a pipelined request is served
+			return true
+		}
 		if len(c.prefix) == 0 {
 			idle := orDefault(s.state.Load().cfg.Timeouts.Idle, rules.DefaultIdleTimeout)
 			c.SetReadDeadline(time.Now().Add(idle))
