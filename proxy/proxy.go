@@ -375,9 +375,16 @@ func WithBase(base context.Context) context.Context {
 // handler returns or when the server's base context (WithBase) ends. A
 // client that really went away cannot be told from a half-closed one
 // until Sluice writes to it: the write fails and the response is aborted.
+//
+// A request whose context ends only with the base (one served on the
+// accepting worker, whose context is WithBase's) needs no detaching: a
+// child of it is all that is asked, without a watch on the base.
 func (s *Server) detach(r *http.Request) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	base, ok := r.Context().Value(baseKey{}).(context.Context)
+	if ok && r.Context().Done() == base.Done() {
+		return context.WithCancel(r.Context())
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	if !ok {
 		return ctx, cancel
 	}

@@ -333,6 +333,9 @@ func (s *Server) handle(nc net.Conn) {
 		}
 		fallthrough
 	default:
+		if !c.refused && s.servePlainLoop(c) { // a GET or HEAD and those after it: plainloop.go
+			return
+		}
 		c.SetReadDeadline(time.Time{})
 		s.toHTTP(c)
 	}
