@@ -282,7 +282,8 @@ func (s *Server) work(ctx context.Context, idle chan net.Conn, handle func(net.C
 // first byte and gives the connection to the SOCKS or HTTP front end of the
 // current state: a CONNECT whose whole head came in the first read is
 // served here, on the worker (serveConnect); other HTTP goes to the HTTP
-// server.
+// server. A tunnel started here (SOCKS or CONNECT) runs one of its
+// directions on the worker once its handler has returned (conn.Inline).
 func (s *Server) handle(nc net.Conn) {
 	st := s.state.Load()
 	client := remoteAddr(nc)
@@ -302,10 +303,24 @@ func (s *Server) handle(nc net.Conn) {
 			s.log.Error("panic serving connection", "client", nc.RemoteAddr().String(), "panic", fmt.Sprint(p))
 			c.Close()
 		}
+		if run := c.takeInline(); run != nil {
+			go run() // a panic came between the tunnel's start and its run below
+		}
 	}()
 	if lt := st.cfg.Timeouts.Lifetime; lt > 0 && !c.refused {
 		c.closeAfter(lt)
 	}
+	c.openInline()
+	s.serveConn(st, c)
+	if run := c.takeInline(); run != nil {
+		run() // a direction of the tunnel the handshake started (see conn.Inline)
+	}
+}
+
+// serveConn peeks at c's first byte and serves it: SOCKS, a CONNECT
+// whose whole head came in the first read (serveConnect), or the HTTP
+// server. A tunnel it starts may leave a direction to its caller.
+func (s *Server) serveConn(st *state, c *conn) {
 	hs := orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout)
 	c.SetReadDeadline(time.Now().Add(hs))
 	first, err := peek(c.Conn)

@@ -60,6 +60,9 @@ func (s *Server) handleTransparent(nc net.Conn) {
 			s.log.Error("panic serving connection", "client", nc.RemoteAddr().String(), "panic", fmt.Sprint(p))
 			c.Close()
 		}
+		if run := c.takeInline(); run != nil {
+			go run() // a panic came between the tunnel's start and its run below
+		}
 	}()
 	if lt := st.cfg.Timeouts.Lifetime; lt > 0 {
 		c.closeAfter(lt)
@@ -68,5 +71,9 @@ func (s *Server) handleTransparent(nc net.Conn) {
 	if err != nil {
 		s.log.Warn("transparent: connection not redirected by the firewall; closed", "client", nc.RemoteAddr().String(), "err", err)
 	}
+	c.openInline()
 	st.transp.ServeConn(s.base, c, orig)
+	if run := c.takeInline(); run != nil {
+		run() // a direction of the tunnel (see conn.Inline)
+	}
 }
