@@ -11,7 +11,7 @@ import (
 )
 
 // socks5Tunnel opens a SOCKS5 tunnel through addr to the loopback origin.
-func socks5Tunnel(t *testing.T, addr, origin string) net.Conn {
+func socks5Tunnel(t testing.TB, addr, origin string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -99,7 +99,7 @@ func TestRemoteAddr(t *testing.T) {
 
 // connectTunnel opens a CONNECT tunnel through addr to origin, its head
 // in one write (served on the worker, see serveConnect).
-func connectTunnel(t *testing.T, addr, origin string) net.Conn {
+func connectTunnel(t testing.TB, addr, origin string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
