@@ -2,13 +2,15 @@ package server
 
 import (
 	"io"
+	rtmetrics "runtime/metrics"
 	"testing"
 )
 
 // BenchmarkTunnel is one tunnel through Run's server to a loopback echo
 // origin, as the load harness's connect and socks loads open them:
 // handshake, decision, dial, one echoed line, close. Allocations per op
-// include the client's and the echo origin's.
+// include the client's and the echo origin's; goroutines/op, the
+// goroutines started per tunnel, includes the echo origin's one.
 func BenchmarkTunnel(b *testing.B) {
 	origin := echoOrigin(b)
 	r := startRun(b, "sniff: off\n")
@@ -19,6 +21,9 @@ func BenchmarkTunnel(b *testing.B) {
 				open = connectTunnel
 			}
 			var buf [5]byte
+			created := []rtmetrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+			rtmetrics.Read(created)
+			before := created[0].Value.Uint64()
 			b.ReportAllocs()
 			for b.Loop() {
 				c := open(b, r.addr, origin)
@@ -28,6 +33,8 @@ func BenchmarkTunnel(b *testing.B) {
 				}
 				c.Close()
 			}
+			rtmetrics.Read(created)
+			b.ReportMetric(float64(created[0].Value.Uint64()-before)/float64(b.N), "goroutines/op")
 		})
 	}
 }
