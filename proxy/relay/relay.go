@@ -244,6 +244,17 @@ func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration
 	oRaw, oPending := take(origin)
 	sp.up = half{sp: sp, dir: dirUp, dst: oRaw, src: cRaw, pending: cPending}
 	sp.down = half{sp: sp, dir: dirDown, dst: cRaw, src: oRaw, pending: oPending}
+	if cTCP, ok := cRaw.(*net.TCPConn); ok {
+		if oTCP, ok := oRaw.(*net.TCPConn); ok {
+			// One syscall.RawConn per socket, which both directions share.
+			cRC, cErr := cTCP.SyscallConn()
+			oRC, oErr := oTCP.SyscallConn()
+			if cErr == nil && oErr == nil {
+				sp.up.srcRaw, sp.up.dstRaw = cRC, oRC
+				sp.down.srcRaw, sp.down.dstRaw = oRC, cRC
+			}
+		}
+	}
 	// Last: a context that has ended runs the cut at once, on another
 	// goroutine, and the cut reads the directions written above.
 	sp.stop = context.AfterFunc(ctx, func() { sp.cancel(ctx.Err()) })
@@ -451,6 +462,8 @@ type half struct {
 	slot     uint32          // while parked: its slot in the parker
 	inEpoll  bool            // src is registered with the parker's epoll instance
 	parking  bool            // parks when src has nothing to read (after parkAfter)
+	srcRaw   syscall.RawConn // src's, between two TCP sockets (the splice path); else nil
+	dstRaw   syscall.RawConn // dst's, likewise
 	srcRC    syscall.RawConn // while parked: src's, to learn whether it was closed
 	dstRC    syscall.RawConn // while parked: dst's, likewise (nil when dst has none)
 	pu       pump            // the splice loop's state
