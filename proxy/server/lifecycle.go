@@ -283,15 +283,24 @@ func (s *Server) work(ctx context.Context, idle chan net.Conn, handle func(net.C
 // current state: a CONNECT whose whole head came in the first read is
 // served here, on the worker (serveConnect); other HTTP goes to the HTTP
 // server. A tunnel started here (SOCKS or CONNECT) runs one of its
-// directions on the worker once its handler has returned (conn.Inline).
+// directions on the worker once its handler has returned (conn.Inline),
+// outside the handshake's recover, as on a goroutine of the relay's.
 func (s *Server) handle(nc net.Conn) {
+	if run := s.handshake(nc); run != nil {
+		run()
+	}
+}
+
+// handshake is handle up to the tunnel: it returns the direction of a
+// tunnel left to the worker, or nil.
+func (s *Server) handshake(nc net.Conn) (then func()) {
 	st := s.state.Load()
 	client := remoteAddr(nc)
 	if !allowedClient(st.clients, client) {
 		s.log.Warn("client not in `clients`; connection closed", "client", nc.RemoteAddr().String())
 		s.m.reject("clients")
 		nc.Close()
-		return
+		return nil
 	}
 	lim := st.cfg.Limits
 	c := s.conns.add(nc, client, orDefaultInt(lim.MaxConns, rules.DefaultMaxConns), orDefaultInt(lim.PerClient, rules.DefaultPerClient))
@@ -304,7 +313,7 @@ func (s *Server) handle(nc net.Conn) {
 			c.Close()
 		}
 		if run := c.takeInline(); run != nil {
-			go run() // a panic came between the tunnel's start and its run below
+			go run() // a panic came after the tunnel started
 		}
 	}()
 	if lt := st.cfg.Timeouts.Lifetime; lt > 0 && !c.refused {
@@ -312,9 +321,7 @@ func (s *Server) handle(nc net.Conn) {
 	}
 	c.openInline()
 	s.serveConn(st, c)
-	if run := c.takeInline(); run != nil {
-		run() // a direction of the tunnel the handshake started (see conn.Inline)
-	}
+	return c.takeInline()
 }
 
 // serveConn peeks at c's first byte and serves it: SOCKS, a CONNECT

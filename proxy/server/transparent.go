@@ -37,8 +37,17 @@ func (s *Server) transparentFrontEnd(st *state) *transparent.Server {
 
 // handleTransparent serves a connection accepted by a transparent
 // listener: `clients` and `limits` as for any listener, then its original
-// destination, then the transparent front end of the current state.
+// destination, then the transparent front end of the current state. The
+// worker carries a direction of the tunnel, as in handle.
 func (s *Server) handleTransparent(nc net.Conn) {
+	if run := s.transparentHandshake(nc); run != nil {
+		run()
+	}
+}
+
+// transparentHandshake is handleTransparent up to the tunnel: it returns
+// the direction of a tunnel left to the worker, or nil.
+func (s *Server) transparentHandshake(nc net.Conn) (then func()) {
 	st := s.state.Load()
 	client := remoteAddr(nc)
 	if !allowedClient(st.clients, client) {
@@ -61,7 +70,7 @@ func (s *Server) handleTransparent(nc net.Conn) {
 			c.Close()
 		}
 		if run := c.takeInline(); run != nil {
-			go run() // a panic came between the tunnel's start and its run below
+			go run() // a panic came after the tunnel started
 		}
 	}()
 	if lt := st.cfg.Timeouts.Lifetime; lt > 0 {
@@ -73,7 +82,5 @@ func (s *Server) handleTransparent(nc net.Conn) {
 	}
 	c.openInline()
 	st.transp.ServeConn(s.base, c, orig)
-	if run := c.takeInline(); run != nil {
-		run() // a direction of the tunnel (see conn.Inline)
-	}
+	return c.takeInline()
 }
