@@ -257,22 +257,37 @@ func (s *Server) accept(ctx context.Context, ln net.Listener, handle func(net.Co
 // ends.
 const workerIdle = 10 * time.Second
 
+// maxWaiting bounds the workers waiting for a connection. A worker
+// carries a direction of its tunnel until the direction ends or parks
+// (conn.Inline), so a burst of tunnels that stay open leaves many
+// workers behind; beyond maxWaiting they end at once rather than hold
+// their grown stacks for workerIdle.
+const maxWaiting = 16
+
 // work handles c, then the connections the accept loop hands to it on
-// idle, until none came for workerIdle or ctx ends. Reusing goroutines
-// spares each connection a new goroutine and the growth of its stack
-// (runtime.newstack) in the handshake and the decision.
+// idle, until none came for workerIdle, maxWaiting others wait already
+// or ctx ends. Reusing goroutines spares each connection a new goroutine
+// and the growth of its stack (runtime.newstack) in the handshake and
+// the decision.
 func (s *Server) work(ctx context.Context, idle chan net.Conn, handle func(net.Conn), c net.Conn) {
 	s.workers.Add(1)
 	t := time.NewTimer(workerIdle)
 	defer t.Stop()
 	for {
 		handle(c)
+		if s.waiting.Add(1) > maxWaiting {
+			s.waiting.Add(-1)
+			return
+		}
 		t.Reset(workerIdle)
 		select {
 		case c = <-idle:
+			s.waiting.Add(-1)
 		case <-t.C:
+			s.waiting.Add(-1)
 			return
 		case <-ctx.Done():
+			s.waiting.Add(-1)
 			return
 		}
 	}

@@ -119,14 +119,25 @@ func connectTunnel(t testing.TB, addr, origin string) net.Conn {
 // handshake (SOCKS5 or CONNECT) carries its client→origin direction once
 // the handler has returned, rather than a new goroutine: a goroutine
 // dump shows the direction under the worker while the tunnel is young
-// (before it parks). Each attempt is a new tunnel; a loaded machine may
-// let one park before the dump.
+// (it parks after 100 ms without bytes). Each attempt is a new tunnel,
+// dumped a few times at once after its handshake; a loaded machine may
+// let one park first.
 func TestTunnelDirectionOnWorker(t *testing.T) {
 	origin := echoOrigin(t)
 	r := startRun(t, "")
+	onWorker := func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for g := range strings.SplitSeq(string(buf), "\n\n") {
+			if strings.Contains(g, "server.(*Server).work(") && strings.Contains(g, "relay.(*splicer).runUp(") {
+				return true
+			}
+		}
+		return false
+	}
 	for _, kind := range []string{"socks5", "connect"} {
 		found := false
-		for attempt := 0; attempt < 20 && !found; attempt++ {
+		for attempt := 0; attempt < 50 && !found; attempt++ {
 			var c net.Conn
 			if kind == "socks5" {
 				c = socks5Tunnel(t, r.addr, origin)
@@ -136,16 +147,15 @@ func TestTunnelDirectionOnWorker(t *testing.T) {
 			if _, err := c.Write([]byte("ping\n")); err != nil {
 				t.Fatal(err)
 			}
+			for range 5 {
+				if found = onWorker(); found {
+					break
+				}
+				runtime.Gosched()
+			}
 			var b [5]byte
 			if _, err := io.ReadFull(c, b[:]); err != nil || string(b[:]) != "ping\n" {
 				t.Fatalf("%s: echo %q, %v", kind, b, err)
-			}
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			for g := range strings.SplitSeq(string(buf), "\n\n") {
-				if strings.Contains(g, "server.(*Server).work(") && strings.Contains(g, "relay.(*splicer).runUp(") {
-					found = true
-				}
 			}
 			c.Close()
 			waitFor(t, "the tunnel to end", func() bool { return r.open() == 0 })
