@@ -112,8 +112,9 @@ func (s *Server) tunnel(ctx context.Context, x *exchange, w http.ResponseWriter,
 // (relay.Start) and returns, so that the handler returns too: net/http then
 // lets go of the request, its buffered reader and writer and the
 // handler's stack. The tunnel keeps only its two sockets, two small
-// goroutines and its access line (tunnelEnd), not the exchange: its end
-// writes that line; ServeHTTP leaves it to it.
+// goroutines (one of them, for a CONNECT served on the accepting worker,
+// that worker: see relay.Inliner) and its access line (tunnelEnd), not
+// the exchange: its end writes that line; ServeHTTP leaves it to it.
 func (s *Server) handOff(ctx context.Context, x *exchange, client, origin net.Conn) {
 	x.tunnel = true
 	// The tunnel ends with the server's base context (WithBase) alone:

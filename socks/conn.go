@@ -348,8 +348,9 @@ func (a *access) close(c net.Conn) {
 }
 
 // tunnel hands c and origin to relay.Start: the goroutine that served the
-// handshake returns and frees its stack, and the tunnel's own goroutines
-// end the connection (a.end) when it is done.
+// handshake returns and frees its stack (or, on a worker that takes a
+// direction of the tunnel, carries it: relay.Inliner), and the tunnel's
+// goroutines end the connection (a.end) when it is done.
 func (s *Server) tunnel(ctx context.Context, a *access, c, origin net.Conn) {
 	a.tunnel = true
 	if shared := a.shared; shared != nil {

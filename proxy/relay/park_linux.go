@@ -130,12 +130,8 @@ func (h *half) park(src syscall.RawConn) bool {
 // splice was aborted meanwhile and nobody else claimed h). Once it
 // reports true, h may already run in another goroutine.
 func (p *parker) park(h *half, src syscall.RawConn, fd int) bool {
-	var dst syscall.RawConn
-	if sc, ok := h.dst.(syscall.Conn); ok {
-		dst, _ = sc.SyscallConn()
-	}
 	p.mu.Lock()
-	h.srcRC, h.dstRC = src, dst
+	h.srcRC, h.dstRC = src, h.dstRaw
 	var slot uint32
 	if n := len(p.free); n > 0 {
 		slot = p.free[n-1]

@@ -167,7 +167,8 @@ func Splice(ctx context.Context, client, origin net.Conn, idle time.Duration) (S
 }
 
 // Start splices like Splice but returns at once: two new goroutines copy
-// the two directions, and the last of them to end closes both conns and
+// the two directions (one, when the client conn is an Inliner that takes
+// the other), and the last of them to end closes both conns and
 // calls done with what Splice would have returned. It lets the goroutine
 // that handled a client's request end (and free its stack, its buffers and
 // its request) while the tunnel lives on. Between two TCP sockets on
@@ -184,9 +185,45 @@ func Start(ctx context.Context, client, origin net.Conn, idle time.Duration, don
 		sp.release = hold()
 	}
 	sp.left.Store(2)
+	if in := inliner(client); in != nil && in.Inline(sp.runUp) {
+		go sp.runHalf(&sp.down)
+		return
+	}
 	go sp.runHalf(&sp.up)
 	go sp.runHalf(&sp.down)
 }
+
+// Inliner is implemented by a client conn whose server can carry one
+// direction of its tunnel on the goroutine that served its handshake,
+// once the handler that called Start has returned: a tunnel then starts
+// one goroutine, not two. Inline reports false when it cannot (the conn
+// is not served by such a goroutine, or no longer); Start then starts
+// the direction on a goroutine of its own. A conn that accepts run must
+// call it exactly once.
+type Inliner interface {
+	Inline(run func()) bool
+}
+
+// inliner returns the Inliner among c and the conns it wraps (see
+// Unwrap), or nil.
+func inliner(c net.Conn) Inliner {
+	for range maxUnwrap {
+		if in, ok := c.(Inliner); ok {
+			return in
+		}
+		u, ok := c.(Unwrapper)
+		if !ok {
+			return nil
+		}
+		if c, _ = u.Unwrap(); c == nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// runUp runs the client→origin direction of a Start (see Inliner).
+func (sp *splicer) runUp() { sp.runHalf(&sp.up) }
 
 // holdKey is the context key of WithHold.
 type holdKey struct{}
@@ -207,6 +244,17 @@ func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration
 	oRaw, oPending := take(origin)
 	sp.up = half{sp: sp, dir: dirUp, dst: oRaw, src: cRaw, pending: cPending}
 	sp.down = half{sp: sp, dir: dirDown, dst: cRaw, src: oRaw, pending: oPending}
+	if cTCP, ok := cRaw.(*net.TCPConn); ok {
+		if oTCP, ok := oRaw.(*net.TCPConn); ok {
+			// One syscall.RawConn per socket, which both directions share.
+			cRC, cErr := cTCP.SyscallConn()
+			oRC, oErr := oTCP.SyscallConn()
+			if cErr == nil && oErr == nil {
+				sp.up.srcRaw, sp.up.dstRaw = cRC, oRC
+				sp.down.srcRaw, sp.down.dstRaw = oRC, cRC
+			}
+		}
+	}
 	// Last: a context that has ended runs the cut at once, on another
 	// goroutine, and the cut reads the directions written above.
 	sp.stop = context.AfterFunc(ctx, func() { sp.cancel(ctx.Err()) })
@@ -414,6 +462,8 @@ type half struct {
 	slot     uint32          // while parked: its slot in the parker
 	inEpoll  bool            // src is registered with the parker's epoll instance
 	parking  bool            // parks when src has nothing to read (after parkAfter)
+	srcRaw   syscall.RawConn // src's, between two TCP sockets (the splice path); else nil
+	dstRaw   syscall.RawConn // dst's, likewise
 	srcRC    syscall.RawConn // while parked: src's, to learn whether it was closed
 	dstRC    syscall.RawConn // while parked: dst's, likewise (nil when dst has none)
 	pu       pump            // the splice loop's state

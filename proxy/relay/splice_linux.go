@@ -2,7 +2,6 @@ package relay
 
 import (
 	"io"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,18 +21,19 @@ const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
 // would block, so that the runtime poller parks the goroutine until it is
 // ready, and true when done.
 type pump struct {
-	h               *half
-	p               *pipe   // held only while bytes flow; nil while waiting
-	inPipe          int     // bytes in p
-	buf             *[]byte // instead of p for the first spliceAfter bytes, or when no pipe could be had
-	inBuf           int     // bytes in buf
-	early           bool    // buf is for the first spliceAfter bytes
-	err             error   // the failure of the last callback
-	eof             bool    // the source ended
-	moved           bool    // splice(2) has moved bytes: no falling back now
-	park            bool    // on EAGAIN, fill reports block instead of letting Go's poller wait (see park_linux.go)
-	block           bool    // fill found nothing to read and did not wait
-	fillFn, drainFn func(uintptr) bool
+	h        *half
+	p        *pipe              // held only while bytes flow; nil while waiting
+	inPipe   int                // bytes in p
+	buf      *[]byte            // instead of p for the first spliceAfter bytes, or when no pipe could be had
+	inBuf    int                // bytes in buf
+	early    bool               // buf is for the first spliceAfter bytes
+	err      error              // the failure of the last callback
+	eof      bool               // the source ended
+	moved    bool               // splice(2) has moved bytes: no falling back now
+	park     bool               // on EAGAIN, fill reports block instead of letting Go's poller wait (see park_linux.go)
+	block    bool               // fill found nothing to read and did not wait
+	draining bool               // fn drains (dst.Write) rather than fills (src.Read)
+	fn       func(uintptr) bool // fill or drain: one closure per direction, made once
 }
 
 // splice copies h.src to h.dst, two TCP sockets, with splice(2) through a
@@ -41,18 +41,19 @@ type pump struct {
 // was read) when the kernel cannot splice these sockets. err is io.EOF
 // when the source ended.
 func (h *half) splice() (ok bool, err error) {
-	src, err := h.src.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return false, nil
-	}
-	dst, err := h.dst.(syscall.Conn).SyscallConn()
-	if err != nil {
+	src, dst := h.srcRaw, h.dstRaw
+	if src == nil || dst == nil {
 		return false, nil
 	}
 	pu := &h.pu
-	*pu = pump{h: h, moved: pu.moved, fillFn: pu.fillFn, drainFn: pu.drainFn, park: h.parking}
-	if pu.fillFn == nil {
-		pu.fillFn, pu.drainFn = pu.fill, pu.drain
+	*pu = pump{h: h, moved: pu.moved, fn: pu.fn, park: h.parking}
+	if pu.fn == nil {
+		pu.fn = func(fd uintptr) bool {
+			if pu.draining {
+				return pu.drain(fd)
+			}
+			return pu.fill(fd)
+		}
 	}
 	defer func() {
 		if err != errParked { // a parked h may already run elsewhere
@@ -61,7 +62,8 @@ func (h *half) splice() (ok bool, err error) {
 	}()
 	for {
 		pu.err = nil
-		if err := src.Read(pu.fillFn); err != nil {
+		pu.draining = false
+		if err := src.Read(pu.fn); err != nil {
 			if h.startParking(err) {
 				pu.park = true
 				continue
@@ -105,7 +107,8 @@ func (h *half) splice() (ok bool, err error) {
 		pu.moved = true
 		for pu.inPipe > 0 {
 			pu.err = nil
-			if err := dst.Write(pu.drainFn); err != nil {
+			pu.draining = true
+			if err := dst.Write(pu.fn); err != nil {
 				if h.sp.expired(err, h.dst.SetWriteDeadline) {
 					continue
 				}

@@ -29,7 +29,35 @@ type conn struct {
 	life    atomic.Pointer[time.Timer] // timeouts.lifetime; nil when unlimited
 	closed  atomic.Bool
 	onClose atomic.Pointer[func()] // counts its end in the metrics; see track
+	inline  atomic.Pointer[func()] // see Inline: nil, inlineOpen or the direction to run
 	once    sync.Once
+}
+
+// inlineOpen marks a conn whose worker takes a direction of its tunnel
+// (see Inline).
+var inlineOpen = new(func())
+
+// Inline implements relay.Inliner: while the worker that accepted c
+// serves its handshake (between openInline and takeInline), a tunnel
+// started on c runs one of its directions on that worker once the
+// handler returns, rather than on a new goroutine: one goroutine
+// started, scheduled and ended less per tunnel. The worker runs it until
+// the direction ends or parks, then serves the next connection.
+func (c *conn) Inline(run func()) bool {
+	return c.inline.CompareAndSwap(inlineOpen, &run)
+}
+
+// openInline lets a tunnel started on c leave a direction to the worker.
+func (c *conn) openInline() { c.inline.Store(inlineOpen) }
+
+// takeInline closes c to Inline and returns the direction left to the
+// worker, or nil. Whatever the order in which Inline and takeInline
+// race, a direction is either taken here or started by the relay.
+func (c *conn) takeInline() func() {
+	if p := c.inline.Swap(nil); p != nil && p != inlineOpen {
+		return *p
+	}
+	return nil
 }
 
 func (c *conn) Read(p []byte) (int, error) {

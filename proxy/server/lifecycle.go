@@ -257,22 +257,37 @@ func (s *Server) accept(ctx context.Context, ln net.Listener, handle func(net.Co
 // ends.
 const workerIdle = 10 * time.Second
 
+// maxWaiting bounds the workers waiting for a connection. A worker
+// carries a direction of its tunnel until the direction ends or parks
+// (conn.Inline), so a burst of tunnels that stay open leaves many
+// workers behind; beyond maxWaiting they end at once rather than hold
+// their grown stacks for workerIdle.
+const maxWaiting = 16
+
 // work handles c, then the connections the accept loop hands to it on
-// idle, until none came for workerIdle or ctx ends. Reusing goroutines
-// spares each connection a new goroutine and the growth of its stack
-// (runtime.newstack) in the handshake and the decision.
+// idle, until none came for workerIdle, maxWaiting others wait already
+// or ctx ends. Reusing goroutines spares each connection a new goroutine
+// and the growth of its stack (runtime.newstack) in the handshake and
+// the decision.
 func (s *Server) work(ctx context.Context, idle chan net.Conn, handle func(net.Conn), c net.Conn) {
 	s.workers.Add(1)
 	t := time.NewTimer(workerIdle)
 	defer t.Stop()
 	for {
 		handle(c)
+		if s.waiting.Add(1) > maxWaiting {
+			s.waiting.Add(-1)
+			return
+		}
 		t.Reset(workerIdle)
 		select {
 		case c = <-idle:
+			s.waiting.Add(-1)
 		case <-t.C:
+			s.waiting.Add(-1)
 			return
 		case <-ctx.Done():
+			s.waiting.Add(-1)
 			return
 		}
 	}
@@ -282,15 +297,25 @@ func (s *Server) work(ctx context.Context, idle chan net.Conn, handle func(net.C
 // first byte and gives the connection to the SOCKS or HTTP front end of the
 // current state: a CONNECT whose whole head came in the first read is
 // served here, on the worker (serveConnect); other HTTP goes to the HTTP
-// server.
+// server. A tunnel started here (SOCKS or CONNECT) runs one of its
+// directions on the worker once its handler has returned (conn.Inline),
+// outside the handshake's recover, as on a goroutine of the relay's.
 func (s *Server) handle(nc net.Conn) {
+	if run := s.handshake(nc); run != nil {
+		run()
+	}
+}
+
+// handshake is handle up to the tunnel: it returns the direction of a
+// tunnel left to the worker, or nil.
+func (s *Server) handshake(nc net.Conn) (then func()) {
 	st := s.state.Load()
 	client := remoteAddr(nc)
 	if !allowedClient(st.clients, client) {
 		s.log.Warn("client not in `clients`; connection closed", "client", nc.RemoteAddr().String())
 		s.m.reject("clients")
 		nc.Close()
-		return
+		return nil
 	}
 	lim := st.cfg.Limits
 	c := s.conns.add(nc, client, orDefaultInt(lim.MaxConns, rules.DefaultMaxConns), orDefaultInt(lim.PerClient, rules.DefaultPerClient))
@@ -302,10 +327,22 @@ func (s *Server) handle(nc net.Conn) {
 			s.log.Error("panic serving connection", "client", nc.RemoteAddr().String(), "panic", fmt.Sprint(p))
 			c.Close()
 		}
+		if run := c.takeInline(); run != nil {
+			go run() // a panic came after the tunnel started
+		}
 	}()
 	if lt := st.cfg.Timeouts.Lifetime; lt > 0 && !c.refused {
 		c.closeAfter(lt)
 	}
+	c.openInline()
+	s.serveConn(st, c)
+	return c.takeInline()
+}
+
+// serveConn peeks at c's first byte and serves it: SOCKS, a CONNECT
+// whose whole head came in the first read (serveConnect), or the HTTP
+// server. A tunnel it starts may leave a direction to its caller.
+func (s *Server) serveConn(st *state, c *conn) {
 	hs := orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout)
 	c.SetReadDeadline(time.Now().Add(hs))
 	first, err := peek(c.Conn)

@@ -35,7 +35,7 @@ func (l *logBuf) String() string {
 }
 
 // waitFor polls cond for up to 20 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
 		if cond() {
@@ -55,13 +55,13 @@ type running struct {
 	done   chan error
 }
 
-func startRun(t *testing.T, cfg string) *running {
+func startRun(t testing.TB, cfg string) *running {
 	t.Helper()
 	return startRunFiles(t, cfg, nil)
 }
 
 // startRunFiles is startRun with files beside the config.
-func startRunFiles(t *testing.T, cfg string, files map[string]string) *running {
+func startRunFiles(t testing.TB, cfg string, files map[string]string) *running {
 	t.Helper()
 	lb := &logBuf{}
 	s, err := New(Options{Config: writeConfig(t, "default: allow\n"+cfg, files), Listen: []string{"127.0.0.1:0"}, NoSignals: true,
@@ -83,7 +83,7 @@ func startRunFiles(t *testing.T, cfg string, files map[string]string) *running {
 func (r *running) open() int { return r.s.conns.len() }
 
 // wait waits up to 30 s for Run to return nil.
-func (r *running) wait(t *testing.T) {
+func (r *running) wait(t testing.TB) {
 	t.Helper()
 	select {
 	case err := <-r.done:
@@ -97,7 +97,7 @@ func (r *running) wait(t *testing.T) {
 }
 
 // echoOrigin answers every line with the same line.
-func echoOrigin(t *testing.T) string {
+func echoOrigin(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -93,6 +93,7 @@ type Server struct {
 	stop     context.CancelFunc
 	wg       sync.WaitGroup // accept loops, connections, reload triggers, HTTP servers
 	workers  atomic.Int64   // connection goroutines started (see work)
+	waiting  atomic.Int64   // of them, those waiting for a connection
 
 	addr      net.Addr // the first listener's, for the HTTP servers
 	mu        sync.Mutex

@@ -17,7 +17,7 @@ import (
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func writeConfig(t *testing.T, cfg string, files map[string]string) string {
+func writeConfig(t testing.TB, cfg string, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {

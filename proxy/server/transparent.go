@@ -37,8 +37,17 @@ func (s *Server) transparentFrontEnd(st *state) *transparent.Server {
 
 // handleTransparent serves a connection accepted by a transparent
 // listener: `clients` and `limits` as for any listener, then its original
-// destination, then the transparent front end of the current state.
+// destination, then the transparent front end of the current state. The
+// worker carries a direction of the tunnel, as in handle.
 func (s *Server) handleTransparent(nc net.Conn) {
+	if run := s.transparentHandshake(nc); run != nil {
+		run()
+	}
+}
+
+// transparentHandshake is handleTransparent up to the tunnel: it returns
+// the direction of a tunnel left to the worker, or nil.
+func (s *Server) transparentHandshake(nc net.Conn) (then func()) {
 	st := s.state.Load()
 	client := remoteAddr(nc)
 	if !allowedClient(st.clients, client) {
@@ -60,6 +69,9 @@ func (s *Server) handleTransparent(nc net.Conn) {
 			s.log.Error("panic serving connection", "client", nc.RemoteAddr().String(), "panic", fmt.Sprint(p))
 			c.Close()
 		}
+		if run := c.takeInline(); run != nil {
+			go run() // a panic came after the tunnel started
+		}
 	}()
 	if lt := st.cfg.Timeouts.Lifetime; lt > 0 {
 		c.closeAfter(lt)
@@ -68,5 +80,7 @@ func (s *Server) handleTransparent(nc net.Conn) {
 	if err != nil {
 		s.log.Warn("transparent: connection not redirected by the firewall; closed", "client", nc.RemoteAddr().String(), "err", err)
 	}
+	c.openInline()
 	st.transp.ServeConn(s.base, c, orig)
+	return c.takeInline()
 }

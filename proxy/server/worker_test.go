@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
 
 // socks5Tunnel opens a SOCKS5 tunnel through addr to the loopback origin.
-func socks5Tunnel(t *testing.T, addr, origin string) net.Conn {
+func socks5Tunnel(t testing.TB, addr, origin string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -91,6 +93,75 @@ func TestRemoteAddr(t *testing.T) {
 	} {
 		if got := remoteAddr(addrConn{ra: c.ra}).String(); got != c.want {
 			t.Errorf("%v: %s, want %s", c.ra, got, c.want)
+		}
+	}
+}
+
+// connectTunnel opens a CONNECT tunnel through addr to origin, its head
+// in one write (served on the worker, see serveConnect).
+func connectTunnel(t testing.TB, addr, origin string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("CONNECT " + origin + " HTTP/1.1\r\nHost: " + origin + "\r\n\r\n"))
+	want := "HTTP/1.1 200 Connection established\r\n\r\n"
+	b := make([]byte, len(want))
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != want {
+		t.Fatalf("CONNECT: %q, %v", b, err)
+	}
+	return c
+}
+
+// TestTunnelDirectionOnWorker: the worker that served a tunnel's
+// handshake (SOCKS5 or CONNECT) carries its client→origin direction once
+// the handler has returned, rather than a new goroutine: a goroutine
+// dump shows the direction under the worker while the tunnel is young
+// (it parks after 100 ms without bytes). Each attempt is a new tunnel,
+// dumped a few times at once after its handshake; a loaded machine may
+// let one park first.
+func TestTunnelDirectionOnWorker(t *testing.T) {
+	origin := echoOrigin(t)
+	r := startRun(t, "")
+	onWorker := func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for g := range strings.SplitSeq(string(buf), "\n\n") {
+			if strings.Contains(g, "server.(*Server).work(") && strings.Contains(g, "relay.(*splicer).runUp(") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, kind := range []string{"socks5", "connect"} {
+		found := false
+		for attempt := 0; attempt < 50 && !found; attempt++ {
+			var c net.Conn
+			if kind == "socks5" {
+				c = socks5Tunnel(t, r.addr, origin)
+			} else {
+				c = connectTunnel(t, r.addr, origin)
+			}
+			if _, err := c.Write([]byte("ping\n")); err != nil {
+				t.Fatal(err)
+			}
+			for range 5 {
+				if found = onWorker(); found {
+					break
+				}
+				runtime.Gosched()
+			}
+			var b [5]byte
+			if _, err := io.ReadFull(c, b[:]); err != nil || string(b[:]) != "ping\n" {
+				t.Fatalf("%s: echo %q, %v", kind, b, err)
+			}
+			c.Close()
+			waitFor(t, "the tunnel to end", func() bool { return r.open() == 0 })
+		}
+		if !found {
+			t.Errorf("%s: no worker goroutine ran the tunnel's client→origin direction", kind)
 		}
 	}
 }

@@ -1,0 +1,53 @@
+//go:build !race
+
+package relay
+
+import (
+	"context"
+	"io"
+	"net"
+	"testing"
+)
+
+// TestStartAllocs (not under -race, which allocates more) bounds the allocations of a short tunnel between two
+// TCP sockets (Start, one byte each way, both ends closed): the splicer,
+// its directions' goroutine and context hook, one syscall.RawConn per
+// socket shared by both directions and one callback per direction.
+func TestStartAllocs(t *testing.T) {
+	const runs = 20
+	type set struct{ user, client, origin, server *net.TCPConn }
+	sets := make([]set, runs+1)
+	for i := range sets {
+		sets[i].user, sets[i].client = tcpPair(t)
+		sets[i].origin, sets[i].server = tcpPair(t)
+	}
+	done := make(chan struct{}, 1)
+	end := func(Stats, error) { done <- struct{}{} }
+	ctx := context.Background()
+	b := make([]byte, 1)
+	i := 0
+	allocs := testing.AllocsPerRun(runs, func() {
+		s := sets[i]
+		i++
+		Start(ctx, s.client, s.origin, 0, end)
+		s.user.Write([]byte{'u'})
+		io.ReadFull(s.server, b)
+		s.server.Write([]byte{'d'})
+		io.ReadFull(s.user, b)
+		s.user.CloseWrite()
+		s.server.CloseWrite()
+		<-done
+	})
+	for _, s := range sets {
+		s.user.Close()
+		s.server.Close()
+	}
+	t.Logf("%.1f allocations per tunnel", allocs)
+	if allocs > maxStartAllocs {
+		t.Errorf("%.1f allocations per tunnel, want at most %d", allocs, maxStartAllocs)
+	}
+}
+
+// maxStartAllocs bounds TestStartAllocs: 10 with go1.26 (14 when each
+// direction made its own RawConns and two callbacks).
+const maxStartAllocs = 10
