@@ -117,9 +117,10 @@ func (e *Engine) decide(req *Request) outcome {
 	// their base (see keyBase), so one block of the prefilter and one home
 	// slot in each index: the first lookup there pays the cache miss, the
 	// others find the line in cache. A suffix that the prefilter says is
-	// not a key is not looked up: most hosts that no category lists read
-	// only the prefilter, which holds the keys of both indexes (those of
-	// the rule index as nameKey), so one line of it answers for both.
+	// not a category domain is not looked up in the category index: most
+	// hosts that no category lists read only the prefilter there. The
+	// rule index is read only for the blocks of the prefilter that have a
+	// name of it (names), without the prefilter's test: see below.
 	cw, nw := e.cats.words, e.names.words
 	k0, k1 := e.hk.k0, e.hk.k1
 	h, labels, end := uint64(0), 0, len(host)
@@ -170,7 +171,7 @@ func (e *Engine) decide(req *Request) outcome {
 				// that the two cache misses overlap. Not for a top-level
 				// label, which many hosts share, so mostly in cache, nor
 				// for an IP literal, whose only key is itself.
-				prefetch(&cw[cpos])
+				prefetchNTA(&cw[cpos])
 			}
 			if names {
 				prefetch(&nw[npos]) // the same for the rule index
@@ -180,6 +181,18 @@ func (e *Engine) decide(req *Request) outcome {
 			}
 		}
 		if off := i + 1; off < len(host) { // not the empty suffix after a final dot
+			// The rule index, small enough to stay in cache, is read
+			// without waiting for the prefilter's line, which may be a
+			// cache miss: its own words tell a key from an absent name,
+			// and the line of the name's patterns, mostly a miss too, is
+			// then read while the prefilter's is on its way, not after.
+			// names says whether the block has any key of the rule index
+			// at all (most have none), from a bitmap in cache.
+			if names {
+				if v, ok := e.names.getFrom(h, npos, nw[npos]); ok {
+					d.patterns(v, host, off, isIP)
+				}
+			}
 			// An IP literal has no parent domains.
 			if (off == 0 || !isIP) && blk.has(h) {
 				if v, ok := e.cats.getFrom(h, cpos, cw[cpos]); ok {
@@ -190,13 +203,6 @@ func (e *Engine) decide(req *Request) outcome {
 					if len(n.allows) > 0 {
 						excepted = append(excepted, n.allows...)
 					}
-				}
-			}
-			// The rule index's key in the same block of the prefilter:
-			// blk.has(nameKey(h)).
-			if names && blk.has(h^e.hk.k2) {
-				if v, ok := e.names.getFrom(h, npos, nw[npos]); ok {
-					d.patterns(v, host, off, isIP)
 				}
 			}
 		}

@@ -49,7 +49,7 @@ type Engine struct {
 	// suffixes.
 	numeric bool
 
-	pre      prefilter // the keys of both indexes, in cache: see prefilter.go
+	pre      prefilter // the keys of the category index: see prefilter.go
 	cats     *index    // category domains -> catNodes
 	catNodes []catNode
 	names    *index          // rule names and literal suffixes of globs -> namePats

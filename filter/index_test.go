@@ -1,8 +1,8 @@
 package filter
 
 import (
-	"strings"
 	"math/bits"
+	"strings"
 	"testing"
 
 	"github.com/sluiceproxy/sluice/filter/filtertest"

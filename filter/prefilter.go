@@ -11,10 +11,14 @@ import "math/bits"
 // last-level cache. (Two bytes per key, a quarter of the false positives,
 // measured slower at two million keys: 4 MB does not stay in cache.)
 //
-// It holds the keys of both indexes (see index.go): a category domain's
-// hash, and a rule name's hash as nameKey, so that one line answers for
-// both and a test for one index is a false positive for the other only as
-// often as for any absent name.
+// It holds the keys of the category index only. The rule index (see
+// index.go), thousands of names, stays in cache and is read without it:
+// waiting for the prefilter's line, itself often a miss, before reading
+// the rule index put that miss and the one of the name's patterns one
+// after the other on the path of every host a glob matches. What the
+// prefilter keeps of the rule index is a bit for each block (names): set
+// when a name of the rule index has its base there, so that the hosts of
+// the other blocks, most of them, do not read the rule index at all.
 //
 // A block is one 64-byte cache line: eight words, of which each key sets
 // four bits in one (a "register-blocked" Bloom filter): a test is one
@@ -56,9 +60,9 @@ type bloomBlock [8]uint64
 type prefilter struct {
 	words  []uint64 // the blocks, eight words each; at least one
 	blocks int
-	// names has a bit for each block, set when the block holds a key of
-	// the rule index (see nameKey): a few KiB, in cache. Most blocks hold
-	// none, and their hosts skip the test for the rule index.
+	// names has a bit for each block, set when a name of the rule index
+	// has its base there: a few KiB, in cache. Most blocks have none, and
+	// their hosts do not read the rule index.
 	names []uint64
 }
 
@@ -81,15 +85,15 @@ func (p *prefilter) at(i uint64) *bloomBlock { return (*bloomBlock)(p.words[i*8:
 // block returns the block of the keys whose base hashes to base.
 func (p *prefilter) block(base uint64) *bloomBlock { return p.at(p.blockOf(base)) }
 
-// hasNames reports whether block i may hold a key of the rule index.
+// hasNames reports whether a name of the rule index may have its base in
+// block i.
 func (p *prefilter) hasNames(i uint64) bool { return p.names[i>>6]>>(i&63)&1 != 0 }
 
-// addName records nameKey h of a name of the rule index, whose base
-// hashes to base.
-func (p *prefilter) addName(h, base uint64) {
+// addName records that a name of the rule index has the base that hashes
+// to base.
+func (p *prefilter) addName(base uint64) {
 	i := p.blockOf(base)
 	p.names[i>>6] |= 1 << (i & 63)
-	p.add(h, base)
 }
 
 // add records key h, whose base hashes to base.
