@@ -119,15 +119,15 @@ func (e *Engine) decide(req *Request) outcome {
 	// others find the line in cache. A suffix that the prefilter says is
 	// not a category domain is not looked up in the category index: most
 	// hosts that no category lists read only the prefilter there. The
-	// rule index is read only for the blocks of the prefilter that have a
-	// name of it (names), without the prefilter's test: see below.
+	// rule index is read only for a base that a name of it may have
+	// (names), without the prefilter's test: see below.
 	cw, nw := e.cats.words, e.names.words
 	k0, k1 := e.hk.k0, e.hk.k1
 	h, labels, end := uint64(0), 0, len(host)
 	heavy := true // every suffix so far (but the top label) is heavy
 	var cpos, npos uint64
 	var blk *bloomBlock
-	var names bool // blk may hold keys of the rule index
+	var names bool // the base may be a name's: see baseBits
 	// An IP literal has no key to find when no key of either index could
 	// be one of its suffixes (see Engine.numeric), as in most rule sets:
 	// its walk, which reads a line of the prefilter, is skipped.
@@ -163,7 +163,7 @@ func (e *Engine) decide(req *Request) outcome {
 		}
 		if heavy {
 			bi := e.pre.blockOf(h)
-			blk, names = e.pre.at(bi), e.pre.hasNames(bi)
+			blk, names = e.pre.at(bi), e.nameBases.has(h)
 			cpos, npos = e.cats.start(h), e.names.start(h)
 			if labels >= 2 && !isIP {
 				// The index line of a listed host is read below only
@@ -186,8 +186,8 @@ func (e *Engine) decide(req *Request) outcome {
 			// cache miss: its own words tell a key from an absent name,
 			// and the line of the name's patterns, mostly a miss too, is
 			// then read while the prefilter's is on its way, not after.
-			// names says whether the block has any key of the rule index
-			// at all (most have none), from a bitmap in cache.
+			// names says whether any name of the rule index may have
+			// this base (most have none), from a bitmap in cache.
 			if names {
 				if v, ok := e.names.getFrom(h, npos, nw[npos]); ok {
 					d.patterns(v, host, off, isIP)

@@ -108,8 +108,8 @@ func TestPrefilterNoFalseNegatives(t *testing.T) {
 	}
 	for _, d := range ruleNames(set) {
 		key, base := e.keyBase(d)
-		if !e.pre.hasNames(e.pre.blockOf(base)) {
-			t.Fatalf("rule name %q: its block of the prefilter is not marked", d)
+		if !e.nameBases.has(base) {
+			t.Fatalf("rule name %q: its base is not in nameBases", d)
 		}
 		if _, ok := e.names.get(key, base); !ok {
 			t.Fatalf("rule name %q is not in the rule index", d)
