@@ -171,7 +171,7 @@ func (e *Engine) decide(req *Request) outcome {
 				// that the two cache misses overlap. Not for a top-level
 				// label, which many hosts share, so mostly in cache, nor
 				// for an IP literal, whose only key is itself.
-				prefetchNTA(&cw[cpos])
+				prefetch(&cw[cpos])
 			}
 			if names {
 				prefetch(&nw[npos]) // the same for the rule index

@@ -5,9 +5,3 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 	MOVQ	p+0(FP), AX
 	PREFETCHT0	(AX)
 	RET
-
-// func prefetchNTA(p *uint64)
-TEXT ·prefetchNTA(SB), NOSPLIT|NOFRAME, $0-8
-	MOVQ	p+0(FP), AX
-	PREFETCHNTA	(AX)
-	RET

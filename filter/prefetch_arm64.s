@@ -5,9 +5,3 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 	MOVD	p+0(FP), R0
 	PRFM	(R0), PLDL1KEEP
 	RET
-
-// func prefetchNTA(p *uint64)
-TEXT ·prefetchNTA(SB), NOSPLIT|NOFRAME, $0-8
-	MOVD	p+0(FP), R0
-	PRFM	(R0), PLDL1STRM
-	RET

@@ -8,10 +8,3 @@ package filter
 //
 //go:noescape
 func prefetch(p *uint64)
-
-// prefetchNTA is prefetch for a line that is read once and not again
-// soon: the processor keeps it out of the outer caches as it can, so that
-// it does not push out the lines that are read again.
-//
-//go:noescape
-func prefetchNTA(p *uint64)

@@ -4,6 +4,3 @@ package filter
 
 // prefetch does nothing here: see prefetch_asm.go.
 func prefetch(p *uint64) {}
-
-// prefetchNTA does nothing here: see prefetch_asm.go.
-func prefetchNTA(p *uint64) {}
