@@ -21,9 +21,9 @@ import (
 // listed one. A blocked Bloom filter of the keys of the category index, a
 // byte per key, answers most lookups of absent names first (see
 // prefilter), so that a host a glob matches does not read the category
-// index, whose lines are mostly not in cache. The keys of one label are also in an exact set
-// (Engine.top), so that a host's top-level label is looked up only when
-// some key is that label alone.
+// index, whose lines are mostly not in cache. The keys of one label are
+// also in an exact set (Engine.top), so that a host's top-level label is
+// looked up only when some key is that label alone.
 //
 // The key of a domain is the hash of its labels chained right to left (see
 // step), so that Decide hashes a host once for all its suffixes. A key's
