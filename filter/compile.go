@@ -198,7 +198,7 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	}
 	e.top = newHashSet(top)
 	b.cats, b.names = newBuildTable(keys), newBuildTable(nameKeys)
-	e.pre, e.nameBases = newPrefilter(keys), newBaseBits(nameKeys)
+	e.pre = newPrefilter(keys + nameKeys)
 
 	k := 0
 	b.forEachDomain(func(d string, id uint16, allow bool) {
@@ -319,7 +319,7 @@ func (b *builder) addCategory(key, base uint64, id uint16, allow bool) {
 func (b *builder) own(name string) (uint32, error) {
 	e := b.e
 	key, base := e.keyBase(name)
-	e.nameBases.add(base)
+	e.pre.addName(e.hk.nameKey(key), base)
 	s, fresh := b.names.slot(key, base)
 	if !fresh {
 		if b.nodeNames[s.val] != name {

@@ -117,17 +117,16 @@ func (e *Engine) decide(req *Request) outcome {
 	// their base (see keyBase), so one block of the prefilter and one home
 	// slot in each index: the first lookup there pays the cache miss, the
 	// others find the line in cache. A suffix that the prefilter says is
-	// not a category domain is not looked up in the category index: most
-	// hosts that no category lists read only the prefilter there. The
-	// rule index is read only for a base that a name of it may have
-	// (names), without the prefilter's test: see below.
+	// not a key is not looked up: most hosts that no category lists read
+	// only the prefilter, which holds the keys of both indexes (those of
+	// the rule index as nameKey), so one line of it answers for both.
 	cw, nw := e.cats.words, e.names.words
 	k0, k1 := e.hk.k0, e.hk.k1
 	h, labels, end := uint64(0), 0, len(host)
 	heavy := true // every suffix so far (but the top label) is heavy
 	var cpos, npos uint64
 	var blk *bloomBlock
-	var names bool // the base may be a name's: see baseBits
+	var names bool // blk may hold keys of the rule index
 	// An IP literal has no key to find when no key of either index could
 	// be one of its suffixes (see Engine.numeric), as in most rule sets:
 	// its walk, which reads a line of the prefilter, is skipped.
@@ -163,7 +162,7 @@ func (e *Engine) decide(req *Request) outcome {
 		}
 		if heavy {
 			bi := e.pre.blockOf(h)
-			blk, names = e.pre.at(bi), e.nameBases.has(h)
+			blk, names = e.pre.at(bi), e.pre.hasNames(bi)
 			cpos, npos = e.cats.start(h), e.names.start(h)
 			if labels >= 2 && !isIP {
 				// The index line of a listed host is read below only
@@ -181,18 +180,6 @@ func (e *Engine) decide(req *Request) outcome {
 			}
 		}
 		if off := i + 1; off < len(host) { // not the empty suffix after a final dot
-			// The rule index, small enough to stay in cache, is read
-			// without waiting for the prefilter's line, which may be a
-			// cache miss: its own words tell a key from an absent name,
-			// and the line of the name's patterns, mostly a miss too, is
-			// then read while the prefilter's is on its way, not after.
-			// names says whether any name of the rule index may have
-			// this base (most have none), from a bitmap in cache.
-			if names {
-				if v, ok := e.names.getFrom(h, npos, nw[npos]); ok {
-					d.patterns(v, host, off, isIP)
-				}
-			}
 			// An IP literal has no parent domains.
 			if (off == 0 || !isIP) && blk.has(h) {
 				if v, ok := e.cats.getFrom(h, cpos, cw[cpos]); ok {
@@ -203,6 +190,13 @@ func (e *Engine) decide(req *Request) outcome {
 					if len(n.allows) > 0 {
 						excepted = append(excepted, n.allows...)
 					}
+				}
+			}
+			// The rule index's key in the same block of the prefilter:
+			// blk.has(nameKey(h)).
+			if names && blk.has(h^e.hk.k2) {
+				if v, ok := e.names.getFrom(h, npos, nw[npos]); ok {
+					d.patterns(v, host, off, isIP)
 				}
 			}
 		}

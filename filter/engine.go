@@ -49,14 +49,13 @@ type Engine struct {
 	// suffixes.
 	numeric bool
 
-	pre       prefilter // the keys of the category index: see prefilter.go
-	nameBases baseBits  // the bases of the names of the rule index
-	cats      *index    // category domains -> catNodes
-	catNodes  []catNode
-	names     *index          // rule names and literal suffixes of globs -> namePats
-	namePats  []namePat       // the patterns of each name, name after name
-	globText  string          // the literal texts of the globs: see namePat
-	generals  []*glob.Pattern // the matchers of the general globs
+	pre      prefilter // the keys of both indexes, in cache: see prefilter.go
+	cats     *index    // category domains -> catNodes
+	catNodes []catNode
+	names    *index          // rule names and literal suffixes of globs -> namePats
+	namePats []namePat       // the patterns of each name, name after name
+	globText string          // the literal texts of the globs: see namePat
+	generals []*glob.Pattern // the matchers of the general globs
 
 	rules   []rule
 	anyDest []uint32 // rules without destination patterns, in order

@@ -18,12 +18,12 @@ import (
 // hash (see step) is keyed with a secret drawn for each Engine from a
 // maphash seed: deterministic for the life of the Engine, and not
 // predictable by a client who would forge a host name that collides with a
-// listed one. A blocked Bloom filter of the keys of the category index, a
-// byte per key, answers most lookups of absent names first (see
-// prefilter), so that a host a glob matches does not read the category
-// index, whose lines are mostly not in cache. The keys of one label are
-// also in an exact set (Engine.top), so that a host's top-level label is
-// looked up only when some key is that label alone.
+// listed one. A blocked Bloom filter of the keys of both indexes, a byte
+// per key, answers most lookups of absent names first (see prefilter), so
+// that a host a glob matches does not read the category index, whose lines
+// are mostly not in cache. The keys of one label are also in an exact set
+// (Engine.top), so that a host's top-level label is looked up only when
+// some key is that label alone.
 //
 // The key of a domain is the hash of its labels chained right to left (see
 // step), so that Decide hashes a host once for all its suffixes. A key's
@@ -175,15 +175,22 @@ func union(a, b []uint16) []uint16 {
 	return slices.Compact(u)
 }
 
-// hashKey is the secret of the index hash: two random words drawn from
+// hashKey is the secret of the index hash: three random words drawn from
 // the Engine's maphash seed, so deterministic for the life of the Engine and
 // not predictable by a client who would forge a host name that collides
 // with a listed one.
-type hashKey struct{ k0, k1 uint64 }
+type hashKey struct{ k0, k1, k2 uint64 }
+
+// nameKey returns the key that stands for the hash h of a name of the rule
+// index in the prefilter, which holds the keys of both indexes: h with
+// other bits, so that a name that is not a category domain does not test
+// positive for the category index, nor the reverse, but as a false
+// positive. (step uses k0 and k1; k2 is this one's own.)
+func (k *hashKey) nameKey(h uint64) uint64 { return h ^ k.k2 }
 
 func newHashKey(seed maphash.Seed) hashKey {
 	word := func(s string) uint64 { return maphash.String(seed, s) | 1 }
-	return hashKey{word("sluice/k0"), word("sluice/k1")}
+	return hashKey{word("sluice/k0"), word("sluice/k1"), word("sluice/k2")}
 }
 
 // step extends the hash h of a domain by one label on its left: it returns

@@ -11,14 +11,10 @@ import "math/bits"
 // last-level cache. (Two bytes per key, a quarter of the false positives,
 // measured slower at two million keys: 4 MB does not stay in cache.)
 //
-// It holds the keys of the category index only. The rule index (see
-// index.go), thousands of names, stays in cache and is read without it:
-// waiting for the prefilter's line, itself often a miss, before reading
-// the rule index put that miss and the one of the name's patterns one
-// after the other on the path of every host a glob matches. What the
-// prefilter keeps of the rule index is nothing: a small bitmap of their
-// bases (Engine.nameBases, see baseBits) says which hosts may have a name
-// of it, so that the others, most of them, do not read the rule index.
+// It holds the keys of both indexes (see index.go): a category domain's
+// hash, and a rule name's hash as nameKey, so that one line answers for
+// both and a test for one index is a false positive for the other only as
+// often as for any absent name.
 //
 // A block is one 64-byte cache line: eight words, of which each key sets
 // four bits in one (a "register-blocked" Bloom filter): a test is one
@@ -60,12 +56,16 @@ type bloomBlock [8]uint64
 type prefilter struct {
 	words  []uint64 // the blocks, eight words each; at least one
 	blocks int
+	// names has a bit for each block, set when the block holds a key of
+	// the rule index (see nameKey): a few KiB, in cache. Most blocks hold
+	// none, and their hosts skip the test for the rule index.
+	names []uint64
 }
 
 // newPrefilter returns an empty prefilter sized for n keys.
 func newPrefilter(n int) prefilter {
 	nb := max((n*prefilterBits+511)/512, 1)
-	return prefilter{words: hugeWords(nb * 8), blocks: nb}
+	return prefilter{words: hugeWords(nb * 8), blocks: nb, names: make([]uint64, (nb+63)/64)}
 }
 
 // blockOf returns the number of the block of the keys whose base hashes
@@ -81,41 +81,15 @@ func (p *prefilter) at(i uint64) *bloomBlock { return (*bloomBlock)(p.words[i*8:
 // block returns the block of the keys whose base hashes to base.
 func (p *prefilter) block(base uint64) *bloomBlock { return p.at(p.blockOf(base)) }
 
-// nameBits is the number of bits of a baseBits per name it holds: at 16,
-// at most one base in 16 that is no name's tests positive. (A bit for each
-// block of the prefilter, as this was, was set for a third of the blocks
-// with 10,000 globs, and a third of all hosts read the rule index.)
-const nameBits = 16
+// hasNames reports whether block i may hold a key of the rule index.
+func (p *prefilter) hasNames(i uint64) bool { return p.names[i>>6]>>(i&63)&1 != 0 }
 
-// baseBits is a bitmap of the bases (see keyBase) of the names of the rule
-// index: a bit for each, chosen by the high bits of the base's hash. It is
-// a few KiB (32 KiB for 10,000 globs), in cache; a host whose base's bit is
-// clear reads nothing of the rule index.
-type baseBits struct {
-	words []uint64
-	shift uint // 64 - log2 of the number of bits
-}
-
-// newBaseBits returns an empty bitmap for n bases: at least nameBits bits
-// for each, a power of two, at least 64.
-func newBaseBits(n int) baseBits {
-	size := 64
-	for size < n*nameBits {
-		size *= 2
-	}
-	return baseBits{words: make([]uint64, size/64), shift: uint(64 - bits.TrailingZeros(uint(size)))}
-}
-
-// add records the base that hashes to base.
-func (s *baseBits) add(base uint64) {
-	i := base >> s.shift
-	s.words[i>>6] |= 1 << (i & 63)
-}
-
-// has reports whether base may have been added: false means it was not.
-func (s *baseBits) has(base uint64) bool {
-	i := base >> s.shift
-	return s.words[i>>6]>>(i&63)&1 != 0
+// addName records nameKey h of a name of the rule index, whose base
+// hashes to base.
+func (p *prefilter) addName(h, base uint64) {
+	i := p.blockOf(base)
+	p.names[i>>6] |= 1 << (i & 63)
+	p.add(h, base)
 }
 
 // add records key h, whose base hashes to base.

@@ -108,8 +108,8 @@ func TestPrefilterNoFalseNegatives(t *testing.T) {
 	}
 	for _, d := range ruleNames(set) {
 		key, base := e.keyBase(d)
-		if !e.nameBases.has(base) {
-			t.Fatalf("rule name %q: its base is not in nameBases", d)
+		if !e.pre.has(e.hk.nameKey(key), base) || !e.pre.hasNames(e.pre.blockOf(base)) {
+			t.Fatalf("rule name %q tests negative in the prefilter", d)
 		}
 		if _, ok := e.names.get(key, base); !ok {
 			t.Fatalf("rule name %q is not in the rule index", d)
@@ -190,7 +190,7 @@ func TestPrefilterFalsePositives(t *testing.T) {
 func TestStepDistinct(t *testing.T) {
 	var k hashKey
 	r := rand.New(rand.NewPCG(5, 6))
-	k = hashKey{r.Uint64() | 1, r.Uint64() | 1}
+	k = hashKey{r.Uint64() | 1, r.Uint64() | 1, r.Uint64() | 1}
 	seen := map[uint64]string{}
 	add := func(h uint64, s string) {
 		x := step(&k, h, s)
