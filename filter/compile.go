@@ -174,7 +174,13 @@ func compile(set *rules.Set, seed maphash.Seed) (*Engine, error) {
 	e.catRefs = make([][]atom, len(e.catNames))
 	b.single = make([]uint32, len(e.catNames))
 	cats := make([]nameHash, 0, keys)
-	b.forEachDomain(func(d string, _ uint16, _ bool) { cats = append(cats, e.hashName(d)) })
+	b.forEachDomain(func(d string, _ uint16, _ bool) {
+		cats = append(cats, e.hashName(d))
+		e.numeric = e.numeric || ipLike(d)
+	})
+	for _, name := range b.ruleNames {
+		e.numeric = e.numeric || ipLike(name)
+	}
 	b.findHeavy(cats)
 	// The keys of one label ("localhost", "com"): a host's top-level
 	// label is looked up only when it is one of them (see decide).
@@ -442,4 +448,14 @@ func (b *builder) addRule(ri int, r rules.Rule) error {
 	}
 	e.rules = append(e.rules, cr)
 	return nil
+}
+
+// ipLike reports whether name could be a label suffix of an IP literal
+// host (see Engine.numeric): every suffix of "93.184.1.2" has a last label
+// that starts with a digit, and every suffix of an IPv6 literal, but one
+// ending in an IPv4 address, has a colon or a bracket. It may say yes for
+// a name that no IP literal has ("1.example"), never no for one it has.
+func ipLike(name string) bool {
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	return last != "" && last[0]-'0' <= 9 || strings.ContainsAny(name, ":[]")
 }

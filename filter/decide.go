@@ -127,7 +127,10 @@ func (e *Engine) decide(req *Request) outcome {
 	var cpos, npos uint64
 	var blk *bloomBlock
 	var names bool // blk may hold keys of the rule index
-	for {
+	// An IP literal has no key to find when no key of either index could
+	// be one of its suffixes (see Engine.numeric), as in most rule sets:
+	// its walk, which reads a line of the prefilter, is skipped.
+	for walk := !isIP || e.numeric; walk; {
 		// h = step(&e.hk, h, label), written out for labels of up to 16
 		// bytes, as nearly all are: step is too big for the compiler to
 		// inline, and a call for each label spills the walk's state.

@@ -44,6 +44,10 @@ type Engine struct {
 	seed2 maphash.Seed // of nameNode.check, independent of seed
 	heavy hashSet      // the heavy suffixes: see keyBase
 	top   hashSet      // the keys of one label, of both indexes: see decide
+	// numeric is set when a key of either index could be the suffix of an
+	// IP literal (see ipLike): else Decide does not walk an IP literal's
+	// suffixes.
+	numeric bool
 
 	pre      prefilter // the keys of both indexes, in cache: see prefilter.go
 	cats     *index    // category domains -> catNodes

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"math/bits"
+	"strings"
 	"testing"
 
 	"github.com/sluiceproxy/sluice/filter/filtertest"
@@ -84,5 +85,28 @@ func TestCategoryIndexBits(t *testing.T) {
 		len(e.catNodes), b, len(e.namePats), bits.OnesCount64(e.names.mask))
 	if b > 10 {
 		t.Errorf("category index keeps %d bits for values, want at most 10", b)
+	}
+}
+
+// TestIPLike checks the test Decide relies on to skip the suffix walk of
+// an IP literal: every label suffix of an IP literal is ipLike.
+func TestIPLike(t *testing.T) {
+	for _, host := range []string{"93.184.1.2", "192.168.0.1", "::1", "[::1]", "[2001:db8::5]",
+		"2001:db8::a", "::ffff:192.0.2.1", "[::ffff:192.0.2.1]", "fe80::1%eth0"} {
+		for s := host; ; {
+			if !ipLike(s) {
+				t.Errorf("ipLike(%q) = false: %q is a suffix of the IP literal %q", s, s, host)
+			}
+			i := strings.IndexByte(s, '.')
+			if i < 0 {
+				break
+			}
+			s = s[i+1:]
+		}
+	}
+	for _, name := range []string{"example.com", "com", "a.1b.example", "xn--p1ai", ""} {
+		if ipLike(name) {
+			t.Errorf("ipLike(%q) = true", name)
+		}
 	}
 }
