@@ -251,19 +251,7 @@ func TestPlainLoopCloses(t *testing.T) {
 func TestPlainLoopIdleTimeout(t *testing.T) {
 	o := newCountOrigin(t, "127.0.0.1:0")
 	p := startSluice(t, "default: allow\ntimeouts:\n  idle: 1s\n", nil)
-	c, err := net.Dial("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprintf(c, "GET http://%s/a HTTP/1.1\r\nHost: x\r\n\r\n", o.addr)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
+	br := keptAfterGet(t, p.addr, o.addr, 20*time.Second)
 	start := time.Now()
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("want the proxy to close the idle connection, got %v after %v", err, time.Since(start))
@@ -278,19 +266,7 @@ func TestPlainLoopIdleTimeout(t *testing.T) {
 func TestPlainLoopShutdown(t *testing.T) {
 	o := newCountOrigin(t, "127.0.0.1:0")
 	p := startSluice(t, "default: allow\nshutdown_grace: 60s\n", nil)
-	c, err := net.Dial("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	fmt.Fprintf(c, "GET http://%s/a HTTP/1.1\r\nHost: x\r\n\r\n", o.addr)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
+	br := keptAfterGet(t, p.addr, o.addr, 30*time.Second)
 	p.stop(t) // fails the test if it takes 10s
 	if _, err := br.ReadByte(); err != io.EOF && !errors.Is(err, net.ErrClosed) && !isReset(err) {
 		t.Errorf("the kept connection: %v, want it closed", err)
@@ -351,4 +327,26 @@ func TestPlainLoopChunkedGet(t *testing.T) {
 	if want := "200 origin " + o.addr + " /a|200 origin " + o.addr + " /b"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
+}
+
+// keptAfterGet sends one GET for http://origin/a through the proxy at
+// proxy on a new connection (closed when the test ends, with a deadline
+// of limit), reads its whole answer, and returns the connection's reader
+// for what comes next.
+func keptAfterGet(t *testing.T, proxy, origin string, limit time.Duration) *bufio.Reader {
+	t.Helper()
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(limit))
+	fmt.Fprintf(c, "GET http://%s/a HTTP/1.1\r\nHost: x\r\n\r\n", origin)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	return br
 }

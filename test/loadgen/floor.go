@@ -130,15 +130,9 @@ func startFloor(ctx context.Context, o *options, k floorKind, origins []string) 
 			addrs = append(addrs, a)
 		}
 		logf := filepath.Join(dir, "floor.out")
-		cmd, stop, err := startProgram(logf, o.nofile, bin, args...)
+		cmd, stop, err := launch(ctx, logf, o.nofile, addrs, "", 30*time.Second, bin, args...)
 		if err != nil {
 			return nil, err
-		}
-		for _, a := range addrs {
-			if err := waitReady(ctx, cmd, a, logf, "", 30*time.Second); err != nil {
-				stop()
-				return nil, err
-			}
 		}
 		t.pid, t.stop = cmd.Process.Pid, stop
 		return t, nil
@@ -180,15 +174,9 @@ func startHAProxy(ctx context.Context, o *options, origins []string) (*target, e
 			return nil, err
 		}
 		logf := filepath.Join(dir, "haproxy.out")
-		cmd, stop, err := startProgram(logf, o.nofile, bin, "-db", "-f", cf)
+		cmd, stop, err := launch(ctx, logf, o.nofile, addrs, "", 30*time.Second, bin, "-db", "-f", cf)
 		if err != nil {
 			return nil, err
-		}
-		for _, a := range addrs {
-			if err := waitReady(ctx, cmd, a, logf, "", 30*time.Second); err != nil {
-				stop()
-				return nil, err
-			}
 		}
 		t.pid, t.stop = cmd.Process.Pid, stop
 		return t, nil

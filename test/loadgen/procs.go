@@ -206,6 +206,23 @@ func startProgram(logFile string, nofile int, prog string, args ...string) (*exe
 	return cmd, stop, nil
 }
 
+// launch runs prog with args as startProgram does and waits until each
+// of addrs accepts a connection (and, when logRx is set, logFile matches
+// it), within limit; on failure it stops the program and says why.
+func launch(ctx context.Context, logFile string, nofile int, addrs []string, logRx string, limit time.Duration, prog string, args ...string) (*exec.Cmd, func(), error) {
+	cmd, stop, err := startProgram(logFile, nofile, prog, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, a := range addrs {
+		if err := waitReady(ctx, cmd, a, logFile, logRx, limit); err != nil {
+			stop()
+			return nil, nil, err
+		}
+	}
+	return cmd, stop, nil
+}
+
 // waitReady waits until addr accepts a connection and, when logRx is set,
 // logFile matches it; it fails when the program exits first or after
 // limit.
@@ -316,13 +333,9 @@ func startSluice(ctx context.Context, o *options, name string, files func(dir st
 			return nil, err
 		}
 		logf := filepath.Join(dir, "sluice.log")
-		cmd, stop, err := startProgram(logf, o.nofile, bin, "serve", "--config", cf)
-		if err != nil {
-			return nil, err
-		}
 		addr := "127.0.0.1:" + port
-		if err := waitReady(ctx, cmd, addr, logf, `listening on `+regexp.QuoteMeta(addr), 180*time.Second); err != nil {
-			stop()
+		cmd, stop, err := launch(ctx, logf, o.nofile, []string{addr}, `listening on `+regexp.QuoteMeta(addr), 180*time.Second, bin, "serve", "--config", cf)
+		if err != nil {
 			return nil, err
 		}
 		quiesce(cmd.Process.Pid)
@@ -375,13 +388,9 @@ func startSquid(ctx context.Context, o *options) (*target, error) {
 			return nil, err
 		}
 		logf := filepath.Join(dir, "squid.out")
-		cmd, stop, err := startProgram(logf, o.nofile, bin, "-N", "-f", cf)
-		if err != nil {
-			return nil, err
-		}
 		addr := "127.0.0.1:" + port
-		if err := waitReady(ctx, cmd, addr, logf, "", 60*time.Second); err != nil {
-			stop()
+		cmd, stop, err := launch(ctx, logf, o.nofile, []string{addr}, "", 60*time.Second, bin, "-N", "-f", cf)
+		if err != nil {
 			b, _ := os.ReadFile(filepath.Join(dir, "cache.log"))
 			return nil, fmt.Errorf("%w\ncache.log:\n%s", err, tail(b))
 		}
@@ -407,13 +416,9 @@ func startMicrosocks(ctx context.Context, o *options) (*target, error) {
 			return nil, err
 		}
 		logf := filepath.Join(dir, "microsocks.out")
-		cmd, stop, err := startProgram(logf, o.nofile, bin, "-i", "127.0.0.1", "-p", port)
-		if err != nil {
-			return nil, err
-		}
 		addr := "127.0.0.1:" + port
-		if err := waitReady(ctx, cmd, addr, logf, "", 30*time.Second); err != nil {
-			stop()
+		cmd, stop, err := launch(ctx, logf, o.nofile, []string{addr}, "", 30*time.Second, bin, "-i", "127.0.0.1", "-p", port)
+		if err != nil {
 			return nil, err
 		}
 		return &target{name: "microsocks", socks: addr, pid: cmd.Process.Pid, stop: stop}, nil
