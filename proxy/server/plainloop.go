@@ -175,9 +175,7 @@ func readPlain(buf []byte) (r *http.Request, rest []byte) {
 		return nil, nil
 	}
 	head := buf[:end+len(headEnd)]
-	if bytes.Contains(head, foldSpace) || bytes.Contains(head, foldTab) {
-		// An obs-fold line: the parser joins it to the line above, which
-		// hostHeader does not; the HTTP server checks the joined Host.
+	if hasObsFold(head) {
 		return nil, nil
 	}
 	rd := bytes.NewReader(head)
