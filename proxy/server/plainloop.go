@@ -86,7 +86,10 @@ func (s *Server) servePlainLoop(c *conn) bool {
 // ends the connection as net/http's server ends it: what is buffered is
 // sent, then the connection is closed (a handler aborts a response whose
 // body was cut with http.ErrAbortHandler, so that the client sees the
-// cut).
+// cut). An aborted answer whose end is the connection's end (no length,
+// no chunks: an HTTP/1.0 client's) is cut with a reset, as serveHTTP
+// cuts it for net/http's server: a clean close would make it look
+// complete.
 func (l *plainLoop) serveOne(r *http.Request, keepAlives bool, h http.HandlerFunc, log *slog.Logger) (keep bool) {
 	w := &l.w
 	w.reset(r, l.out, l.stage, &l.ew, keepAlives)
@@ -96,6 +99,9 @@ func (l *plainLoop) serveOne(r *http.Request, keepAlives bool, h http.HandlerFun
 				log.Debug("http: panic serving request", "client", r.RemoteAddr, "panic", fmt.Sprint(p))
 			}
 			l.out.Flush()
+			if c, ok := l.ew.c.(*conn); ok && p == http.ErrAbortHandler && w.closeDelimited() {
+				c.cut()
+			}
 			keep = false
 		}
 		w.req = nil

@@ -192,6 +192,14 @@ func (w *plainWriter) reusable() bool {
 	return w.ew.err == nil
 }
 
+// closeDelimited reports whether the body that was sent ends only with
+// the connection (no Content-Length, no chunks), so that a cut in it can
+// only be told by a reset.
+func (w *plainWriter) closeDelimited() bool {
+	return w.committed && !w.chunking && w.contentLength == -1 &&
+		w.req.Method != http.MethodHead && bodyAllowedForStatus(w.status)
+}
+
 // chunkSink is where stage writes: the head goes out before the first
 // bytes of the body (net/http's chunkWriter).
 type chunkSink plainWriter
