@@ -1,9 +1,12 @@
 package test
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
+	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,5 +86,150 @@ func TestCutAnswerNeverLooksComplete(t *testing.T) {
 	out, code := curl(t, "--http1.0", "-x", "http://"+p.addr, "http://"+o+"/")
 	if direct == 0 || code == 0 {
 		t.Errorf("curl --http1.0: exit %d directly, %d through the proxy (0: the cut answer looked complete):\n%s", direct, code, out)
+	}
+}
+
+// sameOrigin answers by the request's path, then closes (Connection:
+// close, so that the proxy's pool never reuses a connection and every
+// forwarded request is one counted accept): bodies longer or shorter than
+// their Content-Length, cut chunks, a 204 with a body, a 304, hop-by-hop
+// headers, the request head echoed.
+func sameOrigin(t *testing.T) *rawOrigin {
+	return newRawOrigin(t, func(c net.Conn, _ *bufio.Reader, line string) {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			return
+		}
+		path := f[1][strings.LastIndex(f[1], "/"):]
+		answers := map[string]string{
+			"/short":    "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabcde",
+			"/long":     "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nabcdefghij",
+			"/eof":      "HTTP/1.1 200 OK\r\n\r\nabcde",
+			"/chunkcut": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n",
+			"/204":      "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nConnection: close\r\n\r\nabcde",
+			"/304":      "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nContent-Type: x/y\r\nConnection: close\r\n\r\n",
+			"/hop":      "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nContent-Length: 2\r\n\r\nok",
+			"/big":      "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + strings.Repeat("x", 5000),
+		}
+		a, ok := answers[path]
+		if !ok {
+			a = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+		}
+		io.WriteString(c, a)
+		time.Sleep(20 * time.Millisecond) // the bytes go out before the FIN
+	})
+}
+
+var dateLine = regexp.MustCompile(`\r\nDate: [^\r]*`)
+
+// exchangeRaw sends req to addr, in one write or (split) its first 5
+// bytes, a pause, then the rest, so that the head is not whole in the
+// first read and net/http's server serves the connection; it returns what
+// came back until the proxy closed, the Date headers removed, and how the
+// connection ended.
+func exchangeRaw(t *testing.T, addr, req string, split bool) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if split {
+		io.WriteString(c, req[:5])
+		time.Sleep(30 * time.Millisecond)
+		req = req[5:]
+	}
+	io.WriteString(c, req)
+	out, err := io.ReadAll(c)
+	end := "closed"
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		end = "reset"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		end = "still open"
+	case err != nil:
+		end = err.Error()
+	}
+	return dateLine.ReplaceAllString(string(out), "") + " <" + end + ">"
+}
+
+// TestPlainSameAsHTTPServer: each request (most followed by a second one
+// on the connection) gets the same bytes back, the same end of the
+// connection and the same number of origin connections (counted TCP
+// accepts) whether its head came whole in the first read (the worker's
+// plain loop serves it) or in two reads (net/http's server): smuggling
+// and desync attempts (Content-Length with Transfer-Encoding, a body
+// behind "Content-Length: 0", two lengths, Transfer-Encoding on
+// HTTP/1.0, obs-fold, bare CR and LF, NUL, a space before the colon),
+// versions, Host against the absolute URI, user info, Expect, Upgrade,
+// Connection tokens, and origin answers with a wrong length, cut, 204,
+// 304 or hop-by-hop headers, for GET and HEAD.
+func TestPlainSameAsHTTPServer(t *testing.T) {
+	o := sameOrigin(t)
+	// A partial head waits for the handshake timeout.
+	p := startSluice(t, "default: allow\ntimeouts:\n  handshake: 1s\n", nil)
+	u := "http://127.0.0.1:" + o.port
+	next := "GET " + u + "/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	get := func(path, head string) string { return "GET " + u + path + " HTTP/1.1\r\nHost: x\r\n" + head + "\r\n" }
+	cases := []string{
+		get("/ok", "Content-Length: 0\r\n") + "GARBAGE\r\n\r\n",
+		get("/ok", "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n") + "0\r\n\r\n" + next,
+		"GET " + u + "/ok HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n5\r\nabcde\r\n0\r\n\r\n" + next,
+		"GET " + u + "/ok HTTP/1.0\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n" + next,
+		get("/ok", "Content-Length: 0\r\nContent-Length: 0\r\n") + next,
+		get("/ok", "Content-Length: 0, 0\r\n") + next,
+		get("/ok", "Content-Length: +0\r\n") + next,
+		get("/ok", "Content-Length: 00\r\n") + next,
+		get("/ok", "Transfer-Encoding: identity\r\n") + next,
+		get("/ok", "X-A: 1\r\n\tfolded\r\n") + next,
+		get("/ok", "X-A: a\x00b\r\n") + next,
+		get("/ok", "Host: y\r\n") + next,
+		get("/ok", "Expect: 100-continue\r\n") + next,
+		get("/ok", "Upgrade: h2c\r\nConnection: Upgrade\r\n") + next,
+		get("/ok", "Connection: keep-alive, close\r\n") + next,
+		get("/ok", "Connection: close\r\nConnection: keep-alive\r\n") + next,
+		"GET " + u + "/ok HTTP/1.1\r\nHost: x\rX-A: y\r\n\r\n" + next,
+		"GET " + u + "/ok HTTP/1.1\r\nHost: x\r\nX-A: a\nb\r\n\r\n" + next,
+		"GET " + u + "/ok HTTP/1.1\r\nHost : x\r\n\r\n" + next,
+		"GET " + u + "/ok HTTP/1.1\r\nHost:\r\n\r\n" + next,
+		"GET " + u + "/ok HTTP/1.1\r\n\r\n" + next,
+		"GET " + u + "/ok HTTP/1.1\nHost: x\n\n" + next,
+		"GET " + u + "/ok HTTP/1.1\r\nHost: x\n\r\n" + next,
+		"GET " + u + "/ok HTTP/1.0\r\n\r\n" + next,
+		"GET " + u + "/ok HTTP/1.2\r\nHost: x\r\n\r\n" + next,
+		"GET " + u + "/ok HTTP/2.0\r\nHost: x\r\n\r\n" + next,
+		"GET  " + u + "/ok HTTP/1.1\r\nHost: x\r\n\r\n" + next,
+		"GET http://user:pw@127.0.0.1:" + o.port + "/ok HTTP/1.1\r\nHost: x\r\n\r\n" + next,
+		"GET http://0.0.0.0:" + o.port + "/ok HTTP/1.1\r\nHost: x\r\n\r\n" + next,
+		"GET /ok HTTP/1.1\r\nHost: 127.0.0.1:" + o.port + "\r\n\r\n" + next,
+		"GET ftp://127.0.0.1:" + o.port + "/ok HTTP/1.1\r\nHost: x\r\n\r\n" + next,
+		get("/ok", "") + "\r\n" + next,
+		get("/ok", "") + "POST " + u + "/p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" + next,
+		get("/ok", "") + "GET " + u + "/partial HTTP/1.1\r\nHo",
+		get("/short", "") + next,
+		get("/long", "") + next,
+		get("/eof", "") + next,
+		get("/chunkcut", "") + next,
+		"GET " + u + "/chunkcut HTTP/1.0\r\n\r\n",
+		get("/204", "") + next,
+		get("/304", "") + next,
+		get("/hop", "Connection: X-Foo\r\nX-Foo: secret\r\nKeep-Alive: 1\r\nTE: trailers\r\n") + next,
+		get("/big", "") + next,
+		"GET " + u + "/big HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + next,
+		"HEAD " + u + "/short HTTP/1.1\r\nHost: x\r\n\r\n" + next,
+		"HEAD " + u + "/304 HTTP/1.1\r\nHost: x\r\n\r\n" + next,
+		"HEAD " + u + "/big HTTP/1.1\r\nHost: x\r\n\r\n" + next,
+		"HEAD " + u + "/big HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + next,
+	}
+	for _, req := range cases {
+		before := o.accepts.Load()
+		whole := exchangeRaw(t, p.addr, req, false)
+		mid := o.accepts.Load()
+		split := exchangeRaw(t, p.addr, req, true)
+		after := o.accepts.Load()
+		if whole != split || mid-before != after-mid {
+			t.Errorf("%q:\n  in one read (the worker): %d origin connections, %q\n  in two reads (net/http): %d origin connections, %q", req, mid-before, whole, after-mid, split)
+		}
 	}
 }
