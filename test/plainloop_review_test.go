@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -230,6 +232,64 @@ func TestPlainSameAsHTTPServer(t *testing.T) {
 		after := o.accepts.Load()
 		if whole != split || mid-before != after-mid {
 			t.Errorf("%q:\n  in one read (the worker): %d origin connections, %q\n  in two reads (net/http): %d origin connections, %q", req, mid-before, whole, after-mid, split)
+		}
+	}
+}
+
+// TestPlainClientGoneOriginNotReused: a client that hangs up in the middle
+// of an answer (a reset) cuts the origin's connection too: the next
+// request, from another client, reaches the origin on a new connection
+// (counted TCP accepts), never on the one whose answer is half read;
+// whether the worker or net/http's server served the cut request.
+func TestPlainClientGoneOriginNotReused(t *testing.T) {
+	p := startSluice(t, "default: allow\n", nil)
+	for _, split := range []bool{false, true} {
+		// A new origin each time: the proxy's pool holds none of its
+		// connections yet.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var accepts atomic.Int64
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/slow" {
+				io.WriteString(w, "ok")
+				return
+			}
+			for range 500 { // at most 5 s
+				if _, err := io.WriteString(w, strings.Repeat("y", 1000)); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				time.Sleep(10 * time.Millisecond)
+			}
+		}), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(countingListener{ln, &accepts})
+		t.Cleanup(func() { srv.Close() })
+		o := ln.Addr().String()
+		c, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		req := "GET http://" + o + "/slow HTTP/1.1\r\nHost: x\r\n\r\n"
+		if split {
+			io.WriteString(c, req[:5])
+			time.Sleep(30 * time.Millisecond)
+			req = req[5:]
+		}
+		io.WriteString(c, req)
+		if _, err := io.ReadFull(c, make([]byte, 3000)); err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+		out, code := curl(t, "-sS", "-x", "http://"+p.addr, "http://"+o+"/after")
+		if code != 0 || out != "ok" {
+			t.Fatalf("split %v: curl after the hang-up: exit %d: %s", split, code, out)
+		}
+		if n := accepts.Load(); n != 2 {
+			t.Errorf("split %v: the origin accepted %d connections for the cut answer and the next request, want 2", split, n)
 		}
 	}
 }
