@@ -293,3 +293,57 @@ func TestPlainClientGoneOriginNotReused(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainShutdownDuringAnswerSaysClose: a shutdown that begins while a
+// request waits for its origin makes its answer say "Connection: close"
+// (net/http's server decides keep-alive when it writes the head), and
+// the request behind it on the connection is not served (its origin
+// never asked: counted requests); whether the worker or net/http's server
+// serves the connection.
+func TestPlainShutdownDuringAnswerSaysClose(t *testing.T) {
+	for _, split := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, release := make(chan string, 2), make(chan struct{})
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got <- r.URL.Path
+			<-release
+			io.WriteString(w, "ok")
+		}), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		o := ln.Addr().String()
+		p := startSluice(t, "default: allow\nshutdown_grace: 10s\n", nil)
+		c, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		req := "GET http://" + o + "/a HTTP/1.1\r\nHost: x\r\n\r\nGET http://" + o + "/b HTTP/1.1\r\nHost: x\r\n\r\n"
+		if split {
+			io.WriteString(c, req[:5])
+			time.Sleep(30 * time.Millisecond)
+			req = req[5:]
+		}
+		io.WriteString(c, req)
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the origin was not asked")
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		p.waitLog(t, "shutting down")
+		close(release)
+		out, err := io.ReadAll(c)
+		c.Close()
+		resp, rerr := http.ReadResponse(bufio.NewReader(strings.NewReader(string(out))), nil)
+		if rerr != nil || resp.StatusCode != 200 || !resp.Close {
+			t.Errorf("split %v: got %q (%v), want a 200 that says Connection: close", split, out, err)
+		}
+		if len(got) != 0 {
+			t.Errorf("split %v: the request behind the first reached the origin", split)
+		}
+	}
+}
