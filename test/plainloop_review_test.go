@@ -164,7 +164,8 @@ func exchangeRaw(t *testing.T, addr, req string, split bool) string {
 // and desync attempts (Content-Length with Transfer-Encoding, a body
 // behind "Content-Length: 0", two lengths, Transfer-Encoding on
 // HTTP/1.0, obs-fold, bare CR and LF, NUL, a space before the colon),
-// versions, Host against the absolute URI, user info, Expect, Upgrade,
+// versions, Host against the absolute URI, user info, the proxy itself
+// as the target (refused: loop), Expect, Upgrade,
 // Connection tokens, and origin answers with a wrong length, cut, 204,
 // 304 or hop-by-hop headers, for GET and HEAD.
 func TestPlainSameAsHTTPServer(t *testing.T) {
@@ -224,7 +225,18 @@ func TestPlainSameAsHTTPServer(t *testing.T) {
 		"HEAD " + u + "/big HTTP/1.1\r\nHost: x\r\n\r\n" + next,
 		"HEAD " + u + "/big HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + next,
 	}
-	for _, req := range cases {
+	// The proxy itself as the target, however spelled: refused (loop).
+	_, self, _ := net.SplitHostPort(p.addr)
+	var selfCases []string
+	for _, h := range []string{"127.0.0.1:" + self, "localhost:" + self, "[::ffff:127.0.0.1]:" + self, "127.0.0.1.:" + self, "LOCALHOST.:" + self, "user@127.0.0.1:" + self} {
+		selfCases = append(selfCases, "GET http://"+h+"/ HTTP/1.1\r\nHost: x\r\n\r\n"+next)
+	}
+	for _, req := range selfCases {
+		if out := exchangeRaw(t, p.addr, req, false); !strings.HasPrefix(out, "HTTP/1.1 403 Forbidden\r\n") {
+			t.Errorf("%q: got %q, want 403", req, out)
+		}
+	}
+	for _, req := range append(cases, selfCases...) {
 		before := o.accepts.Load()
 		whole := exchangeRaw(t, p.addr, req, false)
 		mid := o.accepts.Load()
