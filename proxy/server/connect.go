@@ -82,10 +82,14 @@ var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, pe
 // readConnect parses head, a whole CONNECT request head, with net/http's
 // own parser and applies the checks the http.Server adds to it. It
 // returns nil for anything the HTTP server should see instead, among
-// them a head the parser ends before its last byte: one whose lines end
+// them a head with an obs-fold line (hasObsFold) and a head the parser
+// ends before its last byte: one whose lines end
 // in a bare LF ends at the first empty line, and what follows it (up to
 // the CRLF CRLF that was taken for the end) is the tunnel's.
 func readConnect(head []byte) *http.Request {
+	if hasObsFold(head) {
+		return nil
+	}
 	rd := bytes.NewReader(head)
 	br := headReaders.Get().(*bufio.Reader)
 	br.Reset(rd)
@@ -115,6 +119,15 @@ func readConnect(head []byte) *http.Request {
 		}
 	}
 	return r
+}
+
+// hasObsFold reports whether head has an obs-fold line (one that starts
+// with a space or a tab): the parser joins it to the line above, which
+// hostHeader does not, so that "Host: x\r\n y" would pass as "x" where
+// net/http's server checks "x y" and answers 400. Such a head goes to the
+// HTTP server.
+func hasObsFold(head []byte) bool {
+	return bytes.Contains(head, foldSpace) || bytes.Contains(head, foldTab)
 }
 
 // hostHeader returns the value of the Host header line of head, a request

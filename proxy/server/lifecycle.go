@@ -424,7 +424,8 @@ type connKey struct{}
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handlers.add()
 	defer s.handlers.done()
-	if c, ok := r.Context().Value(connKey{}).(*conn); ok && c.refused {
+	c, _ := r.Context().Value(connKey{}).(*conn)
+	if c != nil && c.refused {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Connection", "close")
 		w.Header().Set("Retry-After", "5")
@@ -432,7 +433,26 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "sluice: too many connections; try again later\n")
 		return
 	}
+	if c != nil && !r.ProtoAtLeast(1, 1) && r.Method != http.MethodHead {
+		defer cutCloseDelimited(c, w)
+	}
 	s.state.Load().http.ServeHTTP(w, r)
+}
+
+// cutCloseDelimited resets c when the handler aborted (http.ErrAbortHandler:
+// the origin cut the body short) an answer to an HTTP/1.0 request that has
+// no Content-Length: net/http's server sends such a body until the
+// connection closes, so that its clean close would make the cut answer
+// look complete. The panic goes on to the server, which closes c.
+func cutCloseDelimited(c *conn, w http.ResponseWriter) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if p == http.ErrAbortHandler && w.Header().Get("Content-Length") == "" {
+		c.cut()
+	}
+	panic(p)
 }
 
 // generation is one HTTP server with the handshake and idle timeouts of the

@@ -47,12 +47,13 @@ func (s *Server) servePlainLoop(c *conn) bool {
 	l.ew.c = c
 	defer l.release()
 	remote := c.RemoteAddr().String()
+	keepAlives := s.keepAlives // one method value for the connection's requests
 	for {
 		c.prefix = rest
 		c.http.Store(int32(http.StateActive))
 		c.SetReadDeadline(time.Time{})
 		r.RemoteAddr = remote
-		if !l.serveOne(r.WithContext(s.connectBase()), !s.isStopping(), s.serveHTTP, s.log) {
+		if !l.serveOne(r.WithContext(s.connectBase()), keepAlives, s.serveHTTP, s.log) {
 			c.prefix = nil // l.buf goes back to the pool
 			c.Close()
 			return true
@@ -82,12 +83,16 @@ func (s *Server) servePlainLoop(c *conn) bool {
 }
 
 // serveOne serves r with h and reports whether the connection may carry
-// another request; keepAlives is false once a shutdown began. A panic
+// another request; keepAlives reports false once a shutdown began (asked
+// when the answer's head is written, as net/http's server asks). A panic
 // ends the connection as net/http's server ends it: what is buffered is
 // sent, then the connection is closed (a handler aborts a response whose
 // body was cut with http.ErrAbortHandler, so that the client sees the
-// cut).
-func (l *plainLoop) serveOne(r *http.Request, keepAlives bool, h http.HandlerFunc, log *slog.Logger) (keep bool) {
+// cut). An aborted answer whose end is the connection's end (no length,
+// no chunks: an HTTP/1.0 client's) is cut with a reset, as serveHTTP
+// cuts it for net/http's server: a clean close would make it look
+// complete.
+func (l *plainLoop) serveOne(r *http.Request, keepAlives func() bool, h http.HandlerFunc, log *slog.Logger) (keep bool) {
 	w := &l.w
 	w.reset(r, l.out, l.stage, &l.ew, keepAlives)
 	defer func() {
@@ -96,6 +101,9 @@ func (l *plainLoop) serveOne(r *http.Request, keepAlives bool, h http.HandlerFun
 				log.Debug("http: panic serving request", "client", r.RemoteAddr, "panic", fmt.Sprint(p))
 			}
 			l.out.Flush()
+			if c, ok := l.ew.c.(*conn); ok && p == http.ErrAbortHandler && w.closeDelimited() {
+				c.cut()
+			}
 			keep = false
 		}
 		w.req = nil
@@ -104,6 +112,10 @@ func (l *plainLoop) serveOne(r *http.Request, keepAlives bool, h http.HandlerFun
 	w.finish()
 	return w.reusable()
 }
+
+// keepAlives reports whether a connection may carry another request: not
+// once a shutdown began.
+func (s *Server) keepAlives() bool { return !s.isStopping() }
 
 // plainLoop is what servePlainLoop keeps for a connection, pooled: the
 // buffer the next request is read into, the writers of the answers.
@@ -175,9 +187,7 @@ func readPlain(buf []byte) (r *http.Request, rest []byte) {
 		return nil, nil
 	}
 	head := buf[:end+len(headEnd)]
-	if bytes.Contains(head, foldSpace) || bytes.Contains(head, foldTab) {
-		// An obs-fold line: the parser joins it to the line above, which
-		// hostHeader does not; the HTTP server checks the joined Host.
+	if hasObsFold(head) {
 		return nil, nil
 	}
 	rd := bytes.NewReader(head)

@@ -43,7 +43,7 @@ type plainWriter struct {
 	committed        bool // the head was written to out
 	chunking         bool
 	handlerDone      bool
-	keepAlives       bool // false once a shutdown began
+	keepAlives       func() bool // false once a shutdown began; asked when the head is written
 	wants10KeepAlive bool
 	wantsClose       bool
 	closeAfterReply  bool
@@ -59,7 +59,7 @@ const bufferBeforeChunking = 2048
 
 // reset readies w for r; the header map of the previous response is
 // emptied and used again (the handler keeps no reference to it).
-func (w *plainWriter) reset(r *http.Request, out, stage *bufio.Writer, ew *errWriter, keepAlives bool) {
+func (w *plainWriter) reset(r *http.Request, out, stage *bufio.Writer, ew *errWriter, keepAlives func() bool) {
 	h := w.handlerHeader
 	if h == nil {
 		h = make(http.Header)
@@ -192,6 +192,14 @@ func (w *plainWriter) reusable() bool {
 	return w.ew.err == nil
 }
 
+// closeDelimited reports whether the body that was sent ends only with
+// the connection (no Content-Length, no chunks), so that a cut in it can
+// only be told by a reset.
+func (w *plainWriter) closeDelimited() bool {
+	return w.committed && !w.chunking && w.contentLength == -1 &&
+		w.req.Method != http.MethodHead && bodyAllowedForStatus(w.status)
+}
+
 // chunkSink is where stage writes: the head goes out before the first
 // bytes of the body (net/http's chunkWriter).
 type chunkSink plainWriter
@@ -248,6 +256,10 @@ func (w *plainWriter) commit(p []byte) {
 		exclude[key] = true
 	}
 	var extra extraHeader
+	// As net/http's server, whether keep-alives are on is asked now: a
+	// shutdown that began while the handler waited makes this answer the
+	// connection's last and say so.
+	keepAlives := w.keepAlives()
 
 	trailers := false
 	for k := range header {
@@ -277,7 +289,7 @@ func (w *plainWriter) commit(p []byte) {
 		w.contentLength = int64(len(p))
 		extra.contentLength = strconv.AppendInt(w.clenBuf[:0], int64(len(p)), 10)
 	}
-	if w.wants10KeepAlive && w.keepAlives {
+	if w.wants10KeepAlive && keepAlives {
 		if headerGet(header, "Content-Length") != "" && headerGet(header, "Connection") == "keep-alive" {
 			w.closeAfterReply = false
 		}
@@ -290,7 +302,7 @@ func (w *plainWriter) commit(p []byte) {
 	} else if !w.req.ProtoAtLeast(1, 1) || w.wantsClose {
 		w.closeAfterReply = true
 	}
-	if headerGet(header, "Connection") == "close" || !w.keepAlives {
+	if headerGet(header, "Connection") == "close" || !keepAlives {
 		w.closeAfterReply = true
 	}
 
@@ -344,7 +356,7 @@ func (w *plainWriter) commit(p []byte) {
 	} else if w.calledHeader {
 		snapConn = headerGet(header, "Connection")
 	}
-	if w.closeAfterReply && (!w.keepAlives || !hasHeaderToken(snapConn, "close")) && !isProtocolSwitch(code, header) {
+	if w.closeAfterReply && (!keepAlives || !hasHeaderToken(snapConn, "close")) && !isProtocolSwitch(code, header) {
 		del("Connection")
 		if w.req.ProtoAtLeast(1, 1) {
 			extra.connection = "close"

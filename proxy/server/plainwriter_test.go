@@ -225,7 +225,7 @@ func viaPlainWriter(t *testing.T, h http.HandlerFunc, req string, keepAlives boo
 		l := loops.Get().(*plainLoop)
 		defer l.release()
 		l.ew.c = c
-		keep = l.serveOne(r, keepAlives, h, slog.New(slog.DiscardHandler))
+		keep = l.serveOne(r, func() bool { return keepAlives }, h, slog.New(slog.DiscardHandler))
 	}()
 	out := exchangeAll(t, ln.Addr().String(), req, serverDone)
 	return dateLine.ReplaceAllString(out, "Date: X\r"), keep
