@@ -87,8 +87,23 @@ var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, pe
 // in a bare LF ends at the first empty line, and what follows it (up to
 // the CRLF CRLF that was taken for the end) is the tunnel's.
 func readConnect(head []byte) *http.Request {
-	if hasObsFold(head) {
+	r, _ := readHead(head)
+	if r == nil || r.Method != http.MethodConnect {
 		return nil
+	}
+	return r
+}
+
+// readHead parses a whole request head as net/http's server would before
+// calling its handler, and returns nil for one it would answer itself or
+// that a worker leaves to it: an obs-fold line, a parse error, bytes
+// after the head, a protocol other than HTTP/1.x, a body (a length other
+// than 0, a Transfer-Encoding, an Expect), a malformed Host header, an
+// invalid header name or value. hasHost says whether a Host header was
+// there (HTTP/1.1 requires one of a request other than CONNECT).
+func readHead(head []byte) (r *http.Request, hasHost bool) {
+	if hasObsFold(head) {
+		return nil, false
 	}
 	rd := bytes.NewReader(head)
 	br := headReaders.Get().(*bufio.Reader)
@@ -97,28 +112,29 @@ func readConnect(head []byte) *http.Request {
 	whole := br.Buffered() == 0 && rd.Len() == 0
 	br.Reset(nil)
 	headReaders.Put(br)
-	if err != nil || !whole || r.Method != http.MethodConnect || r.ProtoMajor != 1 {
-		return nil
+	if err != nil || !whole || r.ProtoMajor != 1 {
+		return nil, false
 	}
-	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 || r.Header.Get("Expect") != "" {
-		return nil
+	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 || len(r.Header["Expect"]) > 0 {
+		return nil, false
 	}
-	// http.ReadRequest drops the Host header (the HTTP server's parser
-	// keeps it for this check); it refused a second one already.
-	if host, ok := hostHeader(head); ok && !httpguts.ValidHostHeader(host) {
-		return nil
+	// http.ReadRequest drops the Host header (net/http's server checks it
+	// first, then drops it); it refused a second one already.
+	host, hasHost := hostHeader(head)
+	if hasHost && !httpguts.ValidHostHeader(host) {
+		return nil, false
 	}
 	for k, vv := range r.Header {
 		if !httpguts.ValidHeaderFieldName(k) {
-			return nil
+			return nil, false
 		}
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return nil
+				return nil, false
 			}
 		}
 	}
-	return r
+	return r, hasHost
 }
 
 // hasObsFold reports whether head has an obs-fold line (one that starts

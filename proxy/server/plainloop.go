@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
-
 	"github.com/sluiceproxy/sluice/rules"
 )
 
@@ -187,38 +185,13 @@ func readPlain(buf []byte) (r *http.Request, rest []byte) {
 		return nil, nil
 	}
 	head := buf[:end+len(headEnd)]
-	if hasObsFold(head) {
+	r, hasHost := readHead(head)
+	if r == nil || !r.URL.IsAbs() || r.Method != http.MethodGet && r.Method != http.MethodHead ||
+		len(r.Header["Upgrade"]) > 0 {
 		return nil, nil
 	}
-	rd := bytes.NewReader(head)
-	br := headReaders.Get().(*bufio.Reader)
-	br.Reset(rd)
-	r, err := http.ReadRequest(br)
-	whole := br.Buffered() == 0 && rd.Len() == 0
-	br.Reset(nil)
-	headReaders.Put(br)
-	if err != nil || !whole || r.ProtoMajor != 1 || !r.URL.IsAbs() ||
-		r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return nil, nil
-	}
-	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 || len(r.Header["Expect"]) > 0 || len(r.Header["Upgrade"]) > 0 {
-		return nil, nil
-	}
-	// http.ReadRequest drops the Host header (net/http's server checks it
-	// first, then drops it); it refused a second one already.
-	host, ok := hostHeader(head)
-	if !ok && r.ProtoAtLeast(1, 1) || ok && !httpguts.ValidHostHeader(host) {
-		return nil, nil // 400 missing or malformed Host header
-	}
-	for k, vv := range r.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return nil, nil
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return nil, nil
-			}
-		}
+	if !hasHost && r.ProtoAtLeast(1, 1) {
+		return nil, nil // 400 missing Host header
 	}
 	rest = buf[len(head):]
 	if len(rest) == 0 {
