@@ -60,6 +60,13 @@ func (l *Log) line(p []byte) {
 	if l.every == 0 {
 		l.mu.Unlock()
 		l.wmu.Lock()
+		// Lines buffered before a reload turned the buffer off go first.
+		l.mu.Lock()
+		q := l.takeLocked()
+		l.mu.Unlock()
+		if len(q) > 0 {
+			l.writeAll(q)
+		}
 		l.writeLocked(p)
 		l.wmu.Unlock()
 		return

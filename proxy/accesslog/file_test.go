@@ -331,3 +331,69 @@ func TestFileCloseHung(t *testing.T) {
 	syscall.SetNonblock(int(r.Fd()), false)
 	go io.Copy(io.Discard, r)
 }
+
+// TestFileReopenConfigureHung: while a write does not return (a FIFO
+// nobody reads), Reopen and a Configure to another file give up after
+// closeWait with an error, and a Configure that keeps the file does not
+// wait at all: no rotation or reload hangs on the file.
+func TestFileReopenConfigureHung(t *testing.T) {
+	saved := closeWait
+	closeWait = 100 * time.Millisecond
+	t.Cleanup(func() { closeWait = saved })
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	l := New(nil, nil)
+	if err := l.Configure(path, FormatSquid, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 40<<10)
+	for i := range 10 { // more than the pipe holds: the writer hangs
+		rec := target(i)
+		rec.Target = long
+		l.Write(rec)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for l.wmu.TryLock() { // wait for the writer to hang in write(2)
+		l.wmu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never blocked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	within := func(what string, f func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s hung on a file that takes no more", what)
+			return nil
+		}
+	}
+	if err := within("Reopen", l.Reopen); err == nil || !strings.Contains(err.Error(), "not reopened") {
+		t.Errorf("Reopen: %v, want an error saying the file was not reopened", err)
+	}
+	if err := within("Configure, same file", func() error { return l.Configure(path, FormatJSON, time.Second) }); err != nil {
+		t.Errorf("Configure to the same file: %v", err)
+	}
+	other := filepath.Join(dir, "other.log")
+	if err := within("Configure, other file", func() error { return l.Configure(other, FormatSquid, time.Second) }); err == nil {
+		t.Errorf("Configure to another file while the old one hangs: no error")
+	}
+	if got := l.Path(); got != path {
+		t.Errorf("after the failed switch the log writes %q, want %q", got, path)
+	}
+	within("Close", l.Close)
+	syscall.SetNonblock(int(r.Fd()), false)
+	go io.Copy(io.Discard, r)
+}

@@ -100,7 +100,21 @@ func (l *Log) Configure(path, format string, flush time.Duration) error {
 	} else if flush < 0 {
 		every = 0
 	}
-	l.wmu.Lock()
+	l.mu.Lock()
+	if path == l.path && l.format != "" {
+		// The same file: the lines buffered so far go to the writer,
+		// not written here, so that a write that hangs (a hung mount)
+		// holds up no reload. Turned unbuffered, the next line writes
+		// those still queued before itself (line).
+		l.format, l.every = format, every
+		l.handOffLocked()
+		l.mu.Unlock()
+		return nil
+	}
+	l.mu.Unlock()
+	if !l.lockWrite() {
+		return fmt.Errorf("accesslog: %s: a write did not return within %v; still logging there", l.Path(), closeWait)
+	}
 	defer l.wmu.Unlock()
 	l.mu.Lock()
 	same := path == l.path && l.format != ""
@@ -149,10 +163,18 @@ func openFile(path string) (*os.File, error) {
 // the old one. Logging to stderr, it does nothing. When the file cannot
 // be opened, l keeps writing to the old one.
 func (l *Log) Reopen() error {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
 	l.mu.Lock()
 	path := l.path
+	l.mu.Unlock()
+	if path == "" {
+		return nil
+	}
+	if !l.lockWrite() {
+		return fmt.Errorf("accesslog: %s: a write did not return within %v; not reopened", path, closeWait)
+	}
+	defer l.wmu.Unlock()
+	l.mu.Lock()
+	path = l.path
 	l.mu.Unlock()
 	if path == "" {
 		return nil
@@ -184,9 +206,23 @@ func (l *Log) Path() string {
 }
 
 // closeWait is how long Close waits for a write in progress (a file on a
-// hung mount) before it gives up the lines still buffered; a variable so
-// that tests can shorten it.
+// hung mount) before it gives up the lines still buffered, and Reopen and
+// Configure before they give up switching the file; a variable so that
+// tests can shorten it.
 var closeWait = 10 * time.Second
+
+// lockWrite takes wmu, waiting at most closeWait for a write in progress;
+// false when that write did not return (a hung mount), so that no
+// rotation, reload or stop waits forever on the file.
+func (l *Log) lockWrite() bool {
+	for deadline := time.Now().Add(closeWait); !l.wmu.TryLock(); {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
 
 // Close writes the buffered lines and closes the file (at shutdown, after
 // the connections drained). Later records go nowhere. It returns the
@@ -195,11 +231,8 @@ var closeWait = 10 * time.Second
 // buffered are lost, counted and reported, so that a stop never hangs on
 // the log.
 func (l *Log) Close() error {
-	for deadline := time.Now().Add(closeWait); !l.wmu.TryLock(); {
-		if time.Now().After(deadline) {
-			return l.abandon()
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !l.lockWrite() {
+		return l.abandon()
 	}
 	defer l.wmu.Unlock()
 	l.mu.Lock()
