@@ -93,3 +93,37 @@ func TestAccessLogHungReload(t *testing.T) {
 	waitLogFor(t, p, `rules reloaded`, 5*time.Second)
 	stopWithin(t, p, 30*time.Second)
 }
+
+// TestAccessLogFlushShortenedOnReload: a reload that shortens
+// access_log_flush (1h to 100ms, same file) applies to the lines logged
+// after it at once; before, they waited for the timer armed with the old
+// interval, up to an hour.
+func TestAccessLogFlushShortenedOnReload(t *testing.T) {
+	echo := newTCPEcho(t)
+	p := startSluice(t, "default: allow\naccess_log: access.log\naccess_log_flush: 1h\n", nil)
+	path := filepath.Join(p.dir, "access.log")
+	if err := tunnelThrough(t, p.addr, echo.addr, "before"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(p.dir, "sluice.yaml")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(b), "access_log_flush: 1h", "access_log_flush: 100ms", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLogFor(t, p, `rules reloaded`, 10*time.Second)
+	// The file watcher reloads too: let the reloads settle, so that no
+	// reload after the next line writes it.
+	for n := -1; n != strings.Count(p.Log(), "rules reloaded"); time.Sleep(time.Second) {
+		n = strings.Count(p.Log(), "rules reloaded")
+	}
+	if err := tunnelThrough(t, p.addr, echo.addr, "after"); err != nil {
+		t.Fatal(err)
+	}
+	if lines := waitLines(t, path, 2); len(lines) != 2 {
+		t.Fatalf("lines %q", lines)
+	}
+}

@@ -118,8 +118,20 @@ func (l *Log) handOffLocked() bool {
 	}
 	pd.queue = append(pd.queue, pd.buf)
 	pd.buf = nil
+	pd.disarm()
 	l.kickLocked()
 	return true
+}
+
+// disarm stops the timer of a buffer that was handed off: the next line
+// starts it again with the interval then configured. (A timer left to
+// run would flush the next buffer at the time of the previous one's
+// first line, which a reload from 1h to 1s made up to an hour late.)
+func (pd *pending) disarm() {
+	if pd.armed {
+		pd.timer.Stop()
+		pd.armed = false
+	}
 }
 
 // kickLocked wakes the writer, starting it on the first call.
@@ -209,6 +221,7 @@ func (l *Log) takeLocked() [][]byte {
 		pd.queue = append(pd.queue, pd.buf) // past maxQueued: this once
 		pd.buf = nil
 	}
+	pd.disarm()
 	q := pd.queue
 	pd.queue = nil
 	return q

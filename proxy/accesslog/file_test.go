@@ -397,3 +397,29 @@ func TestFileReopenConfigureHung(t *testing.T) {
 	syscall.SetNonblock(int(r.Fd()), false)
 	go io.Copy(io.Discard, r)
 }
+
+// TestFileFlushShortened: a reload that shortens the flush interval of
+// the same file (1h to 20ms) applies to the next line at once, not after
+// the timer armed with the old interval.
+func TestFileFlushShortened(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	l := New(nil, nil)
+	defer l.Close()
+	if err := l.Configure(path, FormatSquid, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	l.Write(target(0))
+	if err := l.Configure(path, FormatSquid, 20*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	l.Write(target(1))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(path)
+		if lines := wholeLines(t, b); len(lines) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the switch to 20ms the file holds %q", b)
+		}
+	}
+}
