@@ -423,3 +423,44 @@ func TestFileFlushShortened(t *testing.T) {
 		}
 	}
 }
+
+// TestFileReopenBusyWriter: a writer that takes the file's lock again as
+// soon as it let it go (a steady load: the queue refills while it
+// writes) does not keep a rotation out: Reopen gets the lock in its turn
+// and reopens, rather than failing after closeWait as a poll that never
+// found the lock free did.
+func TestFileReopenBusyWriter(t *testing.T) {
+	saved := closeWait
+	closeWait = 3 * time.Second
+	t.Cleanup(func() { closeWait = saved })
+	path := filepath.Join(t.TempDir(), "access.log")
+	l := New(nil, nil)
+	if err := l.Configure(path, FormatSquid, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	stop, busy := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // as the writer: a write, then the next at once
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l.wmu.Lock()
+			if i == 0 {
+				close(busy)
+			}
+			time.Sleep(time.Millisecond)
+			l.wmu.Unlock()
+		}
+	})
+	<-busy
+	err := l.Reopen()
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("Reopen beside a busy writer: %v", err)
+	}
+}

@@ -213,15 +213,33 @@ var closeWait = 10 * time.Second
 
 // lockWrite takes wmu, waiting at most closeWait for a write in progress;
 // false when that write did not return (a hung mount), so that no
-// rotation, reload or stop waits forever on the file.
+// rotation, reload or stop waits forever on the file. It waits in Lock
+// (on a goroutine it can leave behind), not by polling TryLock, so that
+// a writer kept busy by a steady load cannot take the lock back each
+// time before a poll comes: sync.Mutex hands it to a waiter blocked for
+// long.
 func (l *Log) lockWrite() bool {
-	for deadline := time.Now().Add(closeWait); !l.wmu.TryLock(); {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
+	if l.wmu.TryLock() {
+		return true
 	}
-	return true
+	got, quit := make(chan struct{}), make(chan struct{})
+	go func() {
+		l.wmu.Lock()
+		select {
+		case got <- struct{}{}: // the caller holds it now
+		case <-quit: // the caller gave up
+			l.wmu.Unlock()
+		}
+	}()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-got:
+		return true
+	case <-t.C:
+		close(quit)
+		return false
+	}
 }
 
 // Close writes the buffered lines and closes the file (at shutdown, after
