@@ -185,8 +185,15 @@ func (l *Log) tick() {
 	pd := &l.pend
 	pd.armed = false
 	if !l.handOffLocked() && l.path != "" {
+		// Turned unbuffered (every 0) meanwhile, the next line writes
+		// the buffer; the retry still waits, rather than firing at once
+		// again and again while the queue stays full.
+		retry := l.every
+		if retry <= 0 {
+			retry = DefaultFlush
+		}
 		pd.armed = true
-		pd.timer.Reset(l.every)
+		pd.timer.Reset(retry)
 	}
 	n := l.takeDroppedLocked(false)
 	path := l.path

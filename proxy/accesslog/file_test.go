@@ -464,3 +464,60 @@ func TestFileReopenBusyWriter(t *testing.T) {
 		t.Fatalf("Reopen beside a busy writer: %v", err)
 	}
 }
+
+// TestFileNoSpinTurnedUnbuffered: a reload to access_log_flush: off while
+// the queue is full (a hung file) leaves a buffer the timer cannot hand
+// off; its retry waits, rather than re-arming with the new interval, 0,
+// and firing without pause: a core's whole time while the file hangs.
+// The process's CPU time (not the wall clock) over a second tells.
+func TestFileNoSpinTurnedUnbuffered(t *testing.T) {
+	saved := closeWait
+	closeWait = 100 * time.Millisecond
+	t.Cleanup(func() { closeWait = saved })
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	l := New(nil, nil)
+	if err := l.Configure(path, FormatSquid, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 40<<10)
+	for i := 0; ; i++ { // until the queue is full behind the hung write
+		rec := target(i)
+		rec.Target = long
+		l.Write(rec)
+		l.mu.Lock()
+		full := len(l.pend.queue) >= maxQueued
+		l.mu.Unlock()
+		if full {
+			break
+		}
+		if i > 10000 {
+			t.Fatal("the queue never filled")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	l.Write(target(1)) // in the buffer, which the full queue cannot take
+	if err := l.Configure(path, FormatSquid, -1); err != nil {
+		t.Fatal(err)
+	}
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	c0 := cpu()
+	time.Sleep(time.Second)
+	if used := cpu() - c0; used > 300*time.Millisecond {
+		t.Errorf("%v of CPU in the second after the switch: the timer spins", used)
+	}
+	l.Close()
+	syscall.SetNonblock(int(r.Fd()), false)
+	go io.Copy(io.Discard, r)
+}
