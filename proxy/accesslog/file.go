@@ -60,6 +60,13 @@ func (l *Log) line(p []byte) {
 	if l.every == 0 {
 		l.mu.Unlock()
 		l.wmu.Lock()
+		// Lines buffered before a reload turned the buffer off go first.
+		l.mu.Lock()
+		q := l.takeLocked()
+		l.mu.Unlock()
+		if len(q) > 0 {
+			l.writeAll(q)
+		}
 		l.writeLocked(p)
 		l.wmu.Unlock()
 		return
@@ -111,8 +118,20 @@ func (l *Log) handOffLocked() bool {
 	}
 	pd.queue = append(pd.queue, pd.buf)
 	pd.buf = nil
+	pd.disarm()
 	l.kickLocked()
 	return true
+}
+
+// disarm stops the timer of a buffer that was handed off: the next line
+// starts it again with the interval then configured. (A timer left to
+// run would flush the next buffer at the time of the previous one's
+// first line, which a reload from 1h to 1s made up to an hour late.)
+func (pd *pending) disarm() {
+	if pd.armed {
+		pd.timer.Stop()
+		pd.armed = false
+	}
 }
 
 // kickLocked wakes the writer, starting it on the first call.
@@ -166,8 +185,15 @@ func (l *Log) tick() {
 	pd := &l.pend
 	pd.armed = false
 	if !l.handOffLocked() && l.path != "" {
+		// Turned unbuffered (every 0) meanwhile, the next line writes
+		// the buffer; the retry still waits, rather than firing at once
+		// again and again while the queue stays full.
+		retry := l.every
+		if retry <= 0 {
+			retry = DefaultFlush
+		}
 		pd.armed = true
-		pd.timer.Reset(l.every)
+		pd.timer.Reset(retry)
 	}
 	n := l.takeDroppedLocked(false)
 	path := l.path
@@ -202,6 +228,7 @@ func (l *Log) takeLocked() [][]byte {
 		pd.queue = append(pd.queue, pd.buf) // past maxQueued: this once
 		pd.buf = nil
 	}
+	pd.disarm()
 	q := pd.queue
 	pd.queue = nil
 	return q

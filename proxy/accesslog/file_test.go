@@ -331,3 +331,193 @@ func TestFileCloseHung(t *testing.T) {
 	syscall.SetNonblock(int(r.Fd()), false)
 	go io.Copy(io.Discard, r)
 }
+
+// TestFileReopenConfigureHung: while a write does not return (a FIFO
+// nobody reads), Reopen and a Configure to another file give up after
+// closeWait with an error, and a Configure that keeps the file does not
+// wait at all: no rotation or reload hangs on the file.
+func TestFileReopenConfigureHung(t *testing.T) {
+	saved := closeWait
+	closeWait = 100 * time.Millisecond
+	t.Cleanup(func() { closeWait = saved })
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	l := New(nil, nil)
+	if err := l.Configure(path, FormatSquid, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 40<<10)
+	for i := range 10 { // more than the pipe holds: the writer hangs
+		rec := target(i)
+		rec.Target = long
+		l.Write(rec)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for l.wmu.TryLock() { // wait for the writer to hang in write(2)
+		l.wmu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never blocked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	within := func(what string, f func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s hung on a file that takes no more", what)
+			return nil
+		}
+	}
+	if err := within("Reopen", l.Reopen); err == nil || !strings.Contains(err.Error(), "not reopened") {
+		t.Errorf("Reopen: %v, want an error saying the file was not reopened", err)
+	}
+	if err := within("Configure, same file", func() error { return l.Configure(path, FormatJSON, time.Second) }); err != nil {
+		t.Errorf("Configure to the same file: %v", err)
+	}
+	other := filepath.Join(dir, "other.log")
+	if err := within("Configure, other file", func() error { return l.Configure(other, FormatSquid, time.Second) }); err == nil {
+		t.Errorf("Configure to another file while the old one hangs: no error")
+	}
+	if got := l.Path(); got != path {
+		t.Errorf("after the failed switch the log writes %q, want %q", got, path)
+	}
+	within("Close", l.Close)
+	syscall.SetNonblock(int(r.Fd()), false)
+	go io.Copy(io.Discard, r)
+}
+
+// TestFileFlushShortened: a reload that shortens the flush interval of
+// the same file (1h to 20ms) applies to the next line at once, not after
+// the timer armed with the old interval.
+func TestFileFlushShortened(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	l := New(nil, nil)
+	defer l.Close()
+	if err := l.Configure(path, FormatSquid, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	l.Write(target(0))
+	if err := l.Configure(path, FormatSquid, 20*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	l.Write(target(1))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(path)
+		if lines := wholeLines(t, b); len(lines) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the switch to 20ms the file holds %q", b)
+		}
+	}
+}
+
+// TestFileReopenBusyWriter: a writer that takes the file's lock again as
+// soon as it let it go (a steady load: the queue refills while it
+// writes) does not keep a rotation out: Reopen gets the lock in its turn
+// and reopens, rather than failing after closeWait as a poll that never
+// found the lock free did.
+func TestFileReopenBusyWriter(t *testing.T) {
+	saved := closeWait
+	closeWait = 3 * time.Second
+	t.Cleanup(func() { closeWait = saved })
+	path := filepath.Join(t.TempDir(), "access.log")
+	l := New(nil, nil)
+	if err := l.Configure(path, FormatSquid, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	stop, busy := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // as the writer: a write, then the next at once
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l.wmu.Lock()
+			if i == 0 {
+				close(busy)
+			}
+			time.Sleep(time.Millisecond)
+			l.wmu.Unlock()
+		}
+	})
+	<-busy
+	err := l.Reopen()
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("Reopen beside a busy writer: %v", err)
+	}
+}
+
+// TestFileNoSpinTurnedUnbuffered: a reload to access_log_flush: off while
+// the queue is full (a hung file) leaves a buffer the timer cannot hand
+// off; its retry waits, rather than re-arming with the new interval, 0,
+// and firing without pause: a core's whole time while the file hangs.
+// The process's CPU time (not the wall clock) over a second tells.
+func TestFileNoSpinTurnedUnbuffered(t *testing.T) {
+	saved := closeWait
+	closeWait = 100 * time.Millisecond
+	t.Cleanup(func() { closeWait = saved })
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	l := New(nil, nil)
+	if err := l.Configure(path, FormatSquid, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 40<<10)
+	for i := 0; ; i++ { // until the queue is full behind the hung write
+		rec := target(i)
+		rec.Target = long
+		l.Write(rec)
+		l.mu.Lock()
+		full := len(l.pend.queue) >= maxQueued
+		l.mu.Unlock()
+		if full {
+			break
+		}
+		if i > 10000 {
+			t.Fatal("the queue never filled")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	l.Write(target(1)) // in the buffer, which the full queue cannot take
+	if err := l.Configure(path, FormatSquid, -1); err != nil {
+		t.Fatal(err)
+	}
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	c0 := cpu()
+	time.Sleep(time.Second)
+	if used := cpu() - c0; used > 300*time.Millisecond {
+		t.Errorf("%v of CPU in the second after the switch: the timer spins", used)
+	}
+	l.Close()
+	syscall.SetNonblock(int(r.Fd()), false)
+	go io.Copy(io.Discard, r)
+}

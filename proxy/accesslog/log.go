@@ -100,7 +100,21 @@ func (l *Log) Configure(path, format string, flush time.Duration) error {
 	} else if flush < 0 {
 		every = 0
 	}
-	l.wmu.Lock()
+	l.mu.Lock()
+	if path == l.path && l.format != "" {
+		// The same file: the lines buffered so far go to the writer,
+		// not written here, so that a write that hangs (a hung mount)
+		// holds up no reload. Turned unbuffered, the next line writes
+		// those still queued before itself (line).
+		l.format, l.every = format, every
+		l.handOffLocked()
+		l.mu.Unlock()
+		return nil
+	}
+	l.mu.Unlock()
+	if !l.lockWrite() {
+		return fmt.Errorf("accesslog: %s: a write did not return within %v; still logging there", l.Path(), closeWait)
+	}
 	defer l.wmu.Unlock()
 	l.mu.Lock()
 	same := path == l.path && l.format != ""
@@ -149,10 +163,18 @@ func openFile(path string) (*os.File, error) {
 // the old one. Logging to stderr, it does nothing. When the file cannot
 // be opened, l keeps writing to the old one.
 func (l *Log) Reopen() error {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
 	l.mu.Lock()
 	path := l.path
+	l.mu.Unlock()
+	if path == "" {
+		return nil
+	}
+	if !l.lockWrite() {
+		return fmt.Errorf("accesslog: %s: a write did not return within %v; not reopened", path, closeWait)
+	}
+	defer l.wmu.Unlock()
+	l.mu.Lock()
+	path = l.path
 	l.mu.Unlock()
 	if path == "" {
 		return nil
@@ -184,9 +206,41 @@ func (l *Log) Path() string {
 }
 
 // closeWait is how long Close waits for a write in progress (a file on a
-// hung mount) before it gives up the lines still buffered; a variable so
-// that tests can shorten it.
+// hung mount) before it gives up the lines still buffered, and Reopen and
+// Configure before they give up switching the file; a variable so that
+// tests can shorten it.
 var closeWait = 10 * time.Second
+
+// lockWrite takes wmu, waiting at most closeWait for a write in progress;
+// false when that write did not return (a hung mount), so that no
+// rotation, reload or stop waits forever on the file. It waits in Lock
+// (on a goroutine it can leave behind), not by polling TryLock, so that
+// a writer kept busy by a steady load cannot take the lock back each
+// time before a poll comes: sync.Mutex hands it to a waiter blocked for
+// long.
+func (l *Log) lockWrite() bool {
+	if l.wmu.TryLock() {
+		return true
+	}
+	got, quit := make(chan struct{}), make(chan struct{})
+	go func() {
+		l.wmu.Lock()
+		select {
+		case got <- struct{}{}: // the caller holds it now
+		case <-quit: // the caller gave up
+			l.wmu.Unlock()
+		}
+	}()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-got:
+		return true
+	case <-t.C:
+		close(quit)
+		return false
+	}
+}
 
 // Close writes the buffered lines and closes the file (at shutdown, after
 // the connections drained). Later records go nowhere. It returns the
@@ -195,11 +249,8 @@ var closeWait = 10 * time.Second
 // buffered are lost, counted and reported, so that a stop never hangs on
 // the log.
 func (l *Log) Close() error {
-	for deadline := time.Now().Add(closeWait); !l.wmu.TryLock(); {
-		if time.Now().After(deadline) {
-			return l.abandon()
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !l.lockWrite() {
+		return l.abandon()
 	}
 	defer l.wmu.Unlock()
 	l.mu.Lock()
