@@ -261,7 +261,12 @@ func (t *conns) drain() {
 	}
 	t.mu.Unlock()
 	for _, c := range idle {
-		c.Close()
+		// Idle to closed in one step, against the plain loop's idle to
+		// active: a connection whose next request the loop has begun
+		// serving is left to finish it (connState closes it after).
+		if c.http.CompareAndSwap(int32(http.StateIdle), int32(http.StateClosed)) {
+			c.Close()
+		}
 	}
 }
 

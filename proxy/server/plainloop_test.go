@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -118,4 +120,70 @@ func TestPlainLoopOnWorker(t *testing.T) {
 	if !started {
 		t.Error("the POST did not go to the HTTP server")
 	}
+}
+
+// TestPlainDrainRaceNextRequest: a shutdown's drain that comes between
+// the worker reading a kept connection's next request and marking it
+// active (forced here by testHookPlainNext) either closes the connection
+// before the request goes anywhere or lets it be answered: never is the
+// request sent to the origin and its answer lost. The origin closes each
+// of its connections, so its accepts count the requests that reached it.
+func TestPlainDrainRaceNextRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: ln}
+	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		io.WriteString(w, r.URL.Path)
+	}))
+	origin.Listener = cl
+	origin.Start()
+	defer origin.Close()
+
+	r := startRun(t, "")
+	var once sync.Once
+	hook := func() { once.Do(r.s.conns.drain) }
+	testHookPlainNext.Store(&hook)
+	defer testHookPlainNext.Store(nil)
+
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	for i, path := range []string{"/1", "/2"} {
+		fmt.Fprintf(c, "GET %s%s HTTP/1.1\r\nHost: x\r\n\r\n", origin.URL, path)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			if i == 0 {
+				t.Fatal(err)
+			}
+			if n := cl.accepts.Load(); n != 1 {
+				t.Fatalf("request %s unanswered (%v) but the origin accepted %d connections, want 1: it reached the origin", path, err, n)
+			}
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != path {
+			t.Fatalf("%s: %d %q", path, resp.StatusCode, body)
+		}
+	}
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	accepts atomic.Int32
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepts.Add(1)
+	}
+	return c, err
 }
