@@ -312,6 +312,20 @@ func (t *conns) connState(nc net.Conn, st http.ConnState) {
 	if !ok {
 		return
 	}
+	if st == http.StateActive {
+		if hook := testHookBeforeActive.Load(); hook != nil {
+			(*hook)()
+		}
+		// To active in one step, against drain's idle to closed: a
+		// request read on a connection the drain closed meanwhile stays
+		// closed, and serveHTTP sends it nowhere.
+		for {
+			cur := c.http.Load()
+			if http.ConnState(cur) == http.StateClosed || c.http.CompareAndSwap(cur, int32(st)) {
+				return
+			}
+		}
+	}
 	c.http.Store(int32(st))
 	if st == http.StateIdle {
 		t.mu.Lock()

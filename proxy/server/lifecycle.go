@@ -425,9 +425,15 @@ type connKey struct{}
 // serveHTTP hands a request to the HTTP front end of the current state,
 // or answers 503 on a connection beyond a limit.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	c, _ := r.Context().Value(connKey{}).(*conn)
+	if c != nil && http.ConnState(c.http.Load()) == http.StateClosed {
+		// A shutdown's drain closed the connection while it was idle,
+		// before its request was marked active (conns.connState): the
+		// request goes nowhere, since its answer could not be delivered.
+		panic(http.ErrAbortHandler)
+	}
 	s.handlers.add()
 	defer s.handlers.done()
-	c, _ := r.Context().Value(connKey{}).(*conn)
 	if c != nil && c.refused {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Connection", "close")

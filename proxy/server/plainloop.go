@@ -87,15 +87,16 @@ func (s *Server) servePlainLoop(c *conn) bool {
 			s.toHTTP(c)
 			return true
 		}
-		if hook := testHookPlainNext.Load(); hook != nil {
+		if hook := testHookBeforeActive.Load(); hook != nil {
 			(*hook)()
 		}
 	}
 }
 
-// testHookPlainNext, when set by a test, runs after servePlainLoop read a
-// kept connection's next request and before it marks it active.
-var testHookPlainNext atomic.Pointer[func()]
+// testHookBeforeActive, when set by a test, runs between a kept
+// connection's next request being read and its being marked active: in
+// servePlainLoop, and in connState for the HTTP servers.
+var testHookBeforeActive atomic.Pointer[func()]
 
 // serveOne serves r with h and reports whether the connection may carry
 // another request; keepAlives reports false once a shutdown began (asked
