@@ -316,17 +316,20 @@ func (t *conns) connState(nc net.Conn, st http.ConnState) {
 		if hook := testHookBeforeActive.Load(); hook != nil {
 			(*hook)()
 		}
-		// To active in one step, against drain's idle to closed: a
-		// request read on a connection the drain closed meanwhile stays
-		// closed, and serveHTTP sends it nowhere.
-		for {
-			cur := c.http.Load()
-			if http.ConnState(cur) == http.StateClosed || c.http.CompareAndSwap(cur, int32(st)) {
-				return
-			}
+	}
+	// One step, against drain's idle to closed: a connection the drain
+	// closed stays closed (also when the plain loop handed it to the HTTP
+	// server with a request already read), and serveHTTP sends its
+	// request nowhere.
+	for {
+		cur := c.http.Load()
+		if http.ConnState(cur) == http.StateClosed {
+			return
+		}
+		if c.http.CompareAndSwap(cur, int32(st)) {
+			break
 		}
 	}
-	c.http.Store(int32(st))
 	if st == http.StateIdle {
 		t.mu.Lock()
 		draining := t.draining

@@ -81,14 +81,14 @@ func (s *Server) servePlainLoop(c *conn) bool {
 			}
 			c.prefix = l.buf[:n]
 		}
+		if hook := testHookBeforeActive.Load(); hook != nil {
+			(*hook)()
+		}
 		if r, rest = readPlain(c.prefix); r == nil {
 			c.prefix = append([]byte(nil), c.prefix...) // l.buf goes back to the pool
 			c.SetReadDeadline(time.Time{})
 			s.toHTTP(c)
 			return true
-		}
-		if hook := testHookBeforeActive.Load(); hook != nil {
-			(*hook)()
 		}
 	}
 }
