@@ -232,7 +232,7 @@ func (s *Server) sniffTunnel(ctx context.Context, x *exchange, w http.ResponseWr
 		x.d, x.sniffed = o.Decision, o.LogAttrs()
 		if o.Decision.Verdict != filter.Allow {
 			relay.Cut(conn)
-			origin.Close()
+			relay.Cut(origin) // a cut tunnel: the origin sees an error, not the client's end
 			return
 		}
 	}

@@ -402,11 +402,12 @@ func (s *Server) preflight(req filter.Request, d filter.Decision, addr string) (
 // sniffConnect serves a CONNECT that the first decision d allowed and whose
 // first bytes are sniffed: it replies success (bound address 0.0.0.0:0,
 // since nothing is dialed yet), reads the client's first bytes and decides
-// again with the name they carry (package sniffpolicy). A block closes the
-// connection: nothing is dialed and no byte is forwarded. Otherwise it
+// again with the name they carry (package sniffpolicy). A block cuts the
+// connection (a RST, as every end after the success reply that is not
+// the tunnel's): nothing is dialed and no byte is forwarded. Otherwise it
 // dials the target the client asked for on the final decision's route and
 // splices, forwarding the bytes read first. A dial that fails after the
-// success reply can only close the connection. A client that sent nothing
+// success reply can only cut the connection. A client that sent nothing
 // within the wait is sniffed late, once dialed (sniffpolicy.Late).
 func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req filter.Request, d filter.Decision, reply func(replyCode, netip.AddrPort)) {
 	// sniff.Read sets the read deadline of its wait and clears it.
@@ -414,6 +415,12 @@ func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req fi
 	a.succeeded.Store(true)
 	reply(repSucceeded, netip.AddrPort{})
 	a.pending = nil
+	tunneled := false
+	defer func() {
+		if !tunneled { // told "succeeded": a refusal now is a cut (a RST), never a clean end
+			relay.Cut(c)
+		}
+	}()
 	o := sniffpolicy.Check(c, s.Sniff, s.Policy, req, d)
 	a.decision, a.sniffed = &o.Decision, o.LogAttrs()
 	if o.Decision.Verdict != filter.Allow {
@@ -443,10 +450,11 @@ func (s *Server) sniffConnect(ctx context.Context, c net.Conn, a *access, req fi
 		a.decision, a.sniffed = &o.Decision, o.LogAttrs()
 		if o.Decision.Verdict != filter.Allow {
 			s.stats.blocked.Add(1)
-			origin.Close()
+			relay.Cut(origin) // a cut tunnel: the origin sees an error, not the client's end
 			return
 		}
 	}
+	tunneled = true
 	s.tunnel(ctx, a, relay.WithPrefix(c, o.Result.Data), relay.WithPrefix(origin, originData))
 }
 

@@ -28,6 +28,7 @@ type conn struct {
 	http    atomic.Int32               // the http.ConnState while the HTTP server has it
 	life    atomic.Pointer[time.Timer] // timeouts.lifetime; nil when unlimited
 	closed  atomic.Bool
+	headBy  atomic.Int64           // see SetReadDeadline: unix ns; 0 when none
 	onClose atomic.Pointer[func()] // counts its end in the metrics; see track
 	inline  atomic.Pointer[func()] // see Inline: nil, inlineOpen or the direction to run
 	once    sync.Once
@@ -69,6 +70,24 @@ func (c *conn) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(p)
+}
+
+// SetReadDeadline sets the read deadline, but not later than headBy
+// while it is set: the end of the handshake timeout counted from the
+// accept, for a connection whose first head was not whole in its first
+// read and went to the HTTP server, so that the server's own
+// ReadHeaderTimeout, counted from the hand-off, cannot stretch the head
+// to twice the timeout. The server clears the deadline once it has read
+// the head; that ends the bound.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	if by := c.headBy.Load(); by != 0 {
+		if t.IsZero() {
+			c.headBy.Store(0)
+		} else if t.UnixNano() > by {
+			t = time.Unix(0, by)
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 // Unwrap implements relay.Unwrapper, so that tunnels splice the raw
@@ -261,7 +280,12 @@ func (t *conns) drain() {
 	}
 	t.mu.Unlock()
 	for _, c := range idle {
-		c.Close()
+		// Idle to closed in one step, against the plain loop's idle to
+		// active: a connection whose next request the loop has begun
+		// serving is left to finish it (connState closes it after).
+		if c.http.CompareAndSwap(int32(http.StateIdle), int32(http.StateClosed)) {
+			c.Close()
+		}
 	}
 }
 
@@ -288,7 +312,24 @@ func (t *conns) connState(nc net.Conn, st http.ConnState) {
 	if !ok {
 		return
 	}
-	c.http.Store(int32(st))
+	if st == http.StateActive {
+		if hook := testHookBeforeActive.Load(); hook != nil {
+			(*hook)()
+		}
+	}
+	// One step, against drain's idle to closed: a connection the drain
+	// closed stays closed (also when the plain loop handed it to the HTTP
+	// server with a request already read), and serveHTTP sends its
+	// request nowhere.
+	for {
+		cur := c.http.Load()
+		if http.ConnState(cur) == http.StateClosed {
+			return
+		}
+		if c.http.CompareAndSwap(cur, int32(st)) {
+			break
+		}
+	}
 	if st == http.StateIdle {
 		t.mu.Lock()
 		draining := t.draining

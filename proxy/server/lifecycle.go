@@ -344,7 +344,8 @@ func (s *Server) handshake(nc net.Conn) (then func()) {
 // server. A tunnel it starts may leave a direction to its caller.
 func (s *Server) serveConn(st *state, c *conn) {
 	hs := orDefault(st.cfg.Timeouts.Handshake, rules.DefaultHandshakeTimeout)
-	c.SetReadDeadline(time.Now().Add(hs))
+	headBy := time.Now().Add(hs)
+	c.SetReadDeadline(headBy)
 	first, err := peek(c.Conn)
 	if err != nil {
 		c.Close() // a client that said nothing in time
@@ -373,7 +374,9 @@ func (s *Server) serveConn(st *state, c *conn) {
 		if !c.refused && s.servePlainLoop(c) { // a GET or HEAD and those after it: plainloop.go
 			return
 		}
-		c.SetReadDeadline(time.Time{})
+		// The handshake timeout bounds the whole head, counted from the
+		// accept: the HTTP server's ReadHeaderTimeout starts again.
+		c.headBy.Store(headBy.UnixNano())
 		s.toHTTP(c)
 	}
 }
@@ -422,9 +425,15 @@ type connKey struct{}
 // serveHTTP hands a request to the HTTP front end of the current state,
 // or answers 503 on a connection beyond a limit.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	c, _ := r.Context().Value(connKey{}).(*conn)
+	if c != nil && http.ConnState(c.http.Load()) == http.StateClosed {
+		// A shutdown's drain closed the connection while it was idle,
+		// before its request was marked active (conns.connState): the
+		// request goes nowhere, since its answer could not be delivered.
+		panic(http.ErrAbortHandler)
+	}
 	s.handlers.add()
 	defer s.handlers.done()
-	c, _ := r.Context().Value(connKey{}).(*conn)
 	if c != nil && c.refused {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Connection", "close")

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluiceproxy/sluice/rules"
@@ -46,9 +47,18 @@ func (s *Server) servePlainLoop(c *conn) bool {
 	defer l.release()
 	remote := c.RemoteAddr().String()
 	keepAlives := s.keepAlives // one method value for the connection's requests
+	was := http.StateNew
 	for {
 		c.prefix = rest
-		c.http.Store(int32(http.StateActive))
+		// Idle to active in one step, against conns.drain's idle to
+		// closed: either the drain closed the connection before this
+		// request went anywhere, or the request is answered first.
+		if !c.http.CompareAndSwap(int32(was), int32(http.StateActive)) {
+			c.prefix = nil // l.buf goes back to the pool
+			c.Close()      // closed by a shutdown's drain while idle
+			return true
+		}
+		was = http.StateIdle
 		c.SetReadDeadline(time.Time{})
 		r.RemoteAddr = remote
 		if !l.serveOne(r.WithContext(s.connectBase()), keepAlives, s.serveHTTP, s.log) {
@@ -71,6 +81,9 @@ func (s *Server) servePlainLoop(c *conn) bool {
 			}
 			c.prefix = l.buf[:n]
 		}
+		if hook := testHookBeforeActive.Load(); hook != nil {
+			(*hook)()
+		}
 		if r, rest = readPlain(c.prefix); r == nil {
 			c.prefix = append([]byte(nil), c.prefix...) // l.buf goes back to the pool
 			c.SetReadDeadline(time.Time{})
@@ -79,6 +92,11 @@ func (s *Server) servePlainLoop(c *conn) bool {
 		}
 	}
 }
+
+// testHookBeforeActive, when set by a test, runs between a kept
+// connection's next request being read and its being marked active: in
+// servePlainLoop, and in connState for the HTTP servers.
+var testHookBeforeActive atomic.Pointer[func()]
 
 // serveOne serves r with h and reports whether the connection may carry
 // another request; keepAlives reports false once a shutdown began (asked
