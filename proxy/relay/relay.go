@@ -261,7 +261,7 @@ func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration
 	}
 	// Last: a context that has ended runs the cut at once, on another
 	// goroutine, and the cut reads the directions written above.
-	sp.stop = context.AfterFunc(ctx, func() { sp.cancel(ctx.Err()) })
+	sp.watch(ctx)
 	return sp
 }
 
@@ -297,7 +297,9 @@ type splicer struct {
 	client, origin net.Conn
 	up, down       half
 	last           atomic.Int64 // unix nanoseconds of the last byte read or written either way
-	stop           func() bool  // stops the abort on ctx's end
+	group          *watchGroup  // of ctx, while watched (watch.go)
+	next, prev     *splicer     // in group's list
+	watched        bool         // set by watch before the directions start, never after
 	left           atomic.Int32 // directions of a Start still running
 	eofs           atomic.Int32 // directions that ended with their source's EOF
 	done           func(Stats, error)
@@ -347,7 +349,7 @@ func (sp *splicer) abort(cause error) {
 // finish closes both conns once both directions have ended (after two
 // clean EOFs each peer has had its FIN already) and returns the result.
 func (sp *splicer) finish() (Stats, error) {
-	sp.stop()
+	sp.unwatch()
 	sp.mu.Lock()
 	aborted := sp.aborted
 	sp.aborted = true
