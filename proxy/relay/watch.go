@@ -11,8 +11,10 @@ import (
 // removed under that context's lock for every tunnel. Tunnels share their
 // context (a server's base context), so the relay keeps one AfterFunc per
 // context being watched and a list of its splicers, linked through the
-// splicers themselves: registering and leaving allocate nothing while the
-// context watches other tunnels too.
+// splicers themselves: registering and leaving allocate nothing. A
+// context's group stays when its last tunnel ends, for the next one, until
+// the context ends; only when more than keepGroups contexts are watched
+// (contexts of a request each) is an empty group dropped at once.
 
 // watchGroup is the splicers of one context, and its AfterFunc.
 type watchGroup struct {
@@ -21,6 +23,9 @@ type watchGroup struct {
 	stop  func() bool // stops the AfterFunc
 	fired bool        // the context ended: new splicers are cut at once
 }
+
+// keepGroups is how many contexts may be watched with no tunnel on them.
+const keepGroups = 16
 
 var watching struct {
 	mu     sync.Mutex
@@ -59,7 +64,8 @@ func (sp *splicer) watch(ctx context.Context) {
 }
 
 // unwatch takes sp off its context's list; the last splicer to leave
-// stops the context's AfterFunc.
+// stops the context's AfterFunc when more than keepGroups contexts are
+// watched.
 func (sp *splicer) unwatch() {
 	if !sp.watched {
 		return
@@ -67,7 +73,7 @@ func (sp *splicer) unwatch() {
 	watching.mu.Lock()
 	if g := sp.group; g != nil {
 		g.unlink(sp)
-		if g.head == nil && !g.fired {
+		if g.head == nil && !g.fired && len(watching.groups) > keepGroups {
 			g.stop()
 			delete(watching.groups, g.ctx)
 		}
