@@ -300,6 +300,7 @@ type splicer struct {
 	group          *watchGroup  // of ctx, while watched (watch.go)
 	next, prev     *splicer     // in group's list
 	watched        bool         // set by watch before the directions start, never after
+	stopWatch      func() bool  // stops the AfterFunc of a ctx that is not a pointer (watch.go)
 	left           atomic.Int32 // directions of a Start still running
 	eofs           atomic.Int32 // directions that ended with their source's EOF
 	done           func(Stats, error)

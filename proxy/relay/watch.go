@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"reflect"
 	"sync"
 )
 
@@ -39,6 +40,13 @@ func (sp *splicer) watch(ctx context.Context) {
 		return
 	}
 	sp.watched = true
+	if reflect.TypeOf(ctx).Kind() != reflect.Pointer {
+		// A context that is a value may not be usable as a map key
+		// (a field holding a slice would make the map panic): it gets
+		// an AfterFunc of its own.
+		sp.stopWatch = context.AfterFunc(ctx, func() { sp.cancel(ctx.Err()) })
+		return
+	}
 	watching.mu.Lock()
 	g := watching.groups[ctx]
 	if g == nil {
@@ -68,6 +76,10 @@ func (sp *splicer) watch(ctx context.Context) {
 // watched.
 func (sp *splicer) unwatch() {
 	if !sp.watched {
+		return
+	}
+	if sp.stopWatch != nil {
+		sp.stopWatch()
 		return
 	}
 	watching.mu.Lock()

@@ -81,3 +81,21 @@ func TestWatchSharedContext(t *testing.T) {
 		t.Errorf("the relay watches %d contexts (the ended one: %v), want at most %d", groups, kept, keepGroups+1)
 	}
 }
+
+// valueCtx is a context that is a value, not a pointer, and holds a slice:
+// it cannot be a map key.
+type valueCtx struct {
+	context.Context
+	tags []string
+}
+
+// TestWatchValueContext: a tunnel on a context that cannot be a map key
+// does not panic and is still cut when the context ends.
+func TestWatchValueContext(t *testing.T) {
+	parent, cancel := context.WithCancel(t.Context())
+	f := start(t, valueCtx{parent, []string{"a"}}, 0, nil)
+	cancel()
+	if r := f.wait(t); !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("err %v, want context.Canceled", r.err)
+	}
+}
