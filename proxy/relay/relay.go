@@ -140,6 +140,10 @@ type closeWriter interface{ CloseWrite() error }
 // closeWrite half-closes; a variable so that tests can count the calls.
 var closeWrite = closeWriter.CloseWrite
 
+// setWriteDeadline sets a direction's first write deadline on its
+// destination; a variable so that tests can count the calls.
+var setWriteDeadline = net.Conn.SetWriteDeadline
+
 // Splice copies client→origin and origin→client until both directions have
 // ended, ctx is cancelled, or no byte moved either way for idle (0 means no
 // idle timeout). When one direction reaches EOF, the other side is
@@ -257,7 +261,7 @@ func newSplicer(ctx context.Context, client, origin net.Conn, idle time.Duration
 	}
 	// Last: a context that has ended runs the cut at once, on another
 	// goroutine, and the cut reads the directions written above.
-	sp.stop = context.AfterFunc(ctx, func() { sp.cancel(ctx.Err()) })
+	sp.watch(ctx)
 	return sp
 }
 
@@ -293,7 +297,10 @@ type splicer struct {
 	client, origin net.Conn
 	up, down       half
 	last           atomic.Int64 // unix nanoseconds of the last byte read or written either way
-	stop           func() bool  // stops the abort on ctx's end
+	group          *watchGroup  // of ctx, while watched (watch.go)
+	next, prev     *splicer     // in group's list
+	watched        bool         // set by watch before the directions start, never after
+	stopWatch      func() bool  // stops the AfterFunc of a ctx that is not a pointer (watch.go)
 	left           atomic.Int32 // directions of a Start still running
 	eofs           atomic.Int32 // directions that ended with their source's EOF
 	done           func(Stats, error)
@@ -343,7 +350,7 @@ func (sp *splicer) abort(cause error) {
 // finish closes both conns once both directions have ended (after two
 // clean EOFs each peer has had its FIN already) and returns the result.
 func (sp *splicer) finish() (Stats, error) {
-	sp.stop()
+	sp.unwatch()
 	sp.mu.Lock()
 	aborted := sp.aborted
 	sp.aborted = true
@@ -458,6 +465,7 @@ type half struct {
 	pending  []byte
 	n        int64           // bytes written to dst
 	armed    int64           // unix nanoseconds when a buffered copy last moved dst's write deadline
+	wArmed   bool            // dst's write deadline was set (write_linux.go); before, dst has none of the relay's
 	state    atomic.Int32    // halfRunning, or halfParked while no goroutine waits for src (park_linux.go)
 	slot     uint32          // while parked: its slot in the parker
 	inEpoll  bool            // src is registered with the parker's epoll instance
@@ -488,7 +496,9 @@ func (h *half) run() bool {
 		}
 	}
 	h.src.SetReadDeadline(rdl)
-	h.dst.SetWriteDeadline(wdl)
+	if !lazyWriteDeadline || h.dstRaw == nil {
+		setWriteDeadline(h.dst, wdl)
+	} // else the first write that would block sets it (armWrite)
 	err := h.writeAll(h.pending, isTCP(h.dst))
 	h.pending = nil
 	if err == nil {
@@ -548,7 +558,13 @@ func (h *half) writeAll(b []byte, retry bool) error {
 		}
 	}
 	for len(b) > 0 {
-		n, err := h.dst.Write(b)
+		var n int
+		var err error
+		if retry && h.dstRaw != nil {
+			n, err = h.writeRaw(b)
+		} else {
+			n, err = h.dst.Write(b)
+		}
 		h.n += int64(n)
 		b = b[n:]
 		if n > 0 {

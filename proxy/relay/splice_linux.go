@@ -21,19 +21,45 @@ const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
 // would block, so that the runtime poller parks the goroutine until it is
 // ready, and true when done.
 type pump struct {
-	h        *half
-	p        *pipe              // held only while bytes flow; nil while waiting
-	inPipe   int                // bytes in p
-	buf      *[]byte            // instead of p for the first spliceAfter bytes, or when no pipe could be had
-	inBuf    int                // bytes in buf
-	early    bool               // buf is for the first spliceAfter bytes
-	err      error              // the failure of the last callback
-	eof      bool               // the source ended
-	moved    bool               // splice(2) has moved bytes: no falling back now
-	park     bool               // on EAGAIN, fill reports block instead of letting Go's poller wait (see park_linux.go)
-	block    bool               // fill found nothing to read and did not wait
-	draining bool               // fn drains (dst.Write) rather than fills (src.Read)
-	fn       func(uintptr) bool // fill or drain: one closure per direction, made once
+	h      *half
+	p      *pipe              // held only while bytes flow; nil while waiting
+	inPipe int                // bytes in p
+	buf    *[]byte            // instead of p for the first spliceAfter bytes, or when no pipe could be had
+	inBuf  int                // bytes in buf
+	early  bool               // buf is for the first spliceAfter bytes
+	err    error              // the failure of the last callback
+	eof    bool               // the source ended
+	moved  bool               // splice(2) has moved bytes: no falling back now
+	park   bool               // on EAGAIN, fill reports block instead of letting Go's poller wait (see park_linux.go)
+	block  bool               // fill found nothing to read and did not wait
+	mode   int                // what fn does: pumpFill (src.Read), pumpDrain or pumpWrite (dst.Write)
+	arm    bool               // a write would block and dst's write deadline is not set yet (see armWrite)
+	wb     []byte             // pumpWrite: the bytes to write
+	wn     int                // pumpWrite: how many of them were written
+	fn     func(uintptr) bool // fill, drain or write: one closure per direction, made once
+}
+
+// What a pump's fn does.
+const (
+	pumpFill = iota
+	pumpDrain
+	pumpWrite
+)
+
+// callback returns pu's fn, made on first use.
+func (pu *pump) callback() func(uintptr) bool {
+	if pu.fn == nil {
+		pu.fn = func(fd uintptr) bool {
+			switch pu.mode {
+			case pumpDrain:
+				return pu.drain(fd)
+			case pumpWrite:
+				return pu.write(fd)
+			}
+			return pu.fill(fd)
+		}
+	}
+	return pu.fn
 }
 
 // splice copies h.src to h.dst, two TCP sockets, with splice(2) through a
@@ -47,14 +73,7 @@ func (h *half) splice() (ok bool, err error) {
 	}
 	pu := &h.pu
 	*pu = pump{h: h, moved: pu.moved, fn: pu.fn, park: h.parking}
-	if pu.fn == nil {
-		pu.fn = func(fd uintptr) bool {
-			if pu.draining {
-				return pu.drain(fd)
-			}
-			return pu.fill(fd)
-		}
-	}
+	fn := pu.callback()
 	defer func() {
 		if err != errParked { // a parked h may already run elsewhere
 			pu.release()
@@ -62,8 +81,8 @@ func (h *half) splice() (ok bool, err error) {
 	}()
 	for {
 		pu.err = nil
-		pu.draining = false
-		if err := src.Read(pu.fn); err != nil {
+		pu.mode = pumpFill
+		if err := src.Read(fn); err != nil {
 			if h.startParking(err) {
 				pu.park = true
 				continue
@@ -107,12 +126,17 @@ func (h *half) splice() (ok bool, err error) {
 		pu.moved = true
 		for pu.inPipe > 0 {
 			pu.err = nil
-			pu.draining = true
-			if err := dst.Write(pu.fn); err != nil {
-				if h.sp.expired(err, h.dst.SetWriteDeadline) {
+			pu.mode = pumpDrain
+			if err := dst.Write(fn); err != nil {
+				if h.armAfter(err) || h.sp.expired(err, h.dst.SetWriteDeadline) {
 					continue
 				}
 				return true, err
+			}
+			if pu.arm {
+				pu.arm = false
+				h.armWrite()
+				continue
 			}
 			if pu.err != nil {
 				return true, pu.err
@@ -188,6 +212,10 @@ func (pu *pump) drain(fd uintptr) bool {
 		case err == unix.EAGAIN:
 			if moved { // the destination is slow, not idle
 				pu.h.sp.touch()
+			}
+			if !pu.h.wArmed { // set the write deadline before the wait
+				pu.arm = true
+				return true
 			}
 			return false
 		case err == nil: // nothing moved and no error: never from a pipe that holds bytes

@@ -16,3 +16,9 @@ func (h *half) canPark() bool { return false }
 
 // parkAfter is unused on this platform.
 const parkAfter = 0
+
+// lazyWriteDeadline is false: run sets dst's write deadline at the start.
+const lazyWriteDeadline = false
+
+// writeRaw is not used on this platform: dst is written as a net.Conn.
+func (h *half) writeRaw(b []byte) (int, error) { return h.dst.Write(b) }

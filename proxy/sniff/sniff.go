@@ -134,9 +134,6 @@ func Read(c net.Conn, o Options) Result {
 		}
 		n, err := c.Read(buf[len(buf):min(cap(buf), MaxBytes)])
 		buf = buf[:len(buf)+n]
-		if len(buf) > 0 && n > 0 && len(buf) == n {
-			c.SetReadDeadline(start.Add(timeout))
-		}
 		r, done := Parse(buf)
 		if done {
 			return r
@@ -150,6 +147,12 @@ func Read(c net.Conn, o Options) Result {
 				r.Err = ErrTruncated
 			}
 			return r
+		}
+		if n > 0 && len(buf) == n {
+			// The first bytes came and more are needed: the rest may
+			// take until the timeout. (A first read that holds the
+			// whole ClientHello, the usual case, moves no deadline.)
+			c.SetReadDeadline(start.Add(timeout))
 		}
 	}
 }

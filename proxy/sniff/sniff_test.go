@@ -260,3 +260,31 @@ func TestReadBound(t *testing.T) {
 		t.Fatalf("got %v err %v, %d bytes; want too large at %d", r.Proto, r.Err, len(r.Data), MaxBytes)
 	}
 }
+
+// deadlineConn counts SetReadDeadline calls.
+type deadlineConn struct {
+	net.Conn
+	n int
+}
+
+func (c *deadlineConn) SetReadDeadline(d time.Time) error {
+	c.n++
+	return c.Conn.SetReadDeadline(d)
+}
+
+// TestReadWholeHelloMovesNoDeadline: a ClientHello that comes in one read
+// (the usual case) sets the wait's deadline and clears it, nothing more:
+// each deadline is a runtime timer moved per sniffed tunnel. A split one
+// still gets the longer timeout after its first bytes (TestReadStall).
+func TestReadWholeHelloMovesNoDeadline(t *testing.T) {
+	client, server := loopback(t)
+	client.Write(clientHello(t, &tls.Config{ServerName: "blocked.test"}))
+	c := &deadlineConn{Conn: server}
+	r := Read(c, Options{})
+	if r.Proto != TLS || r.Name != "blocked.test" || r.Err != nil {
+		t.Fatalf("got %v %q err %v", r.Proto, r.Name, r.Err)
+	}
+	if c.n != 2 {
+		t.Errorf("%d read deadlines set, want 2 (the wait's and its clearing)", c.n)
+	}
+}
