@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -129,6 +128,16 @@ func TestPlainLoopOnWorker(t *testing.T) {
 // request sent to the origin and its answer lost. The origin closes each
 // of its connections, so its accepts count the requests that reached it.
 func TestPlainDrainRaceNextRequest(t *testing.T) {
+	drainRace(t, 1, "GET %s/1 HTTP/1.1\r\nHost: x\r\n\r\n", "GET %s/2 HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+// drainRace sends reqs (each a format for the origin's URL, asking for
+// /1, /2...) on one connection to a server whose drain runs when
+// testHookBeforeActive is called for the drainOn-th time, and fails if a
+// request left unanswered reached the origin (which closes each of its
+// connections, so that its accepts count the requests it got).
+func drainRace(t *testing.T, drainOn int32, reqs ...string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -143,8 +152,12 @@ func TestPlainDrainRaceNextRequest(t *testing.T) {
 	defer origin.Close()
 
 	r := startRun(t, "")
-	var once sync.Once
-	hook := func() { once.Do(r.s.conns.drain) }
+	var calls atomic.Int32
+	hook := func() {
+		if calls.Add(1) == drainOn {
+			r.s.conns.drain()
+		}
+	}
 	testHookBeforeActive.Store(&hook)
 	defer testHookBeforeActive.Store(nil)
 
@@ -155,15 +168,16 @@ func TestPlainDrainRaceNextRequest(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	br := bufio.NewReader(c)
-	for i, path := range []string{"/1", "/2"} {
-		fmt.Fprintf(c, "GET %s%s HTTP/1.1\r\nHost: x\r\n\r\n", origin.URL, path)
+	for i, req := range reqs {
+		path := fmt.Sprintf("/%d", i+1)
+		fmt.Fprintf(c, req, origin.URL)
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			if i == 0 {
 				t.Fatal(err)
 			}
-			if n := cl.accepts.Load(); n != 1 {
-				t.Fatalf("request %s unanswered (%v) but the origin accepted %d connections, want 1: it reached the origin", path, err, n)
+			if n := cl.accepts.Load(); n != int32(i) {
+				t.Fatalf("request %s unanswered (%v) but the origin accepted %d connections, want %d: it reached the origin", path, err, n, i)
 			}
 			return
 		}
@@ -196,53 +210,8 @@ func (l *countingListener) Accept() (net.Conn, error) {
 // cancelled the request's context and mostly stopped it before the dial,
 // but not always: the test failed in 5 of 30 runs.
 func TestHTTPDrainRaceNextRequest(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := &countingListener{Listener: ln}
-	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Connection", "close")
-		io.WriteString(w, r.URL.Path)
-	}))
-	origin.Listener = cl
-	origin.Start()
-	defer origin.Close()
-
-	r := startRun(t, "")
-	var calls atomic.Int32
-	hook := func() {
-		if calls.Add(1) == 2 { // the second request
-			r.s.conns.drain()
-		}
-	}
-	testHookBeforeActive.Store(&hook)
-	defer testHookBeforeActive.Store(nil)
-
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	br := bufio.NewReader(c)
-	for i, path := range []string{"/1", "/2"} {
-		fmt.Fprintf(c, "POST %s%s HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", origin.URL, path)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			if i == 0 {
-				t.Fatal(err)
-			}
-			if n := cl.accepts.Load(); n != 1 {
-				t.Fatalf("request %s unanswered (%v) but the origin accepted %d connections, want 1: it reached the origin", path, err, n)
-			}
-			return
-		}
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || string(body) != path {
-			t.Fatalf("%s: %d %q", path, resp.StatusCode, body)
-		}
-	}
+	drainRace(t, 2, "POST %s/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+		"POST %s/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
 }
 
 // TestPlainToHTTPDrainRace: a drain between the plain loop's reading a
@@ -253,47 +222,5 @@ func TestHTTPDrainRaceNextRequest(t *testing.T) {
 // out unless net/http's background read cancelled it first: the test
 // failed in 2 of 30 runs.
 func TestPlainToHTTPDrainRace(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := &countingListener{Listener: ln}
-	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Connection", "close")
-		io.WriteString(w, r.URL.Path)
-	}))
-	origin.Listener = cl
-	origin.Start()
-	defer origin.Close()
-
-	r := startRun(t, "")
-	var once sync.Once
-	hook := func() { once.Do(r.s.conns.drain) }
-	testHookBeforeActive.Store(&hook)
-	defer testHookBeforeActive.Store(nil)
-
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	br := bufio.NewReader(c)
-	for i, req := range []string{"GET %s/1 HTTP/1.1\r\nHost: x\r\n\r\n", "POST %s/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"} {
-		fmt.Fprintf(c, req, origin.URL)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			if i == 0 {
-				t.Fatal(err)
-			}
-			if n := cl.accepts.Load(); n != 1 {
-				t.Fatalf("the POST unanswered (%v) but the origin accepted %d connections, want 1: it reached the origin", err, n)
-			}
-			return
-		}
-		body, _ := io.ReadAll(resp.Body)
-		if want := fmt.Sprintf("/%d", i+1); resp.StatusCode != 200 || string(body) != want {
-			t.Fatalf("%s: %d %q", want, resp.StatusCode, body)
-		}
-	}
+	drainRace(t, 1, "GET %s/1 HTTP/1.1\r\nHost: x\r\n\r\n", "POST %s/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
 }
