@@ -167,15 +167,7 @@ func TestFileShortWriteCut(t *testing.T) {
 // counted and reported; once the file moves again every line it got is
 // whole, and the written and the lost add up.
 func TestFileHungDrops(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	path, r := hungFIFO(t, t.TempDir())
 	var server syncBuffer
 	l := New(slog.New(slog.NewTextHandler(&server, nil)), nil)
 	if err := l.Configure(path, FormatSquid, 10*time.Millisecond); err != nil {
@@ -282,37 +274,14 @@ func TestFileSwitchWhileWriting(t *testing.T) {
 // return (a FIFO nobody reads, as a hung mount): after closeWait it gives
 // up the buffered lines, counts them lost and says so.
 func TestFileCloseHung(t *testing.T) {
-	saved := closeWait
-	closeWait = 100 * time.Millisecond
-	t.Cleanup(func() { closeWait = saved })
-	path := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	shortCloseWait(t)
+	path, r := hungFIFO(t, t.TempDir())
 	var server syncBuffer
 	l := New(slog.New(slog.NewTextHandler(&server, nil)), nil)
 	if err := l.Configure(path, FormatSquid, time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	long := strings.Repeat("x", 40<<10)
-	for i := range 10 { // more than the pipe holds: the writer hangs
-		rec := target(i)
-		rec.Target = long
-		l.Write(rec)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for l.wmu.TryLock() { // wait for the writer to hang in write(2)
-		l.wmu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatal("the writer never blocked")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	hangWriter(t, l)
 	l.Write(target(99)) // buffered, behind the hung write
 	closed := make(chan error, 1)
 	go func() { closed <- l.Close() }()
@@ -337,37 +306,14 @@ func TestFileCloseHung(t *testing.T) {
 // closeWait with an error, and a Configure that keeps the file does not
 // wait at all: no rotation or reload hangs on the file.
 func TestFileReopenConfigureHung(t *testing.T) {
-	saved := closeWait
-	closeWait = 100 * time.Millisecond
-	t.Cleanup(func() { closeWait = saved })
+	shortCloseWait(t)
 	dir := t.TempDir()
-	path := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	path, r := hungFIFO(t, dir)
 	l := New(nil, nil)
 	if err := l.Configure(path, FormatSquid, time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	long := strings.Repeat("x", 40<<10)
-	for i := range 10 { // more than the pipe holds: the writer hangs
-		rec := target(i)
-		rec.Target = long
-		l.Write(rec)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for l.wmu.TryLock() { // wait for the writer to hang in write(2)
-		l.wmu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatal("the writer never blocked")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	hangWriter(t, l)
 	within := func(what string, f func() error) error {
 		t.Helper()
 		done := make(chan error, 1)
@@ -471,18 +417,8 @@ func TestFileReopenBusyWriter(t *testing.T) {
 // and firing without pause: a core's whole time while the file hangs.
 // The process's CPU time (not the wall clock) over a second tells.
 func TestFileNoSpinTurnedUnbuffered(t *testing.T) {
-	saved := closeWait
-	closeWait = 100 * time.Millisecond
-	t.Cleanup(func() { closeWait = saved })
-	path := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	shortCloseWait(t)
+	path, r := hungFIFO(t, t.TempDir())
 	l := New(nil, nil)
 	if err := l.Configure(path, FormatSquid, time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -520,4 +456,50 @@ func TestFileNoSpinTurnedUnbuffered(t *testing.T) {
 	l.Close()
 	syscall.SetNonblock(int(r.Fd()), false)
 	go io.Copy(io.Discard, r)
+}
+
+// hungFIFO makes a FIFO in dir whose read end is open (so that opening it
+// to write does not wait) but never read: a file that takes 64 KiB and
+// then hangs its writer, as a hung mount does. It returns its path and
+// its read end.
+func hungFIFO(t *testing.T, dir string) (string, *os.File) {
+	t.Helper()
+	path := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return path, r
+}
+
+// shortCloseWait makes Close, Reopen and Configure give up on a hung
+// write after 100 ms for the rest of the test.
+func shortCloseWait(t *testing.T) {
+	saved := closeWait
+	closeWait = 100 * time.Millisecond
+	t.Cleanup(func() { closeWait = saved })
+}
+
+// hangWriter writes more lines to l than its hung FIFO takes and waits
+// until l's writer hangs in write(2).
+func hangWriter(t *testing.T, l *Log) {
+	t.Helper()
+	long := strings.Repeat("x", 40<<10)
+	for i := range 10 {
+		rec := target(i)
+		rec.Target = long
+		l.Write(rec)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for l.wmu.TryLock() {
+		l.wmu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never blocked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
