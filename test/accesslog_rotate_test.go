@@ -58,37 +58,11 @@ func TestAccessLogRotateUnderLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			p.stop(t)
-			seen := map[string]int{}
 			files := []string{path}
 			for r := 1; r <= rotations; r++ {
 				files = append(files, fmt.Sprintf("%s.%d", path, r))
 			}
-			for _, f := range files {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(b) > 0 && b[len(b)-1] != '\n' {
-					t.Fatalf("%s ends in half a line", f)
-				}
-				for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
-					if l == "" {
-						continue
-					}
-					var m struct{ Msg, Path string }
-					if err := json.Unmarshal([]byte(l), &m); err != nil || m.Msg != "access" {
-						t.Fatalf("%s: not a whole access line (%v): %.200q", f, err, l)
-					}
-					seen[m.Path]++
-				}
-			}
-			for c := range clients {
-				for i := range each {
-					if k := fmt.Sprintf("/c%d/r%d", c, i); seen[k] != 1 {
-						t.Errorf("%s logged %d times, want once", k, seen[k])
-					}
-				}
-			}
+			loggedOnce(t, files, false, clients, each)
 		})
 	}
 }
@@ -144,34 +118,46 @@ func TestAccessLogReloadSwitchUnderLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			stopWithin(t, p, 30*time.Second)
-			seen := map[string]int{}
+			var files []string
 			for n := 0; n <= switches; n++ {
-				f := filepath.Join(p.dir, fmt.Sprintf("access%d.log", n))
-				b, err := os.ReadFile(f)
-				if err != nil && !os.IsNotExist(err) {
-					t.Fatal(err)
-				}
-				if len(b) > 0 && b[len(b)-1] != '\n' {
-					t.Fatalf("%s ends in half a line", f)
-				}
-				for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
-					if l == "" {
-						continue
-					}
-					var m struct{ Msg, Path string }
-					if err := json.Unmarshal([]byte(l), &m); err != nil || m.Msg != "access" {
-						t.Fatalf("%s: not a whole access line (%v): %.200q", f, err, l)
-					}
-					seen[m.Path]++
-				}
+				files = append(files, filepath.Join(p.dir, fmt.Sprintf("access%d.log", n)))
 			}
-			for c := range clients {
-				for i := range each {
-					if k := fmt.Sprintf("/c%d/r%d", c, i); seen[k] != 1 {
-						t.Errorf("%s logged %d times, want once", k, seen[k])
-					}
-				}
-			}
+			loggedOnce(t, files, true, clients, each)
 		})
+	}
+}
+
+// loggedOnce reads the JSON access lines of files (a missing one is empty
+// when missingOK) and fails unless each file ends in a whole line, every
+// line is a whole access line, and each path /cC/rI of clients x each
+// requests is logged exactly once across them.
+func loggedOnce(t *testing.T, files []string, missingOK bool, clients, each int) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil && !(missingOK && os.IsNotExist(err)) {
+			t.Fatal(err)
+		}
+		if len(b) > 0 && b[len(b)-1] != '\n' {
+			t.Fatalf("%s ends in half a line", f)
+		}
+		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			if l == "" {
+				continue
+			}
+			var m struct{ Msg, Path string }
+			if err := json.Unmarshal([]byte(l), &m); err != nil || m.Msg != "access" {
+				t.Fatalf("%s: not a whole access line (%v): %.200q", f, err, l)
+			}
+			seen[m.Path]++
+		}
+	}
+	for c := range clients {
+		for i := range each {
+			if k := fmt.Sprintf("/c%d/r%d", c, i); seen[k] != 1 {
+				t.Errorf("%s logged %d times, want once", k, seen[k])
+			}
+		}
 	}
 }
