@@ -1,12 +1,9 @@
 package test
 
 import (
-	"bufio"
 	"io"
 	"net"
-	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -20,30 +17,9 @@ import (
 // (accepts counted). Before, the head could take up to 1.5 s + 3 s and was
 // served: a CONNECT opened its tunnel, a GET was fetched.
 func TestSplitHeadBoundedByHandshake(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() }) // after the parallel subtests
-	var accepts atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepts.Add(1)
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil && req.Method == "GET" {
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-				}
-			}()
-		}
-	}()
+	o := newCountOrigin(t, "127.0.0.1:0")
 	p := startSluice(t, "default: allow\ntimeouts: {handshake: 3s}\n", nil)
-	origin := ln.Addr().String()
+	origin := o.addr
 	for _, tc := range []struct{ name, first, rest string }{
 		{"CONNECT", "CONNECT " + origin + " HTTP/1.1\r\n", "Host: " + origin + "\r\n\r\n"},
 		{"GET", "GET http://" + origin + "/ HTTP/1.1\r\n", "Host: " + origin + "\r\n\r\n"},
@@ -70,7 +46,7 @@ func TestSplitHeadBoundedByHandshake(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() {
-		if n := accepts.Load(); n != 0 {
+		if n := o.accepts.Load(); n != 0 {
 			t.Errorf("the origin was dialed %d times for heads past the handshake timeout", n)
 		}
 	})
